@@ -1,0 +1,386 @@
+# Copyright 2026 The ddpm-hub authors. Licensed under the Apache License, Version 2.0.
+"""Unconditional image generation with a DDPM-trained `UNet2DModel` and any compatible diffusers scheduler.
+
+This file stands alone (torch, numpy, PIL and diffusers only): `save_pretrained` copies it into every saved
+pipeline as `pipeline.py`, so the full class can be loaded from a folder or a Hub repo by anyone, with
+`DiffusionPipeline.from_pretrained(repo, custom_pipeline=repo, trust_remote_code=True)`, without ddpm-hub.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import PIL.Image
+import torch
+
+import diffusers
+from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+
+
+# Short sampler names, as used by common UIs, mapped onto diffusers scheduler classes and the config overrides
+# that make each one what its name says. Every entry is built with `from_config`, so it keeps the training
+# schedule (betas, prediction type, number of train timesteps) of the model.
+SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddpm": ("DDPMScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "plms": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "euler": ("EulerDiscreteScheduler", {"use_karras_sigmas": False}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {"use_karras_sigmas": False}),
+    "lms": ("LMSDiscreteScheduler", {"use_karras_sigmas": False}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": False}),
+    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "deis": ("DEISMultistepScheduler", {}),
+}
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+# Beta schedules that every scheduler in SAMPLERS can rebuild from its name. Models trained with any other
+# schedule carry `trained_betas` in their scheduler config instead (see ddpm_hub.schedules).
+PORTABLE_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+
+def scheduler_from_name(name: str, config, **overrides) -> SchedulerMixin:
+    """Build the scheduler called `name` (a key of `SAMPLERS`) from an existing scheduler `config`.
+
+    Raises `ValueError` for an unknown name, and for a zero-terminal-SNR model paired with a scheduler that
+    cannot rescale its betas (it would silently sample from the wrong noise levels).
+    """
+    if name not in SAMPLERS:
+        raise ValueError(f"Unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}.")
+    class_name, defaults = SAMPLERS[name]
+    scheduler_cls = getattr(diffusers, class_name)
+    if config.get("rescale_betas_zero_snr") and "rescale_betas_zero_snr" not in inspect.signature(
+        scheduler_cls.__init__
+    ).parameters:
+        raise ValueError(
+            f"Sampler {name!r} ({class_name}) cannot sample a model trained with zero terminal SNR; "
+            "use one of: ddpm, ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc."
+        )
+    return scheduler_cls.from_config(config, **{**defaults, **overrides})
+
+
+@dataclass
+class DDPMHubPipelineOutput(ImagePipelineOutput):
+    """Output of [`DDPMHubPipeline`].
+
+    Args:
+        images (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`):
+            The generated images, in the format given by `output_type`.
+        trajectory (`list`, *optional*):
+            With `return_trajectory=True`: the noisy sample x_t fed to the model at every `trajectory_stride`-th
+            step (in the variance-preserving scale, whatever the scheduler), each in the format of `images`.
+        pred_original_trajectory (`list`, *optional*):
+            The model's prediction of the clean image x_0 at the same steps as `trajectory`.
+        trajectory_timesteps (`list[int]`, *optional*):
+            The timestep t of each entry of `trajectory`.
+    """
+
+    trajectory: list | None = None
+    pred_original_trajectory: list | None = None
+    trajectory_timesteps: list[int] | None = None
+
+
+class DDPMHubPipeline(DiffusionPipeline):
+    r"""
+    Pipeline for unconditional image generation from a DDPM-trained `UNet2DModel`.
+
+    Works with any diffusers scheduler built from the training scheduler's config (DDPM, DDIM, PNDM, Euler,
+    Euler ancestral, Heun, LMS, DPM-Solver++, UniPC, DEIS); pick one by name with [`~DDPMHubPipeline.set_sampler`].
+    Beyond [`~diffusers.DDPMPipeline`] it takes `latents` and `eta`, calls `callback_on_step_end`, can return the
+    denoising trajectory, and noises images forward with [`~DDPMHubPipeline.q_sample`].
+
+    Parameters:
+        unet ([`UNet2DModel`]):
+            The denoiser, predicting noise (epsilon), v or the clean sample as its scheduler config says.
+        scheduler ([`SchedulerMixin`]):
+            The scheduler used to denoise; its config holds the training noise schedule.
+    """
+
+    model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(self, unet: UNet2DModel, scheduler: SchedulerMixin):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+
+    @property
+    def image_processor(self) -> VaeImageProcessor:
+        grayscale = self.unet.config.in_channels == 1
+        return VaeImageProcessor(
+            vae_scale_factor=1, do_convert_rgb=not grayscale, do_convert_grayscale=grayscale, do_resize=True
+        )
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the images this pipeline generates."""
+        size = self.unet.config.sample_size
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        return self.unet.config.in_channels, height, width
+
+    def set_sampler(self, name: str, **overrides) -> "DDPMHubPipeline":
+        """Swap in the scheduler called `name` (see `SAMPLERS`), keeping the model's training schedule.
+
+        Example:
+
+        ```py
+        >>> pipe.set_sampler("dpmpp_2m")
+        >>> images = pipe(num_inference_steps=20).images
+        ```
+        """
+        self.scheduler = scheduler_from_name(name, self.scheduler.config, **overrides)
+        return self
+
+    def check_inputs(self, batch_size, num_inference_steps, output_type, latents, generator, trajectory_stride):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"`num_inference_steps` must be a positive integer, got {num_inference_steps!r}.")
+        if num_inference_steps > self.scheduler.config.num_train_timesteps:
+            raise ValueError(
+                f"`num_inference_steps` ({num_inference_steps}) cannot exceed the model's "
+                f"{self.scheduler.config.num_train_timesteps} training timesteps."
+            )
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        if latents is not None and tuple(latents.shape) != (batch_size, *self.sample_shape):
+            raise ValueError(
+                f"`latents` must have shape {(batch_size, *self.sample_shape)}, got {tuple(latents.shape)}."
+            )
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"Got {len(generator)} generators for a batch of {batch_size}; pass one per image.")
+        if not isinstance(trajectory_stride, int) or trajectory_stride < 1:
+            raise ValueError(f"`trajectory_stride` must be a positive integer, got {trajectory_stride!r}.")
+
+    def _step_kwargs(self, generator, eta: float) -> dict[str, Any]:
+        # Schedulers differ in what `step` accepts: only DDIM-like ones take `eta`, only stochastic ones a generator.
+        accepted = inspect.signature(self.scheduler.step).parameters
+        kwargs: dict[str, Any] = {}
+        if "eta" in accepted:
+            kwargs["eta"] = eta
+        if "generator" in accepted:
+            kwargs["generator"] = generator
+        return kwargs
+
+    def _predict_original(self, model_output: torch.Tensor, sample: torch.Tensor, t) -> torch.Tensor:
+        """x_0 from the model output at step t in the variance-preserving scale (DDPM eq. 15; v: Salimans & Ho 2022)."""
+        alpha_prod_t = self.scheduler.alphas_cumprod.to(sample.device)[int(t)].to(sample.dtype)
+        beta_prod_t = 1 - alpha_prod_t
+        prediction_type = self.scheduler.config.prediction_type
+        if prediction_type == "epsilon":
+            return (sample - beta_prod_t.sqrt() * model_output) / alpha_prod_t.sqrt()
+        if prediction_type == "v_prediction":
+            return alpha_prod_t.sqrt() * sample - beta_prod_t.sqrt() * model_output
+        return model_output
+
+    def postprocess(self, sample: torch.Tensor, output_type: str):
+        """Map a sample in [-1, 1] to images of `output_type` ("pil", "np" or "pt" in [0, 1])."""
+        return self.image_processor.postprocess(sample.float().clamp(-1, 1), output_type=output_type)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        num_inference_steps: int = 1000,
+        eta: float = 0.0,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict]
+        | PipelineCallback
+        | MultiPipelineCallbacks
+        | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],
+        return_trajectory: bool = False,
+        trajectory_stride: int = 1,
+    ) -> DDPMHubPipelineOutput | tuple:
+        r"""
+        Generate images.
+
+        Args:
+            batch_size (`int`, *optional*, defaults to 1):
+                The number of images to generate.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                Makes generation deterministic. With one generator per image, image i depends only on
+                `generator[i]`, so a single image of a batch can be regenerated alone.
+            num_inference_steps (`int`, *optional*, defaults to 1000):
+                The number of denoising steps. DDPM needs about as many as it was trained with; DDIM,
+                DPM-Solver++ and UniPC give good images in 20 to 50.
+            eta (`float`, *optional*, defaults to 0.0):
+                The DDIM eta (η in the DDIM paper, eq. 16): 0 is deterministic DDIM, 1 is DDPM-like. Ignored by
+                schedulers that do not take it.
+            latents (`torch.Tensor`, *optional*):
+                Starting noise of shape `(batch_size, channels, height, width)` from a standard normal; it is
+                scaled by the scheduler's `init_noise_sigma`. Drawn from `generator` if not given.
+            output_type (`str`, *optional*, defaults to `"pil"`):
+                `"pil"` (`PIL.Image.Image`), `"np"` (`np.ndarray` in [0, 1]) or `"pt"` (`torch.Tensor` in [0, 1]).
+            return_dict (`bool`, *optional*, defaults to `True`):
+                Whether to return a [`DDPMHubPipelineOutput`] instead of a plain tuple.
+            callback_on_step_end (`Callable`, `PipelineCallback` or `MultiPipelineCallbacks`, *optional*):
+                Called as `callback_on_step_end(self, step, timestep, callback_kwargs)` after every step, with
+                `callback_kwargs` holding the tensors named in `callback_on_step_end_tensor_inputs`; the tensors it
+                returns replace them.
+            callback_on_step_end_tensor_inputs (`list[str]`, *optional*, defaults to `["latents"]`):
+                The tensors passed to `callback_on_step_end`.
+            return_trajectory (`bool`, *optional*, defaults to `False`):
+                Also return the noisy samples x_t and the predicted clean images x_0 along the way.
+            trajectory_stride (`int`, *optional*, defaults to 1):
+                Keep every k-th step of the trajectory (the last step is always kept).
+
+        Example:
+
+        ```py
+        >>> import torch
+        >>> from ddpm_hub import DDPMHubPipeline
+
+        >>> pipe = DDPMHubPipeline.from_pretrained("org/cats-ddpm").set_sampler("ddim")
+        >>> generator = [torch.Generator().manual_seed(seed) for seed in range(4)]
+        >>> images = pipe(batch_size=4, generator=generator, num_inference_steps=50).images
+        >>> images[0].save("cat.png")
+        ```
+
+        Returns:
+            [`DDPMHubPipelineOutput`] or `tuple`: the images (and trajectory if asked for); a tuple of the
+            non-empty fields when `return_dict` is `False`.
+        """
+        self.check_inputs(batch_size, num_inference_steps, output_type, latents, generator, trajectory_stride)
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise ValueError(f"Unknown callback tensor inputs {sorted(unknown)}; allowed: {self._callback_tensor_inputs}.")
+
+        device = self._execution_device
+        # Noise is drawn and the sample is kept in float32 whatever the UNet's dtype: per-image seeds then give the
+        # same noise in fp16/bf16, and the scheduler's updates do not accumulate half-precision error.
+        shape = (batch_size, *self.sample_shape)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        latents = latents.to(device=device, dtype=torch.float32)
+
+        # 1. Set the timesteps and scale the starting noise (sigma-space schedulers start at sigma_max, not 1).
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        latents = latents * self.scheduler.init_noise_sigma
+        step_kwargs = self._step_kwargs(generator, eta)
+
+        trajectory, pred_original_trajectory, trajectory_timesteps = [], [], []
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            # 2. Predict the model output (noise, v or x_0) from x_t.
+            model_input = self.scheduler.scale_model_input(latents, t)
+            model_output = self.unet(model_input.to(self.unet.dtype), t).sample.float()
+
+            # 3. Compute the previous sample: x_t -> x_t-1.
+            step = self.scheduler.step(model_output, t, latents, **step_kwargs)
+
+            if return_trajectory and (i % trajectory_stride == 0 or i == len(timesteps) - 1):
+                pred_original = getattr(step, "pred_original_sample", None)
+                if pred_original is None:  # multistep solvers do not return it
+                    pred_original = self._predict_original(model_output, model_input, t)
+                trajectory.append(self.postprocess(model_input, output_type))
+                pred_original_trajectory.append(self.postprocess(pred_original, output_type))
+                trajectory_timesteps.append(int(t))
+
+            latents = step.prev_sample
+            if callback_on_step_end is not None:
+                callback_kwargs = {name: locals()[name] for name in callback_on_step_end_tensor_inputs}
+                callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                latents = callback_outputs.pop("latents", latents)
+
+        images = self.postprocess(latents, output_type)
+        self.maybe_free_model_hooks()
+
+        output = DDPMHubPipelineOutput(images=images)
+        if return_trajectory:
+            output.trajectory = trajectory
+            output.pred_original_trajectory = pred_original_trajectory
+            output.trajectory_timesteps = trajectory_timesteps
+        if not return_dict:
+            return output.to_tuple()
+        return output
+
+    @torch.no_grad()
+    def q_sample(
+        self,
+        image,
+        timestep: int | list[int] | torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        noise: torch.Tensor | None = None,
+        output_type: str = "pt",
+    ):
+        r"""
+        Noise clean images forward to step t: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (DDPM eq. 4).
+
+        Args:
+            image (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
+                Clean images; arrays and tensors in [0, 1], resized to the model's sample size.
+            timestep (`int`, `list[int]` or `torch.Tensor`):
+                The training timestep t, in [0, num_train_timesteps), one for all images or one per image.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                Draws eps when `noise` is not given.
+            noise (`torch.Tensor`, *optional*):
+                The eps to use, of the images' shape.
+            output_type (`str`, *optional*, defaults to `"pt"`):
+                `"pt"` returns x_t as a tensor in the model's [-1, 1] scale; `"pil"` and `"np"` return viewable images.
+        """
+        _, height, width = self.sample_shape
+        clean = self.image_processor.preprocess(image, height=height, width=width).float()
+        num_train_timesteps = self.scheduler.config.num_train_timesteps
+        timesteps = torch.as_tensor(timestep, dtype=torch.long).reshape(-1).expand(clean.shape[0])
+        if timesteps.min() < 0 or timesteps.max() >= num_train_timesteps:
+            raise ValueError(f"`timestep` must lie in [0, {num_train_timesteps}), got {timestep!r}.")
+        if noise is None:
+            noise = randn_tensor(clean.shape, generator=generator, dtype=torch.float32)
+        if tuple(noise.shape) != tuple(clean.shape):
+            raise ValueError(f"`noise` must have shape {tuple(clean.shape)}, got {tuple(noise.shape)}.")
+        # The forward process is the training scheduler's, whatever sampler is plugged in now.
+        forward = DDPMScheduler.from_config(self.scheduler.config)
+        noisy = forward.add_noise(clean, noise.to(clean), timesteps)
+        if output_type == "pt":
+            return noisy
+        return self.postprocess(noisy, output_type)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True, **kwargs):
+        """Save like any diffusers pipeline, in a layout that loads with or without ddpm-hub installed.
+
+        `model_index.json` names the stock `DDPMPipeline`, so `DiffusionPipeline.from_pretrained` works anywhere
+        with no `trust_remote_code`; this file is stored beside it as `pipeline.py` for diffusers' custom-pipeline
+        mechanism; `DDPMHubPipeline.from_pretrained` returns this class directly.
+        """
+        push_to_hub = kwargs.pop("push_to_hub", False)
+        if not safe_serialization:
+            raise ValueError("DDPMHubPipeline saves safetensors weights only.")
+        super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
+        index_path = os.path.join(save_directory, "model_index.json")
+        with open(index_path, encoding="utf-8") as handle:
+            index = json.load(handle)
+        index["_class_name"] = "DDPMPipeline"
+        with open(index_path, "w", encoding="utf-8") as handle:
+            json.dump(index, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        shutil.copyfile(inspect.getfile(DDPMHubPipeline), os.path.join(save_directory, "pipeline.py"))
+        if push_to_hub:
+            from huggingface_hub import create_repo, upload_folder
+
+            repo_id = kwargs.get("repo_id") or os.path.basename(os.path.abspath(save_directory))
+            token = kwargs.get("token")
+            repo_id = create_repo(repo_id, private=kwargs.get("private"), token=token, exist_ok=True).repo_id
+            upload_folder(
+                repo_id=repo_id,
+                folder_path=save_directory,
+                commit_message=kwargs.get("commit_message", "Upload DDPMHubPipeline"),
+                token=token,
+            )
