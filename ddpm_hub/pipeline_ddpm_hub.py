@@ -274,6 +274,10 @@ class DDPMHubPipeline(DiffusionPipeline):
         # 1. Set the timesteps and scale the starting noise (sigma-space schedulers start at sigma_max, not 1).
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
+        if hasattr(self.scheduler, "set_begin_index"):
+            # We always start from pure noise. Without this, schedulers locate the first step by searching for its
+            # timestep, which goes wrong when rounding repeats a timestep (Karras sigmas on a cosine schedule).
+            self.scheduler.set_begin_index(0)
         latents = latents * self.scheduler.init_noise_sigma
         step_kwargs = self._step_kwargs(generator, eta)
 
@@ -296,18 +300,18 @@ class DDPMHubPipeline(DiffusionPipeline):
 
             latents = step.prev_sample
             if callback_on_step_end is not None:
-                callback_kwargs = {name: locals()[name] for name in callback_on_step_end_tensor_inputs}
+                step_tensors = {"latents": latents}
+                callback_kwargs = {name: step_tensors[name] for name in callback_on_step_end_tensor_inputs}
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
                 latents = callback_outputs.pop("latents", latents)
 
         images = self.postprocess(latents, output_type)
         self.maybe_free_model_hooks()
 
-        output = DDPMHubPipelineOutput(images=images)
         if return_trajectory:
-            output.trajectory = trajectory
-            output.pred_original_trajectory = pred_original_trajectory
-            output.trajectory_timesteps = trajectory_timesteps
+            output = DDPMHubPipelineOutput(images, trajectory, pred_original_trajectory, trajectory_timesteps)
+        else:
+            output = DDPMHubPipelineOutput(images=images)
         if not return_dict:
             return output.to_tuple()
         return output
