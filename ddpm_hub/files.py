@@ -68,17 +68,26 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_directory(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_directory(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Move the complete folder `src` to `dst`, replacing any folder there only once `src` is in place.
+
+    Two renames (old out of the way, new in) within one file system; at no moment does `dst` name a partial folder.
+    """
+    src, dst = Path(src), Path(dst)
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.old")
+        os.replace(dst, old)
+    os.replace(src, dst)
+    _fsync_dir(dst.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

@@ -19,6 +19,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Local Hub for the Hub tests: `hub_server` fixture; pass `hub_server.client_env(...)` to client subprocesses.
+from hub_server import HubServer, hub_server  # noqa: E402,F401
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # A few milliseconds per forward pass on a CPU: 16 px, two levels, attention at 8 px.

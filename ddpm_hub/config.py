@@ -1,0 +1,228 @@
+"""The typed configuration of `train_unconditional.py`.
+
+Flag names follow diffusers' `examples/unconditional_image_generation/train_unconditional.py`, so its command
+lines work here. *What to train* (model, diffusion, data) is kept apart from *how to run it* (optimisation,
+precision, checkpoints, logging) and *where to share it* (Hub). Defaults are chosen so that the command with no
+flags trains a small model on the built-in emoji set on a laptop CPU in a few minutes; the README shows the
+settings for a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .data import BUILTIN_DATASETS
+from .models import PRESETS
+from .pipeline_ddpm_hub import SAMPLERS
+from .schedules import BETA_SCHEDULES, PREDICTION_TYPES
+
+LR_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+)
+
+
+def _positive(config, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"--{name} must be positive, got {value}.")
+
+
+def _non_negative(config, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value < 0:
+            raise ValueError(f"--{name} must be zero or positive, got {value}.")
+
+
+def _one_of(name: str, value, choices) -> None:
+    if value is not None and value not in choices:
+        raise ValueError(f"--{name} {value!r} is not one of: {', '.join(choices)}.")
+
+
+@dataclass
+class ModelConfig:
+    """What to train: the UNet and the diffusion process."""
+
+    model: str = field(default="small", metadata={"help": f"UNet preset: {', '.join(PRESETS)}."})
+    model_config_name_or_path: str | None = field(
+        default=None, metadata={"help": "A UNet2DModel config (config.json, its folder, a pipeline folder or Hub id); replaces --model."}
+    )
+    pretrained_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Fine-tune the UNet (and keep the noise schedule) of this pipeline folder or Hub id."}
+    )
+    resolution: int | None = field(
+        default=None, metadata={"help": "Image size in pixels. Default: the preset's (small: 32, ddpm-64: 64, cats-128: 128)."}
+    )
+    model_channels: int | None = field(default=None, metadata={"help": "Override: channels of the first level."})
+    channel_mult: list[int] | None = field(default=None, metadata={"help": "Override: channel multiplier per level."})
+    num_res_blocks: int | None = field(default=None, metadata={"help": "Override: residual blocks per level."})
+    attention_resolutions: list[int] | None = field(
+        default=None, metadata={"help": "Override: feature-map sizes (pixels) with self-attention, e.g. 16 8."}
+    )
+    dropout: float | None = field(default=None, metadata={"help": "Override: dropout in residual blocks."})
+    ddpm_num_steps: int | None = field(default=None, metadata={"help": "Training timesteps T (default 1000)."})
+    ddpm_beta_schedule: str | None = field(
+        default=None, metadata={"help": f"Noise schedule (default linear): {', '.join(BETA_SCHEDULES)}."}
+    )
+    prediction_type: str | None = field(
+        default=None, metadata={"help": f"What the UNet predicts (default epsilon): {', '.join(PREDICTION_TYPES)}."}
+    )
+    rescale_betas_zero_snr: bool = field(
+        default=False, metadata={"help": "Rescale the schedule to zero terminal SNR (Lin et al. 2023); use with v_prediction."}
+    )
+    snr_gamma: float | None = field(
+        default=None, metadata={"help": "Min-SNR loss weighting gamma (Hang et al. 2023); 5.0 is recommended."}
+    )
+
+    def validate(self) -> None:
+        if self.model_config_name_or_path is None and self.pretrained_model_name_or_path is None:
+            _one_of("model", self.model, PRESETS)
+        _one_of("ddpm_beta_schedule", self.ddpm_beta_schedule, BETA_SCHEDULES)
+        _one_of("prediction_type", self.prediction_type, PREDICTION_TYPES)
+        _positive(self, "resolution", "model_channels", "num_res_blocks", "snr_gamma")
+        if self.ddpm_num_steps is not None and self.ddpm_num_steps < 2:
+            raise ValueError(f"--ddpm_num_steps must be at least 2, got {self.ddpm_num_steps}.")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"--dropout must lie in [0, 1), got {self.dropout}.")
+        for name in ("channel_mult", "attention_resolutions"):
+            values = getattr(self, name)
+            if values is not None and any(v <= 0 for v in values):
+                raise ValueError(f"--{name} must hold positive integers, got {values}.")
+
+
+@dataclass
+class DataConfig:
+    """What to train on."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Hub dataset id, local dataset path, or a built-in set ({', '.join(BUILTIN_DATASETS)}). "
+            "Default: twemoji when --train_data_dir is not given either."
+        },
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's config, if it has several."})
+    train_data_dir: str | None = field(default=None, metadata={"help": "A folder of images (read with datasets' imagefolder)."})
+    image_column: str | None = field(default=None, metadata={"help": "Column holding the images (default: image)."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where datasets and models are cached."})
+    center_crop: bool = field(default=False, metadata={"help": "Crop the centre instead of a random square."})
+    random_flip: bool = field(default=False, metadata={"help": "Flip images left-right at random."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on a seeded random subset of this size."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes that decode the images once."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader workers (batches are cheap tensor slices)."})
+
+    def validate(self) -> None:
+        if self.dataset_name is not None and self.train_data_dir is not None:
+            raise ValueError("Pass either --dataset_name or --train_data_dir, not both.")
+        _positive(self, "max_train_samples", "preprocessing_num_workers")
+        _non_negative(self, "dataloader_num_workers")
+
+
+@dataclass
+class TrainConfig:
+    """How to run: optimisation, precision, checkpoints, previews and logging."""
+
+    output_dir: str = field(default="ddpm-model", metadata={"help": "Where the pipeline, checkpoints, samples and logs go."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Start over in an output_dir that holds a run."})
+    seed: int = field(default=0, metadata={"help": "Seed for weights, noise, timesteps, data order and previews."})
+    train_batch_size: int = field(default=16, metadata={"help": "Batch size per device."})
+    eval_batch_size: int = field(default=16, metadata={"help": "Images in each preview grid."})
+    num_epochs: int = field(default=6, metadata={"help": "Passes over the data (ignored if --max_train_steps is set)."})
+    max_train_steps: int | None = field(default=None, metadata={"help": "Optimizer steps to train; overrides --num_epochs."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate (after warmup)."})
+    scale_lr: bool = field(default=False, metadata={"help": "Multiply the LR by accumulation x batch size x processes."})
+    lr_scheduler: str = field(default="cosine", metadata={"help": f"LR schedule: {', '.join(LR_SCHEDULERS)}."})
+    lr_warmup_steps: int = field(default=100, metadata={"help": "Warmup in optimizer steps (accumulation counted once)."})
+    adam_beta1: float = field(default=0.95, metadata={"help": "AdamW beta1."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
+    adam_weight_decay: float = field(default=1e-6, metadata={"help": "AdamW weight decay."})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip gradients to this norm (0 turns clipping off)."})
+    use_ema: bool = field(default=True, metadata={"help": "Keep an EMA of the weights for previews and the saved model."})
+    ema_inv_gamma: float = field(default=1.0, metadata={"help": "EMA warmup inverse gamma."})
+    ema_power: float = field(default=3 / 4, metadata={"help": "EMA warmup power."})
+    ema_max_decay: float = field(default=0.9999, metadata={"help": "EMA decay ceiling."})
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = field(
+        default=None, metadata={"help": "Mixed precision (default: accelerate config, else no)."}
+    )
+    allow_tf32: bool = field(default=False, metadata={"help": "Allow TF32 matmuls on Ampere+ GPUs."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory in the UNet."})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the UNet."})
+    channels_last: bool | None = field(default=None, metadata={"help": "channels_last memory format (default: on for CUDA)."})
+    enable_xformers_memory_efficient_attention: bool = field(
+        default=False, metadata={"help": "Use xformers attention (needs xformers; PyTorch SDPA is used otherwise)."}
+    )
+    checkpointing_steps: int = field(default=500, metadata={"help": "Save a resumable checkpoint every N optimizer steps."})
+    checkpoints_total_limit: int | None = field(default=None, metadata={"help": "Keep at most this many checkpoints."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": 'A checkpoint folder, or "latest".'})
+    save_images_epochs: int = field(default=1, metadata={"help": "Save a preview grid every N epochs."})
+    save_images_steps: int | None = field(default=None, metadata={"help": "Also save a preview grid every N steps."})
+    save_model_epochs: int = field(default=10, metadata={"help": "Export the pipeline every N epochs (and at the end)."})
+    ddpm_num_inference_steps: int = field(default=50, metadata={"help": "Sampling steps for preview grids."})
+    preview_sampler: str = field(default="ddim", metadata={"help": f"Sampler for previews: {', '.join(SAMPLERS)}."})
+    logger: Literal["tensorboard", "wandb", "none"] = field(default="tensorboard", metadata={"help": "Tracker."})
+    logging_dir: str = field(default="logs", metadata={"help": "Tracker folder, relative to output_dir."})
+    logging_steps: int = field(default=50, metadata={"help": "Reduce and log the loss every N optimizer steps."})
+    local_rank: int = field(default=-1, metadata={"help": "Set by launchers; accepted for compatibility."})
+
+    def validate(self) -> None:
+        _positive(
+            self,
+            "train_batch_size",
+            "eval_batch_size",
+            "num_epochs",
+            "max_train_steps",
+            "gradient_accumulation_steps",
+            "learning_rate",
+            "checkpointing_steps",
+            "checkpoints_total_limit",
+            "save_images_epochs",
+            "save_images_steps",
+            "save_model_epochs",
+            "ddpm_num_inference_steps",
+            "logging_steps",
+        )
+        _non_negative(self, "lr_warmup_steps", "adam_weight_decay", "max_grad_norm")
+        _one_of("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
+        _one_of("preview_sampler", self.preview_sampler, SAMPLERS)
+        if not 0 < self.ema_max_decay < 1:
+            raise ValueError(f"--ema_max_decay must lie in (0, 1), got {self.ema_max_decay}.")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"--{name} must lie in [0, 1), got {getattr(self, name)}.")
+        if self.enable_xformers_memory_efficient_attention:
+            import importlib.util
+
+            if importlib.util.find_spec("xformers") is None:
+                raise ValueError("--enable_xformers_memory_efficient_attention needs xformers: pip install xformers.")
+
+
+@dataclass
+class HubConfig:
+    """Where to share the result."""
+
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the pipeline and model card to the Hub."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Repo id (default: your user / output_dir name)."})
+    hub_token: str | None = field(default=None, metadata={"help": "Hub token (default: HF_TOKEN or the saved login)."})
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the repo private."})
+    hub_revision: str | None = field(default=None, metadata={"help": "Push to this branch instead of main."})
+    hub_push_checkpoints: bool = field(
+        default=False, metadata={"help": "Also upload resumable checkpoints, to the 'checkpoints' branch."}
+    )
+
+    def validate(self) -> None:
+        if self.hub_model_id is not None and self.hub_model_id.count("/") > 1:
+            raise ValueError(f"--hub_model_id {self.hub_model_id!r} must look like 'name' or 'org/name'.")
+        if (self.hub_model_id or self.hub_private_repo or self.hub_push_checkpoints) and not self.push_to_hub:
+            raise ValueError("--hub_model_id, --hub_private_repo and --hub_push_checkpoints need --push_to_hub.")
+
+
+CONFIG_TYPES = (ModelConfig, DataConfig, TrainConfig, HubConfig)

@@ -1,0 +1,78 @@
+"""Turning training state into things people keep: preview grids and the saved pipeline."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from diffusers import UNet2DModel
+from diffusers.training_utils import EMAModel
+
+from .files import replace_directory
+from .pipeline_ddpm_hub import DDPMHubPipeline, scheduler_from_name
+from .sampling import generate_grid
+
+# What a saved pipeline consists of; model_index.json goes last, so a folder that has it is complete.
+PIPELINE_ENTRIES = ("unet", "scheduler", "pipeline.py", "model_index.json")
+
+
+@contextlib.contextmanager
+def ema_weights(ema: EMAModel | None, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Temporarily load the EMA weights into `model` (bit-exact restore afterwards); a no-op without EMA."""
+    if ema is None:
+        yield model
+        return
+    ema.store(model.parameters())
+    ema.copy_to(model.parameters())
+    try:
+        yield model
+    finally:
+        ema.restore(model.parameters())
+
+
+@torch.no_grad()
+def sample_grid(
+    unet: UNet2DModel,
+    noise_scheduler,
+    *,
+    num_images: int,
+    sampler: str,
+    num_inference_steps: int,
+    seed: int,
+):
+    """A preview grid from the UNet being trained, with fixed per-image seeds (comparable over training)."""
+    pipeline = DDPMHubPipeline(unet=unet, scheduler=scheduler_from_name(sampler, noise_scheduler.config))
+    pipeline.set_progress_bar_config(disable=True)
+    was_training = unet.training
+    unet.eval()
+    try:
+        return generate_grid(pipeline, num_images, num_inference_steps, seed)
+    finally:
+        unet.train(was_training)
+
+
+def export_pipeline(unet: UNet2DModel, noise_scheduler, output_dir: str | os.PathLike) -> Path:
+    """Save `DDPMHubPipeline(unet, noise_scheduler)` into `output_dir`, which may hold other files.
+
+    The pipeline is written to a temporary folder first and moved into place entry by entry, `model_index.json`
+    last, so an interrupted export never leaves a half-written weights file under its final name.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".pipeline.", suffix=".tmp", dir=output_dir))
+    try:
+        DDPMHubPipeline(unet=unet, scheduler=noise_scheduler).save_pretrained(staging)
+        for name in PIPELINE_ENTRIES:
+            source = staging / name
+            if source.is_dir():
+                replace_directory(source, output_dir / name)
+            else:
+                os.replace(source, output_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output_dir

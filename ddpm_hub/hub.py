@@ -1,0 +1,246 @@
+"""Sharing trained pipelines on the Hugging Face Hub.
+
+Only the pipeline travels (model_index.json, unet/, scheduler/, pipeline.py, the model card and its sample grid,
+the training settings); checkpoints, tracker logs and optimizer state stay local unless the user asks for
+checkpoints, which then go to a branch of their own. A push uploads a hard-linked snapshot of those files, so
+training can keep rewriting the folder meanwhile. Failed uploads are retried with backoff, then reported; the
+local folder is never touched by a push. The token is passed to the client and never printed or logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError
+
+from .model_card import DEFAULT_USER_NOTES, SAMPLE_GRID, card_info_for_run, extract_user_notes, write_model_card
+
+logger = logging.getLogger(__name__)
+
+# What a pushed repo holds; anything else in an output folder stays local.
+PIPELINE_FILES = ("model_index.json", "pipeline.py", "unet", "scheduler", "README.md", SAMPLE_GRID, "training_config.json", "metrics.json")
+CHECKPOINT_BRANCH = "checkpoints"
+RETRY_ATTEMPTS = 4
+RETRY_DELAY_SECONDS = float(os.environ.get("DDPM_HUB_RETRY_DELAY", "2"))
+
+T = TypeVar("T")
+
+
+def _is_transient(error: Exception) -> bool:
+    """Server errors, rate limits and dropped connections are worth retrying; 4xx answers are not."""
+    if isinstance(error, HfHubHTTPError):
+        status = getattr(error.response, "status_code", None)
+        return status is None or status == 429 or status >= 500
+    return isinstance(error, (ConnectionError, TimeoutError, OSError)) or type(error).__module__.startswith("httpx")
+
+
+def with_retries(action: Callable[[], T], what: str, attempts: int = RETRY_ATTEMPTS) -> T:
+    """Run `action`, retrying transient failures with exponential backoff (2, 4, 8 s by default)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as error:
+            if attempt == attempts or not _is_transient(error):
+                raise
+            delay = RETRY_DELAY_SECONDS * 2 ** (attempt - 1)
+            logger.warning("%s failed (%s); retrying in %.0fs (attempt %d of %d).", what, _short(error), delay, attempt + 1, attempts)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _short(error: Exception) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+
+
+def snapshot_pipeline(output_dir: Path, staging: Path, repo_id: str, api: HfApi, revision: str | None) -> None:
+    """Hard-link (or copy) the files to push into `staging`, with the model card regenerated for `repo_id`."""
+    for name in PIPELINE_FILES:
+        source = output_dir / name
+        if source.is_dir():
+            shutil.copytree(source, staging / name, copy_function=_link_or_copy)
+        elif source.is_file():
+            _link_or_copy(source, staging / name)
+    if not (staging / "model_index.json").is_file():
+        raise ValueError(f"{output_dir} holds no saved pipeline (model_index.json is missing).")
+    # The card names the repo in its usage snippets; notes written on the Hub are kept if the local card has none.
+    config_path = output_dir / "training_config.json"
+    if not config_path.is_file():
+        return  # not made by our trainer: its own README.md (if any) goes as it is
+    local_card = (output_dir / "README.md").read_text(encoding="utf-8") if (output_dir / "README.md").is_file() else None
+    previous = local_card if has_user_notes(local_card) else (remote_card(api, repo_id, revision) or local_card)
+    hparams = json.loads(config_path.read_text(encoding="utf-8"))
+    metrics_path = output_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    info = card_info_for_run(hparams, metrics, repo_id)
+    info.has_sample_grid = (staging / SAMPLE_GRID).is_file()
+    # Written atomically (a new file renamed over the hard link), so output_dir/README.md is left as it was.
+    write_model_card(staging, info, previous_card=previous)
+
+
+def has_user_notes(card_text: str | None) -> bool:
+    """Whether a card's notes section holds something the user wrote."""
+    return (extract_user_notes(card_text) or "").strip() not in ("", DEFAULT_USER_NOTES)
+
+
+def _link_or_copy(source, destination) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
+def remote_card(api: HfApi, repo_id: str, revision: str | None) -> str | None:
+    """The README.md currently in the repo, or None (new repo, or unreachable: the push will tell)."""
+    try:
+        path = api.hf_hub_download(repo_id, "README.md", revision=revision)
+    except Exception:
+        return None
+    return Path(path).read_text(encoding="utf-8")
+
+
+class HubPublisher:
+    """Pushes a training output folder to one Hub repo.
+
+    Intermediate pushes (`push_async`) run in a background thread and coalesce: while one uploads, only the
+    newest request waits. `push_final` waits for them, pushes, retries, and returns the commit URL.
+    """
+
+    def __init__(self, api: HfApi, repo_id: str, output_dir: Path, revision: str | None = None, push_checkpoints: bool = False):
+        self.api, self.repo_id, self.output_dir = api, repo_id, Path(output_dir)
+        self.revision, self.push_checkpoints = revision, push_checkpoints
+        self._lock = threading.Lock()
+        self._pending: tuple[str, Callable[[], Any]] | None = None
+        self._worker: threading.Thread | None = None
+
+    @classmethod
+    def create(cls, hub_config, output_dir: str | os.PathLike) -> "HubPublisher":
+        """Check the token, create the repo (private if asked) and the branch; fails fast with a clear error."""
+        api = HfApi(token=hub_config.hub_token)
+        name = hub_config.hub_model_id or Path(output_dir).resolve().name
+        try:
+            repo_id = with_retries(
+                lambda: api.create_repo(name, private=hub_config.hub_private_repo, exist_ok=True).repo_id,
+                f"Creating the Hub repo {name}",
+            )
+            if hub_config.hub_revision:
+                api.create_branch(repo_id, branch=hub_config.hub_revision, exist_ok=True)
+            if hub_config.hub_push_checkpoints:
+                api.create_branch(repo_id, branch=CHECKPOINT_BRANCH, exist_ok=True)
+        except Exception as error:
+            raise ValueError(f"Cannot push to the Hub repo {name!r}: {_short(error)}") from error
+        logger.info("Pushing to https://huggingface.co/%s (via %s)", repo_id, api.endpoint)
+        return cls(api, repo_id, Path(output_dir), hub_config.hub_revision, hub_config.hub_push_checkpoints)
+
+    def _upload(self, folder: Path, commit_message: str, **upload_kwargs) -> str:
+        kwargs = dict(
+            revision=self.revision,
+            # Files gone from the pipeline are deleted in the repo too, but only within the pipeline's own folders.
+            delete_patterns=["unet/*", "scheduler/*"],
+        )
+        kwargs.update(upload_kwargs)
+        commit = with_retries(
+            lambda: self.api.upload_folder(
+                repo_id=self.repo_id, folder_path=folder, commit_message=commit_message, **kwargs
+            ),
+            f"Uploading to {self.repo_id}",
+        )
+        return commit.commit_url
+
+    def push(self, commit_message: str) -> str:
+        """Upload the pipeline now (with retries); returns the commit URL."""
+        with tempfile.TemporaryDirectory(prefix=".hub-push-", dir=self.output_dir) as staging:
+            snapshot_pipeline(self.output_dir, Path(staging), self.repo_id, self.api, self.revision)
+            return self._upload(Path(staging), commit_message)
+
+
+    def _submit(self, description: str, job: Callable[[], Any]) -> None:
+        with self._lock:
+            self._pending = (description, job)
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._drain, name="hub-push", daemon=True)
+                self._worker.start()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if self._pending is None:
+                    return
+                description, job = self._pending
+                self._pending = None
+            try:
+                logger.info("Background push done: %s", job())
+            except Exception as error:  # an intermediate push may fail; the final one reports for real
+                logger.warning("Background push (%s) failed: %s", description, _short(error))
+
+    def _upload_later(self, staging: Path, commit_message: str, **upload_kwargs) -> None:
+        def job() -> str:
+            try:
+                return self._upload(staging, commit_message, **upload_kwargs)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+
+        self._submit(commit_message, job)
+
+    def push_async(self, commit_message: str) -> None:
+        """Snapshot now, upload in the background; training does not wait for the network."""
+        staging = Path(tempfile.mkdtemp(prefix=".hub-push-", dir=self.output_dir))
+        try:
+            snapshot_pipeline(self.output_dir, staging, self.repo_id, self.api, self.revision)
+        except Exception:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self._upload_later(staging, commit_message)
+
+    def push_checkpoint_async(self, checkpoint: Path) -> None:
+        """With --hub_push_checkpoints: upload a checkpoint to the 'checkpoints' branch in the background."""
+        if not self.push_checkpoints:
+            return
+        staging = Path(tempfile.mkdtemp(prefix=".hub-push-", dir=self.output_dir))
+        shutil.copytree(checkpoint, staging / checkpoint.name, copy_function=_link_or_copy)  # survives rotation
+        self._upload_later(staging, f"Add {checkpoint.name}", revision=CHECKPOINT_BRANCH, delete_patterns=None)
+
+    def wait(self) -> None:
+        worker = self._worker
+        if worker is not None:
+            worker.join()
+
+    def push_final(self, commit_message: str) -> str:
+        """Wait for background pushes, then push and return the commit URL (raises after the retries)."""
+        self.wait()
+        url = self.push(commit_message)
+        logger.info("Pushed to the Hub: %s", url)
+        return url
+
+    def close(self) -> None:
+        self.wait()
+
+
+def push_folder(
+    output_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str = "Upload DDPM pipeline with ddpm-hub",
+    token: str | None = None,
+) -> str:
+    """Push an existing training output folder (or any saved pipeline folder); returns the commit URL."""
+    from types import SimpleNamespace
+
+    output_dir = Path(output_dir)
+    if not (output_dir / "model_index.json").is_file():
+        raise ValueError(f"{str(output_dir)!r} holds no saved pipeline (model_index.json is missing).")
+    hub_config = SimpleNamespace(
+        hub_token=token, hub_model_id=repo_id, hub_private_repo=private, hub_revision=revision, hub_push_checkpoints=False
+    )
+    return HubPublisher.create(hub_config, output_dir).push_final(commit_message)

@@ -1,0 +1,148 @@
+"""Model cards (the repo's README.md) for trained pipelines, built with huggingface_hub's `ModelCard`.
+
+The card is regenerated on every export and push; text the user writes between the two `USER_NOTES` markers is
+carried over from the previous card.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData
+
+USER_NOTES_START = "<!-- ddpm-hub: your notes below are kept when the card is regenerated -->"
+USER_NOTES_END = "<!-- ddpm-hub: end of your notes -->"
+DEFAULT_USER_NOTES = "_Add your own notes about this model here._"
+SAMPLE_GRID = "sample_grid.png"
+
+
+@dataclass
+class CardInfo:
+    """What the card says about a trained pipeline.
+
+    Args:
+        repo_id (`str`, *optional*): the Hub repo id used in the usage snippets (a local path otherwise).
+        hyperparameters (`dict`): training settings shown in a table (resolution, preset, schedule, ...).
+        dataset_description (`str`): what the model was trained on, in words.
+        dataset_id (`str`, *optional*): the Hub dataset id, added to the card's metadata.
+        attribution (`str`, *optional*): credit line required by the data's licence.
+        license (`str`, *optional*): licence id for the metadata (e.g. `cc-by-4.0`).
+        metrics (`dict`): final figures (loss, steps, images per second, time).
+        has_sample_grid (`bool`): whether `sample_grid.png` sits beside the card.
+    """
+
+    repo_id: str | None = None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    dataset_description: str = "an unspecified image data set"
+    dataset_id: str | None = None
+    attribution: str | None = None
+    license: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    has_sample_grid: bool = True
+
+
+# Training settings shown in the card's table, in this order, when the run recorded them.
+CARD_HYPERPARAMETERS = (
+    "model", "resolution", "model_source", "beta_schedule", "num_train_timesteps", "prediction_type", "snr_gamma",
+    "train_batch_size", "total_batch_size", "gradient_accumulation_steps", "max_train_steps", "learning_rate",
+    "lr_scheduler", "lr_warmup_steps", "mixed_precision_effective", "use_ema", "ema_max_decay", "seed",
+)  # fmt: skip
+
+
+def card_info_for_run(hparams: dict[str, Any], metrics: dict[str, Any] | None = None, repo_id: str | None = None) -> CardInfo:
+    """The card of a training run, from its `training_config.json` settings and final metrics."""
+    from .data import BUILTIN_DATASETS
+
+    folder, name = hparams.get("train_data_dir"), hparams.get("dataset_name")
+    folder = None if folder in (None, "None") else folder
+    name = None if name in (None, "None") else name
+    builtin = BUILTIN_DATASETS.get(name or "twemoji") if folder is None else None
+    dataset_id = None
+    if builtin is not None:
+        description = builtin.description
+    elif folder is not None:
+        description = f"a local image folder ({Path(folder).name})"
+    else:
+        description = f"the {name} data set"
+        dataset_id = name if "/" in name and not Path(name).exists() else None
+    return CardInfo(
+        repo_id=repo_id,
+        hyperparameters={key: hparams[key] for key in CARD_HYPERPARAMETERS if key in hparams},
+        dataset_description=description,
+        dataset_id=dataset_id,
+        attribution=builtin.attribution if builtin else None,
+        license=builtin.license if builtin else None,
+        metrics=metrics or {},
+    )
+
+
+def extract_user_notes(card_text: str | None) -> str | None:
+    """The user's section of an existing card, or `None` if there is none."""
+    if not card_text:
+        return None
+    match = re.search(re.escape(USER_NOTES_START) + r"\n?(.*?)\n?" + re.escape(USER_NOTES_END), card_text, re.S)
+    return match.group(1) if match else None
+
+
+def _table(rows: dict[str, Any]) -> str:
+    lines = ["| setting | value |", "| --- | --- |"]
+    lines += [f"| {key} | {value} |" for key, value in rows.items()]
+    return "\n".join(lines)
+
+
+def build_model_card(info: CardInfo, user_notes: str | None = None) -> ModelCard:
+    """The model card for `info`, with `user_notes` (from a previous card) kept in their section."""
+    card_data = ModelCardData(
+        library_name="diffusers",
+        pipeline_tag="unconditional-image-generation",
+        license=info.license,
+        datasets=[info.dataset_id] if info.dataset_id else None,
+        tags=["pytorch", "diffusers", "unconditional-image-generation", "ddpm", "ddpm-hub"],
+    )
+    repo = info.repo_id or "path/to/this/folder"
+    resolution = info.hyperparameters.get("resolution", "?")
+    sections = [
+        f"# {info.repo_id.split('/')[-1] if info.repo_id else 'DDPM model'}",
+        f"An unconditional image diffusion model (DDPM, {resolution}x{resolution} pixels) trained with "
+        f"[ddpm-hub](https://github.com/ddpm-hub/ddpm-hub) on {info.dataset_description}.",
+    ]
+    if info.has_sample_grid:
+        sections.append(f"![Samples from the EMA weights]({SAMPLE_GRID})")
+    sections += [
+        "## Usage",
+        "With diffusers alone (this repo loads as a stock `DDPMPipeline`):",
+        f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained(\"{repo}\")\n"
+        "image = pipe(num_inference_steps=1000).images[0]\nimage.save(\"sample.png\")\n```",
+        "With the full pipeline (any sampler, trajectories, `q_sample`): load the code stored in this repo, or "
+        "install ddpm-hub:",
+        f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained(\n"
+        f"    \"{repo}\", custom_pipeline=\"{repo}\", trust_remote_code=True\n)\n"
+        "images = pipe.set_sampler(\"dpmpp_2m\")(batch_size=4, num_inference_steps=25).images\n```",
+        f"```python\nfrom ddpm_hub import DDPMHubPipeline\n\npipe = DDPMHubPipeline.from_pretrained(\"{repo}\")\n"
+        "images = pipe.set_sampler(\"ddim\")(batch_size=4, num_inference_steps=50).images\n```",
+        "## Training",
+        _table(info.hyperparameters) if info.hyperparameters else "_No training settings recorded._",
+        "## Data",
+        f"Trained on {info.dataset_description}." + (f"\n\n{info.attribution}" if info.attribution else ""),
+    ]
+    if info.metrics:
+        sections += ["## Metrics", _table(info.metrics)]
+    sections += ["## Notes", USER_NOTES_START, user_notes if user_notes is not None else DEFAULT_USER_NOTES, USER_NOTES_END]
+    content = f"---\n{card_data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
+    return ModelCard(content)
+
+
+def write_model_card(directory: str | Path, info: CardInfo, previous_card: str | None = None) -> Path:
+    """Write `README.md` in `directory` atomically, keeping the user notes of `previous_card` or of the card there."""
+    from .files import atomic_file
+
+    path = Path(directory) / "README.md"
+    if previous_card is None and path.exists():
+        previous_card = path.read_text(encoding="utf-8")
+    card = build_model_card(info, extract_user_notes(previous_card))
+    with atomic_file(path) as tmp:
+        tmp.write_text(str(card), encoding="utf-8")
+    return path

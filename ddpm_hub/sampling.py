@@ -1,0 +1,58 @@
+"""Sample grids from pipelines: previews during training, and `ddpm-hub sample` for any saved or pushed model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from diffusers.utils import make_image_grid
+
+from .files import save_image
+from .pipeline_ddpm_hub import DDPMHubPipeline
+
+
+def grid_shape(count: int) -> tuple[int, int]:
+    """Rows and columns of the squarest grid holding exactly `count` images."""
+    rows = int(count**0.5)
+    while count % rows:
+        rows -= 1
+    return rows, count // rows
+
+
+@torch.no_grad()
+def generate_grid(pipeline: DDPMHubPipeline, num_images: int, num_inference_steps: int, seed: int):
+    """`num_images` samples in one grid; image i always comes from seed + i, so grids stay comparable."""
+    generators = [torch.Generator().manual_seed(seed + i) for i in range(num_images)]
+    images = pipeline(
+        batch_size=num_images, generator=generators, num_inference_steps=num_inference_steps, output_type="pil"
+    ).images
+    return make_image_grid(images, *grid_shape(num_images))
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """"auto" picks CUDA, then Apple's MPS, then the CPU."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def render_grid(
+    model: str,
+    output: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    sampler: str = "ddim",
+    num_inference_steps: int = 50,
+    num_images: int = 16,
+    seed: int = 0,
+    device: str = "auto",
+) -> Path:
+    """Load a pipeline from a folder or Hub repo, sample a grid with `sampler` and save it as `output`."""
+    pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision).to(pick_device(device))
+    pipeline.set_sampler(sampler)
+    return save_image(generate_grid(pipeline, num_images, num_inference_steps, seed), output)

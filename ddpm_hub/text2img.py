@@ -1,0 +1,877 @@
+# Copyright 2026 The ddpm-hub authors. Licensed under the Apache License, Version 2.0.
+"""Stable Diffusion text-to-image from a prompt: the `text2img.py` command line and the `Text2Image` API.
+
+Any diffusers text-to-image checkpoint that `AutoPipelineForText2Image` can load works (Stable Diffusion 1.x and
+2.x, SDXL), by Hub id or local folder. Every image is saved as a PNG whose text chunks, and a JSON sidecar beside
+it, hold everything needed to regenerate exactly that image: prompt, negative prompt, seed, steps, guidance,
+sampler, size, model, revision and dtype.
+
+Seeds: with `--seed S`, image k of a run (counting from 0 across all prompts) gets seed S + k; without `--seed`,
+S is drawn at random and recorded all the same. Each image draws its noise from its own CPU `torch.Generator`, so
+regenerating one image alone with its recorded seed gives the same pixels as in the batch it came from.
+
+Example:
+
+```sh
+python text2img.py --prompt "a cat wearing a hat" --seed 0 --num_images_per_prompt 4 --grid
+python text2img.py --prompts_file prompts.txt --scheduler dpmpp_2m --num_inference_steps 25 --dtype fp16
+python text2img.py --from_metadata outputs/20260101-120000-002-2-a-cat-wearing-a-hat.json
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import sys
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from .arguments import parse_config
+from .files import atomic_file
+from .pipeline_ddpm_hub import SAMPLERS, scheduler_from_name
+
+
+logger = logging.getLogger(__name__)
+
+# The checkpoint the product's design material uses; any diffusers text-to-image checkpoint works.
+DEFAULT_MODEL = "stabilityai/stable-diffusion-2"
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# `Literal` over the shared sampler table, so `--scheduler` lists exactly the names the rest of ddpm-hub accepts.
+SchedulerName = Literal[tuple(SAMPLERS)]  # type: ignore[valid-type]
+
+# Hub ids are "org/name"; anything else must be an existing local folder.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checks shared by the command line (at parse time, before any model loads) and the Python API.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def check_model_reference(model: str) -> None:
+    """Raise `ValueError` unless `model` is an existing local path or looks like a Hub id ("org/name")."""
+    if not model or not model.strip():
+        raise ValueError("The model must be a Hub id like 'org/name' or a local folder, got an empty string.")
+    if Path(model).expanduser().exists() or _HUB_ID.match(model):
+        return
+    raise ValueError(f"Model {model!r} is neither an existing local folder nor a Hub id like 'org/name'.")
+
+
+def resolve_device(device: str) -> torch.device:
+    """Map "auto" to cuda, then mps, then cpu; check that an explicitly named device exists."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"Unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps.") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"Device {device!r} was asked for but CUDA is not available here; use --device cpu.")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"Device {device!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s).")
+    elif resolved.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"Device {device!r} was asked for but MPS is not available here; use --device cpu.")
+    elif resolved.type != "cpu":
+        raise ValueError(f"Unsupported device {device!r}; use auto, cpu, cuda, cuda:N or mps.")
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> str:
+    """Map "auto" to fp16 on CUDA and fp32 elsewhere; refuse fp16 on the CPU."""
+    if dtype == "auto":
+        # Half precision halves memory and roughly doubles speed on GPUs; CPUs and MPS are safest in fp32.
+        return "fp16" if device.type == "cuda" else "fp32"
+    if dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}; choose one of: auto, {', '.join(DTYPES)}.")
+    if dtype == "fp16" and device.type == "cpu":
+        # Many CPU kernels have no float16 version, and those that do are slow; bf16 is the CPU's half type.
+        raise ValueError("dtype fp16 is not supported on the CPU; use --dtype fp32 or bf16, or a GPU (--device cuda).")
+    return dtype
+
+
+def check_generation_inputs(
+    prompts: Sequence[str],
+    *,
+    negative_prompt: str | None,
+    num_inference_steps: int,
+    guidance_scale: float,
+    height: int | None,
+    width: int | None,
+    num_images_per_prompt: int,
+    seed: int | None,
+) -> None:
+    """Raise `ValueError` with a sentence naming the first bad value among the arguments of `Text2Image.generate`."""
+    if isinstance(prompts, str) or not prompts:
+        raise ValueError("Give at least one prompt (--prompt or --prompts_file).")
+    for prompt in prompts:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"Prompts must be non-empty text, got {prompt!r}.")
+    if negative_prompt is not None and guidance_scale <= 1:
+        # diffusers silently ignores the negative prompt without classifier-free guidance.
+        raise ValueError(
+            f"A negative prompt only acts with classifier-free guidance; guidance_scale is {guidance_scale}, "
+            "it must be above 1."
+        )
+    for name, value in (("num_inference_steps", num_inference_steps), ("num_images_per_prompt", num_images_per_prompt)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if not math.isfinite(guidance_scale) or guidance_scale < 0:
+        raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}.")
+    for name, value in (("height", height), ("width", width)):
+        if value is not None and (not isinstance(value, int) or value < 8 or value % 8):
+            raise ValueError(f"{name} must be a positive multiple of 8 (the VAE's downsampling), got {value!r}.")
+    if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2**63):
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}.")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Metadata: what is written into each PNG and its JSON sidecar.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageMetadata:
+    """Everything needed to regenerate one image, as saved in its PNG text chunks and JSON sidecar.
+
+    `generate_kwargs()` and `from_pretrained_kwargs()` give the arguments of [`Text2Image.generate`] and
+    [`Text2Image.from_pretrained`] that reproduce the image (on the same device type and library versions).
+
+    Args:
+        prompt (`str`): the prompt, in full (the model may have read only its first tokens).
+        negative_prompt (`str`, *optional*): the negative prompt.
+        seed (`int`): seed of the CPU `torch.Generator` that drew this image's noise.
+        num_inference_steps (`int`), guidance_scale (`float`), height (`int`), width (`int`): as passed to the pipeline.
+        scheduler (`str`, *optional*): short sampler name (see `SAMPLERS`); `None` means the model's own scheduler.
+        scheduler_class (`str`): the diffusers scheduler class that ran.
+        model (`str`), revision (`str`, *optional*), variant (`str`, *optional*): what was loaded.
+        dtype (`str`): fp32, fp16 or bf16.
+        device (`str`): where it ran (informational: GPU and CPU kernels give slightly different pixels).
+        pipeline_class (`str`): the diffusers pipeline class that ran.
+        safety_checker (`bool`): whether the model's safety checker ran.
+        nsfw_content_detected (`bool`, *optional*): the safety checker's verdict (a flagged image is blacked out);
+            `None` when no safety checker ran.
+        index (`int`): position of the image in its run; `seed` is the run's first seed plus `index`.
+        created (`str`): when the run started (ISO 8601, local time).
+        ddpm_hub_version (`str`), diffusers_version (`str`), torch_version (`str`): library versions.
+    """
+
+    prompt: str
+    negative_prompt: str | None
+    seed: int
+    num_inference_steps: int
+    guidance_scale: float
+    height: int
+    width: int
+    scheduler: str | None
+    scheduler_class: str
+    model: str
+    revision: str | None
+    variant: str | None
+    dtype: str
+    device: str
+    pipeline_class: str
+    safety_checker: bool
+    nsfw_content_detected: bool | None
+    index: int
+    created: str
+    ddpm_hub_version: str
+    diffusers_version: str
+    torch_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """Arguments of [`Text2Image.generate`] that regenerate this image alone."""
+        return {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "num_inference_steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale,
+            "height": self.height,
+            "width": self.width,
+            "num_images_per_prompt": 1,
+            "seed": self.seed,
+        }
+
+    def from_pretrained_kwargs(self) -> dict[str, Any]:
+        """Arguments of [`Text2Image.from_pretrained`] that load the model as it was."""
+        return {
+            "model": self.model,
+            "revision": self.revision,
+            "variant": self.variant,
+            "scheduler": self.scheduler,
+            "dtype": self.dtype,
+        }
+
+    def png_text(self) -> dict[str, str]:
+        """One PNG text chunk per field: text fields as they are, the others as JSON; `None` fields are left out."""
+        return {
+            name: value if name in _TEXT_FIELDS else json.dumps(value)
+            for name, value in self.to_dict().items()
+            if value is not None
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "metadata") -> "ImageMetadata":
+        names = list(_METADATA_TYPES)
+        missing = [name for name in names if name not in data and name not in _OPTIONAL_FIELDS]
+        if missing:
+            raise ValueError(f"{source} lacks the field(s) {', '.join(missing)}; is it a text2img.py sidecar?")
+        return cls(**{name: data.get(name) for name in names})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ImageMetadata":
+        """Read the metadata of an image from its JSON sidecar or from the PNG itself."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"Metadata file {str(path)!r} does not exist.")
+        if path.suffix.lower() == ".png":
+            from PIL import Image, UnidentifiedImageError
+
+            try:
+                with Image.open(path) as image:
+                    text = dict(image.text)
+                data = {
+                    name: value if name in _TEXT_FIELDS else json.loads(value)
+                    for name, value in text.items()
+                    if name in _METADATA_TYPES
+                }
+            except (UnidentifiedImageError, json.JSONDecodeError) as error:
+                raise ValueError(f"Cannot read text2img.py metadata from {str(path)!r} ({error}).") from None
+            return cls.from_dict(data, source=str(path))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"Metadata file {str(path)!r} is not valid JSON ({error}).") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"Metadata file {str(path)!r} does not hold a JSON object.")
+        return cls.from_dict(data, source=str(path))
+
+
+_METADATA_TYPES = typing.get_type_hints(ImageMetadata)
+# Text fields go into PNG chunks as they are; the others as JSON (numbers, booleans).
+_TEXT_FIELDS = {name for name, hint in _METADATA_TYPES.items() if hint in (str, str | None)}
+_OPTIONAL_FIELDS = {name for name, hint in _METADATA_TYPES.items() if type(None) in typing.get_args(hint)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Output: images plus metadata, saved so that runs never overwrite each other.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _slug(text: str, max_length: int = 40) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:max_length].rstrip("-")
+    return slug or "image"
+
+
+def _grid_shape(count: int) -> tuple[int, int]:
+    """(rows, cols) as square as possible with rows * cols == count exactly (no empty cells)."""
+    rows = max(r for r in range(1, math.isqrt(count) + 1) if count % r == 0)
+    return rows, count // rows
+
+
+def _write_new(directory: Path, stem: str, writers: dict[str, Any]) -> dict[str, Path]:
+    """Write one file per suffix in `writers` under a stem no existing file uses, each created exclusively.
+
+    `writers[suffix](tmp_path)` writes the file's content; if another run already holds a name, the stem gets a
+    numbered suffix ("-1", "-2", ...) instead of replacing anything.
+    """
+    for attempt in range(10_000):
+        name = stem if attempt == 0 else f"{stem}-{attempt}"
+        written: dict[str, Path] = {}
+        try:
+            for suffix, write in writers.items():
+                path = directory / f"{name}{suffix}"
+                with atomic_file(path, overwrite=False) as tmp:
+                    write(tmp)
+                written[suffix] = path
+            return written
+        except FileExistsError:
+            # Only files this call created are removed; the name is someone else's, try the next one.
+            for path in written.values():
+                path.unlink(missing_ok=True)
+    raise FileExistsError(f"No free file name for {stem!r} in {directory}.")
+
+
+def _png_writer(image, text: dict[str, str]):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)  # falls back to an iTXt chunk for text outside latin-1
+    return lambda tmp: image.save(tmp, format="PNG", pnginfo=info)
+
+
+def _json_writer(data: dict[str, Any]):
+    return lambda tmp: tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+@dataclass
+class Text2ImageOutput:
+    """Output of [`Text2Image.generate`].
+
+    Args:
+        images (`list[PIL.Image.Image]`): the images, prompt after prompt, `num_images_per_prompt` each.
+        metadata (`list[ImageMetadata]`): one entry per image, in the same order.
+        num_images_per_prompt (`int`): how many consecutive images share a prompt (used for grids).
+    """
+
+    images: list
+    metadata: list[ImageMetadata]
+    num_images_per_prompt: int = 1
+
+    def save(self, output_dir: str | os.PathLike, *, grid: bool = False) -> list[Path]:
+        """Save each image as `{timestamp}-{index:03d}-{seed}-{prompt slug}.png` with a `.json` sidecar.
+
+        Files are created exclusively and atomically: a name already taken gets a "-1", "-2", ... suffix, and an
+        interrupted save leaves no partial file under a final name.
+
+        Args:
+            output_dir (`str` or `os.PathLike`): the folder, created if needed.
+            grid (`bool`, defaults to `False`): also save one grid image per prompt, `{timestamp}-grid-...png`.
+
+        Returns:
+            `list[Path]`: the files written, in order.
+        """
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        paths: list[Path] = []
+        image_paths: list[Path] = []
+        for image, meta in zip(self.images, self.metadata):
+            stem = f"{_timestamp(meta)}-{meta.index:03d}-{meta.seed}-{_slug(meta.prompt)}"
+            written = _write_new(
+                output_dir, stem, {".png": _png_writer(image, meta.png_text()), ".json": _json_writer(meta.to_dict())}
+            )
+            image_paths.append(written[".png"])
+            paths += [written[".png"], written[".json"]]
+        if grid:
+            for start in range(0, len(self.images), self.num_images_per_prompt):
+                cells = slice(start, start + self.num_images_per_prompt)
+                paths.append(self._save_grid(output_dir, self.images[cells], self.metadata[cells], image_paths[cells]))
+        return paths
+
+    @staticmethod
+    def _save_grid(output_dir: Path, images: list, metadata: list[ImageMetadata], image_paths: list[Path]) -> Path:
+        from diffusers.utils import make_image_grid
+
+        first = metadata[0]
+        text = {k: v for k, v in first.png_text().items() if k not in ("seed", "index", "nsfw_content_detected")}
+        text["seeds"] = json.dumps([meta.seed for meta in metadata])
+        text["images"] = json.dumps([path.name for path in image_paths])
+        rows, cols = _grid_shape(len(images))
+        stem = f"{_timestamp(first)}-grid-{first.index:03d}-{_slug(first.prompt)}"
+        return _write_new(output_dir, stem, {".png": _png_writer(make_image_grid(images, rows, cols), text)})[".png"]
+
+
+def _timestamp(meta: ImageMetadata) -> str:
+    return datetime.fromisoformat(meta.created).strftime("%Y%m%d-%H%M%S")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The API.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class Text2Image:
+    r"""
+    Text-to-image generation with a diffusers Stable Diffusion (1.x, 2.x) or SDXL pipeline, recording how every
+    image was made.
+
+    Args:
+        pipeline ([`~diffusers.DiffusionPipeline`]):
+            A loaded text-to-image pipeline with `tokenizer`, `unet` and `scheduler` components.
+        model (`str`):
+            The Hub id or local path it came from, recorded in the metadata.
+        revision (`str`, *optional*), variant (`str`, *optional*):
+            Recorded in the metadata.
+        scheduler (`str`, *optional*):
+            Short name of the sampler in use (see `SAMPLERS`); `None` when it is the model's own scheduler.
+
+    Example:
+
+    ```py
+    >>> from ddpm_hub.text2img import Text2Image
+
+    >>> t2i = Text2Image.from_pretrained("stabilityai/stable-diffusion-2", dtype="fp16", scheduler="dpmpp_2m")
+    >>> output = t2i.generate("a cat wearing a hat", num_images_per_prompt=4, seed=0, num_inference_steps=25)
+    >>> output.save("outputs", grid=True)
+    >>> # Image 2 alone, with the seed recorded for it (0 + 2):
+    >>> again = t2i.generate(**output.metadata[2].generate_kwargs()).images[0]
+    ```
+    """
+
+    def __init__(
+        self,
+        pipeline,
+        *,
+        model: str,
+        revision: str | None = None,
+        variant: str | None = None,
+        scheduler: str | None = None,
+    ):
+        self.pipeline = pipeline
+        self.model = model
+        self.revision = revision
+        self.variant = variant
+        self.scheduler = scheduler
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str = DEFAULT_MODEL,
+        *,
+        revision: str | None = None,
+        variant: str | None = None,
+        scheduler: str | None = None,
+        dtype: str = "auto",
+        device: str = "auto",
+        attention_slicing: bool = False,
+        cpu_offload: bool = False,
+        vae_slicing: bool = False,
+        vae_tiling: bool = False,
+        compile: bool = False,
+        disable_safety_checker: bool = False,
+    ) -> "Text2Image":
+        r"""
+        Load a text-to-image pipeline with `AutoPipelineForText2Image.from_pretrained`.
+
+        Args:
+            model (`str`, defaults to `"stabilityai/stable-diffusion-2"`):
+                A Hub id ("org/name") or a local folder saved with `save_pretrained`.
+            revision (`str`, *optional*):
+                Branch, tag or commit of a Hub model.
+            variant (`str`, *optional*):
+                Weight file variant, e.g. `"fp16"` for half-size downloads.
+            scheduler (`str`, *optional*):
+                Sampler to swap in by short name (a key of `SAMPLERS`: ddim, pndm, euler, euler_a, dpmpp_2m, ...),
+                built with `from_config` so it keeps the model's noise schedule. Defaults to the model's own.
+            dtype (`str`, defaults to `"auto"`):
+                `"fp32"`, `"fp16"`, `"bf16"`, or `"auto"` (fp16 on CUDA, fp32 elsewhere). fp16 is refused on the CPU.
+            device (`str`, defaults to `"auto"`):
+                `"auto"` (cuda, then mps, then cpu), `"cpu"`, `"cuda"`, `"cuda:N"` or `"mps"`.
+            attention_slicing (`bool`, defaults to `False`):
+                Compute attention in slices: less memory, a little slower.
+            cpu_offload (`bool`, defaults to `False`):
+                Keep each model on the CPU until it runs (`enable_model_cpu_offload`); needs CUDA.
+            vae_slicing (`bool`, defaults to `False`):
+                Decode the images of a batch one at a time.
+            vae_tiling (`bool`, defaults to `False`):
+                Decode large images tile by tile.
+            compile (`bool`, defaults to `False`):
+                `torch.compile` the UNet: the first images are slow (compilation), the rest faster.
+            disable_safety_checker (`bool`, defaults to `False`):
+                Load without the model's safety checker (for models that have one).
+
+        Raises:
+            `ValueError`: for an invalid argument, or a model diffusers cannot use for text-to-image.
+            `OSError`: when the model cannot be found or downloaded.
+        """
+        from diffusers import AutoPipelineForText2Image
+
+        check_model_reference(model)
+        if scheduler is not None and scheduler not in SAMPLERS:
+            raise ValueError(f"Unknown scheduler {scheduler!r}; choose one of: {', '.join(SAMPLERS)}.")
+        torch_device = resolve_device(device)
+        dtype = resolve_dtype(dtype, torch_device)
+        if cpu_offload and torch_device.type != "cuda":
+            raise ValueError(f"cpu_offload moves models to and from a CUDA GPU, but the device is {torch_device}.")
+
+        try:
+            index = AutoPipelineForText2Image.load_config(model, revision=revision)
+            load_kwargs: dict[str, Any] = {"revision": revision, "variant": variant, "dtype": DTYPES[dtype]}
+            if disable_safety_checker and (index.get("safety_checker") or [None])[0] is not None:
+                load_kwargs.update(safety_checker=None, requires_safety_checker=False)
+            pipeline = AutoPipelineForText2Image.from_pretrained(model, **load_kwargs)
+        except OSError as error:
+            if Path(model).expanduser().exists():
+                raise OSError(f"Cannot load the local folder {model!r}: {error}") from error
+            hint = "check the id, the revision and the network"
+            raise OSError(f"Cannot load {model!r} from the Hub ({hint}): {error}") from error
+        except ValueError as error:
+            raise ValueError(f"Cannot load model {model!r} as a text-to-image pipeline: {error}") from error
+
+        if scheduler is not None:
+            pipeline.scheduler = scheduler_from_name(scheduler, pipeline.scheduler.config)
+        if cpu_offload:
+            pipeline.enable_model_cpu_offload(device=torch_device)
+        else:
+            pipeline.to(torch_device)
+        if attention_slicing:
+            pipeline.enable_attention_slicing()
+        # diffusers 0.42 moved VAE slicing and tiling from the pipeline to the VAE itself.
+        if vae_slicing:
+            pipeline.vae.enable_slicing()
+        if vae_tiling:
+            pipeline.vae.enable_tiling()
+        if compile:
+            pipeline.unet = torch.compile(pipeline.unet)
+        # A local folder is recorded by its absolute path, so that its metadata works from any working directory.
+        local = Path(model).expanduser()
+        model = str(local.resolve()) if local.exists() else model
+        return cls(pipeline, model=model, revision=revision, variant=variant, scheduler=scheduler)
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        """(height, width) the model was trained at, used when `generate` is given none."""
+        sample_size = self.pipeline.unet.config.sample_size
+        height, width = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
+        return height * self.pipeline.vae_scale_factor, width * self.pipeline.vae_scale_factor
+
+    def check_inputs(
+        self,
+        prompt: str | list[str],
+        *,
+        negative_prompt: str | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        height: int | None = None,
+        width: int | None = None,
+        num_images_per_prompt: int = 1,
+        seed: int | None = None,
+    ) -> list[str]:
+        """Check the arguments of [`~Text2Image.generate`] without generating; return the prompts as a list.
+
+        Raises `ValueError` naming the first bad value.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        check_generation_inputs(
+            prompts,
+            negative_prompt=negative_prompt,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            height=height,
+            width=width,
+            num_images_per_prompt=num_images_per_prompt,
+            seed=seed,
+        )
+        num_train_timesteps = self.pipeline.scheduler.config.num_train_timesteps
+        if num_inference_steps > num_train_timesteps:
+            raise ValueError(
+                f"num_inference_steps ({num_inference_steps}) cannot exceed the model's "
+                f"{num_train_timesteps} training timesteps."
+            )
+        return prompts
+
+    def _warn_if_truncated(self, prompt: str) -> None:
+        """Log a warning naming how many tokens of `prompt` the text encoder will not see."""
+        tokenizer = getattr(self.pipeline, "tokenizer", None)
+        if tokenizer is None:
+            return
+        num_tokens = len(tokenizer(prompt, truncation=False, verbose=False).input_ids)
+        dropped = num_tokens - tokenizer.model_max_length
+        if dropped > 0:
+            logger.warning(
+                "Prompt %r is %d tokens long but the text encoder reads at most %d; the last %d tokens were dropped.",
+                prompt if len(prompt) <= 60 else prompt[:57] + "...",
+                num_tokens,
+                tokenizer.model_max_length,
+                dropped,
+            )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: str | list[str],
+        *,
+        negative_prompt: str | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        height: int | None = None,
+        width: int | None = None,
+        num_images_per_prompt: int = 1,
+        seed: int | None = None,
+        progress: bool = True,
+    ) -> Text2ImageOutput:
+        r"""
+        Generate `num_images_per_prompt` images for each prompt.
+
+        Args:
+            prompt (`str` or `list[str]`):
+                The prompt or prompts. Text beyond the tokenizer's limit (77 tokens for SD) is dropped, with a warning.
+            negative_prompt (`str`, *optional*):
+                What the images should not show, for every prompt; needs `guidance_scale > 1`.
+            num_inference_steps (`int`, defaults to 50):
+                Denoising steps.
+            guidance_scale (`float`, defaults to 7.5):
+                Classifier-free guidance weight (Ho & Salimans 2022); 1 or less turns guidance off.
+            height (`int`, *optional*), width (`int`, *optional*):
+                Image size in pixels, multiples of 8; default to the model's training size (`default_size`).
+            num_images_per_prompt (`int`, defaults to 1):
+                Images per prompt.
+            seed (`int`, *optional*):
+                Image k (counted from 0 over all prompts) gets seed `seed + k`; drawn at random when not given.
+            progress (`bool`, defaults to `True`):
+                Show a progress bar over the denoising steps.
+
+        Returns:
+            [`Text2ImageOutput`]: the images and one [`ImageMetadata`] per image.
+        """
+        prompts = self.check_inputs(
+            prompt,
+            negative_prompt=negative_prompt,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            height=height,
+            width=width,
+            num_images_per_prompt=num_images_per_prompt,
+            seed=seed,
+        )
+        for text in dict.fromkeys(prompts + ([negative_prompt] if negative_prompt else [])):
+            self._warn_if_truncated(text)
+
+        default_height, default_width = self.default_size
+        height, width = height or default_height, width or default_width
+        if seed is None:
+            seed = secrets.randbelow(2**32)
+        created = datetime.now().isoformat(timespec="seconds")
+        run_info = self._run_info()
+
+        images, metadata = [], []
+        for prompt_index, text in enumerate(prompts):
+            first = prompt_index * num_images_per_prompt
+            seeds = [seed + first + i for i in range(num_images_per_prompt)]
+            # One CPU generator per image: its noise then depends on its seed only, not on its place in the batch
+            # or on the device, so any image can be regenerated alone.
+            generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+            self.pipeline.set_progress_bar_config(
+                desc=f"prompt {prompt_index + 1}/{len(prompts)}", disable=not progress
+            )
+            output = self.pipeline(
+                prompt=text,
+                negative_prompt=negative_prompt,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                height=height,
+                width=width,
+                num_images_per_prompt=num_images_per_prompt,
+                generator=generators,
+                output_type="pil",
+            )
+            nsfw = getattr(output, "nsfw_content_detected", None)
+            for i, image in enumerate(output.images):
+                images.append(image)
+                metadata.append(
+                    ImageMetadata(
+                        prompt=text,
+                        negative_prompt=negative_prompt,
+                        seed=seeds[i],
+                        num_inference_steps=num_inference_steps,
+                        guidance_scale=float(guidance_scale),
+                        height=height,
+                        width=width,
+                        nsfw_content_detected=None if nsfw is None else bool(nsfw[i]),
+                        index=first + i,
+                        created=created,
+                        **run_info,
+                    )
+                )
+        return Text2ImageOutput(images=images, metadata=metadata, num_images_per_prompt=num_images_per_prompt)
+
+    def _run_info(self) -> dict[str, Any]:
+        """The metadata fields shared by every image of a run."""
+        import diffusers
+
+        from . import __version__
+
+        unet_dtype = self.pipeline.unet.dtype
+        return {
+            "scheduler": self.scheduler,
+            "scheduler_class": type(self.pipeline.scheduler).__name__,
+            "model": self.model,
+            "revision": self.revision,
+            "variant": self.variant,
+            "dtype": next((name for name, dtype in DTYPES.items() if dtype == unet_dtype), str(unet_dtype)),
+            "device": str(self.pipeline._execution_device),
+            "pipeline_class": type(self.pipeline).__name__,
+            "safety_checker": getattr(self.pipeline, "safety_checker", None) is not None,
+            "ddpm_hub_version": __version__,
+            "diffusers_version": diffusers.__version__,
+            "torch_version": torch.__version__,
+        }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The command line: three typed configs, parsed and validated before anything loads.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerationConfig:
+    """What to generate."""
+
+    prompt: list[str] = field(
+        default_factory=list,
+        metadata={
+            "action": "extend",
+            "help": 'Prompt(s); repeatable (--prompt "a cat" --prompt "a dog"). Quote prompts that contain spaces.',
+        },
+    )
+    prompts_file: str | None = field(
+        default=None,
+        metadata={"help": "Text file with one prompt per line (blank lines are skipped); added after any --prompt."},
+    )
+    negative_prompt: str | None = field(default=None, metadata={"help": "What the images should not show."})
+    num_inference_steps: int = field(default=50, metadata={"help": "Denoising steps."})
+    guidance_scale: float = field(default=7.5, metadata={"help": "Classifier-free guidance weight; <= 1 is off."})
+    height: int | None = field(default=None, metadata={"help": "Image height, a multiple of 8; model's default."})
+    width: int | None = field(default=None, metadata={"help": "Image width, a multiple of 8; model's default."})
+    num_images_per_prompt: int = field(default=1, metadata={"help": "Images per prompt."})
+    seed: int | None = field(
+        default=None, metadata={"help": "Image k of the run gets seed + k (random when not given)."}
+    )
+    from_metadata: str | None = field(
+        default=None,
+        metadata={"help": "Regenerate the image described by this .json sidecar (or .png); takes its prompt, "
+                          "settings, model, scheduler and dtype, so those flags cannot be given with it."},
+    )
+
+    def prompts(self) -> list[str]:
+        """The prompts of `--prompt`, then those of `--prompts_file`."""
+        prompts = list(self.prompt)
+        if self.prompts_file is not None:
+            path = Path(self.prompts_file)
+            if not path.is_file():
+                raise ValueError(f"Prompts file {self.prompts_file!r} does not exist.")
+            lines = path.read_text(encoding="utf-8").splitlines()
+            from_file = [line.strip() for line in lines if line.strip()]
+            if not from_file:
+                raise ValueError(f"Prompts file {self.prompts_file!r} holds no prompt.")
+            prompts += from_file
+        return prompts
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompts(),
+            "negative_prompt": self.negative_prompt,
+            "num_inference_steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale,
+            "height": self.height,
+            "width": self.width,
+            "num_images_per_prompt": self.num_images_per_prompt,
+            "seed": self.seed,
+        }
+
+    def validate(self) -> None:
+        if self.from_metadata is not None:
+            settings = [f.name for f in dataclasses.fields(self) if f.name != "from_metadata"]
+            given = _non_default_flags(self, only=settings)
+            if given:
+                raise ValueError(f"--from_metadata takes the prompt and settings from the file; drop {given}.")
+            ImageMetadata.load(self.from_metadata)
+            return
+        kwargs = self.generate_kwargs()
+        check_generation_inputs(kwargs.pop("prompt"), **kwargs)
+
+
+@dataclass
+class ModelConfig:
+    """Which model to load, and how to run it."""
+
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "Hub id (org/name) or local pipeline folder."})
+    revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of a Hub model."})
+    variant: str | None = field(default=None, metadata={"help": "Weights variant, e.g. fp16."})
+    scheduler: SchedulerName | None = field(  # type: ignore[valid-type]
+        default=None, metadata={"help": "Sampler to swap in (from_config); defaults to the model's own."}
+    )
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = field(
+        default="auto", metadata={"help": "auto: fp16 on CUDA, fp32 elsewhere. fp16 is refused on the CPU."}
+    )
+    device: str = field(default="auto", metadata={"help": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps."})
+    attention_slicing: bool = field(default=False, metadata={"help": "Sliced attention: less memory, slower."})
+    cpu_offload: bool = field(default=False, metadata={"help": "Model CPU offload (needs CUDA)."})
+    vae_slicing: bool = field(default=False, metadata={"help": "Decode a batch one image at a time."})
+    vae_tiling: bool = field(default=False, metadata={"help": "Decode large images tile by tile."})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the UNet."})
+    disable_safety_checker: bool = field(
+        default=False, metadata={"help": "Load without the model's safety checker (on by default where it exists)."}
+    )
+
+    def validate(self) -> None:
+        check_model_reference(self.model)
+        device = resolve_device(self.device)
+        resolve_dtype(self.dtype, device)
+        if self.cpu_offload and device.type != "cuda":
+            raise ValueError(f"--cpu_offload needs a CUDA device, but the device is {device}.")
+
+
+@dataclass
+class OutputConfig:
+    """Where the images go."""
+
+    output_dir: str = field(default="outputs", metadata={"help": "Folder for the PNGs and their JSON sidecars."})
+    grid: bool = field(default=False, metadata={"help": "Also save one grid image per prompt."})
+
+    def validate(self) -> None:
+        if Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
+            raise ValueError(f"--output_dir {self.output_dir!r} exists and is not a folder.")
+
+
+def _non_default_flags(config, only: Sequence[str]) -> str:
+    """Those of the `--flags` named in `only` whose values in `config` differ from their defaults ("" if none)."""
+    changed = []
+    for f in dataclasses.fields(config):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if f.name in only and getattr(config, f.name) != default:
+            changed.append(f"--{f.name}")
+    return ", ".join(changed)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `text2img.py` command line; returns the exit status (2 for bad input)."""
+    prog = "text2img.py"
+    generation, model_config, output = parse_config(
+        (GenerationConfig, ModelConfig, OutputConfig),
+        argv,
+        prog=prog,
+        description="Generate images from text prompts with a Stable Diffusion (1.x, 2.x, SDXL) pipeline.",
+    )
+    model_kwargs = dataclasses.asdict(model_config)
+    try:
+        if generation.from_metadata is not None:
+            # The sidecar fixes what shapes the pixels; how to run (device, memory options) stays the user's.
+            given = _non_default_flags(model_config, only=("model", "revision", "variant", "scheduler", "dtype"))
+            if given:
+                raise ValueError(f"--from_metadata takes the model, scheduler and dtype from the file; drop {given}.")
+            metadata = ImageMetadata.load(generation.from_metadata)
+            model_kwargs.update(metadata.from_pretrained_kwargs())
+            generate_kwargs = metadata.generate_kwargs()
+        else:
+            generate_kwargs = generation.generate_kwargs()
+        text2image = Text2Image.from_pretrained(**model_kwargs)
+        text2image.check_inputs(**generate_kwargs)
+    except (ValueError, OSError) as error:
+        print(f"{prog}: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+
+    result = text2image.generate(**generate_kwargs)
+    for path in result.save(output.output_dir, grid=output.grid):
+        print(path)
+    flagged = [meta.index for meta in result.metadata if meta.nsfw_content_detected]
+    if flagged:
+        logger.warning("The safety checker blacked out image(s) %s.", ", ".join(map(str, flagged)))
+    return 0

@@ -1,0 +1,563 @@
+"""Training of unconditional DDPMs with accelerate: the body of `train_unconditional.py`.
+
+    accelerate launch train_unconditional.py                       # small model, built-in emoji, a few CPU minutes
+    accelerate launch train_unconditional.py --model ddpm-64 --dataset_name huggan/smithsonian_butterflies_subset \\
+        --resolution 64 --train_batch_size 64 --mixed_precision bf16 --num_epochs 100
+
+`train` is one function in accelerate's canonical shape (prepare -> accumulate -> backward -> side work when
+gradients sync); checkpoints, previews, export and Hub uploads are small helpers in their own modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from diffusers import DDPMScheduler, UNet2DModel
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from . import __version__
+from .arguments import parse_config
+from .checkpointing import SignalStop, list_checkpoints, read_state, resolve_checkpoint, save_checkpoint
+from .config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
+from .data import ImageBatchDataset, augment, collate_uint8, load_images
+from .export import ema_weights, export_pipeline, sample_grid
+from .files import save_image, write_json
+from .loss import diffusion_loss
+from .model_card import SAMPLE_GRID, card_info_for_run, write_model_card
+from .models import resolve_spec
+from .schedules import make_noise_scheduler, resolve_beta_schedule
+
+logger = logging.getLogger("ddpm_hub")
+
+CONFIG_FILE = "training_config.json"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class ModelPlan:
+    """The UNet to build and the noise schedule to train it with, decided before anything heavy happens."""
+
+    unet_config: dict[str, Any]
+    noise_scheduler: DDPMScheduler
+    resolution: int
+    description: str
+    pretrained: str | None = None
+
+    def build(self, cache_dir: str | None = None) -> UNet2DModel:
+        if self.pretrained is None:
+            return UNet2DModel.from_config(self.unet_config)
+        unet = UNet2DModel.from_pretrained(self.pretrained, subfolder=_unet_subfolder(self.pretrained), cache_dir=cache_dir)
+        unet.register_to_config(sample_size=self.resolution)
+        return unet
+
+
+def _unet_subfolder(path: str) -> str | None:
+    # A pipeline (folder or Hub repo) keeps its UNet in unet/; a bare model folder does not.
+    local = Path(path)
+    if local.is_dir():
+        return "unet" if (local / "unet").is_dir() else None
+    return "unet"
+
+
+def _check_resolution(unet_config: dict[str, Any], resolution: int) -> None:
+    factor = 2 ** (len(unet_config["block_out_channels"]) - 1)
+    if resolution % factor:
+        raise ValueError(
+            f"--resolution {resolution} is not divisible by {factor}, the downsampling factor of this UNet; "
+            f"use a multiple of {factor}."
+        )
+
+
+def plan_model(config: ModelConfig, cache_dir: str | None = None) -> ModelPlan:
+    """Resolve --model / --model_config_name_or_path / --pretrained_model_name_or_path and the schedule flags."""
+    schedule = dict(
+        num_train_timesteps=config.ddpm_num_steps,
+        beta_schedule=resolve_beta_schedule(config.ddpm_beta_schedule) if config.ddpm_beta_schedule else None,
+        prediction_type=config.prediction_type,
+    )
+    if config.pretrained_model_name_or_path is not None:
+        source = config.pretrained_model_name_or_path
+        try:
+            unet_config = dict(UNet2DModel.load_config(source, subfolder=_unet_subfolder(source), cache_dir=cache_dir))
+            scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", cache_dir=cache_dir)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"--pretrained_model_name_or_path {source!r} is not a loadable pipeline: {error}") from error
+        overrides = {k: v for k, v in schedule.items() if v is not None}
+        if config.ddpm_beta_schedule or config.ddpm_num_steps:
+            overrides["trained_betas"] = None  # a new schedule replaces the stored betas
+        if config.rescale_betas_zero_snr:
+            overrides["rescale_betas_zero_snr"] = True
+        noise_scheduler = DDPMScheduler.from_config(scheduler_config, **overrides)
+        resolution = config.resolution or unet_config["sample_size"]
+        _check_resolution(unet_config, resolution)
+        return ModelPlan(unet_config, noise_scheduler, resolution, f"fine-tuned from {source}", pretrained=source)
+
+    noise_scheduler = make_noise_scheduler(
+        config.ddpm_beta_schedule or "linear",
+        config.ddpm_num_steps or 1000,
+        config.prediction_type or "epsilon",
+        rescale_betas_zero_snr=config.rescale_betas_zero_snr,
+    )
+    if config.model_config_name_or_path is not None:
+        source = config.model_config_name_or_path
+        path = Path(source)
+        try:
+            if path.is_file():
+                unet_config = json.loads(path.read_text(encoding="utf-8"))
+            else:
+                unet_config = dict(UNet2DModel.load_config(source, subfolder=_unet_subfolder(source), cache_dir=cache_dir))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"--model_config_name_or_path {source!r} is not a UNet2DModel config: {error}") from error
+        resolution = config.resolution or unet_config.get("sample_size") or 64
+        _check_resolution(unet_config, resolution)
+        unet_config["sample_size"] = resolution
+        return ModelPlan(unet_config, noise_scheduler, resolution, f"config {source}")
+
+    spec = resolve_spec(
+        config.model,
+        config.resolution,
+        model_channels=config.model_channels,
+        channel_mult=config.channel_mult,
+        num_res_blocks=config.num_res_blocks,
+        attention_resolutions=config.attention_resolutions,
+        dropout=config.dropout,
+    )
+    return ModelPlan(spec.unet_kwargs(), noise_scheduler, spec.resolution, f"preset {config.model}")
+
+
+def check_output_dir(train: TrainConfig) -> None:
+    """Refuse to train over a previous run unless the user said what to do with it."""
+    output_dir = Path(train.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output_dir {train.output_dir!r} exists and is not a folder.")
+    previous = list_checkpoints(output_dir) or (output_dir / "model_index.json").exists()
+    if previous and train.resume_from_checkpoint is None and not train.overwrite_output_dir:
+        raise ValueError(
+            f"--output_dir {train.output_dir!r} already holds a training run; pass --resume_from_checkpoint latest "
+            "to continue it, --overwrite_output_dir to start over, or choose another --output_dir."
+        )
+
+
+def hyperparameters(configs, plan: ModelPlan, **derived) -> dict[str, Any]:
+    """Every setting of the run, flat and tracker-friendly (scalars and strings only)."""
+    values: dict[str, Any] = {}
+    for config in configs:
+        for key, value in dataclasses.asdict(config).items():
+            if key == "hub_token":
+                continue  # never logged
+            values[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    values.update(
+        resolution=plan.resolution,
+        model_source=plan.description,
+        beta_schedule=plan.noise_scheduler.config.beta_schedule,
+        num_train_timesteps=plan.noise_scheduler.config.num_train_timesteps,
+        prediction_type=plan.noise_scheduler.config.prediction_type,
+        ddpm_hub_version=__version__,
+        **derived,
+    )
+    return values
+
+
+def log_grid(accelerator: Accelerator, grid, step: int) -> None:
+    import numpy as np
+
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image("samples", np.asarray(grid), step, dataformats="HWC")
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({"samples": wandb.Image(grid)}, step=step)
+
+
+def setup_logging(accelerator: Accelerator, output_dir: Path) -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    for noisy in ("diffusers", "datasets", "accelerate", "huggingface_hub", "httpx", "httpx2", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if accelerator.is_main_process:
+        handler = logging.FileHandler(output_dir / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+    else:
+        logging.getLogger().setLevel(logging.ERROR)
+
+
+class SetupError(ValueError):
+    """Bad input found before training started: reported in one line, exit status 2."""
+
+
+class PushError(RuntimeError):
+    """Training succeeded and its output is saved, but the Hub upload failed after its retries."""
+
+
+@contextlib.contextmanager
+def reported_as_setup_errors():
+    try:
+        yield
+    except ValueError as error:
+        raise SetupError(str(error)) from error
+
+
+def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: HubConfig) -> Path:
+    """Train a DDPM as the configs say; returns the output folder holding the saved pipeline."""
+    run_start = time.perf_counter()
+    # 1. Everything that can be checked cheaply is checked before any data or weights are touched.
+    with reported_as_setup_errors():
+        check_output_dir(run)
+        plan = plan_model(model_config, data.cache_dir)
+        output_dir = Path(run.output_dir)
+        checkpoint = resolve_checkpoint(output_dir, run.resume_from_checkpoint)
+        publisher = None
+        if hub.push_to_hub:
+            from .hub import HubPublisher
+
+            publisher = HubPublisher.create(hub, output_dir)  # fails fast on a bad token or repo id
+
+    accelerator = Accelerator(
+        gradient_accumulation_steps=run.gradient_accumulation_steps,
+        mixed_precision=run.mixed_precision,
+        log_with=None if run.logger == "none" else run.logger,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / run.logging_dir)),
+        # The shuffle order is a function of (seed, epoch): resuming can skip to a batch without replaying the epoch.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=run.seed),
+    )
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if run.overwrite_output_dir and checkpoint is None:
+            for old in list_checkpoints(output_dir):
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    setup_logging(accelerator, output_dir)
+    if run.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    # 2. Data: decoded once (main process first, the others reuse its cache).
+    channels = plan.unet_config.get("in_channels", 3)
+    with reported_as_setup_errors(), accelerator.main_process_first():
+        images = load_images(
+            data.dataset_name,
+            dataset_config_name=data.dataset_config_name,
+            train_data_dir=data.train_data_dir,
+            image_column=data.image_column,
+            cache_dir=data.cache_dir,
+            resolution=plan.resolution,
+            channels=channels,
+            center_crop=data.center_crop,
+            max_train_samples=data.max_train_samples,
+            seed=run.seed,
+            num_proc=data.preprocessing_num_workers,
+        )
+    batches_per_epoch = len(images) // (run.train_batch_size * accelerator.num_processes)
+    if batches_per_epoch == 0:
+        raise SetupError(
+            f"The data set has {len(images)} images, fewer than one batch of {run.train_batch_size} x "
+            f"{accelerator.num_processes} processes; lower --train_batch_size."
+        )
+    train_dataloader = torch.utils.data.DataLoader(
+        ImageBatchDataset(images),
+        batch_size=run.train_batch_size,
+        shuffle=True,
+        drop_last=True,  # equal, static batch shapes: no recompiles, even DDP shards
+        collate_fn=collate_uint8,
+        num_workers=data.dataloader_num_workers,
+        generator=torch.Generator().manual_seed(run.seed),  # iterators draw from it, not from the global RNG
+        pin_memory=torch.cuda.is_available(),
+    )
+
+    # 3. Model, EMA, optimizer and LR schedule. Same initial weights on every process; different noise per process.
+    set_seed(run.seed)
+    with reported_as_setup_errors():
+        unet = plan.build(data.cache_dir)
+    set_seed(run.seed, device_specific=True)
+    noise_scheduler = plan.noise_scheduler
+    if run.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    if run.enable_xformers_memory_efficient_attention:
+        unet.enable_xformers_memory_efficient_attention()
+    channels_last = run.channels_last if run.channels_last is not None else accelerator.device.type == "cuda"
+    if channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    ema = None
+    if run.use_ema:
+        ema = EMAModel(
+            unet.parameters(),
+            decay=run.ema_max_decay,
+            use_ema_warmup=True,
+            inv_gamma=run.ema_inv_gamma,
+            power=run.ema_power,
+            foreach=True,
+            model_cls=UNet2DModel,
+            model_config=unet.config,
+        )
+        accelerator.register_for_checkpointing(ema)
+
+    steps_per_epoch = math.ceil(batches_per_epoch / run.gradient_accumulation_steps)
+    max_train_steps = run.max_train_steps or run.num_epochs * steps_per_epoch
+    num_epochs = math.ceil(max_train_steps / steps_per_epoch)
+    total_batch_size = run.train_batch_size * accelerator.num_processes * run.gradient_accumulation_steps
+    learning_rate = run.learning_rate * (total_batch_size if run.scale_lr else 1)
+    optimizer = torch.optim.AdamW(
+        unet.parameters(),
+        lr=learning_rate,
+        betas=(run.adam_beta1, run.adam_beta2),
+        weight_decay=run.adam_weight_decay,
+        eps=run.adam_epsilon,
+        fused=accelerator.device.type == "cuda",
+    )
+    # accelerate steps a prepared LR scheduler once per process per optimizer step (and not on accumulation-only
+    # steps), so warmup and decay are given in optimizer steps times processes.
+    lr_scheduler = get_scheduler(
+        run.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=run.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_train_steps * accelerator.num_processes,
+    )
+    if run.compile:
+        unet = torch.compile(unet)
+    unet, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(unet, optimizer, train_dataloader, lr_scheduler)
+    noise_scheduler.alphas_cumprod = noise_scheduler.alphas_cumprod.to(accelerator.device)
+    base_unet = accelerator.unwrap_model(unet, keep_torch_compile=False)
+
+    # 4. Resume: restore every state, then start at the recorded data position (skipped by index, not loaded).
+    global_step, first_epoch, resume_batches = 0, 0, 0
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        if ema is not None:
+            ema.to(accelerator.device)  # accelerate loads custom state onto the CPU
+        state = read_state(checkpoint)
+        global_step = state["global_step"]
+        first_epoch, step_in_epoch = divmod(global_step, steps_per_epoch)
+        resume_batches = step_in_epoch * run.gradient_accumulation_steps
+        if state.get("steps_per_epoch") != steps_per_epoch:
+            logger.warning(
+                "The checkpoint was made with %s steps per epoch, this run has %s (batch size, data or number of "
+                "processes changed): the data position is approximate.", state.get("steps_per_epoch"), steps_per_epoch
+            )
+        logger.info("Resumed from %s at step %d (epoch %d, batch %d).", checkpoint, global_step, first_epoch, resume_batches)
+    elif ema is not None:
+        ema.to(accelerator.device)
+
+    hparams = hyperparameters(
+        (model_config, data, run, hub),
+        plan,
+        dataset_size=len(images),
+        skipped_images=images.num_skipped,
+        num_processes=accelerator.num_processes,
+        total_batch_size=total_batch_size,
+        steps_per_epoch=steps_per_epoch,
+        max_train_steps=max_train_steps,
+        num_epochs_effective=num_epochs,
+        unet_parameters=sum(p.numel() for p in base_unet.parameters()),
+        mixed_precision_effective=accelerator.mixed_precision,
+    )
+    if accelerator.is_main_process:
+        write_json(output_dir / CONFIG_FILE, hparams)
+        accelerator.init_trackers("train_unconditional", config=hparams)
+    logger.info(
+        "Training %s (%.1fM parameters) at %dpx on %d images of %s (%d unreadable skipped): %d steps, %d epochs, "
+        "batch %d per device x %d processes x %d accumulation = %d, precision %s, on %s.",
+        plan.description, hparams["unet_parameters"] / 1e6, plan.resolution, len(images), images.source,
+        images.num_skipped, max_train_steps, num_epochs, run.train_batch_size, accelerator.num_processes,
+        run.gradient_accumulation_steps, total_batch_size, accelerator.mixed_precision, accelerator.device,
+    )  # fmt: skip
+
+    def training_state(epoch: int) -> dict[str, Any]:
+        return dict(global_step=global_step, epoch=epoch, steps_per_epoch=steps_per_epoch, total_batch_size=total_batch_size)
+
+    def preview(tag: str) -> Any:
+        with ema_weights(ema, base_unet), accelerator.autocast():
+            grid = sample_grid(
+                base_unet,
+                noise_scheduler,
+                num_images=run.eval_batch_size,
+                sampler=run.preview_sampler,
+                num_inference_steps=run.ddpm_num_inference_steps,
+                seed=run.seed,
+            )
+        save_image(grid, output_dir / "samples" / f"{tag}.png")
+        log_grid(accelerator, grid, global_step)
+        return grid
+
+    def export() -> None:
+        with ema_weights(ema, base_unet):
+            export_pipeline(base_unet, noise_scheduler, output_dir)
+
+    # 5. The loop.
+    progress = tqdm(
+        total=max_train_steps, initial=global_step, desc="Training", disable=not accelerator.is_local_main_process
+    )
+    loss_sum = torch.zeros((), device=accelerator.device)
+    loss_count = 0
+    interval_start, interval_steps = time.perf_counter(), 0
+    last_loss = float("nan")
+    stopped_by = None
+    grid = None
+    epoch = first_epoch
+    with SignalStop() as stop:
+        for epoch in range(first_epoch, num_epochs):
+            unet.train()
+            epoch_start = time.perf_counter()
+            train_dataloader.set_epoch(epoch)
+            batches = train_dataloader
+            if epoch == first_epoch and resume_batches:
+                batches = accelerator.skip_first_batches(train_dataloader, resume_batches)
+            for batch in batches:
+                clean_images = augment(batch, data.random_flip)
+                if channels_last:
+                    clean_images = clean_images.contiguous(memory_format=torch.channels_last)
+                # Forward process q(x_t | x_0) at a uniformly drawn t (Ho et al. 2020, Algorithm 1).
+                noise = torch.randn_like(clean_images)
+                timesteps = torch.randint(
+                    0, noise_scheduler.config.num_train_timesteps, (clean_images.shape[0],), device=clean_images.device
+                )
+                noisy_images = noise_scheduler.add_noise(clean_images, noise, timesteps)
+
+                with accelerator.accumulate(unet):
+                    model_output = unet(noisy_images, timesteps).sample
+                    loss = diffusion_loss(model_output, clean_images, noise, timesteps, noise_scheduler, model_config.snr_gamma)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and run.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(unet.parameters(), run.max_grad_norm)
+                    optimizer.step()
+                    lr_scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                loss_sum += loss.detach()  # stays on the device: no host sync per step
+                loss_count += 1
+
+                if not accelerator.sync_gradients:
+                    continue
+                global_step += 1
+                interval_steps += 1
+                progress.update(1)
+                if ema is not None:
+                    ema.step(base_unet.parameters())
+
+                at_log_step = global_step % run.logging_steps == 0 or global_step == max_train_steps
+                if at_log_step:
+                    mean_loss = accelerator.reduce(loss_sum / loss_count, reduction="mean").item()
+                    elapsed = time.perf_counter() - interval_start
+                    logs = {
+                        "loss": mean_loss,
+                        "lr": lr_scheduler.get_last_lr()[0],
+                        "images_per_second": interval_steps * total_batch_size / elapsed,
+                        "epoch": epoch,
+                    }
+                    if ema is not None:
+                        logs["ema_decay"] = ema.cur_decay_value
+                    if torch.cuda.is_available():
+                        logs["gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+                    accelerator.log(logs, step=global_step)
+                    logger.info("step %d: %s", global_step, ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+                    progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{logs['lr']:.2e}")
+                    last_loss = mean_loss
+                    loss_sum.zero_()
+                    loss_count = 0
+                    interval_start, interval_steps = time.perf_counter(), 0
+
+                if global_step % run.checkpointing_steps == 0:
+                    saved = save_checkpoint(accelerator, output_dir, training_state(epoch), run.checkpoints_total_limit)
+                    if publisher is not None and accelerator.is_main_process:
+                        publisher.push_checkpoint_async(saved)
+                if run.save_images_steps and global_step % run.save_images_steps == 0 and accelerator.is_main_process:
+                    grid = preview(f"step-{global_step:07d}")
+                if accelerator.num_processes == 1:
+                    stopped_by = stop.received
+                elif at_log_step:
+                    # One process alone may have seen the signal: agree where the processes synchronise anyway.
+                    if stop.received:
+                        accelerator.set_trigger()
+                    if accelerator.check_trigger():
+                        stopped_by = stop.received or "a signal on another process"
+                if stopped_by:
+                    break
+                if global_step >= max_train_steps:
+                    break
+
+            if stopped_by:
+                break
+            logger.info("Epoch %d took %.1fs.", epoch, time.perf_counter() - epoch_start)
+            accelerator.log({"epoch_seconds": time.perf_counter() - epoch_start}, step=global_step)
+            last_epoch = epoch == num_epochs - 1 or global_step >= max_train_steps
+            if accelerator.is_main_process:
+                if (epoch + 1) % run.save_images_epochs == 0 or last_epoch:
+                    grid = preview(f"step-{global_step:07d}")
+                if (epoch + 1) % run.save_model_epochs == 0 and not last_epoch:
+                    export()
+                    if publisher is not None:
+                        publisher.push_async(f"Epoch {epoch}, step {global_step}")
+            accelerator.wait_for_everyone()
+            if global_step >= max_train_steps:
+                break
+    progress.close()
+
+    # 6. Wrap up: a final checkpoint (to continue later), then the pipeline, the card, and the upload.
+    if not (output_dir / f"checkpoint-{global_step}").exists():
+        save_checkpoint(accelerator, output_dir, training_state(epoch), run.checkpoints_total_limit)
+    if stopped_by:
+        logger.warning(
+            "Stopped by %s at step %d; resume with --resume_from_checkpoint latest.", stopped_by, global_step
+        )
+        accelerator.end_training()
+        if publisher is not None:
+            publisher.close()
+        return output_dir
+    if accelerator.is_main_process:
+        export()
+        if grid is None:
+            grid = preview(f"step-{global_step:07d}")
+        save_image(grid, output_dir / SAMPLE_GRID)
+        metrics = {
+            "final_loss": round(last_loss, 5),
+            "optimizer_steps": global_step,
+            "images_seen": global_step * total_batch_size,
+            "training_minutes": round((time.perf_counter() - run_start) / 60, 2),
+        }
+        write_json(output_dir / METRICS_FILE, metrics)
+        write_model_card(output_dir, card_info_for_run(hparams, metrics, publisher.repo_id if publisher else None))
+        logger.info("Saved the pipeline to %s", output_dir)
+        if publisher is not None:
+            try:
+                publisher.push_final(f"Training finished at step {global_step}")
+            except Exception as error:
+                raise PushError(
+                    f"training finished and the pipeline is saved in {output_dir}, but the upload to "
+                    f"{publisher.repo_id} failed: {error}. Push it later with: "
+                    f"ddpm-hub push {output_dir} --repo_id {publisher.repo_id}"
+                ) from error
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return output_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    model_config, data, run, hub = parse_config(
+        CONFIG_TYPES,
+        argv,
+        prog="train_unconditional.py",
+        description="Train an unconditional DDPM image model (run with `accelerate launch`).",
+    )
+    try:
+        train(model_config, data, run, hub)
+    except SetupError as error:
+        print(f"train_unconditional.py: error: {error}", file=sys.stderr)
+        return 2
+    except PushError as error:
+        print(f"train_unconditional.py: error: {error}", file=sys.stderr)
+        return 1
+    return 0
