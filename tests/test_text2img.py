@@ -1,0 +1,458 @@
+"""Tests of `text2img.py` and `ddpm_hub.text2img.Text2Image` against a tiny Stable Diffusion pipeline.
+
+The pipeline (tests/tiny_sd.py) is built from seeded random weights and saved once per session; every test loads
+it through diffusers' real `from_pretrained`. Images are 32x32 with 2 steps, a few milliseconds each on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO_ROOT, clean_env
+from PIL import Image
+from tiny_sd import build_tiny_sd, build_tiny_sdxl
+
+from ddpm_hub.pipeline_ddpm_hub import SAMPLERS
+from ddpm_hub.text2img import ImageMetadata, Text2Image, main
+
+SMALL = dict(num_inference_steps=2, height=32, width=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tiny-sd") / "model"
+    build_tiny_sd(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def text2image(tiny_sd_dir) -> Text2Image:
+    return Text2Image.from_pretrained(str(tiny_sd_dir), device="cpu")
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(image).astype(np.int16)
+
+
+def max_difference(a, b) -> int:
+    return int(np.abs(pixels(a) - pixels(b)).max())
+
+
+# Batched and single-image UNet calls round differently in the last float bits; one 8-bit level covers that.
+SAME = 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Python API
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_per_image_seeds_regenerate_each_image_alone(text2image):
+    output = text2image.generate("a cat wearing a hat", num_images_per_prompt=3, seed=10, progress=False, **SMALL)
+
+    assert [meta.seed for meta in output.metadata] == [10, 11, 12]
+    assert [meta.index for meta in output.metadata] == [0, 1, 2]
+    # Different seeds give different images...
+    assert max_difference(output.images[0], output.images[1]) > 20
+    assert max_difference(output.images[1], output.images[2]) > 20
+    # ...and the second image, regenerated alone from its metadata, is the same picture.
+    alone = text2image.generate(**output.metadata[1].generate_kwargs(), progress=False)
+    assert alone.metadata[0].seed == 11
+    assert max_difference(alone.images[0], output.images[1]) <= SAME
+    # The same call twice gives the same pixels exactly.
+    again = text2image.generate("a cat wearing a hat", num_images_per_prompt=3, seed=10, progress=False, **SMALL)
+    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(output.images, again.images))
+
+
+def test_random_seeds_are_recorded_and_reproduce(text2image):
+    first = text2image.generate(["a cat", "a dog"], num_images_per_prompt=2, progress=False, **SMALL)
+    second = text2image.generate(["a cat", "a dog"], num_images_per_prompt=2, progress=False, **SMALL)
+
+    seeds = [meta.seed for meta in first.metadata]
+    assert seeds == list(range(seeds[0], seeds[0] + 4))  # consecutive across prompts
+    assert [meta.prompt for meta in first.metadata] == ["a cat", "a cat", "a dog", "a dog"]
+    assert seeds[0] != second.metadata[0].seed  # drawn afresh for each run
+    regenerated = text2image.generate(**first.metadata[3].generate_kwargs(), progress=False)
+    assert max_difference(regenerated.images[0], first.images[3]) <= SAME
+
+
+def test_negative_prompt_changes_the_image_and_is_recorded(text2image):
+    plain = text2image.generate("a cat", seed=3, progress=False, **SMALL)
+    negative = text2image.generate("a cat", negative_prompt="blurry, dark", seed=3, progress=False, **SMALL)
+
+    assert max_difference(plain.images[0], negative.images[0]) > 20
+    assert plain.metadata[0].negative_prompt is None
+    assert negative.metadata[0].negative_prompt == "blurry, dark"
+
+
+def test_default_size_is_the_models_training_size(text2image):
+    output = text2image.generate("a cat", seed=0, num_inference_steps=2, progress=False)
+    # unet sample_size 16 x VAE downsampling 2
+    assert output.images[0].size == (32, 32)
+    assert (output.metadata[0].height, output.metadata[0].width) == (32, 32)
+    wide = text2image.generate("a cat", seed=0, num_inference_steps=2, height=16, width=48, progress=False)
+    assert wide.images[0].size == (48, 16)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_every_scheduler_name_samples_stable_diffusion(tiny_sd_dir, name):
+    text2image = Text2Image.from_pretrained(str(tiny_sd_dir), device="cpu", scheduler=name)
+    scheduler = text2image.pipeline.scheduler
+
+    assert type(scheduler).__name__ == SAMPLERS[name][0]
+    # from_config keeps the model's training schedule and parameterisation.
+    assert scheduler.config.prediction_type == "v_prediction"
+    assert scheduler.config.beta_schedule == "scaled_linear"
+    output = text2image.generate("a cat", seed=0, progress=False, **SMALL)
+    image = pixels(output.images[0])
+    assert image.shape == (32, 32, 3)
+    assert image.std() > 5, f"{name} produced a flat image"
+    assert (output.metadata[0].scheduler, output.metadata[0].scheduler_class) == (name, SAMPLERS[name][0])
+
+
+def test_model_scheduler_is_kept_by_default(text2image):
+    output = text2image.generate("a cat", seed=0, progress=False, **SMALL)
+    assert output.metadata[0].scheduler is None
+    assert output.metadata[0].scheduler_class == "DDIMScheduler"
+
+
+def test_long_prompt_warns_how_many_tokens_were_dropped(text2image, caplog):
+    # "a" is one token; 100 of them plus the start and end tokens exceed the 77-token limit by 25.
+    long_prompt = "a " * 100
+    with caplog.at_level(logging.WARNING, logger="ddpm_hub.text2img"):
+        text2image.generate("a cat", seed=0, progress=False, **SMALL)
+        assert not caplog.records
+        output = text2image.generate(long_prompt, seed=0, progress=False, **SMALL)
+    messages = [record.getMessage() for record in caplog.records if record.name == "ddpm_hub.text2img"]
+    assert len(messages) == 1 and "25 tokens were dropped" in messages[0]
+    assert output.metadata[0].prompt == long_prompt  # recorded in full: regenerating truncates the same way
+
+
+def test_metadata_round_trips_through_png_text_and_json_sidecar(tiny_sd_dir, text2image, tmp_path):
+    prompt = "un chat à chapeau 🎩"  # outside latin-1: stored in an iTXt chunk
+    output = text2image.generate(prompt, negative_prompt="flou", num_images_per_prompt=2, seed=7,
+                                 guidance_scale=6.5, progress=False, **SMALL)
+    paths = output.save(tmp_path)
+
+    pngs = [path for path in paths if path.suffix == ".png"]
+    assert [path.suffix for path in paths] == [".png", ".json"] * 2
+    assert re.fullmatch(r"\d{8}-\d{6}-000-7-un-chat-chapeau\.png", pngs[0].name)
+    assert re.fullmatch(r"\d{8}-\d{6}-001-8-un-chat-chapeau\.png", pngs[1].name)
+    for png, expected, image in zip(pngs, output.metadata, output.images):
+        sidecar = json.loads(png.with_suffix(".json").read_text(encoding="utf-8"))
+        with Image.open(png) as saved:
+            text = dict(saved.text)
+            assert np.array_equal(pixels(saved.convert("RGB")), pixels(image))
+        assert sidecar == expected.to_dict()
+        assert ImageMetadata.load(png) == ImageMetadata.load(png.with_suffix(".json")) == expected
+        # Human-readable chunks: text as is, numbers as JSON, absent values left out.
+        assert text["prompt"] == prompt and text["negative_prompt"] == "flou"
+        assert (text["seed"], text["guidance_scale"], text["num_inference_steps"]) == (str(expected.seed), "6.5", "2")
+        assert text["model"] == str(tiny_sd_dir.resolve()) and "revision" not in text
+        assert set(text) >= {"dtype", "width", "height", "ddpm_hub_version", "scheduler_class", "pipeline_class"}
+
+
+def test_saving_again_never_overwrites(text2image, tmp_path):
+    output = text2image.generate("a dog", num_images_per_prompt=2, seed=1, progress=False, **SMALL)
+    first = output.save(tmp_path, grid=True)
+    before = {path: path.read_bytes() for path in first}
+    second = output.save(tmp_path, grid=True)  # same timestamp, index, seed and prompt: every name is taken
+
+    assert not set(first) & set(second)
+    assert all(path.stem.endswith("-1") for path in second)
+    assert all(path.read_bytes() == content for path, content in before.items())
+    assert len(list(tmp_path.iterdir())) == 2 * len(first)  # no temporary files left behind
+
+
+def test_bf16_on_cpu(tiny_sd_dir):
+    text2image = Text2Image.from_pretrained(str(tiny_sd_dir), device="cpu", dtype="bf16")
+    output = text2image.generate("a cat", seed=0, progress=False, **SMALL)
+
+    assert text2image.pipeline.unet.dtype == torch.bfloat16
+    assert output.metadata[0].dtype == "bf16"
+    assert pixels(output.images[0]).std() > 5
+
+
+def test_memory_options_are_applied_and_keep_the_pixels(tiny_sd_dir, text2image):
+    saving = Text2Image.from_pretrained(
+        str(tiny_sd_dir), device="cpu", attention_slicing=True, vae_slicing=True, vae_tiling=True
+    )
+    processors = saving.pipeline.unet.attn_processors.values()
+
+    assert saving.pipeline.vae.use_slicing and saving.pipeline.vae.use_tiling
+    assert processors and all(type(p).__name__ == "SlicedAttnProcessor" for p in processors)
+    expected = text2image.generate("a cat", num_images_per_prompt=2, seed=4, progress=False, **SMALL)
+    output = saving.generate("a cat", num_images_per_prompt=2, seed=4, progress=False, **SMALL)
+    assert all(max_difference(a, b) <= SAME for a, b in zip(output.images, expected.images))
+
+
+def test_compile_wraps_the_unet(tiny_sd_dir):
+    text2image = Text2Image.from_pretrained(str(tiny_sd_dir), device="cpu", compile=True)
+    # torch.compile is lazy: this checks the wiring; test_compiled_unet_generates runs it.
+    assert isinstance(text2image.pipeline.unet, torch._dynamo.eval_frame.OptimizedModule)
+
+
+@pytest.mark.slow
+def test_compiled_unet_generates(tiny_sd_dir, text2image):
+    compiled = Text2Image.from_pretrained(str(tiny_sd_dir), device="cpu", compile=True)
+    output = compiled.generate("a cat", seed=0, progress=False, **SMALL)
+    expected = text2image.generate("a cat", seed=0, progress=False, **SMALL)
+    assert max_difference(output.images[0], expected.images[0]) <= 2
+
+
+def test_safety_checker_stays_on_by_default_and_can_be_disabled(tmp_path):
+    # This model's safety checker flags every image (see tiny_sd.build_flagging_safety_checker).
+    model = str(tmp_path / "with-checker")
+    build_tiny_sd(model, safety_checker=True)
+
+    checked = Text2Image.from_pretrained(model, device="cpu").generate("a cat", seed=0, progress=False, **SMALL)
+    assert checked.metadata[0].safety_checker is True
+    assert checked.metadata[0].nsfw_content_detected is True
+    assert pixels(checked.images[0]).max() == 0  # blacked out by the checker
+
+    unchecked_t2i = Text2Image.from_pretrained(model, device="cpu", disable_safety_checker=True)
+    unchecked = unchecked_t2i.generate("a cat", seed=0, progress=False, **SMALL)
+    assert unchecked_t2i.pipeline.safety_checker is None
+    assert unchecked.metadata[0].safety_checker is False
+    assert unchecked.metadata[0].nsfw_content_detected is None
+    assert pixels(unchecked.images[0]).std() > 5
+
+
+def test_sdxl_loads_through_the_auto_pipeline(tmp_path):
+    model = tmp_path / "tiny-sdxl"
+    build_tiny_sdxl(model)
+    # SDXL has no safety checker: asking to disable it is accepted and changes nothing.
+    text2image = Text2Image.from_pretrained(str(model), device="cpu", scheduler="dpmpp_2m", disable_safety_checker=True)
+    output = text2image.generate("a cat", negative_prompt="dark", num_images_per_prompt=2, seed=5, progress=False,
+                                 num_inference_steps=2)
+
+    meta = output.metadata[1]
+    assert (meta.pipeline_class, meta.scheduler_class) == ("StableDiffusionXLPipeline", "DPMSolverMultistepScheduler")
+    assert (meta.safety_checker, meta.nsfw_content_detected) == (False, None)
+    assert output.images[1].size == (32, 32)  # the model's default size
+    alone = text2image.generate(**meta.generate_kwargs(), progress=False)
+    assert max_difference(alone.images[0], output.images[1]) <= SAME
+    assert max_difference(output.images[0], output.images[1]) > 20
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(scheduler="dpm_fast"), "'dpm_fast'"),
+        (dict(device="cpu", dtype="fp16"), "fp16"),
+        (dict(device="cpu", dtype="fp8"), "'fp8'"),
+        (dict(device="cpu", cpu_offload=True), "cpu_offload"),
+        (dict(model="./no/such/model"), "'./no/such/model'"),
+    ],
+)
+def test_from_pretrained_rejects_bad_arguments(tiny_sd_dir, kwargs, match):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        Text2Image.from_pretrained(**{"model": str(tiny_sd_dir), **kwargs})
+
+
+def test_uncached_hub_id_offline_raises_the_clients_error():
+    # conftest sets HF_HUB_OFFLINE=1 and an empty HF_HOME, as on a machine without network.
+    with pytest.raises(OSError, match="org/not-cached"):
+        Text2Image.from_pretrained("org/not-cached", device="cpu")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(prompt=""), "''"),
+        (dict(prompt=["a cat", "  "]), "'  '"),
+        (dict(prompt=[]), "at least one prompt"),
+        (dict(height=30), "height must be a positive multiple of 8 (the VAE's downsampling), got 30."),
+        (dict(width=0), "width must be a positive multiple of 8 (the VAE's downsampling), got 0."),
+        (dict(num_inference_steps=0), "num_inference_steps must be a positive integer, got 0"),
+        (dict(num_inference_steps=1001), "1001"),
+        (dict(num_images_per_prompt=-1), "num_images_per_prompt must be a positive integer, got -1"),
+        (dict(seed=-5), "-5"),
+        (dict(negative_prompt="x", guidance_scale=1.0), "guidance_scale is 1.0"),
+    ],
+)
+def test_generate_rejects_bad_arguments(text2image, kwargs, match):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        text2image.generate(**{"prompt": "a cat", **SMALL, **kwargs})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """Run `python text2img.py ARGS` from the repository root, as a user would."""
+    return subprocess.run(
+        [sys.executable, "text2img.py", *args],
+        cwd=REPO_ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_end_to_end(tiny_sd_dir, tmp_path, capsys):
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text("a dog\n\n  a hat  \n", encoding="utf-8")
+    out = tmp_path / "out"
+    result = run_cli(
+        "--model", str(tiny_sd_dir), "--prompt", "a cat", "--prompts_file", str(prompts_file),
+        "--num_images_per_prompt", "2", "--seed", "5", "--num_inference_steps", "2", "--height", "32",
+        "--width", "32", "--negative_prompt", "blurry", "--scheduler", "euler_a", "--grid", "--output_dir", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+    # stdout lists exactly the files written: 6 images with sidecars, then one grid per prompt.
+    listed = [Path(line) for line in result.stdout.splitlines()]
+    assert sorted(listed) == sorted(out.iterdir())
+    images = [path for path in listed if path.suffix == ".png" and "-grid-" not in path.name]
+    grids = [path for path in listed if "-grid-" in path.name]
+    assert len(images) == 6 and len(grids) == 3 and len(listed) == 15
+    assert "prompt 3/3" in result.stderr  # the progress bar
+
+    metadata = [ImageMetadata.load(path.with_suffix(".json")) for path in images]
+    assert [meta.prompt for meta in metadata] == ["a cat", "a cat", "a dog", "a dog", "a hat", "a hat"]
+    assert [meta.seed for meta in metadata] == [5, 6, 7, 8, 9, 10]
+    assert {meta.negative_prompt for meta in metadata} == {"blurry"}
+    assert {(meta.scheduler, meta.num_inference_steps, meta.guidance_scale) for meta in metadata} == {
+        ("euler_a", 2, 7.5)
+    }
+    assert all(ImageMetadata.load(path) == meta for path, meta in zip(images, metadata))
+
+    # The grid of "a dog" is its two images side by side.
+    with Image.open(grids[1]) as grid:
+        assert grid.size == (64, 32)
+        assert json.loads(grid.text["seeds"]) == [7, 8]
+        cells = [grid.crop((0, 0, 32, 32)), grid.crop((32, 0, 64, 32))]
+    for cell, path in zip(cells, images[2:4]):
+        with Image.open(path) as image:
+            assert np.array_equal(pixels(cell), pixels(image.convert("RGB")))
+
+    # --from_metadata regenerates one image (the 4th, "a dog" with seed 8) alone, same pixels.
+    again = tmp_path / "again"
+    assert main(["--from_metadata", str(images[3].with_suffix(".json")), "--output_dir", str(again)]) == 0
+    regenerated = [Path(line) for line in capsys.readouterr().out.splitlines()]
+    assert [path.suffix for path in regenerated] == [".png", ".json"]
+    assert ImageMetadata.load(regenerated[1]).generate_kwargs() == metadata[3].generate_kwargs()
+    with Image.open(regenerated[0]) as new, Image.open(images[3]) as old:
+        assert max_difference(new, old) <= SAME
+
+
+def test_cli_bad_input_exits_2_through_the_entry_point(tiny_sd_dir, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("--model", str(tiny_sd_dir), "--prompt", "a cat", "--height", "30", "--output_dir", str(out))
+
+    assert result.returncode == 2
+    assert error_lines(result.stderr) == ["text2img.py: error: height must be a positive multiple of 8 "
+                                          "(the VAE's downsampling), got 30."]
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "error:" in line]
+
+
+def run_main(argv: list[str], capsys) -> tuple[int, str]:
+    """The command line in-process: (exit status, stderr)."""
+    try:
+        status = main(argv)
+    except SystemExit as exit:  # argparse's own errors
+        status = exit.code
+    return status, capsys.readouterr().err
+
+
+@pytest.fixture
+def sidecar(text2image, tmp_path) -> Path:
+    output = text2image.generate("a cat", seed=0, progress=False, **SMALL)
+    return output.save(tmp_path / "earlier")[1]
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--prompt", ""], "''"),
+        (["--prompt", "   "], "'   '"),
+        ([], "--prompt or --prompts_file"),
+        (["--prompt", "a", "--height", "30"], "got 30"),
+        (["--prompt", "a", "--width", "100"], "got 100"),
+        (["--prompt", "a", "--num_inference_steps", "0"], "num_inference_steps must be a positive integer, got 0"),
+        (["--prompt", "a", "--num_inference_steps", "-3"], "got -3"),
+        (["--prompt", "a", "--num_inference_steps", "5000"], "(5000)"),
+        (["--prompt", "a", "--num_images_per_prompt", "0"], "num_images_per_prompt must be a positive integer, got 0"),
+        (["--prompt", "a", "--guidance_scale", "-1"], "got -1.0"),
+        (["--prompt", "a", "--negative_prompt", "x", "--guidance_scale", "1"], "guidance_scale is 1.0"),
+        (["--prompt", "a", "--seed", "-1"], "got -1"),
+        (["--prompt", "a", "--scheduler", "dpm_fast"], "'dpm_fast'"),
+        (["--prompt", "a", "--dtype", "fp16"], "fp16"),
+        (["--prompt", "a", "--cpu_offload"], "--cpu_offload"),
+        (["--prompt", "a", "--device", "tpu"], "'tpu'"),
+        (["--prompt", "a", "--model", "./no/such/model"], "'./no/such/model'"),
+        (["--prompt", "a", "--model", "org/not-cached"], "'org/not-cached'"),
+        (["--prompt", "a", "--model", "{empty_dir}"], "{empty_dir}"),
+        (["--prompts_file", "{missing}"], "{missing}"),
+        (["--prompts_file", "{blank_file}"], "holds no prompt"),
+        (["--from_metadata", "{missing}"], "{missing}"),
+        (["--from_metadata", "{sidecar}", "--prompt", "a dog"], "drop --prompt"),
+        (["--from_metadata", "{sidecar}", "--scheduler", "ddim"], "drop --scheduler"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tiny_sd_dir, sidecar, tmp_path, capsys, args, match):
+    blank_file = tmp_path / "blank.txt"
+    blank_file.write_text("\n  \n", encoding="utf-8")
+    (tmp_path / "empty").mkdir()
+    paths = dict(empty_dir=tmp_path / "empty", missing=tmp_path / "missing.txt", blank_file=blank_file,
+                 sidecar=sidecar)
+    args = [arg.format(**paths) for arg in args]
+    match = match.format(**paths)
+    out = tmp_path / "out"
+    defaults = ["--device", "cpu", "--output_dir", str(out)]
+    if "--model" not in args and "--from_metadata" not in args:
+        defaults += ["--model", str(tiny_sd_dir)]
+
+    status, stderr = run_main(defaults + args, capsys)  # later flags win: the case's own come last
+
+    assert status == 2
+    errors = error_lines(stderr)
+    assert len(errors) == 1 and match in errors[0], stderr
+    assert "Traceback" not in stderr
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GPU
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, torch_dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16)])
+def test_half_precision_on_cuda(tiny_sd_dir, dtype, torch_dtype):
+    text2image = Text2Image.from_pretrained(str(tiny_sd_dir), device="cuda", dtype=dtype)
+    output = text2image.generate("a cat", num_images_per_prompt=2, seed=0, progress=False, **SMALL)
+
+    assert text2image.pipeline.unet.dtype == torch_dtype
+    assert [meta.dtype for meta in output.metadata] == [dtype, dtype]
+    assert output.metadata[0].device.startswith("cuda")
+    assert all(pixels(image).std() > 5 for image in output.images)
+    alone = text2image.generate(**output.metadata[1].generate_kwargs(), progress=False)
+    assert max_difference(alone.images[0], output.images[1]) <= 2
+
+
+@pytest.mark.gpu
+def test_cpu_offload_on_cuda(tiny_sd_dir):
+    offloaded = Text2Image.from_pretrained(str(tiny_sd_dir), device="cuda", dtype="fp16", cpu_offload=True)
+    output = offloaded.generate("a cat", seed=0, progress=False, **SMALL)
+
+    assert offloaded.pipeline.unet.device.type == "cpu"  # parked between calls
+    assert output.metadata[0].device.startswith("cuda")
+    assert pixels(output.images[0]).std() > 5
