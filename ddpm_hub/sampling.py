@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from diffusers.utils import make_image_grid
 
+from .devices import resolve_device
 from .files import save_image
 from .pipeline_ddpm_hub import DDPMHubPipeline
 
@@ -30,17 +31,6 @@ def generate_grid(pipeline: DDPMHubPipeline, num_images: int, num_inference_step
     return make_image_grid(images, *grid_shape(num_images))
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    """"auto" picks CUDA, then Apple's MPS, then the CPU."""
-    if device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def render_grid(
     model: str,
     output: str | os.PathLike,
@@ -53,6 +43,6 @@ def render_grid(
     device: str = "auto",
 ) -> Path:
     """Load a pipeline from a folder or Hub repo, sample a grid with `sampler` and save it as `output`."""
-    pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision).to(pick_device(device))
+    pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision).to(resolve_device(device))
     pipeline.set_sampler(sampler)
     return save_image(generate_grid(pipeline, num_images, num_inference_steps, seed), output)

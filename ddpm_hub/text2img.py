@@ -39,8 +39,10 @@ from typing import Any, Literal
 import torch
 
 from .arguments import parse_config
+from .devices import resolve_device
 from .files import atomic_file
 from .pipeline_ddpm_hub import SAMPLERS, scheduler_from_name
+from .sampling import grid_shape
 
 
 logger = logging.getLogger(__name__)
@@ -69,31 +71,6 @@ def check_model_reference(model: str) -> None:
     if Path(model).expanduser().exists() or _HUB_ID.match(model):
         return
     raise ValueError(f"Model {model!r} is neither an existing local folder nor a Hub id like 'org/name'.")
-
-
-def resolve_device(device: str) -> torch.device:
-    """Map "auto" to cuda, then mps, then cpu; check that an explicitly named device exists."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"Unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps.") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"Device {device!r} was asked for but CUDA is not available here; use --device cpu.")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(f"Device {device!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s).")
-    elif resolved.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(f"Device {device!r} was asked for but MPS is not available here; use --device cpu.")
-    elif resolved.type != "cpu":
-        raise ValueError(f"Unsupported device {device!r}; use auto, cpu, cuda, cuda:N or mps.")
-    return resolved
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:
@@ -285,12 +262,6 @@ def _slug(text: str, max_length: int = 40) -> str:
     return slug or "image"
 
 
-def _grid_shape(count: int) -> tuple[int, int]:
-    """(rows, cols) as square as possible with rows * cols == count exactly (no empty cells)."""
-    rows = max(r for r in range(1, math.isqrt(count) + 1) if count % r == 0)
-    return rows, count // rows
-
-
 def _write_new(directory: Path, stem: str, writers: dict[str, Any]) -> dict[str, Path]:
     """Write one file per suffix in `writers` under a stem no existing file uses, each created exclusively.
 
@@ -379,7 +350,7 @@ class Text2ImageOutput:
         text = {k: v for k, v in first.png_text().items() if k not in ("seed", "index", "nsfw_content_detected")}
         text["seeds"] = json.dumps([meta.seed for meta in metadata])
         text["images"] = json.dumps([path.name for path in image_paths])
-        rows, cols = _grid_shape(len(images))
+        rows, cols = grid_shape(len(images))
         stem = f"{_timestamp(first)}-grid-{first.index:03d}-{_slug(first.prompt)}"
         return _write_new(output_dir, stem, {".png": _png_writer(make_image_grid(images, rows, cols), text)})[".png"]
 

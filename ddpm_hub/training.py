@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import time
@@ -46,6 +47,7 @@ logger = logging.getLogger("ddpm_hub")
 
 CONFIG_FILE = "training_config.json"
 METRICS_FILE = "metrics.json"
+METRICS_LOG = "metrics.jsonl"
 
 
 @dataclass
@@ -185,6 +187,15 @@ def log_grid(accelerator: Accelerator, grid, step: int) -> None:
             tracker.log({"samples": wandb.Image(grid)}, step=step)
 
 
+def record_metrics(accelerator: Accelerator, output_dir: Path, step: int, values: dict[str, float]) -> None:
+    """Send metrics to the trackers, the console log and `metrics.jsonl` (one JSON object per line)."""
+    accelerator.log(values, step=step)
+    logger.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+    if accelerator.is_main_process:
+        with open(output_dir / METRICS_LOG, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": step, **values}) + "\n")
+
+
 def setup_logging(accelerator: Accelerator, output_dir: Path) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     for noisy in ("diffusers", "datasets", "accelerate", "huggingface_hub", "httpx", "httpx2", "httpcore"):
@@ -228,7 +239,11 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
 
             publisher = HubPublisher.create(hub, output_dir)  # fails fast on a bad token or repo id
 
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     accelerator = Accelerator(
+        # Launched as several processes on a machine without CUDA: accelerate only uses gloo DDP when told the
+        # run is on the CPU; otherwise every process would train alone and write the same files.
+        cpu=world_size > 1 and not torch.cuda.is_available(),
         gradient_accumulation_steps=run.gradient_accumulation_steps,
         mixed_precision=run.mixed_precision,
         log_with=None if run.logger == "none" else run.logger,
@@ -236,6 +251,8 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         # The shuffle order is a function of (seed, epoch): resuming can skip to a batch without replaying the epoch.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=run.seed),
     )
+    if accelerator.num_processes != world_size:
+        raise SetupError(f"{world_size} processes were launched but accelerate set up {accelerator.num_processes}.")
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         if run.overwrite_output_dir and checkpoint is None:
@@ -462,8 +479,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
                         logs["ema_decay"] = ema.cur_decay_value
                     if torch.cuda.is_available():
                         logs["gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
-                    accelerator.log(logs, step=global_step)
-                    logger.info("step %d: %s", global_step, ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+                    record_metrics(accelerator, output_dir, global_step, logs)
                     progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{logs['lr']:.2e}")
                     last_loss = mean_loss
                     loss_sum.zero_()
@@ -491,8 +507,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
 
             if stopped_by:
                 break
-            logger.info("Epoch %d took %.1fs.", epoch, time.perf_counter() - epoch_start)
-            accelerator.log({"epoch_seconds": time.perf_counter() - epoch_start}, step=global_step)
+            record_metrics(accelerator, output_dir, global_step, {"epoch": epoch, "epoch_seconds": time.perf_counter() - epoch_start})
             last_epoch = epoch == num_epochs - 1 or global_step >= max_train_steps
             if accelerator.is_main_process:
                 if (epoch + 1) % run.save_images_epochs == 0 or last_epoch:
