@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     except Exception as error:  # Hub and file errors: one line, no traceback
-        print(f"ddpm-hub {args.command}: error: {type(error).__name__}: {error}", file=sys.stderr)
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"ddpm-hub {args.command}: error: {type(error).__name__}: {first_line}", file=sys.stderr)
         return 1
     return 0
 

@@ -569,10 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         train(model_config, data, run, hub)
-    except SetupError as error:
-        print(f"train_unconditional.py: error: {error}", file=sys.stderr)
-        return 2
-    except PushError as error:
-        print(f"train_unconditional.py: error: {error}", file=sys.stderr)
-        return 1
+    except (SetupError, PushError) as error:
+        # One line, however many the underlying library's message had.
+        print(f"train_unconditional.py: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2 if isinstance(error, SetupError) else 1
     return 0

@@ -76,3 +76,22 @@ def test_plot_schedules_writes_a_png(tmp_path):
         # Something was drawn: many distinct colours, not a blank canvas.
         assert len(image.convert("RGB").getcolors(maxcolors=1_000_000)) > 50
     assert [p.name for p in path.parent.iterdir()] == ["schedules.png"]  # no temporary file left behind
+
+
+def test_schedules_command(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import clean_env
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ddpm_hub.cli", "schedules", "--output", str(tmp_path / "s.png"), "--schedules", "linear", "cosine"],
+        env=clean_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "s.png").stat().st_size > 10_000
+    bad = subprocess.run(
+        [sys.executable, "-m", "ddpm_hub.cli", "schedules", "--schedules", "cosin"],
+        env=clean_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "Unknown beta schedule 'cosin'" in bad.stderr
