@@ -47,7 +47,7 @@ class CardInfo:
 # Training settings shown in the card's table, in this order, when the run recorded them.
 CARD_HYPERPARAMETERS = (
     "model", "resolution", "model_source", "beta_schedule", "num_train_timesteps", "prediction_type", "snr_gamma",
-    "train_batch_size", "total_batch_size", "gradient_accumulation_steps", "max_train_steps", "learning_rate",
+    "train_batch_size", "total_batch_size", "gradient_accumulation_steps", "max_train_steps", "learning_rate_effective",
     "lr_scheduler", "lr_warmup_steps", "mixed_precision_effective", "use_ema", "ema_max_decay", "seed",
 )  # fmt: skip
 

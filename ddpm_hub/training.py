@@ -59,6 +59,7 @@ class ModelPlan:
     resolution: int
     description: str
     pretrained: str | None = None
+    learning_rate: float = 1e-4  # used when --learning_rate is not given
 
     def build(self, cache_dir: str | None = None) -> UNet2DModel:
         if self.pretrained is None:
@@ -110,9 +111,9 @@ def plan_model(config: ModelConfig, cache_dir: str | None = None) -> ModelPlan:
         return ModelPlan(unet_config, noise_scheduler, resolution, f"fine-tuned from {source}", pretrained=source)
 
     noise_scheduler = make_noise_scheduler(
-        config.ddpm_beta_schedule or "linear",
+        config.ddpm_beta_schedule or "cosine",
         config.ddpm_num_steps or 1000,
-        config.prediction_type or "epsilon",
+        config.prediction_type or "v_prediction",
         rescale_betas_zero_snr=config.rescale_betas_zero_snr,
     )
     if config.model_config_name_or_path is not None:
@@ -139,7 +140,7 @@ def plan_model(config: ModelConfig, cache_dir: str | None = None) -> ModelPlan:
         attention_resolutions=config.attention_resolutions,
         dropout=config.dropout,
     )
-    return ModelPlan(spec.unet_kwargs(), noise_scheduler, spec.resolution, f"preset {config.model}")
+    return ModelPlan(spec.unet_kwargs(), noise_scheduler, spec.resolution, f"preset {config.model}", learning_rate=spec.learning_rate)
 
 
 def check_output_dir(train: TrainConfig) -> None:
@@ -194,6 +195,21 @@ def record_metrics(accelerator: Accelerator, output_dir: Path, step: int, values
     if accelerator.is_main_process:
         with open(output_dir / METRICS_LOG, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": step, **values}) + "\n")
+
+
+def use_available_cpu_threads(accelerator: Accelerator) -> None:
+    """Undo `accelerate launch`'s one-thread default for a lone CPU process (it halves speed on two cores).
+
+    Without a GPU, the launcher sets OMP_NUM_THREADS=1 unless given --num_cpu_threads_per_process; a single
+    training process should use the cores it is allowed to run on.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    launched = "ACCELERATE_DYNAMO_BACKEND" in os.environ  # set by `accelerate launch`
+    if accelerator.device.type == "cpu" and accelerator.num_processes == 1 and launched and torch.get_num_threads() == 1 < cores:
+        torch.set_num_threads(cores)
+        logger.info(
+            "accelerate launch limited this CPU run to 1 thread; using %d (choose with --num_cpu_threads_per_process).", cores
+        )
 
 
 def setup_logging(accelerator: Accelerator, output_dir: Path) -> None:
@@ -260,6 +276,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
                 shutil.rmtree(old)
     accelerator.wait_for_everyone()
     setup_logging(accelerator, output_dir)
+    use_available_cpu_threads(accelerator)
     if run.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -328,14 +345,15 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
     max_train_steps = run.max_train_steps or run.num_epochs * steps_per_epoch
     num_epochs = math.ceil(max_train_steps / steps_per_epoch)
     total_batch_size = run.train_batch_size * accelerator.num_processes * run.gradient_accumulation_steps
-    learning_rate = run.learning_rate * (total_batch_size if run.scale_lr else 1)
+    learning_rate = (run.learning_rate or plan.learning_rate) * (total_batch_size if run.scale_lr else 1)
     optimizer = torch.optim.AdamW(
         unet.parameters(),
         lr=learning_rate,
         betas=(run.adam_beta1, run.adam_beta2),
         weight_decay=run.adam_weight_decay,
         eps=run.adam_epsilon,
-        fused=accelerator.device.type == "cuda",
+        # One fused kernel on CUDA; elsewhere multi-tensor ops instead of a Python loop over parameters.
+        **({"fused": True} if accelerator.device.type == "cuda" else {"foreach": True}),
     )
     # accelerate steps a prepared LR scheduler once per process per optimizer step (and not on accumulation-only
     # steps), so warmup and decay are given in optimizer steps times processes.
@@ -381,6 +399,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         max_train_steps=max_train_steps,
         num_epochs_effective=num_epochs,
         unet_parameters=sum(p.numel() for p in base_unet.parameters()),
+        learning_rate_effective=learning_rate,
         mixed_precision_effective=accelerator.mixed_precision,
     )
     if accelerator.is_main_process:
@@ -447,7 +466,9 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
 
                 with accelerator.accumulate(unet):
                     model_output = unet(noisy_images, timesteps).sample
-                    loss = diffusion_loss(model_output, clean_images, noise, timesteps, noise_scheduler, model_config.snr_gamma)
+                    loss = diffusion_loss(
+                        model_output, clean_images, noise, timesteps, noise_scheduler, model_config.snr_gamma or None
+                    )
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and run.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(unet.parameters(), run.max_grad_norm)
