@@ -167,6 +167,9 @@ class TrainConfig:
     allow_tf32: bool = field(default=False, metadata={"help": "Allow TF32 matmuls on Ampere+ GPUs."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory in the UNet."})
     compile: bool = field(default=False, metadata={"help": "torch.compile the UNet."})
+    compile_backend: str = field(
+        default="inductor", metadata={"help": "torch.compile backend (aot_eager traces without code generation)."}
+    )
     channels_last: bool | None = field(default=None, metadata={"help": "channels_last memory format (default: on for CUDA)."})
     enable_xformers_memory_efficient_attention: bool = field(
         default=False, metadata={"help": "Use xformers attention (needs xformers; PyTorch SDPA is used otherwise)."}

@@ -364,10 +364,12 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         num_training_steps=max_train_steps * accelerator.num_processes,
     )
     if run.compile:
-        unet = torch.compile(unet)
+        # In place (nn.Module.compile), not a wrapper: checkpoints keep plain parameter names, so a run may be
+        # resumed with or without --compile.
+        unet.compile(backend=run.compile_backend)
     unet, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(unet, optimizer, train_dataloader, lr_scheduler)
     noise_scheduler.alphas_cumprod = noise_scheduler.alphas_cumprod.to(accelerator.device)
-    base_unet = accelerator.unwrap_model(unet, keep_torch_compile=False)
+    base_unet = accelerator.unwrap_model(unet)
 
     # 4. Resume: restore every state, then start at the recorded data position (skipped by index, not loaded).
     global_step, first_epoch, resume_batches = 0, 0, 0

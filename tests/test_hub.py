@@ -46,27 +46,31 @@ def test_train_push_and_load_three_ways(hub_server, tmp_path):
     # The first commit to main fails once: the upload must be retried, not lost.
     hub_server.fail_next(1, method="POST", path_contains="/commit/main", status=500)
     result = run(
-        [sys.executable, SCRIPT, *TINY, "--output_dir", str(out), "--max_train_steps", "4", "--checkpointing_steps", "2",
-         "--push_to_hub", "--hub_model_id", REPO, "--hub_private_repo", "--hub_push_checkpoints"],
+        [sys.executable, SCRIPT, *TINY, "--output_dir", str(out), "--max_train_steps", "8", "--checkpointing_steps", "4",
+         "--save_model_epochs", "1", "--push_to_hub", "--hub_model_id", REPO, "--hub_private_repo",
+         "--hub_push_checkpoints"],
         hub_env(hub_server, tmp_path), tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     assert f"Pushed to the Hub: {hub_server.url}/{REPO}/commit/" in result.stderr
     assert "retrying in" in result.stderr
     commits_to_main = [r for r in hub_server.requests if r.method == "POST" and r.path.endswith("/commit/main")]
-    assert [r.status for r in commits_to_main] == [500, 200]
+    assert [r.status for r in commits_to_main] == [500, 200, 200]
+    # The export after epoch 0 (of 2) was pushed in the background, then the final one.
+    titles = [commit.title for commit in hub_server.commits(REPO)]
+    assert titles[:2] == ["Training finished at step 8", "Epoch 0, step 4"]
 
     # The repo holds the pipeline and its card, private; checkpoints only on their own branch; no logs anywhere.
     assert hub_server.repo_files(REPO) == PIPELINE_FILES
     assert hub_server.is_private(REPO)
     checkpoint_files = hub_server.repo_files(REPO, revision="checkpoints")
-    assert "checkpoint-2/model.safetensors" in checkpoint_files and "checkpoint-4/optimizer.bin" in checkpoint_files
+    assert "checkpoint-4/model.safetensors" in checkpoint_files and "checkpoint-8/optimizer.bin" in checkpoint_files
     assert not [f for f in checkpoint_files if "tfevents" in f or f.endswith(".log")]
 
     card = ModelCard(hub_server.read_file(REPO, "README.md").decode())
     assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "unconditional-image-generation"
     assert card.data.license == "cc0-1.0" and "ddpm-hub" in card.data.tags
-    assert f'DiffusionPipeline.from_pretrained("{REPO}")' in card.text and "| prediction_type | epsilon |" in card.text
+    assert f'DiffusionPipeline.from_pretrained("{REPO}")' in card.text and "| prediction_type | v_prediction |" in card.text
     assert "![Samples from the EMA weights](sample_grid.png)" in card.text
 
     # The token is never printed, logged, written, or sent where it does not belong.

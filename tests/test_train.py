@@ -132,7 +132,8 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
 
 
 def test_sigterm_checkpoints_and_exits_cleanly_then_resumes_exactly(tmp_path):
-    args = [*TINY, "--max_train_steps", "150", "--checkpointing_steps", "1000", "--logging_steps", "1"]
+    args = [*TINY, "--max_train_samples", "512", "--max_train_steps", "150", "--checkpointing_steps", "1000",
+            "--logging_steps", "1", "--save_images_epochs", "100"]  # fmt: skip
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     ok(launch(*args, "--output_dir", str(straight), cwd=tmp_path, python=True))
 
@@ -225,6 +226,22 @@ def test_model_config_file_bf16_and_a_ddpm_only_schedule(tmp_path):
     assert saved["block_out_channels"] == [8, 16] and saved["norm_num_groups"] == 4
     assert all(row["loss"] == row["loss"] for row in metrics_log(out) if "loss" in row)  # finite, not NaN
     assert json.loads((out / "training_config.json").read_text())["mixed_precision_effective"] == "bf16"
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_compile_and_gradient_checkpointing(tmp_path, backend):
+    # aot_eager traces forward and backward like inductor, without its minute of C++ code generation on a CPU.
+    out = tmp_path / "compiled"
+    args = [*TINY, "--output_dir", str(out), "--compile", "--compile_backend", backend, "--gradient_checkpointing",
+            "--checkpointing_steps", "2"]  # fmt: skip
+    ok(launch(*args, "--max_train_steps", "2", cwd=tmp_path, python=True))
+    # Checkpoints hold plain parameter names: a compiled run resumes without --compile, and the other way round.
+    plain = [a for a in args if a not in ("--compile", "--compile_backend", backend)]
+    ok(launch(*plain, "--max_train_steps", "4", "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True))
+    ok(launch(*args, "--max_train_steps", "6", "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True))
+    for path in ("unet/diffusion_pytorch_model.safetensors", "checkpoint-2/model.safetensors", "checkpoint-6/model.safetensors"):
+        assert not [k for k in weights(out / path) if "_orig_mod" in k], path
+    DDPMHubPipeline.from_pretrained(out)
 
 
 def test_default_run_shape(tmp_path):
