@@ -135,14 +135,25 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--allow_tf32", action="store_true")
     parser.add_argument("--baseline", action="store_true", help="Also time the diffusers-example-style loop.")
+    parser.add_argument("--repeats", type=int, default=1, help="Measure each loop this many times, alternating.")
     parser.add_argument("--output", default=None, help="Write the results as JSON here.")
     args = parser.parse_args()
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     results = {"settings": vars(args), "device": device, "torch": torch.__version__}
-    results["ours"] = measure_ours(args)
+    # Alternate the two loops so that drifting machine load or clocks do not favour whichever runs second.
+    runs: dict[str, list[dict]] = {"ours": [], "baseline": []}
+    for _ in range(args.repeats):
+        runs["ours"].append(measure_ours(args))
+        if args.baseline:
+            runs["baseline"].append(measure_baseline(args))
+    for name, measured in runs.items():
+        if measured:
+            results[name] = {
+                "images_per_second": statistics.median(m["images_per_second"] for m in measured),
+                "runs": measured,
+            }
     if args.baseline:
-        results["baseline"] = measure_baseline(args)
         results["speedup"] = results["ours"]["images_per_second"] / results["baseline"]["images_per_second"]
     print(json.dumps(results, indent=2))
     if args.output:

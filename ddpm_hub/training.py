@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import math
@@ -41,7 +42,7 @@ from .files import save_image, write_json
 from .loss import diffusion_loss
 from .model_card import SAMPLE_GRID, card_info_for_run, write_model_card
 from .models import resolve_spec
-from .schedules import make_noise_scheduler, resolve_beta_schedule
+from .schedules import make_noise_scheduler
 
 logger = logging.getLogger("ddpm_hub")
 
@@ -78,7 +79,8 @@ def _unet_subfolder(path: str) -> str | None:
 
 
 def _check_resolution(unet_config: dict[str, Any], resolution: int) -> None:
-    factor = 2 ** (len(unet_config["block_out_channels"]) - 1)
+    levels = unet_config.get("block_out_channels", inspect.signature(UNet2DModel.__init__).parameters["block_out_channels"].default)
+    factor = 2 ** (len(levels) - 1)
     if resolution % factor:
         raise ValueError(
             f"--resolution {resolution} is not divisible by {factor}, the downsampling factor of this UNet; "
@@ -88,11 +90,6 @@ def _check_resolution(unet_config: dict[str, Any], resolution: int) -> None:
 
 def plan_model(config: ModelConfig, cache_dir: str | None = None) -> ModelPlan:
     """Resolve --model / --model_config_name_or_path / --pretrained_model_name_or_path and the schedule flags."""
-    schedule = dict(
-        num_train_timesteps=config.ddpm_num_steps,
-        beta_schedule=resolve_beta_schedule(config.ddpm_beta_schedule) if config.ddpm_beta_schedule else None,
-        prediction_type=config.prediction_type,
-    )
     if config.pretrained_model_name_or_path is not None:
         source = config.pretrained_model_name_or_path
         try:
@@ -100,12 +97,21 @@ def plan_model(config: ModelConfig, cache_dir: str | None = None) -> ModelPlan:
             scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", cache_dir=cache_dir)
         except (OSError, ValueError) as error:
             raise ValueError(f"--pretrained_model_name_or_path {source!r} is not a loadable pipeline: {error}") from error
-        overrides = {k: v for k, v in schedule.items() if v is not None}
-        if config.ddpm_beta_schedule or config.ddpm_num_steps:
-            overrides["trained_betas"] = None  # a new schedule replaces the stored betas
-        if config.rescale_betas_zero_snr:
-            overrides["rescale_betas_zero_snr"] = True
-        noise_scheduler = DDPMScheduler.from_config(scheduler_config, **overrides)
+        pretrained = DDPMScheduler.from_config(scheduler_config).config
+        if config.ddpm_beta_schedule or config.ddpm_num_steps or config.rescale_betas_zero_snr:
+            # A new noise schedule: built like a fresh one, keeping the pretrained scheduler's other settings.
+            kept = {k: pretrained[k] for k in ("beta_start", "beta_end", "variance_type", "clip_sample", "timestep_spacing")}
+            noise_scheduler = make_noise_scheduler(
+                config.ddpm_beta_schedule or pretrained.beta_schedule,
+                config.ddpm_num_steps or pretrained.num_train_timesteps,
+                config.prediction_type or pretrained.prediction_type,
+                rescale_betas_zero_snr=config.rescale_betas_zero_snr or pretrained.rescale_betas_zero_snr,
+                **kept,
+            )
+        else:
+            noise_scheduler = DDPMScheduler.from_config(
+                scheduler_config, prediction_type=config.prediction_type or pretrained.prediction_type
+            )
         resolution = config.resolution or unet_config["sample_size"]
         _check_resolution(unet_config, resolution)
         return ModelPlan(unet_config, noise_scheduler, resolution, f"fine-tuned from {source}", pretrained=source)
@@ -216,12 +222,50 @@ def setup_logging(accelerator: Accelerator, output_dir: Path) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     for noisy in ("diffusers", "datasets", "accelerate", "huggingface_hub", "httpx", "httpx2", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "ddpm_hub_run_log", False)]:
+        root.removeHandler(handler)  # a previous run in this process
+        handler.close()
     if accelerator.is_main_process:
         handler = logging.FileHandler(output_dir / "train.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger().addHandler(handler)
+        handler.ddpm_hub_run_log = True
+        root.addHandler(handler)
     else:
         logging.getLogger().setLevel(logging.ERROR)
+
+
+class ThroughputMeter:
+    """Training images per second since the last reading, not counting side work (previews, checkpoints, export)."""
+
+    def __init__(self, images_per_step: int, device: torch.device):
+        self.images_per_step, self.device = images_per_step, device
+        self._reset()
+
+    def _reset(self) -> None:
+        self.start, self.steps, self.excluded = time.perf_counter(), 0, 0.0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # queued kernels belong to the time before, not to the side work
+
+    def step(self) -> None:
+        self.steps += 1
+
+    @contextlib.contextmanager
+    def paused(self):
+        self._sync()
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.excluded += time.perf_counter() - began
+
+    def read(self) -> float:
+        self._sync()
+        rate = self.steps * self.images_per_step / max(time.perf_counter() - self.start - self.excluded, 1e-9)
+        self._reset()
+        return rate
 
 
 class SetupError(ValueError):
@@ -250,7 +294,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         output_dir = Path(run.output_dir)
         checkpoint = resolve_checkpoint(output_dir, run.resume_from_checkpoint)
         publisher = None
-        if hub.push_to_hub:
+        if hub.push_to_hub and int(os.environ.get("RANK", "0")) == 0:  # one uploader; launchers stop the rest if it fails
             from .hub import HubPublisher
 
             publisher = HubPublisher.create(hub, output_dir)  # fails fast on a bad token or repo id
@@ -442,7 +486,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
     )
     loss_sum = torch.zeros((), device=accelerator.device)
     loss_count = 0
-    interval_start, interval_steps = time.perf_counter(), 0
+    throughput = ThroughputMeter(total_batch_size, accelerator.device)
     last_loss = float("nan")
     stopped_by = None
     grid = None
@@ -483,7 +527,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
                 if not accelerator.sync_gradients:
                     continue
                 global_step += 1
-                interval_steps += 1
+                throughput.step()
                 progress.update(1)
                 if ema is not None:
                     ema.step(base_unet.parameters())
@@ -491,11 +535,10 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
                 at_log_step = global_step % run.logging_steps == 0 or global_step == max_train_steps
                 if at_log_step:
                     mean_loss = accelerator.reduce(loss_sum / loss_count, reduction="mean").item()
-                    elapsed = time.perf_counter() - interval_start
                     logs = {
                         "loss": mean_loss,
                         "lr": lr_scheduler.get_last_lr()[0],
-                        "images_per_second": interval_steps * total_batch_size / elapsed,
+                        "images_per_second": throughput.read(),
                         "epoch": epoch,
                     }
                     if ema is not None:
@@ -507,14 +550,14 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
                     last_loss = mean_loss
                     loss_sum.zero_()
                     loss_count = 0
-                    interval_start, interval_steps = time.perf_counter(), 0
 
-                if global_step % run.checkpointing_steps == 0:
-                    saved = save_checkpoint(accelerator, output_dir, training_state(epoch), run.checkpoints_total_limit)
-                    if publisher is not None and accelerator.is_main_process:
-                        publisher.push_checkpoint_async(saved)
-                if run.save_images_steps and global_step % run.save_images_steps == 0 and accelerator.is_main_process:
-                    grid = preview(f"step-{global_step:07d}")
+                with throughput.paused():
+                    if global_step % run.checkpointing_steps == 0:
+                        saved = save_checkpoint(accelerator, output_dir, training_state(epoch), run.checkpoints_total_limit)
+                        if publisher is not None and accelerator.is_main_process:
+                            publisher.push_checkpoint_async(saved)
+                    if run.save_images_steps and global_step % run.save_images_steps == 0 and accelerator.is_main_process:
+                        grid = preview(f"step-{global_step:07d}")
                 if accelerator.num_processes == 1:
                     stopped_by = stop.received
                 elif at_log_step:
@@ -532,14 +575,15 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
                 break
             record_metrics(accelerator, output_dir, global_step, {"epoch": epoch, "epoch_seconds": time.perf_counter() - epoch_start})
             last_epoch = epoch == num_epochs - 1 or global_step >= max_train_steps
-            if accelerator.is_main_process:
-                if (epoch + 1) % run.save_images_epochs == 0 or last_epoch:
-                    grid = preview(f"step-{global_step:07d}")
-                if (epoch + 1) % run.save_model_epochs == 0 and not last_epoch:
-                    export()
-                    if publisher is not None:
-                        publisher.push_async(f"Epoch {epoch}, step {global_step}")
-            accelerator.wait_for_everyone()
+            with throughput.paused():
+                if accelerator.is_main_process:
+                    if (epoch + 1) % run.save_images_epochs == 0 or last_epoch:
+                        grid = preview(f"step-{global_step:07d}")
+                    if (epoch + 1) % run.save_model_epochs == 0 and not last_epoch:
+                        export()
+                        if publisher is not None:
+                            publisher.push_async(f"Epoch {epoch}, step {global_step}")
+                accelerator.wait_for_everyone()
             if global_step >= max_train_steps:
                 break
     progress.close()
@@ -569,17 +613,20 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         write_json(output_dir / METRICS_FILE, metrics)
         write_model_card(output_dir, card_info_for_run(hparams, metrics, publisher.repo_id if publisher else None))
         logger.info("Saved the pipeline to %s", output_dir)
-        if publisher is not None:
-            try:
-                publisher.push_final(f"Training finished at step {global_step}")
-            except Exception as error:
-                raise PushError(
-                    f"training finished and the pipeline is saved in {output_dir}, but the upload to "
-                    f"{publisher.repo_id} failed: {error}. Push it later with: "
-                    f"ddpm-hub push {output_dir} --repo_id {publisher.repo_id}"
-                ) from error
+    push_error = None
+    if publisher is not None:
+        try:
+            publisher.push_final(f"Training finished at step {global_step}")
+        except Exception as error:  # reported after every process has finished, so none is left waiting
+            push_error = PushError(
+                f"training finished and the pipeline is saved in {output_dir}, but the upload to "
+                f"{publisher.repo_id} failed: {error}. Push it later with: "
+                f"ddpm-hub push {output_dir} --repo_id {publisher.repo_id}"
+            )
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if push_error is not None:
+        raise push_error
     return output_dir
 
 
