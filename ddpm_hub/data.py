@@ -248,10 +248,9 @@ def load_source(
         return dataset, "twemoji (built in)"
     if dataset_name == "shapes" and not os.path.exists(dataset_name):
         return datasets.Dataset.from_dict({"image": draw_shapes()}), "shapes (built in)"
-    if os.path.isdir(dataset_name) and (Path(dataset_name) / "dataset_dict.json").exists() or (
-        os.path.isdir(dataset_name) and (Path(dataset_name) / "state.json").exists()
-    ):
-        loaded = datasets.load_from_disk(dataset_name)
+    saved = Path(dataset_name)
+    if saved.is_dir() and ((saved / "dataset_dict.json").is_file() or (saved / "state.json").is_file()):
+        loaded = datasets.load_from_disk(dataset_name)  # written by save_to_disk, which load_dataset cannot read
         dataset = loaded["train"] if isinstance(loaded, datasets.DatasetDict) else loaded
         return dataset, f"saved dataset {dataset_name}"
     try:

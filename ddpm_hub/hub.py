@@ -123,23 +123,34 @@ class HubPublisher:
         self._worker: threading.Thread | None = None
 
     @classmethod
-    def create(cls, hub_config, output_dir: str | os.PathLike) -> "HubPublisher":
-        """Check the token, create the repo (private if asked) and the branch; fails fast with a clear error."""
-        api = HfApi(token=hub_config.hub_token)
-        name = hub_config.hub_model_id or Path(output_dir).resolve().name
+    def create(
+        cls,
+        output_dir: str | os.PathLike,
+        repo_id: str | None = None,
+        *,
+        token: str | None = None,
+        private: bool = False,
+        revision: str | None = None,
+        push_checkpoints: bool = False,
+    ) -> "HubPublisher":
+        """Check the token, create the repo (private if asked) and the branch; fails fast with a clear error.
+
+        `repo_id` may be "name" (in the token's namespace) or "org/name"; it defaults to the folder's name.
+        """
+        api = HfApi(token=token)
+        name = repo_id or Path(output_dir).resolve().name
         try:
             repo_id = with_retries(
-                lambda: api.create_repo(name, private=hub_config.hub_private_repo, exist_ok=True).repo_id,
-                f"Creating the Hub repo {name}",
+                lambda: api.create_repo(name, private=private, exist_ok=True).repo_id, f"Creating the Hub repo {name}"
             )
-            if hub_config.hub_revision:
-                api.create_branch(repo_id, branch=hub_config.hub_revision, exist_ok=True)
-            if hub_config.hub_push_checkpoints:
+            if revision:
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            if push_checkpoints:
                 api.create_branch(repo_id, branch=CHECKPOINT_BRANCH, exist_ok=True)
         except Exception as error:
             raise ValueError(f"Cannot push to the Hub repo {name!r}: {_short(error)}") from error
-        logger.info("Pushing to https://huggingface.co/%s (via %s)", repo_id, api.endpoint)
-        return cls(api, repo_id, Path(output_dir), hub_config.hub_revision, hub_config.hub_push_checkpoints)
+        logger.info("Pushing to %s/%s", api.endpoint, repo_id)
+        return cls(api, repo_id, Path(output_dir), revision, push_checkpoints)
 
     def _upload(self, folder: Path, commit_message: str, **upload_kwargs) -> str:
         kwargs = dict(
@@ -235,12 +246,7 @@ def push_folder(
     token: str | None = None,
 ) -> str:
     """Push an existing training output folder (or any saved pipeline folder); returns the commit URL."""
-    from types import SimpleNamespace
-
-    output_dir = Path(output_dir)
-    if not (output_dir / "model_index.json").is_file():
+    if not (Path(output_dir) / "model_index.json").is_file():
         raise ValueError(f"{str(output_dir)!r} holds no saved pipeline (model_index.json is missing).")
-    hub_config = SimpleNamespace(
-        hub_token=token, hub_model_id=repo_id, hub_private_repo=private, hub_revision=revision, hub_push_checkpoints=False
-    )
-    return HubPublisher.create(hub_config, output_dir).push_final(commit_message)
+    publisher = HubPublisher.create(output_dir, repo_id, token=token, private=private, revision=revision)
+    return publisher.push_final(commit_message)

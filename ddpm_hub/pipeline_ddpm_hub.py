@@ -115,11 +115,9 @@ class DDPMHubPipeline(DiffusionPipeline):
     def __init__(self, unet: UNet2DModel, scheduler: SchedulerMixin):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
-
-    @property
-    def image_processor(self) -> VaeImageProcessor:
-        grayscale = self.unet.config.in_channels == 1
-        return VaeImageProcessor(
+        grayscale = unet.config.in_channels == 1
+        # Pixels, not latents: no VAE scaling; converts inputs of q_sample and outputs of every call.
+        self.image_processor = VaeImageProcessor(
             vae_scale_factor=1, do_convert_rgb=not grayscale, do_convert_grayscale=grayscale, do_resize=True
         )
 

@@ -297,7 +297,14 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         if hub.push_to_hub and int(os.environ.get("RANK", "0")) == 0:  # one uploader; launchers stop the rest if it fails
             from .hub import HubPublisher
 
-            publisher = HubPublisher.create(hub, output_dir)  # fails fast on a bad token or repo id
+            publisher = HubPublisher.create(  # fails fast on a bad token or repo id
+                output_dir,
+                hub.hub_model_id,
+                token=hub.hub_token,
+                private=hub.hub_private_repo,
+                revision=hub.hub_revision,
+                push_checkpoints=hub.hub_push_checkpoints,
+            )
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     accelerator = Accelerator(
