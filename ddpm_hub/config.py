@@ -9,6 +9,7 @@ settings for a GPU.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -212,11 +213,10 @@ class TrainConfig:
         for name in ("adam_beta1", "adam_beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"--{name} must lie in [0, 1), got {getattr(self, name)}.")
-        if self.enable_xformers_memory_efficient_attention:
-            import importlib.util
-
-            if importlib.util.find_spec("xformers") is None:
-                raise ValueError("--enable_xformers_memory_efficient_attention needs xformers: pip install xformers.")
+        if self.enable_xformers_memory_efficient_attention and importlib.util.find_spec("xformers") is None:
+            raise ValueError("--enable_xformers_memory_efficient_attention needs xformers: pip install xformers.")
+        if self.logger == "wandb" and importlib.util.find_spec("wandb") is None:
+            raise ValueError('--logger wandb needs wandb: pip install "ddpm-hub[wandb]" (or use --logger tensorboard).')
 
 
 @dataclass

@@ -196,3 +196,34 @@ def test_push_command_errors_are_one_line(hub_server, tmp_path):
     result = ddpm_hub_cli("push", str(empty), "--repo_id", "test-org/x", env=bad_token, cwd=tmp_path)
     assert result.returncode == 2 and "Cannot push to the Hub repo 'test-org/x'" in result.stderr
     assert "Traceback" not in result.stderr and "hf_wrong" not in result.stderr
+
+
+def test_hub_dataset_trains_online_then_offline_from_the_cache(hub_server, tmp_path):
+    import io
+
+    from PIL import Image
+
+    hub_server.create_repo("test-org/tiny-images", repo_type="dataset")
+    pngs = {}
+    for i in range(8):
+        buffer = io.BytesIO()
+        Image.new("RGB", (20, 20), (i * 30, 100, 200)).save(buffer, format="PNG")
+        pngs[f"train/img{i}.png"] = buffer.getvalue()
+    hub_server.commit_files("test-org/tiny-images", pngs, repo_type="dataset")
+    args = [SCRIPT, "--dataset_name", "test-org/tiny-images", "--model", "tiny", "--train_batch_size", "4",
+            "--max_train_steps", "2", "--eval_batch_size", "1", "--ddpm_num_inference_steps", "1", "--logger", "none"]  # fmt: skip
+    online = hub_env(hub_server, tmp_path)
+    first = run([sys.executable, *args, "--output_dir", str(tmp_path / "online")], online, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "on 8 images of dataset test-org/tiny-images" in (tmp_path / "online" / "train.log").read_text()
+    card = ModelCard.load(tmp_path / "online" / "README.md")
+    assert card.data.datasets == ["test-org/tiny-images"]
+
+    hub_server.stop()  # the Hub is gone: the cached copy must do
+    offline = dict(online, HF_HUB_OFFLINE="1")
+    second = run([sys.executable, *args, "--output_dir", str(tmp_path / "offline")], offline, tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    missing = run([sys.executable, *args[:1], "--dataset_name", "test-org/never-downloaded", "--output_dir",
+                   str(tmp_path / "missing")], offline, tmp_path)  # fmt: skip
+    assert missing.returncode == 2, missing.stderr[-3000:]
+    assert missing.stderr.strip().splitlines()[-1].startswith("train_unconditional.py: error: --dataset_name 'test-org/never-downloaded'")

@@ -163,8 +163,10 @@ def test_sigterm_checkpoints_and_exits_cleanly_then_resumes_exactly(tmp_path):
 
 def test_two_processes_train_one_coherent_model(tmp_path):
     out = tmp_path / "ddp"
-    result = ok(launch(*TINY, "--output_dir", str(out), "--max_train_steps", "4", "--checkpointing_steps", "2",
-                       cwd=tmp_path, processes=2))  # fmt: skip
+    result = ok(launch(*TINY, "--output_dir", str(out), "--max_train_steps", "4", "--checkpointing_steps", "1",
+                       "--checkpoints_total_limit", "2", cwd=tmp_path, processes=2))  # fmt: skip
+    # Rotation keeps the newest two; the older ones were deleted only after newer ones were complete.
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]
     assert "batch 8 per device x 2 processes x 1 accumulation = 16" in result.stderr
     config = json.loads((out / "training_config.json").read_text())
     assert config["num_processes"] == 2 and config["total_batch_size"] == 16
@@ -280,6 +282,7 @@ def test_default_run_shape(tmp_path):
         (["--mixed_precision", "fp8"], "invalid choice: 'fp8'"),
         (["--logger", "mlflow"], "invalid choice: 'mlflow'"),
         (["--hub_private_repo"], "need --push_to_hub"),
+        (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be positive"),
         (["--dataset_name", "shapes", "--train_batch_size", "1000"], "fewer than one batch of 1000"),
     ],
 )
@@ -300,3 +303,20 @@ def test_bad_flag_exit_status_through_the_script(tmp_path):
     result = launch("--train_batch_size", "0", cwd=tmp_path, python=True)
     assert result.returncode == 2 and result.stderr.strip().endswith("--train_batch_size must be positive, got 0.")
     assert not (tmp_path / "ddpm-model").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_half_precision_training_on_cuda(tmp_path, precision):
+    out = tmp_path / precision
+    env = {k: v for k, v in clean_env().items() if k != "CUDA_VISIBLE_DEVICES"}
+    ok(launch(*TINY, "--model", "small", "--dataset_name", "twemoji", "--resolution", "32", "--output_dir", str(out),
+              "--max_train_steps", "200", "--mixed_precision", precision, "--logging_steps", "20",
+              "--eval_batch_size", "16", "--ddpm_num_inference_steps", "25", cwd=tmp_path, env=env))  # fmt: skip
+    losses = [row["loss"] for row in metrics_log(out) if "loss" in row]
+    assert losses and all(0 < loss < 10 for loss in losses), losses  # finite: no NaN or inf from fp16 overflow
+    import numpy as np
+    from PIL import Image
+
+    grid = np.asarray(Image.open(out / "sample_grid.png"), dtype=np.float32)
+    assert grid.mean() > 20 and grid.std() > 10  # not black, not flat
