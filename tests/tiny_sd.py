@@ -134,6 +134,19 @@ def build_flagging_safety_checker() -> tuple[StableDiffusionSafetyChecker, CLIPI
     return checker, feature_extractor
 
 
+# The UNet both tiny pipelines share: 16x16 latents, two levels, SD 2's linear attention projections.
+TINY_UNET = dict(
+    sample_size=16,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(8, 16),
+    layers_per_block=1,
+    norm_num_groups=4,
+    attention_head_dim=(2, 4),
+    use_linear_projection=True,
+)
+
+
 def build_tiny_sd(
     directory: str | os.PathLike, *, seed: int = 0, safety_checker: bool = False
 ) -> StableDiffusionPipeline:
@@ -153,17 +166,10 @@ def build_tiny_sd(
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
+        **TINY_UNET,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32,
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,  # as in SD 2
     )
     vae = _vae()
     text_encoder = CLIPTextModel(_text_config(tokenizer))
@@ -203,17 +209,10 @@ def build_tiny_sdxl(directory: str | os.PathLike, *, seed: int = 0) -> StableDif
     torch.manual_seed(seed)
     addition_time_embed_dim, projection_dim = 8, 32
     unet = UNet2DConditionModel(
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
+        **TINY_UNET,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=64,
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=addition_time_embed_dim,
         projection_class_embeddings_input_dim=6 * addition_time_embed_dim + projection_dim,
