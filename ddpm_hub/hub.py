@@ -111,15 +111,17 @@ def remote_card(api: HfApi, repo_id: str, revision: str | None) -> str | None:
 class HubPublisher:
     """Pushes a training output folder to one Hub repo.
 
-    Intermediate pushes (`push_async`) run in a background thread and coalesce: while one uploads, only the
-    newest request waits. `push_final` waits for them, pushes, retries, and returns the commit URL.
+    Intermediate pushes (`push_async`, `push_checkpoint_async`) run in a background thread; pipeline snapshots
+    coalesce (while one uploads, only the newest waits), checkpoints all go. `push_final` waits for them, pushes,
+    retries, and returns the commit URL.
     """
 
     def __init__(self, api: HfApi, repo_id: str, output_dir: Path, revision: str | None = None, push_checkpoints: bool = False):
         self.api, self.repo_id, self.output_dir = api, repo_id, Path(output_dir)
         self.revision, self.push_checkpoints = revision, push_checkpoints
         self._lock = threading.Lock()
-        self._pending: tuple[str, Callable[[], Any]] | None = None
+        # Uploads waiting for the worker, oldest first: the newest pipeline snapshot, and every checkpoint.
+        self._pending: dict[str, tuple[Path, str, dict[str, Any]]] = {}
         self._worker: threading.Thread | None = None
 
     @classmethod
@@ -173,34 +175,29 @@ class HubPublisher:
             snapshot_pipeline(self.output_dir, Path(staging), self.repo_id, self.api, self.revision)
             return self._upload(Path(staging), commit_message)
 
-
-    def _submit(self, description: str, job: Callable[[], Any]) -> None:
+    def _upload_later(self, key: str, staging: Path, commit_message: str, **upload_kwargs) -> None:
+        """Queue an upload of `staging` (deleted afterwards); a newer upload under the same `key` replaces it."""
         with self._lock:
-            self._pending = (description, job)
+            replaced = self._pending.pop(key, None)
+            self._pending[key] = (staging, commit_message, upload_kwargs)
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._drain, name="hub-push", daemon=True)
                 self._worker.start()
+        if replaced is not None:
+            shutil.rmtree(replaced[0], ignore_errors=True)  # superseded by the newer snapshot: never uploaded
 
     def _drain(self) -> None:
         while True:
             with self._lock:
-                if self._pending is None:
+                if not self._pending:
                     return
-                description, job = self._pending
-                self._pending = None
+                staging, commit_message, upload_kwargs = self._pending.pop(next(iter(self._pending)))
             try:
-                logger.info("Background push done: %s", job())
+                logger.info("Background push done: %s", self._upload(staging, commit_message, **upload_kwargs))
             except Exception as error:  # an intermediate push may fail; the final one reports for real
-                logger.warning("Background push (%s) failed: %s", description, _short(error))
-
-    def _upload_later(self, staging: Path, commit_message: str, **upload_kwargs) -> None:
-        def job() -> str:
-            try:
-                return self._upload(staging, commit_message, **upload_kwargs)
+                logger.warning("Background push (%s) failed: %s", commit_message, _short(error))
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-
-        self._submit(commit_message, job)
 
     def push_async(self, commit_message: str) -> None:
         """Snapshot now, upload in the background; training does not wait for the network."""
@@ -210,7 +207,7 @@ class HubPublisher:
         except Exception:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        self._upload_later(staging, commit_message)
+        self._upload_later("pipeline", staging, commit_message)
 
     def push_checkpoint_async(self, checkpoint: Path) -> None:
         """With --hub_push_checkpoints: upload a checkpoint to the 'checkpoints' branch in the background."""
@@ -218,7 +215,7 @@ class HubPublisher:
             return
         staging = Path(tempfile.mkdtemp(prefix=".hub-push-", dir=self.output_dir))
         shutil.copytree(checkpoint, staging / checkpoint.name, copy_function=_link_or_copy)  # survives rotation
-        self._upload_later(staging, f"Add {checkpoint.name}", revision=CHECKPOINT_BRANCH, delete_patterns=None)
+        self._upload_later(checkpoint.name, staging, f"Add {checkpoint.name}", revision=CHECKPOINT_BRANCH, delete_patterns=None)
 
     def wait(self) -> None:
         worker = self._worker

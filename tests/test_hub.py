@@ -66,6 +66,7 @@ def test_train_push_and_load_three_ways(hub_server, tmp_path):
     checkpoint_files = hub_server.repo_files(REPO, revision="checkpoints")
     assert "checkpoint-4/model.safetensors" in checkpoint_files and "checkpoint-8/optimizer.bin" in checkpoint_files
     assert not [f for f in checkpoint_files if "tfevents" in f or f.endswith(".log")]
+    assert not list(out.glob(".hub-push-*"))  # upload snapshots are cleaned up
 
     card = ModelCard(hub_server.read_file(REPO, "README.md").decode())
     assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "unconditional-image-generation"
