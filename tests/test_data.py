@@ -115,3 +115,15 @@ def test_augment_scales_and_flips_whole_batches():
     many = augment(batch[:1].expand(256, -1, -1, -1), random_flip=True, generator=torch.Generator().manual_seed(0))
     mirrored = sum(torch.equal(m, out[0].flip(-1)) for m in many)
     assert 90 < mirrored < 166  # about half
+
+
+def test_sets_larger_than_memory_are_read_from_the_mapped_cache(monkeypatch):
+    import ddpm_hub.data as data
+
+    in_memory = load_images("shapes", resolution=8, max_train_samples=12)
+    monkeypatch.setattr(data, "IN_MEMORY_FRACTION", 0.0)  # as if the decoded set did not fit
+    mapped = load_images("shapes", resolution=8, max_train_samples=12)
+    assert not isinstance(mapped.pixels, torch.Tensor)
+    batch = data.ImageBatchDataset(mapped).__getitems__([3, 0, 7])
+    assert batch.dtype == torch.uint8 and batch.shape == (3, 3, 8, 8)
+    torch.testing.assert_close(batch, in_memory.pixels[[3, 0, 7]])
