@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration, set_seed
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -235,6 +235,13 @@ def setup_logging(accelerator: Accelerator, output_dir: Path) -> None:
         logging.getLogger().setLevel(logging.ERROR)
 
 
+def shards_parameters(accelerator: Accelerator) -> bool:
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    plugin = accelerator.state.deepspeed_plugin if accelerator.distributed_type == DistributedType.DEEPSPEED else None
+    return plugin is not None and plugin.zero_stage == 3
+
+
 class ThroughputMeter:
     """Training images per second since the last reading, not counting side work (previews, checkpoints, export)."""
 
@@ -320,6 +327,13 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
     )
     if accelerator.num_processes != world_size:
         raise SetupError(f"{world_size} processes were launched but accelerate set up {accelerator.num_processes}.")
+    if shards_parameters(accelerator):
+        # EMA, previews and export read the whole UNet on one process; with sharded parameters each of those would
+        # need its own collective gather. DDP and ZeRO 1-2 keep whole replicas (a 114M UNet fits on any GPU).
+        raise SetupError(
+            "FSDP and DeepSpeed ZeRO-3 shard the UNet's parameters, which train_unconditional.py does not support; "
+            "use DDP (accelerate launch --multi_gpu) or DeepSpeed ZeRO stage 1 or 2."
+        )
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         if run.overwrite_output_dir and checkpoint is None:

@@ -114,12 +114,16 @@ def test_train_push_and_load_three_ways(hub_server, tmp_path):
 def test_failed_push_keeps_the_results_and_says_how_to_retry(hub_server, tmp_path):
     out = tmp_path / "kept"
     hub_server.fail_next(4, method="POST", path_contains="/commit/", status=503)  # every attempt of the retry loop
+    env = hub_env(hub_server, tmp_path)
+    del env["HF_TOKEN"]  # the token comes from the flag this time
     result = run(
         [sys.executable, SCRIPT, *TINY, "--output_dir", str(out), "--max_train_steps", "2", "--push_to_hub",
-         "--hub_model_id", "test-org/unlucky"],
-        hub_env(hub_server, tmp_path), tmp_path,
+         "--hub_model_id", "test-org/unlucky", "--hub_token", hub_server.token],
+        env, tmp_path,
     )  # fmt: skip
     assert result.returncode == 1
+    assert hub_server.token not in result.stdout + result.stderr
+    assert not [p for p in out.rglob("*") if p.is_file() and hub_server.token.encode() in p.read_bytes()]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("train_unconditional.py: error: training finished and the pipeline is saved in")
     assert f"ddpm-hub push {out} --repo_id test-org/unlucky" in last
