@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,24 +53,6 @@ def atomic_file(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder next to `path`; it replaces `path` only if the block succeeds.
-
-    An existing `path` is kept until the new folder is complete, then swapped out and removed, so a crash
-    at any point leaves either the old complete folder or the new complete one under the final name.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        replace_directory(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def replace_directory(src: str | os.PathLike, dst: str | os.PathLike) -> None:
