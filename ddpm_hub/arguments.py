@@ -29,3 +29,8 @@ def parse_config(config_types: Sequence[type], argv: Sequence[str] | None = None
     except ValueError as error:
         parser.error(str(error))
     return tuple(configs)
+
+
+def one_line(error: BaseException) -> str:
+    """An error message on one line, however many lines the library that raised it used."""
+    return " ".join(str(error).split())

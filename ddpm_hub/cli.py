@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .arguments import one_line
 from .pipeline_ddpm_hub import SAMPLERS
 
 
@@ -86,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     except Exception as error:  # Hub and file errors: one line, no traceback
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        print(f"ddpm-hub {args.command}: error: {type(error).__name__}: {first_line}", file=sys.stderr)
+        print(f"ddpm-hub {args.command}: error: {type(error).__name__}: {one_line(error)}", file=sys.stderr)
         return 1
     return 0
 

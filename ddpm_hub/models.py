@@ -13,6 +13,16 @@ from dataclasses import dataclass
 from diffusers import UNet2DModel
 
 
+def check_resolution(resolution: int, num_levels: int) -> None:
+    """Each level after the first halves the feature maps, so the image size must divide by 2^(levels - 1)."""
+    factor = 2 ** (num_levels - 1)
+    if resolution < 1 or resolution % factor:
+        raise ValueError(
+            f"resolution {resolution} is not divisible by {factor}, the downsampling factor of a UNet with "
+            f"{num_levels} levels; use a multiple of {factor}."
+        )
+
+
 @dataclass(frozen=True)
 class UNetSpec:
     """A UNet in classic DDPM terms.
@@ -48,10 +58,6 @@ class UNetSpec:
     def block_out_channels(self) -> tuple[int, ...]:
         return tuple(self.model_channels * mult for mult in self.channel_mult)
 
-    @property
-    def downsampling_factor(self) -> int:
-        return 2 ** (len(self.channel_mult) - 1)
-
     def level_resolutions(self, resolution: int | None = None) -> tuple[int, ...]:
         """Feature-map size at each level for a given image size."""
         resolution = resolution or self.resolution
@@ -79,11 +85,7 @@ class UNetSpec:
             raise ValueError(f"channel_mult must be a non-empty list of positive integers, got {list(self.channel_mult)}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}.")
-        if resolution < 1 or resolution % self.downsampling_factor:
-            raise ValueError(
-                f"resolution {resolution} is not divisible by {self.downsampling_factor}, the downsampling factor of "
-                f"a UNet with {len(self.channel_mult)} levels; use a multiple of {self.downsampling_factor}."
-            )
+        check_resolution(resolution, len(self.channel_mult))
         bad_levels = [level for level in self.attention_levels if not 0 <= level < len(self.channel_mult)]
         if bad_levels:
             raise ValueError(f"attention levels {bad_levels} do not exist; this UNet has levels 0..{len(self.channel_mult) - 1}.")

@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 import torch
 
-from .arguments import parse_config
+from .arguments import one_line, parse_config
 from .devices import resolve_device
 from .files import atomic_file
 from .pipeline_ddpm_hub import SAMPLERS, scheduler_from_name
@@ -808,10 +808,6 @@ def _non_default_flags(config, only: Sequence[str]) -> str:
     return ", ".join(changed)
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `text2img.py` command line; returns the exit status (2 for bad input)."""
     prog = "text2img.py"
@@ -836,7 +832,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         text2image = Text2Image.from_pretrained(**model_kwargs)
         text2image.check_inputs(**generate_kwargs)
     except (ValueError, OSError) as error:
-        print(f"{prog}: error: {_one_line(error)}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         return 2
 
     result = text2image.generate(**generate_kwargs)

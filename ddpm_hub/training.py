@@ -33,7 +33,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from . import __version__
-from .arguments import parse_config
+from .arguments import one_line, parse_config
 from .checkpointing import SignalStop, list_checkpoints, read_state, resolve_checkpoint, save_checkpoint
 from .config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
 from .data import ImageBatchDataset, augment, collate_uint8, load_images
@@ -41,7 +41,7 @@ from .export import ema_weights, export_pipeline, sample_grid
 from .files import save_image, write_json
 from .loss import diffusion_loss
 from .model_card import SAMPLE_GRID, card_info_for_run, write_model_card
-from .models import resolve_spec
+from .models import check_resolution, resolve_spec
 from .schedules import make_noise_scheduler
 
 logger = logging.getLogger("ddpm_hub")
@@ -80,12 +80,7 @@ def _unet_subfolder(path: str) -> str | None:
 
 def _check_resolution(unet_config: dict[str, Any], resolution: int) -> None:
     levels = unet_config.get("block_out_channels", inspect.signature(UNet2DModel.__init__).parameters["block_out_channels"].default)
-    factor = 2 ** (len(levels) - 1)
-    if resolution % factor:
-        raise ValueError(
-            f"--resolution {resolution} is not divisible by {factor}, the downsampling factor of this UNet; "
-            f"use a multiple of {factor}."
-        )
+    check_resolution(resolution, len(levels))
 
 
 def plan_model(config: ModelConfig, cache_dir: str | None = None) -> ModelPlan:
@@ -661,7 +656,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train(model_config, data, run, hub)
     except (SetupError, PushError) as error:
-        # One line, however many the underlying library's message had.
-        print(f"train_unconditional.py: error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"train_unconditional.py: error: {one_line(error)}", file=sys.stderr)
         return 2 if isinstance(error, SetupError) else 1
     return 0
