@@ -23,12 +23,21 @@ from typing import Any, TypeVar
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from .model_card import DEFAULT_USER_NOTES, SAMPLE_GRID, card_info_for_run, extract_user_notes, write_model_card
+from .export import PIPELINE_ENTRIES
+from .model_card import (
+    CONFIG_FILE,
+    DEFAULT_USER_NOTES,
+    METRICS_FILE,
+    SAMPLE_GRID,
+    card_info_for_run,
+    extract_user_notes,
+    write_model_card,
+)
 
 logger = logging.getLogger(__name__)
 
 # What a pushed repo holds; anything else in an output folder stays local.
-PIPELINE_FILES = ("model_index.json", "pipeline.py", "unet", "scheduler", "README.md", SAMPLE_GRID, "training_config.json", "metrics.json")
+PIPELINE_FILES = (*PIPELINE_ENTRIES, "README.md", SAMPLE_GRID, CONFIG_FILE, METRICS_FILE)
 CHECKPOINT_BRANCH = "checkpoints"
 RETRY_ATTEMPTS = 4
 RETRY_DELAY_SECONDS = float(os.environ.get("DDPM_HUB_RETRY_DELAY", "2"))
@@ -73,13 +82,13 @@ def snapshot_pipeline(output_dir: Path, staging: Path, repo_id: str, api: HfApi,
     if not (staging / "model_index.json").is_file():
         raise ValueError(f"{output_dir} holds no saved pipeline (model_index.json is missing).")
     # The card names the repo in its usage snippets; notes written on the Hub are kept if the local card has none.
-    config_path = output_dir / "training_config.json"
+    config_path = output_dir / CONFIG_FILE
     if not config_path.is_file():
         return  # not made by our trainer: its own README.md (if any) goes as it is
     local_card = (output_dir / "README.md").read_text(encoding="utf-8") if (output_dir / "README.md").is_file() else None
     previous = local_card if has_user_notes(local_card) else (remote_card(api, repo_id, revision) or local_card)
     hparams = json.loads(config_path.read_text(encoding="utf-8"))
-    metrics_path = output_dir / "metrics.json"
+    metrics_path = output_dir / METRICS_FILE
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
     info = card_info_for_run(hparams, metrics, repo_id)
     info.has_sample_grid = (staging / SAMPLE_GRID).is_file()

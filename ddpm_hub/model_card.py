@@ -17,6 +17,9 @@ USER_NOTES_START = "<!-- ddpm-hub: your notes below are kept when the card is re
 USER_NOTES_END = "<!-- ddpm-hub: end of your notes -->"
 DEFAULT_USER_NOTES = "_Add your own notes about this model here._"
 SAMPLE_GRID = "sample_grid.png"
+# Written by the trainer beside the pipeline; the card is built from them, at export and at every push.
+CONFIG_FILE = "training_config.json"
+METRICS_FILE = "metrics.json"
 
 
 @dataclass

@@ -40,14 +40,12 @@ from .data import ImageBatchDataset, augment, collate_uint8, load_images
 from .export import ema_weights, export_pipeline, sample_grid
 from .files import save_image, write_json
 from .loss import diffusion_loss
-from .model_card import SAMPLE_GRID, card_info_for_run, write_model_card
+from .model_card import CONFIG_FILE, METRICS_FILE, SAMPLE_GRID, card_info_for_run, write_model_card
 from .models import check_resolution, resolve_spec
 from .schedules import make_noise_scheduler
 
 logger = logging.getLogger("ddpm_hub")
 
-CONFIG_FILE = "training_config.json"
-METRICS_FILE = "metrics.json"
 METRICS_LOG = "metrics.jsonl"
 
 
