@@ -23,8 +23,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
-# Files datasets' imagefolder reads for metadata, which are not images and not worth a warning.
+# Files datasets' imagefolder does not read as images but which are expected in a data set folder (metadata, card).
 METADATA_FILES = {"metadata.jsonl", "metadata.csv", "metadata.parquet", "README.md", ".gitattributes"}
 
 # Keep the decoded set in memory up to this share of physical RAM, else read it from the memory-mapped cache.
@@ -209,13 +208,34 @@ def collate_uint8(batch: torch.Tensor) -> torch.Tensor:
     return batch
 
 
+def image_extensions() -> list[str]:
+    """The extensions datasets' imagefolder reads as images (every format Pillow opens: .jfif, .avif, .qoi...)."""
+    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+    return ImageFolder.EXTENSIONS
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """Whether datasets' imagefolder reads `path` (as an image, by its last or second-to-last extension, or as a
+    zip archive of images, which it extracts)."""
+    root, extension = os.path.splitext(str(path))
+    extensions = image_extensions()
+    return extension.lower() in (*extensions, ".zip") or os.path.splitext(root)[1].lower() in extensions
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """The files of `folder` that datasets' data-file resolution sees (it leaves out hidden files and folders)."""
+    from datasets.data_files import resolve_pattern
+
+    try:
+        return [Path(path) for path in resolve_pattern("**", base_path=str(folder))]
+    except FileNotFoundError:  # raised for a folder with no (visible) files
+        return []
+
+
 def count_ignored_files(folder: Path) -> int:
-    """Files in an image folder that datasets' imagefolder will not read (wrong extension)."""
-    ignored = 0
-    for path in folder.rglob("*"):
-        if path.is_file() and path.suffix.lower() not in IMAGE_EXTENSIONS and path.name not in METADATA_FILES:
-            ignored += 1
-    return ignored
+    """Files in an image folder that datasets' imagefolder will not read (not an image extension, not metadata)."""
+    return sum(not is_image_file(path) and path.name not in METADATA_FILES for path in folder_files(folder))
 
 
 def load_source(
@@ -236,8 +256,11 @@ def load_source(
         folder = Path(train_data_dir)
         if not folder.is_dir():
             raise ValueError(f"--train_data_dir {train_data_dir!r} is not a folder.")
-        if not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.rglob("*") if p.is_file()):
-            raise ValueError(f"--train_data_dir {train_data_dir!r} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
+        if not any(is_image_file(path) for path in folder_files(folder)):
+            raise ValueError(
+                f"--train_data_dir {train_data_dir!r} holds no image files (files that datasets' imagefolder reads: "
+                f"{', '.join(sorted(image_extensions()))})."
+            )
         ignored = count_ignored_files(folder)
         if ignored:
             logger.warning("Skipping %d files in %s that are not images (by extension).", ignored, folder)

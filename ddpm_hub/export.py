@@ -13,7 +13,7 @@ import torch
 from diffusers import UNet2DModel
 from diffusers.training_utils import EMAModel
 
-from .files import replace_directory
+from .files import NonFiniteWeightsError, all_finite, replace_directory, writing
 from .pipeline_ddpm_hub import DDPMHubPipeline, scheduler_from_name
 from .sampling import generate_grid
 
@@ -60,19 +60,26 @@ def export_pipeline(unet: UNet2DModel, noise_scheduler, output_dir: str | os.Pat
     """Save `DDPMHubPipeline(unet, noise_scheduler)` into `output_dir`, which may hold other files.
 
     The pipeline is written to a temporary folder first and moved into place entry by entry, `model_index.json`
-    last, so an interrupted export never leaves a half-written weights file under its final name.
+    last, so an interrupted export never leaves a half-written weights file under its final name. Weights holding
+    NaN or infinity are refused (`NonFiniteWeightsError`) before anything is written; a folder that cannot be
+    written gives a one-line `WriteError` and no temporary folder is left behind.
     """
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".pipeline.", suffix=".tmp", dir=output_dir))
-    try:
-        DDPMHubPipeline(unet=unet, scheduler=noise_scheduler).save_pretrained(staging)
-        for name in PIPELINE_ENTRIES:
-            source = staging / name
-            if source.is_dir():
-                replace_directory(source, output_dir / name)
-            else:
-                os.replace(source, output_dir / name)
-    finally:
+    if not all_finite(unet.state_dict().values()):
+        raise NonFiniteWeightsError(
+            f"the UNet's weights hold NaN or infinity (training diverged), so the pipeline was not saved to "
+            f"{output_dir}; lower --learning_rate, or resume from the last good checkpoint."
+        )
+    with writing("the pipeline", output_dir):
+        output_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".pipeline.", suffix=".tmp", dir=output_dir))
+        with writing("the pipeline", output_dir, staging=staging):
+            DDPMHubPipeline(unet=unet, scheduler=noise_scheduler).save_pretrained(staging)
+            for name in PIPELINE_ENTRIES:
+                source = staging / name
+                if source.is_dir():
+                    replace_directory(source, output_dir / name)
+                else:
+                    os.replace(source, output_dir / name)
         shutil.rmtree(staging, ignore_errors=True)
     return output_dir

@@ -7,8 +7,10 @@ goes through these helpers, so an interrupted run never leaves a half-written fi
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -88,3 +90,84 @@ def save_image(image, path: str | os.PathLike, **save_kwargs) -> Path:
 def _pil_format(path: Path) -> str:
     suffix = path.suffix.lower().lstrip(".")
     return {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}.get(suffix, suffix.upper() or "PNG")
+
+
+class WriteError(RuntimeError):
+    """Output that could not be written (full disk, read-only folder, no permission): one line saying what, where, why.
+
+    Attributes:
+        errno (`int` or `None`): the operating system's error number, when there was one.
+    """
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
+
+
+# Writers that are not Python's own file objects report the OS error in their message only: safetensors says
+# "... No space left on device (os error 28)", torch.save's zip writer "file write failed" or "unexpected pos".
+_OS_ERROR_IN_MESSAGE = re.compile(r"\(os error (\d+)\)")
+_TORCH_WRITE_FAILURE = ("PytorchStreamWriter failed", "file write failed", "unexpected pos")
+
+
+# Errors that mean "this folder cannot take these bytes" (not a missing source file, not the network).
+_WRITE_ERRNOS = {
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG, errno.ENAMETOOLONG,
+    errno.ENOTDIR, errno.EISDIR, errno.EMLINK, errno.EXDEV,
+}
+
+
+def _write_failure(error: BaseException) -> tuple[str, int | None] | None:
+    """(reason, errno) if `error` means that bytes could not reach the disk, else `None`."""
+    if isinstance(error, OSError):
+        if error.errno not in _WRITE_ERRNOS:
+            return None
+        return f"{error.strerror or os.strerror(error.errno)} (errno {error.errno})", error.errno
+    message = " ".join(str(error).split())
+    match = _OS_ERROR_IN_MESSAGE.search(message)
+    if match:
+        number = int(match.group(1))
+        return f"{os.strerror(number)} (errno {number})", number
+    if isinstance(error, RuntimeError) and any(text in message for text in _TORCH_WRITE_FAILURE):
+        return "the file could not be written in full (is the disk full?)", None
+    return None
+
+
+@contextlib.contextmanager
+def writing(what: str, where: str | os.PathLike, *, staging: str | os.PathLike | None = None, advice: str = "") -> Iterator[None]:
+    """Turn a failed write in the block into a one-line `WriteError`, removing the partial `staging` folder.
+
+    Args:
+        what (`str`): what was being written, for the message ("checkpoint-40", "the pipeline").
+        where (`str` or `os.PathLike`): the folder it was written to.
+        staging (`str` or `os.PathLike`, *optional*): a temporary folder to delete if the block fails in any way.
+        advice (`str`, *optional*): what the user can do next, appended to the message.
+
+    Example: "could not write checkpoint-40 to out: No space left on device (errno 28); earlier checkpoints are
+    intact, free space and resume with --resume_from_checkpoint latest".
+    """
+    try:
+        yield
+    except BaseException as error:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        failure = None if isinstance(error, WriteError) else _write_failure(error)
+        if failure is None:
+            raise
+        reason, number = failure
+        raise WriteError(f"could not write {what} to {where}: {reason}" + (f"; {advice}" if advice else ""), number) from error
+
+
+class NonFiniteWeightsError(RuntimeError):
+    """Weights holding NaN or infinity, which are never saved."""
+
+
+def all_finite(tensors) -> bool:
+    """Whether every tensor in `tensors` is free of NaN and infinity: one reduction per device, one host sync."""
+    import torch
+
+    flags: dict = {}
+    for tensor in tensors:
+        if tensor.is_floating_point() or tensor.is_complex():
+            flags.setdefault(tensor.device, []).append(torch.isfinite(tensor).all())
+    return all(bool(torch.stack(per_device).all()) for per_device in flags.values())

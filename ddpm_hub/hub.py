@@ -9,6 +9,7 @@ local folder is never touched by a push. The token is passed to the client and n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
 from .export import PIPELINE_ENTRIES
+from .files import writing
 from .model_card import (
     CONFIG_FILE,
     DEFAULT_USER_NOTES,
@@ -40,6 +42,8 @@ logger = logging.getLogger(__name__)
 PIPELINE_FILES = (*PIPELINE_ENTRIES, "README.md", SAMPLE_GRID, CONFIG_FILE, METRICS_FILE)
 CHECKPOINT_BRANCH = "checkpoints"
 RETRY_ATTEMPTS = 4
+# A push snapshots the files next to them (hard links: instant, and safe from a training run rewriting them).
+STAGING_ADVICE = "a push stages its files inside the folder it uploads; make the folder writable, or copy it elsewhere"
 RETRY_DELAY_SECONDS = float(os.environ.get("DDPM_HUB_RETRY_DELAY", "2"))
 
 T = TypeVar("T")
@@ -180,9 +184,20 @@ class HubPublisher:
 
     def push(self, commit_message: str) -> str:
         """Upload the pipeline now (with retries); returns the commit URL."""
-        with tempfile.TemporaryDirectory(prefix=".hub-push-", dir=self.output_dir) as staging:
-            snapshot_pipeline(self.output_dir, Path(staging), self.repo_id, self.api, self.revision)
-            return self._upload(Path(staging), commit_message)
+        with self._staging() as staging:
+            return self._upload(staging, commit_message)
+
+    @contextlib.contextmanager
+    def _staging(self) -> Iterator[Path]:
+        """A snapshot of the files to push in a temporary folder inside the output folder, removed afterwards."""
+        with writing("the upload's staging copy", self.output_dir, advice=STAGING_ADVICE):
+            staging = Path(tempfile.mkdtemp(prefix=".hub-push-", dir=self.output_dir))
+            with writing("the upload's staging copy", self.output_dir, staging=staging, advice=STAGING_ADVICE):
+                snapshot_pipeline(self.output_dir, staging, self.repo_id, self.api, self.revision)
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def _upload_later(self, key: str, staging: Path, commit_message: str, **upload_kwargs) -> None:
         """Queue an upload of `staging` (deleted afterwards); a newer upload under the same `key` replaces it."""
@@ -210,12 +225,10 @@ class HubPublisher:
 
     def push_async(self, commit_message: str) -> None:
         """Snapshot now, upload in the background; training does not wait for the network."""
-        staging = Path(tempfile.mkdtemp(prefix=".hub-push-", dir=self.output_dir))
-        try:
-            snapshot_pipeline(self.output_dir, staging, self.repo_id, self.api, self.revision)
-        except Exception:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        with writing("the upload's staging copy", self.output_dir, advice=STAGING_ADVICE):
+            staging = Path(tempfile.mkdtemp(prefix=".hub-push-", dir=self.output_dir))
+            with writing("the upload's staging copy", self.output_dir, staging=staging, advice=STAGING_ADVICE):
+                snapshot_pipeline(self.output_dir, staging, self.repo_id, self.api, self.revision)
         self._upload_later("pipeline", staging, commit_message)
 
     def push_checkpoint_async(self, checkpoint: Path) -> None:

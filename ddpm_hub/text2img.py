@@ -40,7 +40,7 @@ import torch
 
 from .arguments import one_line, parse_config
 from .devices import resolve_device
-from .files import atomic_file
+from .files import WriteError, atomic_file, writing
 from .pipeline_ddpm_hub import SAMPLERS, scheduler_from_name
 from .sampling import grid_shape
 
@@ -324,8 +324,14 @@ class Text2ImageOutput:
 
         Returns:
             `list[Path]`: the files written, in order.
+
+        Raises `WriteError` (one line: where and why) when the folder cannot be written; no partial file is left.
         """
         output_dir = Path(output_dir)
+        with writing("images", output_dir):
+            return self._save(output_dir, grid)
+
+    def _save(self, output_dir: Path, grid: bool) -> list[Path]:
         output_dir.mkdir(parents=True, exist_ok=True)
         paths: list[Path] = []
         image_paths: list[Path] = []
@@ -836,7 +842,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     result = text2image.generate(**generate_kwargs)
-    for path in result.save(output.output_dir, grid=output.grid):
+    try:
+        paths = result.save(output.output_dir, grid=output.grid)
+    except WriteError as error:
+        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+        return 1
+    for path in paths:
         print(path)
     flagged = [meta.index for meta in result.metadata if meta.nsfw_content_detected]
     if flagged:

@@ -34,11 +34,11 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .arguments import one_line, parse_config
-from .checkpointing import SignalStop, list_checkpoints, read_state, resolve_checkpoint, save_checkpoint
+from .checkpointing import SignalStop, list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
 from .data import ImageBatchDataset, augment, collate_uint8, load_images
 from .export import ema_weights, export_pipeline, sample_grid
-from .files import save_image, write_json
+from .files import NonFiniteWeightsError, WriteError, save_image, write_json
 from .loss import diffusion_loss
 from .model_card import CONFIG_FILE, METRICS_FILE, SAMPLE_GRID, card_info_for_run, write_model_card
 from .models import check_resolution, resolve_spec
@@ -396,8 +396,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
             foreach=True,
             model_cls=UNet2DModel,
             model_config=unet.config,
-        )
-        accelerator.register_for_checkpointing(ema)
+        )  # checkpointed as safetensors by save_checkpoint, not through accelerate's pickled custom state
 
     steps_per_epoch = math.ceil(batches_per_epoch / run.gradient_accumulation_steps)
     max_train_steps = run.max_train_steps or run.num_epochs * steps_per_epoch
@@ -432,10 +431,10 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
     # 4. Resume: restore every state, then start at the recorded data position (skipped by index, not loaded).
     global_step, first_epoch, resume_batches = 0, 0, 0
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
+        with reported_as_setup_errors():
+            state = load_checkpoint(accelerator, checkpoint, model=base_unet, ema=ema)
         if ema is not None:
-            ema.to(accelerator.device)  # accelerate loads custom state onto the CPU
-        state = read_state(checkpoint)
+            ema.to(accelerator.device)  # loaded onto the CPU
         global_step = state["global_step"]
         first_epoch, step_in_epoch = divmod(global_step, steps_per_epoch)
         resume_batches = step_in_epoch * run.gradient_accumulation_steps
@@ -567,7 +566,9 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
 
                 with throughput.paused():
                     if global_step % run.checkpointing_steps == 0:
-                        saved = save_checkpoint(accelerator, output_dir, training_state(epoch), run.checkpoints_total_limit)
+                        saved = save_checkpoint(
+                            accelerator, output_dir, training_state(epoch), run.checkpoints_total_limit, model=base_unet, ema=ema
+                        )
                         if publisher is not None and accelerator.is_main_process:
                             publisher.push_checkpoint_async(saved)
                     if run.save_images_steps and global_step % run.save_images_steps == 0 and accelerator.is_main_process:
@@ -604,7 +605,9 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
 
     # 6. Wrap up: a final checkpoint (to continue later), then the pipeline, the card, and the upload.
     if not (output_dir / f"checkpoint-{global_step}").exists():
-        save_checkpoint(accelerator, output_dir, training_state(epoch), run.checkpoints_total_limit)
+        save_checkpoint(
+            accelerator, output_dir, training_state(epoch), run.checkpoints_total_limit, model=base_unet, ema=ema
+        )
     if stopped_by:
         logger.warning(
             "Stopped by %s at step %d; resume with --resume_from_checkpoint latest.", stopped_by, global_step
@@ -653,7 +656,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         train(model_config, data, run, hub)
-    except (SetupError, PushError) as error:
+    except (SetupError, PushError, NonFiniteWeightsError, WriteError) as error:
+        for bar in list(getattr(tqdm, "_instances", ())):
+            bar.close()  # end the progress bar's line, so that the error is a line of its own
         print(f"train_unconditional.py: error: {one_line(error)}", file=sys.stderr)
         return 2 if isinstance(error, SetupError) else 1
     return 0
