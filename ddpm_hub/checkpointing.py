@@ -162,7 +162,10 @@ def load_ema(ema: EMAModel, model: torch.nn.Module | None, checkpoint: Path) -> 
     from safetensors.torch import load_file
 
     if (checkpoint / EMA_WEIGHTS).is_file():
-        tensors = load_file(str(checkpoint / EMA_WEIGHTS))
+        try:
+            tensors = load_file(str(checkpoint / EMA_WEIGHTS))
+        except Exception as error:  # safetensors parses a header and raw tensor bytes: nothing in it can run
+            raise ValueError(f"{checkpoint / EMA_WEIGHTS} is not a readable safetensors file: {error}.") from error
         names = _parameter_names(model, len(ema.shadow_params))
         missing = [n for n in names if n not in tensors]
         if missing or len(tensors) != len(names):

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import json
+import os
 from pathlib import Path
 
 import pytest
+import torch
+from diffusers.training_utils import EMAModel
 
 from ddpm_hub.checkpointing import list_checkpoints, resolve_checkpoint, save_checkpoint
+from ddpm_hub.files import NonFiniteWeightsError, WriteError
 
 
 class FakeAccelerator:
@@ -58,3 +64,50 @@ def test_resume_arguments_are_checked(tmp_path):
     save_checkpoint(FakeAccelerator(), tmp_path, {"global_step": 5})
     assert resolve_checkpoint(tmp_path, "checkpoint-5") == tmp_path / "checkpoint-5"  # a name inside output_dir
     assert resolve_checkpoint(tmp_path, str(tmp_path / "checkpoint-5")) == tmp_path / "checkpoint-5"
+
+
+class DiskFullAccelerator(FakeAccelerator):
+    def save_state(self, output_dir: str):
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / "model.safetensors").write_bytes(b"x" * 10)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_non_finite_weights_are_never_saved_and_never_rotate_a_good_checkpoint_away(tmp_path):
+    model = torch.nn.Linear(3, 3)
+    ema = EMAModel(model.parameters())
+    save_checkpoint(FakeAccelerator(), tmp_path, {"global_step": 2}, total_limit=1, model=model, ema=ema)
+    for poison in ("model", "ema"):
+        with torch.no_grad():
+            target = model.weight if poison == "model" else ema.shadow_params[0]
+            saved = target.clone()
+            target[0, 0] = float("nan") if poison == "model" else float("inf")
+        with pytest.raises(NonFiniteWeightsError, match=r"step 4 hold NaN or infinity, so checkpoint-4 was not saved "
+                                                         r"\(the last good checkpoint is .*checkpoint-2\)"):  # fmt: skip
+            save_checkpoint(FakeAccelerator(), tmp_path, {"global_step": 4}, total_limit=1, model=model, ema=ema)
+        with torch.no_grad():
+            target.copy_(saved)
+        assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-2"]  # nothing written, nothing rotated away
+    assert resolve_checkpoint(tmp_path, "latest") == tmp_path / "checkpoint-2"
+
+
+def test_latest_passes_over_checkpoints_marked_non_finite(tmp_path):
+    save_checkpoint(FakeAccelerator(), tmp_path, {"global_step": 2})
+    save_checkpoint(FakeAccelerator(), tmp_path, {"global_step": 4})
+    state = tmp_path / "checkpoint-4" / "training_state.json"
+    state.write_text(json.dumps({"global_step": 4, "finite": False}))  # e.g. copied from another tool's run
+    assert resolve_checkpoint(tmp_path, "latest") == tmp_path / "checkpoint-2"
+    state.write_text(json.dumps({"global_step": 4}))  # unmarked (an older ddpm-hub): counts as good
+    assert resolve_checkpoint(tmp_path, "latest") == tmp_path / "checkpoint-4"
+
+
+def test_a_full_disk_gives_one_line_removes_the_partial_folder_and_keeps_the_others(tmp_path):
+    save_checkpoint(FakeAccelerator(), tmp_path, {"global_step": 2})
+    with pytest.raises(WriteError) as raised:
+        save_checkpoint(DiskFullAccelerator(), tmp_path, {"global_step": 4}, total_limit=1)
+    assert str(raised.value) == (
+        f"could not write checkpoint-4 to {tmp_path}: No space left on device (errno 28); earlier checkpoints are "
+        "intact; free space (or fix the folder's permissions) and resume with --resume_from_checkpoint latest"
+    )
+    assert raised.value.errno == errno.ENOSPC
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-2"]

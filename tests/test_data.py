@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 
 import numpy as np
 import PIL.Image
@@ -127,3 +128,25 @@ def test_sets_larger_than_memory_are_read_from_the_mapped_cache(monkeypatch):
     batch = data.ImageBatchDataset(mapped).__getitems__([3, 0, 7])
     assert batch.dtype == torch.uint8 and batch.shape == (3, 3, 8, 8)
     torch.testing.assert_close(batch, in_memory.pixels[[3, 0, 7]])
+
+
+def test_every_file_imagefolder_reads_is_trained_on_and_the_others_are_counted(tmp_path, caplog):
+    # .jfif and .jpe are JPEGs under names datasets' imagefolder reads; notes.txt is not an image; broken.jfif is
+    # read by the loader but cannot be decoded.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    PIL.Image.new("RGB", (20, 20), (250, 10, 10)).save(folder / "red.jfif", format="JPEG", quality=100)
+    PIL.Image.new("RGB", (20, 20), (10, 10, 250)).save(folder / "blue.jpe", format="JPEG", quality=100)
+    (folder / "broken.jfif").write_bytes(b"\xff\xd8 not really a JPEG")
+    (folder / "notes.txt").write_text("not an image")
+    with caplog.at_level(logging.WARNING):
+        images = load_images(train_data_dir=str(folder), resolution=8, center_crop=True)
+    centres = sorted(tuple(int(v) for v in images.pixels[i, :, 4, 4]) for i in range(len(images)))
+    assert len(centres) == 2 and centres[0][2] > 200 and centres[1][0] > 200  # blue and red, both trained on
+    assert images.num_skipped == 1 and "broken.jfif" in caplog.text and "Skipped 1 of 3 images" in caplog.text
+    assert "Skipping 1 files" in caplog.text  # notes.txt only
+
+    only_jfif = tmp_path / "only_jfif"
+    only_jfif.mkdir()
+    shutil.copy(folder / "red.jfif", only_jfif / "red.jfif")
+    assert len(load_images(train_data_dir=str(only_jfif), resolution=8)) == 1  # not refused as "no image files"
