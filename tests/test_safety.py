@@ -82,10 +82,12 @@ class RunsCode:
 
 
 def write_code_running_pickle(path: Path, marker: Path) -> None:
-    torch.save({"decay": 0.9999, "optimization_step": RunsCode(marker)}, path)
-    torch.load(path, weights_only=False)  # the payload is live: an unsafe load would run it
+    payload = marker.with_name("payload.pkl")
+    torch.save({"decay": 0.9999, "optimization_step": RunsCode(marker)}, payload)
+    torch.load(payload, weights_only=False)  # the payload is live: an unsafe load would run it
     assert marker.exists()
     marker.unlink()
+    shutil.copyfile(payload, path)
 
 
 @pytest.fixture(scope="module")
