@@ -187,7 +187,9 @@ def load_ema(ema: EMAModel, model: torch.nn.Module | None, checkpoint: Path) -> 
     ema.load_state_dict(state)
 
 
-def load_checkpoint(accelerator: Accelerator, checkpoint: Path, *, model: torch.nn.Module | None = None, ema: EMAModel | None = None) -> dict[str, Any]:
+def load_checkpoint(
+    accelerator: Accelerator, checkpoint: Path, *, model: torch.nn.Module | None = None, ema: EMAModel | None = None
+) -> dict[str, Any]:
     """Restore every state saved by `save_checkpoint` and return its training state; nothing is unpickled unsafely.
 
     accelerate's `load_state` reads every `custom_checkpoint_*.pkl` with `weights_only=False` (and refuses a folder

@@ -134,7 +134,9 @@ def _write_failure(error: BaseException) -> tuple[str, int | None] | None:
 
 
 @contextlib.contextmanager
-def writing(what: str, where: str | os.PathLike, *, staging: str | os.PathLike | None = None, advice: str = "") -> Iterator[None]:
+def writing(
+    what: str, where: str | os.PathLike, *, staging: str | os.PathLike | None = None, advice: str = ""
+) -> Iterator[None]:
     """Turn a failed write in the block into a one-line `WriteError`, removing the partial `staging` folder.
 
     Args:
@@ -155,7 +157,8 @@ def writing(what: str, where: str | os.PathLike, *, staging: str | os.PathLike |
         if failure is None:
             raise
         reason, number = failure
-        raise WriteError(f"could not write {what} to {where}: {reason}" + (f"; {advice}" if advice else ""), number) from error
+        message = f"could not write {what} to {where}: {reason}" + (f"; {advice}" if advice else "")
+        raise WriteError(message, number) from error
 
 
 class NonFiniteWeightsError(RuntimeError):
