@@ -9,7 +9,6 @@ local folder is never touched by a push. The token is passed to the client and n
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -17,7 +16,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -184,20 +183,23 @@ class HubPublisher:
 
     def push(self, commit_message: str) -> str:
         """Upload the pipeline now (with retries); returns the commit URL."""
-        with self._staging() as staging:
+        staging = self._stage(self._snapshot_pipeline)
+        try:
             return self._upload(staging, commit_message)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
-    @contextlib.contextmanager
-    def _staging(self) -> Iterator[Path]:
-        """A snapshot of the files to push in a temporary folder inside the output folder, removed afterwards."""
+    def _stage(self, fill: Callable[[Path], None]) -> Path:
+        """A new temporary folder inside the output folder, filled by `fill`; a failed write is a one-line
+        `WriteError` and leaves no folder behind."""
         with writing("the upload's staging copy", self.output_dir, advice=STAGING_ADVICE):
             staging = Path(tempfile.mkdtemp(prefix=".hub-push-", dir=self.output_dir))
             with writing("the upload's staging copy", self.output_dir, staging=staging, advice=STAGING_ADVICE):
-                snapshot_pipeline(self.output_dir, staging, self.repo_id, self.api, self.revision)
-        try:
-            yield staging
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+                fill(staging)
+        return staging
+
+    def _snapshot_pipeline(self, staging: Path) -> None:
+        snapshot_pipeline(self.output_dir, staging, self.repo_id, self.api, self.revision)
 
     def _upload_later(self, key: str, staging: Path, commit_message: str, **upload_kwargs) -> None:
         """Queue an upload of `staging` (deleted afterwards); a newer upload under the same `key` replaces it."""
@@ -225,18 +227,17 @@ class HubPublisher:
 
     def push_async(self, commit_message: str) -> None:
         """Snapshot now, upload in the background; training does not wait for the network."""
-        with writing("the upload's staging copy", self.output_dir, advice=STAGING_ADVICE):
-            staging = Path(tempfile.mkdtemp(prefix=".hub-push-", dir=self.output_dir))
-            with writing("the upload's staging copy", self.output_dir, staging=staging, advice=STAGING_ADVICE):
-                snapshot_pipeline(self.output_dir, staging, self.repo_id, self.api, self.revision)
-        self._upload_later("pipeline", staging, commit_message)
+        self._upload_later("pipeline", self._stage(self._snapshot_pipeline), commit_message)
 
     def push_checkpoint_async(self, checkpoint: Path) -> None:
         """With --hub_push_checkpoints: upload a checkpoint to the 'checkpoints' branch in the background."""
         if not self.push_checkpoints:
             return
-        staging = Path(tempfile.mkdtemp(prefix=".hub-push-", dir=self.output_dir))
-        shutil.copytree(checkpoint, staging / checkpoint.name, copy_function=_link_or_copy)  # survives rotation
+
+        def copy_checkpoint(staging: Path) -> None:  # hard links: the snapshot survives rotation
+            shutil.copytree(checkpoint, staging / checkpoint.name, copy_function=_link_or_copy)
+
+        staging = self._stage(copy_checkpoint)
         self._upload_later(checkpoint.name, staging, f"Add {checkpoint.name}", revision=CHECKPOINT_BRANCH, delete_patterns=None)
 
     def wait(self) -> None:
