@@ -580,7 +580,6 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
                 at_log_step = global_step % run.logging_steps == 0 or global_step == max_train_steps
                 if at_log_step:
                     report = monitor.read(accelerator)
-                    fail_if_diverged(report.diverged_at)
                     mean_loss = report.mean_loss
                     logs = {
                         "loss": mean_loss,
@@ -599,6 +598,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
                     if torch.cuda.is_available():
                         logs["gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
                     record_metrics(accelerator, output_dir, global_step, logs)
+                    fail_if_diverged(report.diverged_at)
                     progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{logs['lr']:.2e}")
                     if math.isfinite(mean_loss):
                         last_loss = mean_loss

@@ -284,6 +284,10 @@ def test_default_run_shape(tmp_path):
         (["--hub_private_repo"], "need --push_to_hub"),
         (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be positive"),
         (["--dataset_name", "shapes", "--train_batch_size", "1000"], "fewer than one batch of 1000"),
+        (["--compile", "--compile_mode", "fast"], "--compile_mode 'fast' is not one of: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs"),
+        (["--compile_mode", "default"], "--compile_mode and --compile_cache_dir need --compile"),
+        (["--compile", "--compile_backend", "aot_eager", "--compile_mode", "max-autotune"], "--compile_mode is for the inductor backend"),
+        (["--max_nonfinite_steps", "-1"], "--max_nonfinite_steps must be zero or positive"),
     ],
 )
 def test_bad_flags_fail_fast_with_one_line(tmp_path, capsys, monkeypatch, args, message):
