@@ -234,11 +234,12 @@ def test_model_config_file_bf16_and_a_ddpm_only_schedule(tmp_path):
 def test_compile_and_gradient_checkpointing(tmp_path, backend):
     # aot_eager traces forward and backward like inductor, without its minute of C++ code generation on a CPU.
     out = tmp_path / "compiled"
+    cache = str(tmp_path / "compile-cache")
     args = [*TINY, "--output_dir", str(out), "--compile", "--compile_backend", backend, "--gradient_checkpointing",
-            "--checkpointing_steps", "2"]  # fmt: skip
+            "--checkpointing_steps", "2", "--compile_cache_dir", cache]  # fmt: skip
     ok(launch(*args, "--max_train_steps", "2", cwd=tmp_path, python=True))
     # Checkpoints hold plain parameter names: a compiled run resumes without --compile, and the other way round.
-    plain = [a for a in args if a not in ("--compile", "--compile_backend", backend)]
+    plain = [a for a in args if a not in ("--compile", "--compile_backend", backend, "--compile_cache_dir", cache)]
     ok(launch(*plain, "--max_train_steps", "4", "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True))
     ok(launch(*args, "--max_train_steps", "6", "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True))
     for path in ("unet/diffusion_pytorch_model.safetensors", "checkpoint-2/model.safetensors", "checkpoint-6/model.safetensors"):
