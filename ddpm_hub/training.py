@@ -492,6 +492,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         unet_parameters=sum(p.numel() for p in base_unet.parameters()),
         learning_rate_effective=learning_rate,
         mixed_precision_effective=accelerator.mixed_precision,
+        compile_mode_effective=compile_mode or "none",
     )
     if accelerator.is_main_process:
         write_json(output_dir / CONFIG_FILE, hparams)

@@ -143,3 +143,28 @@ def test_cuda_graphs_only_where_safe(caplog, requested, device, processes, accum
     with caplog.at_level(logging.INFO, logger="ddpm_hub"):
         assert choose_compile_mode(requested, torch.device(device), processes, accumulation) == expected
     assert ("CUDA graphs are not used because" in caplog.text) == logged
+
+
+@pytest.mark.parametrize("max_grad_norm", [0.0, 1.0])
+def test_apply_gradients_skips_a_nonfinite_step_on_the_device(max_grad_norm):
+    from accelerate import Accelerator
+
+    from ddpm_hub.train_step import apply_gradients
+
+    accelerator = Accelerator()
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    for bad, expected in ((False, True), (True, False), (False, True)):
+        before = [p.detach().clone() for p in model.parameters()]
+        moments = [optimizer.state[p]["exp_avg"].clone() for p in model.parameters()] if optimizer.state else None
+        loss = model(torch.ones(4, 3)).pow(2).mean() * (math.nan if bad else 1.0)
+        loss.backward()
+        finite = apply_gradients(accelerator, model, optimizer, lr_scheduler, max_grad_norm)
+        assert finite.item() is expected
+        unchanged = all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+        assert unchanged is bad
+        if bad:
+            assert all(torch.equal(m, optimizer.state[p]["exp_avg"]) for m, p in zip(moments, model.parameters()))
+            assert all(optimizer.state[p]["step"].item() == 1 for p in model.parameters())
+        assert all(p.grad is None for p in model.parameters())
