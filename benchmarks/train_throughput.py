@@ -1,11 +1,13 @@
 """Training throughput (images/s) of train_unconditional.py, and of a re-creation of diffusers' example loop.
 
     python benchmarks/train_throughput.py --model ddpm-64 --resolution 64 --train_batch_size 64 --mixed_precision bf16
+    python benchmarks/train_throughput.py --model ddpm-64 --mixed_precision bf16 --modes eager reduce-overhead max-autotune
     python benchmarks/train_throughput.py --model small --resolution 32 --train_batch_size 16 --baseline  # CPU
 
-`ours` runs the real training command (`ddpm_hub.training.main`) on the built-in Twemoji set and reads the
-images/s it logs every `--logging_steps` steps; the first interval (warmup, compilation) is dropped and the
-median of the rest is reported. `--baseline` also times, in the same process and on the same data, a loop that
+`ours` runs the real training command (`ddpm_hub.training.main`) on the built-in Twemoji set once per `--modes`
+entry (`eager`, or a `--compile_mode`) and reads the images/s it logs every `--logging_steps` steps; the first
+interval (warmup) is dropped and the median of the rest is reported. Compilation is reported apart, as
+`compile_seconds` (the first optimizer step), from a fresh compiler cache unless `--compile_cache_dir` is given. `--baseline` also times, in the same process and on the same data, a loop that
 does per step what diffusers' examples/unconditional_image_generation/train_unconditional.py does: PIL
 transforms per image in the DataLoader, `loss.item()` every step, EMA updated parameter by parameter, unfused
 AdamW, contiguous (not channels_last) tensors. The example itself cannot run here (it needs torchvision), so
@@ -26,8 +28,10 @@ import numpy as np
 import PIL.Image
 import torch
 
+from ddpm_hub.train_step import COMPILE_MODES
 
-def measure_ours(args) -> dict:
+
+def measure_ours(args, mode: str = "eager") -> dict:
     from ddpm_hub.training import main
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -39,8 +43,10 @@ def measure_ours(args) -> dict:
             "--save_images_epochs", "1000000", "--save_model_epochs", "1000000", "--eval_batch_size", "1",
             "--ddpm_num_inference_steps", "1", "--lr_warmup_steps", "0",
         ]  # fmt: skip
-        if args.compile:
-            argv.append("--compile")
+        if mode != "eager":
+            argv += ["--compile", "--compile_mode", mode, "--compile_cache_dir", args.compile_cache_dir or f"{tmp}/cache"]
+        if args.channels_last:
+            argv.append("--channels_last")
         if args.allow_tf32:
             argv.append("--allow_tf32")
         if main(argv) != 0:
@@ -48,7 +54,9 @@ def measure_ours(args) -> dict:
         rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
     rates = [row["images_per_second"] for row in rows if "images_per_second" in row][1:]
     memory = max((row.get("gpu_memory_gb", 0) for row in rows), default=0)
-    return {"images_per_second": statistics.median(rates), "intervals": rates, "gpu_memory_gb": memory}
+    compile_seconds = next((row["compile_seconds"] for row in rows if "compile_seconds" in row), None)
+    return {"images_per_second": statistics.median(rates), "intervals": rates, "gpu_memory_gb": memory,
+            "compile_seconds": compile_seconds}  # fmt: skip
 
 
 class PILImages(torch.utils.data.Dataset):
@@ -132,7 +140,12 @@ def main() -> None:
     parser.add_argument("--dataset_name", default="twemoji", choices=["twemoji", "shapes"])
     parser.add_argument("--steps", type=int, default=110, help="Optimizer steps per measurement.")
     parser.add_argument("--logging_steps", type=int, default=10, help="Steps per timed interval.")
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument(
+        "--modes", nargs="+", default=["eager"], choices=["eager", *COMPILE_MODES],
+        help="Time the eager step and/or the step compiled with these torch.compile modes.",
+    )  # fmt: skip
+    parser.add_argument("--compile_cache_dir", default=None, help="Reuse this compiler cache (warm); default: cold.")
+    parser.add_argument("--channels_last", action="store_true")
     parser.add_argument("--allow_tf32", action="store_true")
     parser.add_argument("--baseline", action="store_true", help="Also time the diffusers-example-style loop.")
     parser.add_argument("--repeats", type=int, default=1, help="Measure each loop this many times, alternating.")
@@ -141,20 +154,27 @@ def main() -> None:
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     results = {"settings": vars(args), "device": device, "torch": torch.__version__}
-    # Alternate the two loops so that drifting machine load or clocks do not favour whichever runs second.
-    runs: dict[str, list[dict]] = {"ours": [], "baseline": []}
+    # Alternate the loops so that drifting machine load or clocks do not favour whichever runs last.
+    runs: dict[str, list[dict]] = {mode: [] for mode in args.modes}
+    runs["baseline"] = []
     for _ in range(args.repeats):
-        runs["ours"].append(measure_ours(args))
+        for mode in args.modes:
+            runs[mode].append(measure_ours(args, mode))
         if args.baseline:
             runs["baseline"].append(measure_baseline(args))
+    results["ours"] = {}
     for name, measured in runs.items():
         if measured:
-            results[name] = {
-                "images_per_second": statistics.median(m["images_per_second"] for m in measured),
-                "runs": measured,
-            }
+            summary = {"images_per_second": statistics.median(m["images_per_second"] for m in measured), "runs": measured}
+            if name != "baseline" and name != "eager":
+                summary["compile_seconds"] = [m["compile_seconds"] for m in measured]
+            if name == "baseline":
+                results["baseline"] = summary
+            else:
+                results["ours"][name] = summary
     if args.baseline:
-        results["speedup"] = results["ours"]["images_per_second"] / results["baseline"]["images_per_second"]
+        baseline = results["baseline"]["images_per_second"]
+        results["speedup"] = {mode: r["images_per_second"] / baseline for mode, r in results["ours"].items()}
     print(json.dumps(results, indent=2))
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=2) + "\n")

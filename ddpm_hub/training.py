@@ -36,13 +36,24 @@ from . import __version__
 from .arguments import one_line, parse_config
 from .checkpointing import SignalStop, list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
-from .data import ImageBatchDataset, augment, collate_uint8, load_images
+from .data import ImageBatchDataset, collate_uint8, load_images
 from .export import ema_weights, export_pipeline, sample_grid
 from .files import NonFiniteWeightsError, WriteError, save_image, write_json
-from .loss import diffusion_loss
 from .model_card import CONFIG_FILE, METRICS_FILE, SAMPLE_GRID, card_info_for_run, write_model_card
 from .models import check_resolution, resolve_spec
 from .schedules import make_noise_scheduler
+from .train_step import (
+    CompileTimer,
+    DivergedError,
+    StepMonitor,
+    TrainStep,
+    apply_gradients,
+    choose_compile_mode,
+    default_compile_cache_dir,
+    diverged_message,
+    ema_update,
+    use_compile_cache,
+)
 
 logger = logging.getLogger("ddpm_hub")
 
@@ -245,6 +256,11 @@ class ThroughputMeter:
     def _reset(self) -> None:
         self.start, self.steps, self.excluded = time.perf_counter(), 0, 0.0
 
+    def restart(self) -> None:
+        """Forget the time so far (the first step, which compiles)."""
+        self._sync()
+        self._reset()
+
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # queued kernels belong to the time before, not to the side work
@@ -382,7 +398,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         unet.enable_gradient_checkpointing()
     if run.enable_xformers_memory_efficient_attention:
         unet.enable_xformers_memory_efficient_attention()
-    channels_last = run.channels_last if run.channels_last is not None else accelerator.device.type == "cuda"
+    channels_last = run.channels_last
     if channels_last:
         unet = unet.to(memory_format=torch.channels_last)
     ema = None
@@ -409,8 +425,8 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         betas=(run.adam_beta1, run.adam_beta2),
         weight_decay=run.adam_weight_decay,
         eps=run.adam_epsilon,
-        # One fused kernel on CUDA; elsewhere multi-tensor ops instead of a Python loop over parameters.
-        **({"fused": True} if accelerator.device.type == "cuda" else {"foreach": True}),
+        # One fused kernel (CUDA, CPU): it also skips a non-finite step on the device (train_step.apply_gradients).
+        fused=accelerator.device.type in ("cuda", "cpu"),
     )
     # accelerate steps a prepared LR scheduler once per process per optimizer step (and not on accumulation-only
     # steps), so warmup and decay are given in optimizer steps times processes.
@@ -420,13 +436,28 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         num_warmup_steps=run.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=max_train_steps * accelerator.num_processes,
     )
-    if run.compile:
-        # In place (nn.Module.compile), not a wrapper: checkpoints keep plain parameter names, so a run may be
-        # resumed with or without --compile.
-        unet.compile(backend=run.compile_backend)
     unet, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(unet, optimizer, train_dataloader, lr_scheduler)
     noise_scheduler.alphas_cumprod = noise_scheduler.alphas_cumprod.to(accelerator.device)
     base_unet = accelerator.unwrap_model(unet)
+    compile_mode = None
+    if run.compile:
+        compile_mode = choose_compile_mode(
+            run.compile_mode, accelerator.device, accelerator.num_processes, run.gradient_accumulation_steps
+        )
+        cache = use_compile_cache(run.compile_cache_dir or default_compile_cache_dir())
+        logger.info("Compiling the training step (backend %s, mode %s; cache %s).", run.compile_backend, compile_mode, cache)
+    # The step function is compiled, not the UNet: checkpoints keep plain parameter names, so a run may be resumed
+    # with or without --compile.
+    train_step = TrainStep(
+        unet,
+        noise_scheduler,
+        accelerator,
+        snr_gamma=model_config.snr_gamma or None,
+        random_flip=data.random_flip,
+        channels_last=channels_last,
+        compile_mode=compile_mode,
+        compile_backend=run.compile_backend,
+    )
 
     # 4. Resume: restore every state, then start at the recorded data position (skipped by index, not loaded).
     global_step, first_epoch, resume_batches = 0, 0, 0
@@ -460,6 +491,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         unet_parameters=sum(p.numel() for p in base_unet.parameters()),
         learning_rate_effective=learning_rate,
         mixed_precision_effective=accelerator.mixed_precision,
+        compile_mode_effective=compile_mode or "none",
     )
     if accelerator.is_main_process:
         write_json(output_dir / CONFIG_FILE, hparams)
@@ -489,7 +521,23 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         log_grid(accelerator, grid, global_step)
         return grid
 
+    def fail_if_diverged(step: int | None) -> None:
+        # Raised on every process alike (the flag follows the all-reduced gradients), before anything is saved.
+        if step is not None:
+            progress.close()
+            accelerator.end_training()
+            if publisher is not None:
+                publisher.close()
+            raise DivergedError(diverged_message(step, run.max_nonfinite_steps, learning_rate))
+
+    def checkpoint_now() -> Path:
+        fail_if_diverged(monitor.diverged())
+        return save_checkpoint(
+            accelerator, output_dir, training_state(epoch), run.checkpoints_total_limit, model=base_unet, ema=ema
+        )
+
     def export() -> None:
+        fail_if_diverged(monitor.diverged())
         with ema_weights(ema, base_unet):
             export_pipeline(base_unet, noise_scheduler, output_dir)
 
@@ -497,9 +545,9 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
     progress = tqdm(
         total=max_train_steps, initial=global_step, desc="Training", disable=not accelerator.is_local_main_process
     )
-    loss_sum = torch.zeros((), device=accelerator.device)
-    loss_count = 0
+    monitor = StepMonitor(accelerator.device, global_step, run.max_nonfinite_steps)
     throughput = ThroughputMeter(total_batch_size, accelerator.device)
+    compile_timer = CompileTimer(run.compile, accelerator.device)
     last_loss = float("nan")
     stopped_by = None
     grid = None
@@ -513,62 +561,53 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
             if epoch == first_epoch and resume_batches:
                 batches = accelerator.skip_first_batches(train_dataloader, resume_batches)
             for batch in batches:
-                clean_images = augment(batch, data.random_flip)
-                if channels_last:
-                    clean_images = clean_images.contiguous(memory_format=torch.channels_last)
-                # Forward process q(x_t | x_0) at a uniformly drawn t (Ho et al. 2020, Algorithm 1).
-                noise = torch.randn_like(clean_images)
-                timesteps = torch.randint(
-                    0, noise_scheduler.config.num_train_timesteps, (clean_images.shape[0],), device=clean_images.device
-                )
-                noisy_images = noise_scheduler.add_noise(clean_images, noise, timesteps)
-
                 with accelerator.accumulate(unet):
-                    model_output = unet(noisy_images, timesteps).sample
-                    loss = diffusion_loss(
-                        model_output, clean_images, noise, timesteps, noise_scheduler, model_config.snr_gamma or None
-                    )
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and run.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(unet.parameters(), run.max_grad_norm)
-                    optimizer.step()
-                    lr_scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                loss_sum += loss.detach()  # stays on the device: no host sync per step
-                loss_count += 1
-
+                    monitor.add_loss(train_step(batch))  # stays on the device: no host sync per step
+                    if accelerator.sync_gradients:
+                        finite = apply_gradients(accelerator, unet, optimizer, lr_scheduler, run.max_grad_norm)
                 if not accelerator.sync_gradients:
                     continue
                 global_step += 1
-                throughput.step()
-                progress.update(1)
+                monitor.end_step(finite)
                 if ema is not None:
-                    ema.step(base_unet.parameters())
+                    ema_update(ema, base_unet.parameters(), finite)
+                progress.update(1)
+                compile_seconds = compile_timer.first_step_done()
+                if compile_seconds is None:
+                    throughput.step()
+                else:
+                    throughput.restart()  # images/s leaves compilation out
+                    record_metrics(accelerator, output_dir, global_step, {"compile_seconds": compile_seconds})
 
                 at_log_step = global_step % run.logging_steps == 0 or global_step == max_train_steps
                 if at_log_step:
-                    mean_loss = accelerator.reduce(loss_sum / loss_count, reduction="mean").item()
+                    report = monitor.read(accelerator)
+                    mean_loss = report.mean_loss
                     logs = {
                         "loss": mean_loss,
                         "lr": lr_scheduler.get_last_lr()[0],
                         "images_per_second": throughput.read(),
                         "epoch": epoch,
+                        "nonfinite_steps": report.nonfinite_steps,
                     }
+                    if report.nonfinite_steps:
+                        logger.warning(
+                            "Skipped %d of the last steps: non-finite loss or gradient norm (weights, optimizer "
+                            "and EMA left as they were).", report.nonfinite_steps
+                        )
                     if ema is not None:
                         logs["ema_decay"] = ema.cur_decay_value
                     if torch.cuda.is_available():
                         logs["gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
                     record_metrics(accelerator, output_dir, global_step, logs)
+                    fail_if_diverged(report.diverged_at)
                     progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{logs['lr']:.2e}")
-                    last_loss = mean_loss
-                    loss_sum.zero_()
-                    loss_count = 0
+                    if math.isfinite(mean_loss):
+                        last_loss = mean_loss
 
                 with throughput.paused():
                     if global_step % run.checkpointing_steps == 0:
-                        saved = save_checkpoint(
-                            accelerator, output_dir, training_state(epoch), run.checkpoints_total_limit, model=base_unet, ema=ema
-                        )
+                        saved = checkpoint_now()
                         if publisher is not None and accelerator.is_main_process:
                             publisher.push_checkpoint_async(saved)
                     if run.save_images_steps and global_step % run.save_images_steps == 0 and accelerator.is_main_process:
@@ -605,9 +644,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
 
     # 6. Wrap up: a final checkpoint (to continue later), then the pipeline, the card, and the upload.
     if not (output_dir / f"checkpoint-{global_step}").exists():
-        save_checkpoint(
-            accelerator, output_dir, training_state(epoch), run.checkpoints_total_limit, model=base_unet, ema=ema
-        )
+        checkpoint_now()
     if stopped_by:
         logger.warning(
             "Stopped by %s at step %d; resume with --resume_from_checkpoint latest.", stopped_by, global_step
@@ -626,6 +663,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
             "optimizer_steps": global_step,
             "images_seen": global_step * total_batch_size,
             "training_minutes": round((time.perf_counter() - run_start) / 60, 2),
+            "nonfinite_steps": monitor.total_skipped,
         }
         write_json(output_dir / METRICS_FILE, metrics)
         write_model_card(output_dir, card_info_for_run(hparams, metrics, publisher.repo_id if publisher else None))
@@ -656,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         train(model_config, data, run, hub)
-    except (SetupError, PushError, NonFiniteWeightsError, WriteError) as error:
+    except (SetupError, PushError, DivergedError, NonFiniteWeightsError, WriteError) as error:
         for bar in list(getattr(tqdm, "_instances", ())):
             bar.close()  # end the progress bar's line, so that the error is a line of its own
         print(f"train_unconditional.py: error: {one_line(error)}", file=sys.stderr)

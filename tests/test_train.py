@@ -234,11 +234,12 @@ def test_model_config_file_bf16_and_a_ddpm_only_schedule(tmp_path):
 def test_compile_and_gradient_checkpointing(tmp_path, backend):
     # aot_eager traces forward and backward like inductor, without its minute of C++ code generation on a CPU.
     out = tmp_path / "compiled"
+    cache = str(tmp_path / "compile-cache")
     args = [*TINY, "--output_dir", str(out), "--compile", "--compile_backend", backend, "--gradient_checkpointing",
-            "--checkpointing_steps", "2"]  # fmt: skip
+            "--checkpointing_steps", "2", "--compile_cache_dir", cache]  # fmt: skip
     ok(launch(*args, "--max_train_steps", "2", cwd=tmp_path, python=True))
     # Checkpoints hold plain parameter names: a compiled run resumes without --compile, and the other way round.
-    plain = [a for a in args if a not in ("--compile", "--compile_backend", backend)]
+    plain = [a for a in args if a not in ("--compile", "--compile_backend", backend, "--compile_cache_dir", cache)]
     ok(launch(*plain, "--max_train_steps", "4", "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True))
     ok(launch(*args, "--max_train_steps", "6", "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True))
     for path in ("unet/diffusion_pytorch_model.safetensors", "checkpoint-2/model.safetensors", "checkpoint-6/model.safetensors"):
@@ -284,6 +285,10 @@ def test_default_run_shape(tmp_path):
         (["--hub_private_repo"], "need --push_to_hub"),
         (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be positive"),
         (["--dataset_name", "shapes", "--train_batch_size", "1000"], "fewer than one batch of 1000"),
+        (["--compile", "--compile_mode", "fast"], "--compile_mode 'fast' is not one of: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs"),
+        (["--compile_mode", "default"], "--compile_mode and --compile_cache_dir need --compile"),
+        (["--compile", "--compile_backend", "aot_eager", "--compile_mode", "max-autotune"], "--compile_mode is for the inductor backend"),
+        (["--max_nonfinite_steps", "-1"], "--max_nonfinite_steps must be zero or positive"),
     ],
 )
 def test_bad_flags_fail_fast_with_one_line(tmp_path, capsys, monkeypatch, args, message):
