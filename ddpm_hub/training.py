@@ -36,9 +36,10 @@ from . import __version__
 from .arguments import one_line, parse_config
 from .checkpointing import SignalStop, list_checkpoints, read_state, resolve_checkpoint, save_checkpoint
 from .config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
-from .data import ImageBatchDataset, augment, collate_uint8, load_images
+from .data import ImageBatchDataset, augment, collate_uint8, load_images, split_batch
 from .export import ema_weights, export_pipeline, sample_grid
 from .files import save_image, write_json
+from .labels import drop_labels
 from .loss import diffusion_loss
 from .model_card import CONFIG_FILE, METRICS_FILE, SAMPLE_GRID, card_info_for_run, write_model_card
 from .models import check_resolution, resolve_spec
@@ -59,6 +60,20 @@ class ModelPlan:
     description: str
     pretrained: str | None = None
     learning_rate: float = 1e-4  # used when --learning_rate is not given
+
+    def condition_on(self, num_classes: int) -> None:
+        """Give a new UNet one class embedding per class plus the null class; a pretrained one must match already."""
+        num_class_embeds = num_classes + 1 if num_classes else None
+        if self.pretrained is None:
+            self.unet_config["num_class_embeds"] = num_class_embeds
+            return
+        have = self.unet_config.get("num_class_embeds")
+        if have != num_class_embeds:
+            classes = lambda n: f"{n - 1} classes" if n else "no classes (unconditional)"  # noqa: E731
+            raise ValueError(
+                f"--pretrained_model_name_or_path {self.pretrained!r} has {classes(have)}, the training data "
+                f"{classes(num_class_embeds)}; fine-tune on data with the same classes."
+            )
 
     def build(self, cache_dir: str | None = None) -> UNet2DModel:
         if self.pretrained is None:
@@ -354,7 +369,10 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
             max_train_samples=data.max_train_samples,
             seed=run.seed,
             num_proc=data.preprocessing_num_workers,
+            class_conditional=data.class_conditional,
+            class_column=data.class_column,
         )
+        plan.condition_on(images.num_classes)
     batches_per_epoch = len(images) // (run.train_batch_size * accelerator.num_processes)
     if batches_per_epoch == 0:
         raise SetupError(
@@ -461,6 +479,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         unet_parameters=sum(p.numel() for p in base_unet.parameters()),
         learning_rate_effective=learning_rate,
         mixed_precision_effective=accelerator.mixed_precision,
+        num_classes=images.num_classes,
     )
     if accelerator.is_main_process:
         write_json(output_dir / CONFIG_FILE, hparams)
@@ -485,6 +504,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
                 sampler=run.preview_sampler,
                 num_inference_steps=run.ddpm_num_inference_steps,
                 seed=run.seed,
+                label_names=images.label_names,
             )
         save_image(grid, output_dir / "samples" / f"{tag}.png")
         log_grid(accelerator, grid, global_step)
@@ -492,7 +512,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
 
     def export() -> None:
         with ema_weights(ema, base_unet):
-            export_pipeline(base_unet, noise_scheduler, output_dir)
+            export_pipeline(base_unet, noise_scheduler, output_dir, label_names=images.label_names)
 
     # 5. The loop.
     progress = tqdm(
@@ -514,6 +534,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
             if epoch == first_epoch and resume_batches:
                 batches = accelerator.skip_first_batches(train_dataloader, resume_batches)
             for batch in batches:
+                batch, class_labels = split_batch(batch)
                 clean_images = augment(batch, data.random_flip)
                 if channels_last:
                     clean_images = clean_images.contiguous(memory_format=torch.channels_last)
@@ -523,9 +544,11 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
                     0, noise_scheduler.config.num_train_timesteps, (clean_images.shape[0],), device=clean_images.device
                 )
                 noisy_images = noise_scheduler.add_noise(clean_images, noise, timesteps)
+                if class_labels is not None:  # classifier-free guidance training: some labels become the null class
+                    class_labels = drop_labels(class_labels, model_config.class_dropout_prob, images.num_classes)
 
                 with accelerator.accumulate(unet):
-                    model_output = unet(noisy_images, timesteps).sample
+                    model_output = unet(noisy_images, timesteps, class_labels=class_labels).sample
                     loss = diffusion_loss(
                         model_output, clean_images, noise, timesteps, noise_scheduler, model_config.snr_gamma or None
                     )
