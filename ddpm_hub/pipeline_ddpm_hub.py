@@ -121,14 +121,17 @@ class DDPMHubPipeline(DiffusionPipeline):
             The denoiser, predicting noise (epsilon), v or the clean sample as its scheduler config says.
         scheduler ([`SchedulerMixin`]):
             The scheduler used to denoise; its config holds the training noise schedule.
-        label_names (`list[str]`, *optional*):
-            The names of the classes of a class-conditional UNet, in id order; saved in `model_index.json`.
+        label_names (`list[str]` or `dict[str, str]`, *optional*):
+            The names of the classes of a class-conditional UNet, in id order (or as {id: name}). Saved in
+            `model_index.json` as {id: name}, since diffusers reads every list there as a component.
     """
 
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["latents"]
 
-    def __init__(self, unet: UNet2DModel, scheduler: SchedulerMixin, label_names: list[str] | None = None):
+    def __init__(
+        self, unet: UNet2DModel, scheduler: SchedulerMixin, label_names: list[str] | dict[str, str] | None = None
+    ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
         num_class_embeds = unet.config.get("num_class_embeds")
@@ -138,6 +141,8 @@ class DDPMHubPipeline(DiffusionPipeline):
                 f"{unet.config.class_embed_type!r}."
             )
         if label_names is not None:
+            if isinstance(label_names, dict):
+                label_names = [label_names[key] for key in sorted(label_names, key=int)]
             label_names = [str(name) for name in label_names]
             if num_class_embeds is None:
                 raise ValueError(f"`label_names` were given for an unconditional UNet (no `num_class_embeds`): {label_names}.")
@@ -149,7 +154,7 @@ class DDPMHubPipeline(DiffusionPipeline):
             if len(set(label_names)) != len(label_names):
                 raise ValueError(f"`label_names` must be distinct, got {label_names}.")
             # Only conditional pipelines carry the key, so unconditional ones keep the plain DDPMPipeline index.
-            self.register_to_config(label_names=label_names)
+            self.register_to_config(label_names={str(i): name for i, name in enumerate(label_names)})
         grayscale = unet.config.in_channels == 1
         # Pixels, not latents: no VAE scaling; converts inputs of q_sample and outputs of every call.
         self.image_processor = VaeImageProcessor(
@@ -173,7 +178,7 @@ class DDPMHubPipeline(DiffusionPipeline):
     def label_names(self) -> list[str] | None:
         """The class names, in id order, of a conditional model saved with them; else `None`."""
         names = self.config.get("label_names")
-        return list(names) if names is not None else None
+        return [names[key] for key in sorted(names, key=int)] if names is not None else None
 
     @property
     def null_class_id(self) -> int:
@@ -251,7 +256,7 @@ class DDPMHubPipeline(DiffusionPipeline):
         else:
             if isinstance(class_labels, torch.Tensor):
                 class_labels = class_labels.reshape(-1).tolist()
-            labels = [class_labels] if isinstance(class_labels, (int, str)) else list(class_labels)
+            labels = list(class_labels) if isinstance(class_labels, (list, tuple)) else [class_labels]
             if len(labels) == 1:
                 labels = labels * batch_size
             if len(labels) != batch_size:
