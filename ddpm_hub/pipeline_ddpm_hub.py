@@ -234,7 +234,7 @@ class DDPMHubPipeline(DiffusionPipeline):
         """
         if guidance_scale is not None and (
             isinstance(guidance_scale, bool)
-            or not isinstance(guidance_scale, (int, float))
+            or not isinstance(guidance_scale, (int, float, np.integer, np.floating))
             or not math.isfinite(guidance_scale)
             or guidance_scale < 0
         ):
@@ -274,8 +274,9 @@ class DDPMHubPipeline(DiffusionPipeline):
                 return self._class_id(int(label))
             known = f"this model knows: {', '.join(names)}" if names else "this model has no label names; use ids"
             raise ValueError(f"Unknown class label {label!r}; {known}.")
-        if isinstance(label, bool) or not isinstance(label, int):
+        if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
             raise ValueError(f"A class label must be an id (int) or a name (str), got {label!r}.")
+        label = int(label)
         if not 0 <= label < self.num_classes:
             raise ValueError(
                 f"Class id {label} is out of range; this model has {self.num_classes} classes (ids 0 to {self.num_classes - 1})."
