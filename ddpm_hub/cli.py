@@ -2,6 +2,7 @@
 
     ddpm-hub push OUTPUT_DIR --repo_id org/name [--private] [--revision BRANCH] [--commit_message MSG]
     ddpm-hub sample org/name --output grid.png [--sampler ddim] [--num_inference_steps 50] [--num_images 16]
+        [--class_label NAME_OR_ID ...] [--guidance_scale 3]
     ddpm-hub schedules --output schedules.png
 """
 
@@ -35,6 +36,20 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--num_images", type=int, default=16)
     sample.add_argument("--seed", type=int, default=0, help="Image i uses seed + i.")
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda, mps...")
+    sample.add_argument(
+        "--class_label",
+        action="append",
+        default=None,
+        help="Class-conditional models: a class name or id, one grid row each; repeat it or give a comma-separated "
+        "list (default: every class, up to 16).",
+    )
+    sample.add_argument(
+        "--guidance_scale",
+        type=float,
+        default=None,
+        help="Classifier-free guidance scale for conditional models: 1 = conditional only, 0 = unconditional "
+        "(default: 3).",
+    )
 
     schedules = commands.add_parser("schedules", help="Plot alpha_bar(t) and SNR(t) of noise schedules (PNG).")
     schedules.add_argument("--output", default="schedules.png")
@@ -47,6 +62,16 @@ def _positive(parser, **values) -> None:
     for name, value in values.items():
         if value < 1:
             parser.error(f"--{name} must be positive, got {value}.")
+
+
+def _class_labels(values: list[str] | None) -> list[str] | None:
+    # "--class_label cat,dog --class_label 3" -> ["cat", "dog", "3"]; the pipeline reads names, and digits as ids.
+    if not values:
+        return None
+    labels = [label.strip() for value in values for label in value.split(",")]
+    if any(not label for label in labels):
+        raise ValueError(f"--class_label got an empty name in {values}.")
+    return labels
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                 num_images=args.num_images,
                 seed=args.seed,
                 device=args.device,
+                class_labels=_class_labels(args.class_label),
+                guidance_scale=args.guidance_scale,
             )
             print(f"Saved {path}")
         else:

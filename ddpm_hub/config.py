@@ -90,6 +90,13 @@ class ModelConfig:
     snr_gamma: float = field(
         default=5.0, metadata={"help": "Min-SNR loss weighting gamma (Hang et al. 2023: 5 trains ~3x faster); 0 turns it off."}
     )
+    class_dropout_prob: float = field(
+        default=0.1,
+        metadata={
+            "help": "Class-conditional runs: share of labels replaced by the null class, so the model also learns to "
+            "generate unconditionally, as classifier-free guidance needs (Ho & Salimans 2022 use 0.1-0.2)."
+        },
+    )
 
     def validate(self) -> None:
         if self.model_config_name_or_path is None and self.pretrained_model_name_or_path is None:
@@ -102,6 +109,8 @@ class ModelConfig:
             raise ValueError(f"--ddpm_num_steps must be at least 2, got {self.ddpm_num_steps}.")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout must lie in [0, 1), got {self.dropout}.")
+        if not 0 <= self.class_dropout_prob < 1:
+            raise ValueError(f"--class_dropout_prob must lie in [0, 1), got {self.class_dropout_prob}.")
         for name in ("channel_mult", "attention_resolutions"):
             values = getattr(self, name)
             if values is not None and any(v <= 0 for v in values):
@@ -122,6 +131,16 @@ class DataConfig:
     dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's config, if it has several."})
     train_data_dir: str | None = field(default=None, metadata={"help": "A folder of images (read with datasets' imagefolder)."})
     image_column: str | None = field(default=None, metadata={"help": "Column holding the images (default: image)."})
+    class_conditional: bool = field(
+        default=False,
+        metadata={
+            "help": "Train a class-conditional model on the data's own labels: the sub-folder of each image with "
+            "--train_data_dir, the Unicode emoji category with twemoji, else the data set's 'label' column."
+        },
+    )
+    class_column: str | None = field(
+        default=None, metadata={"help": "Condition on the classes in this column (names or integer ids); implies --class_conditional."}
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "Where datasets and models are cached."})
     center_crop: bool = field(default=False, metadata={"help": "Crop the centre instead of a random square."})
     random_flip: bool = field(default=False, metadata={"help": "Flip images left-right at random."})

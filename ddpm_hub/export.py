@@ -44,9 +44,15 @@ def sample_grid(
     sampler: str,
     num_inference_steps: int,
     seed: int,
+    label_names: list[str] | None = None,
 ):
-    """A preview grid from the UNet being trained, with fixed per-image seeds (comparable over training)."""
-    pipeline = DDPMHubPipeline(unet=unet, scheduler=scheduler_from_name(sampler, noise_scheduler.config))
+    """A preview grid from the UNet being trained, with fixed per-image seeds (comparable over training).
+
+    A class-conditional UNet gets one row per class (see `generate_grid`).
+    """
+    pipeline = DDPMHubPipeline(
+        unet=unet, scheduler=scheduler_from_name(sampler, noise_scheduler.config), label_names=label_names
+    )
     pipeline.set_progress_bar_config(disable=True)
     was_training = unet.training
     unet.eval()
@@ -56,8 +62,10 @@ def sample_grid(
         unet.train(was_training)
 
 
-def export_pipeline(unet: UNet2DModel, noise_scheduler, output_dir: str | os.PathLike) -> Path:
-    """Save `DDPMHubPipeline(unet, noise_scheduler)` into `output_dir`, which may hold other files.
+def export_pipeline(
+    unet: UNet2DModel, noise_scheduler, output_dir: str | os.PathLike, label_names: list[str] | None = None
+) -> Path:
+    """Save `DDPMHubPipeline(unet, noise_scheduler, label_names)` into `output_dir`, which may hold other files.
 
     The pipeline is written to a temporary folder first and moved into place entry by entry, `model_index.json`
     last, so an interrupted export never leaves a half-written weights file under its final name. Weights holding
@@ -74,7 +82,7 @@ def export_pipeline(unet: UNet2DModel, noise_scheduler, output_dir: str | os.Pat
         output_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".pipeline.", suffix=".tmp", dir=output_dir))
         with writing("the pipeline", output_dir, staging=staging):
-            DDPMHubPipeline(unet=unet, scheduler=noise_scheduler).save_pretrained(staging)
+            DDPMHubPipeline(unet=unet, scheduler=noise_scheduler, label_names=label_names).save_pretrained(staging)
             for name in PIPELINE_ENTRIES:
                 source = staging / name
                 if source.is_dir():

@@ -52,7 +52,10 @@ CARD_HYPERPARAMETERS = (
     "model", "resolution", "model_source", "beta_schedule", "num_train_timesteps", "prediction_type", "snr_gamma",
     "train_batch_size", "total_batch_size", "gradient_accumulation_steps", "max_train_steps", "learning_rate_effective",
     "lr_scheduler", "lr_warmup_steps", "mixed_precision_effective", "use_ema", "ema_max_decay", "seed",
+    "num_classes", "class_column", "class_dropout_prob",
 )  # fmt: skip
+# Shown only for class-conditional runs.
+CONDITIONAL_HYPERPARAMETERS = ("num_classes", "class_column", "class_dropout_prob")
 
 
 def card_info_for_run(hparams: dict[str, Any], metrics: dict[str, Any] | None = None, repo_id: str | None = None) -> CardInfo:
@@ -73,7 +76,11 @@ def card_info_for_run(hparams: dict[str, Any], metrics: dict[str, Any] | None = 
         dataset_id = name if "/" in name and not Path(name).exists() else None
     return CardInfo(
         repo_id=repo_id,
-        hyperparameters={key: hparams[key] for key in CARD_HYPERPARAMETERS if key in hparams},
+        hyperparameters={
+            key: hparams[key]
+            for key in CARD_HYPERPARAMETERS
+            if key in hparams and (hparams.get("num_classes") or key not in CONDITIONAL_HYPERPARAMETERS)
+        },
         dataset_description=description,
         dataset_id=dataset_id,
         attribution=builtin.attribution if builtin else None,
@@ -107,25 +114,41 @@ def build_model_card(info: CardInfo, user_notes: str | None = None) -> ModelCard
     )
     repo = info.repo_id or "path/to/this/folder"
     resolution = info.hyperparameters.get("resolution", "?")
+    num_classes = info.hyperparameters.get("num_classes") or 0
+    kind = f"A class-conditional ({num_classes} classes)" if num_classes else "An unconditional"
     sections = [
         f"# {info.repo_id.split('/')[-1] if info.repo_id else 'DDPM model'}",
-        f"An unconditional image diffusion model (DDPM, {resolution}x{resolution} pixels) trained with "
+        f"{kind} image diffusion model (DDPM, {resolution}x{resolution} pixels) trained with "
         f"[ddpm-hub](https://github.com/ddpm-hub/ddpm-hub) on {info.dataset_description}.",
     ]
     if info.has_sample_grid:
-        sections.append(f"![Samples from the EMA weights]({SAMPLE_GRID})")
+        sections.append(f"![Samples from the EMA weights]({SAMPLE_GRID})" + (", one row per class" if num_classes else ""))
+    if num_classes:
+        # model_index.json names the pipeline.py stored here: DDPMPipeline could not pass the class labels.
+        sections += [
+            "## Usage",
+            "The class names are `label_names` in `model_index.json`. With diffusers alone, from the code in this repo:",
+            f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained(\"{repo}\", "
+            "trust_remote_code=True)\nprint(pipe.label_names)\nimages = pipe(class_labels=[pipe.label_names[0]] * 4, "
+            "guidance_scale=3.0, num_inference_steps=50).images\n```",
+            f"```python\nfrom ddpm_hub import DDPMHubPipeline\n\npipe = DDPMHubPipeline.from_pretrained(\"{repo}\")\n"
+            "images = pipe.set_sampler(\"ddim\")(class_labels=0, batch_size=4, num_inference_steps=50).images\n```",
+        ]
+    else:
+        sections += [
+            "## Usage",
+            "With diffusers alone (this repo loads as a stock `DDPMPipeline`):",
+            f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained(\"{repo}\")\n"
+            "image = pipe(num_inference_steps=1000).images[0]\nimage.save(\"sample.png\")\n```",
+            "With the full pipeline (any sampler, trajectories, `q_sample`): load the code stored in this repo, or "
+            "install ddpm-hub:",
+            f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained(\n"
+            f"    \"{repo}\", custom_pipeline=\"{repo}\", trust_remote_code=True\n)\n"
+            "images = pipe.set_sampler(\"dpmpp_2m\")(batch_size=4, num_inference_steps=25).images\n```",
+            f"```python\nfrom ddpm_hub import DDPMHubPipeline\n\npipe = DDPMHubPipeline.from_pretrained(\"{repo}\")\n"
+            "images = pipe.set_sampler(\"ddim\")(batch_size=4, num_inference_steps=50).images\n```",
+        ]
     sections += [
-        "## Usage",
-        "With diffusers alone (this repo loads as a stock `DDPMPipeline`):",
-        f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained(\"{repo}\")\n"
-        "image = pipe(num_inference_steps=1000).images[0]\nimage.save(\"sample.png\")\n```",
-        "With the full pipeline (any sampler, trajectories, `q_sample`): load the code stored in this repo, or "
-        "install ddpm-hub:",
-        f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained(\n"
-        f"    \"{repo}\", custom_pipeline=\"{repo}\", trust_remote_code=True\n)\n"
-        "images = pipe.set_sampler(\"dpmpp_2m\")(batch_size=4, num_inference_steps=25).images\n```",
-        f"```python\nfrom ddpm_hub import DDPMHubPipeline\n\npipe = DDPMHubPipeline.from_pretrained(\"{repo}\")\n"
-        "images = pipe.set_sampler(\"ddim\")(batch_size=4, num_inference_steps=50).images\n```",
         "## Training",
         _table(info.hyperparameters) if info.hyperparameters else "_No training settings recorded._",
         "## Data",

@@ -1,5 +1,5 @@
 # Copyright 2026 The ddpm-hub authors. Licensed under the Apache License, Version 2.0.
-"""Unconditional image generation with a DDPM-trained `UNet2DModel` and any compatible diffusers scheduler.
+"""Image generation with a DDPM-trained `UNet2DModel` (unconditional or class-conditional) and any diffusers scheduler.
 
 This file stands alone (torch, numpy, PIL and diffusers only): `save_pretrained` copies it into every saved
 pipeline as `pipeline.py`, so the full class can be loaded from a folder or a Hub repo by anyone, with
@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -46,6 +48,15 @@ SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 OUTPUT_TYPES = ("pil", "np", "pt")
+
+# Classifier-free guidance scale used when a class-conditional model is called without `guidance_scale`. 1 is the
+# plain conditional model; Ho & Salimans (2022, Table 1) trade diversity (FID) for class fidelity (IS) as it grows,
+# and small class-conditional DDPMs give clearly class-typical samples around 2 to 4 (diffusers' DiT uses 4).
+DEFAULT_GUIDANCE_SCALE = 3.0
+
+# `model_index.json` of a class-conditional model: the class in `pipeline.py` beside the weights. Stock diffusers'
+# DDPMPipeline cannot pass class labels, so such a model asks for `trust_remote_code=True` instead of loading as one.
+CONDITIONAL_CLASS_NAME = ["pipeline", "DDPMHubPipeline"]
 
 # Beta schedules that every scheduler in SAMPLERS can rebuild from its name. Models trained with any other
 # schedule carry `trained_betas` in their scheduler config instead (see ddpm_hub.schedules).
@@ -95,26 +106,55 @@ class DDPMHubPipelineOutput(ImagePipelineOutput):
 
 class DDPMHubPipeline(DiffusionPipeline):
     r"""
-    Pipeline for unconditional image generation from a DDPM-trained `UNet2DModel`.
+    Pipeline for image generation from a DDPM-trained `UNet2DModel`, unconditional or class-conditional.
 
     Works with any diffusers scheduler built from the training scheduler's config (DDPM, DDIM, PNDM, Euler,
     Euler ancestral, Heun, LMS, DPM-Solver++, UniPC, DEIS); pick one by name with [`~DDPMHubPipeline.set_sampler`].
     Beyond [`~diffusers.DDPMPipeline`] it takes `latents` and `eta`, calls `callback_on_step_end`, can return the
     denoising trajectory, and noises images forward with [`~DDPMHubPipeline.q_sample`].
 
+    A class-conditional UNet (`num_class_embeds` = number of classes + 1; the last id is the "null" class that
+    classifier-free guidance uses) takes `class_labels`, by id or by name, and `guidance_scale`.
+
     Parameters:
         unet ([`UNet2DModel`]):
             The denoiser, predicting noise (epsilon), v or the clean sample as its scheduler config says.
         scheduler ([`SchedulerMixin`]):
             The scheduler used to denoise; its config holds the training noise schedule.
+        label_names (`list[str]` or `dict[str, str]`, *optional*):
+            The names of the classes of a class-conditional UNet, in id order (or as {id: name}). Saved in
+            `model_index.json` as {id: name}, since diffusers reads every list there as a component.
     """
 
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["latents"]
 
-    def __init__(self, unet: UNet2DModel, scheduler: SchedulerMixin):
+    def __init__(
+        self, unet: UNet2DModel, scheduler: SchedulerMixin, label_names: list[str] | dict[str, str] | None = None
+    ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
+        num_class_embeds = unet.config.get("num_class_embeds")
+        if unet.config.get("class_embed_type") is not None:
+            raise ValueError(
+                f"DDPMHubPipeline supports class ids through `num_class_embeds` only, not class_embed_type "
+                f"{unet.config.class_embed_type!r}."
+            )
+        if label_names is not None:
+            if isinstance(label_names, dict):
+                label_names = [label_names[key] for key in sorted(label_names, key=int)]
+            label_names = [str(name) for name in label_names]
+            if num_class_embeds is None:
+                raise ValueError(f"`label_names` were given for an unconditional UNet (no `num_class_embeds`): {label_names}.")
+            if len(label_names) != num_class_embeds - 1:
+                raise ValueError(
+                    f"Got {len(label_names)} `label_names` for a UNet with {num_class_embeds - 1} classes "
+                    f"(num_class_embeds {num_class_embeds}, the last being the null class)."
+                )
+            if len(set(label_names)) != len(label_names):
+                raise ValueError(f"`label_names` must be distinct, got {label_names}.")
+            # Only conditional pipelines carry the key, so unconditional ones keep the plain DDPMPipeline index.
+            self.register_to_config(label_names={str(i): name for i, name in enumerate(label_names)})
         grayscale = unet.config.in_channels == 1
         # Pixels, not latents: no VAE scaling; converts inputs of q_sample and outputs of every call.
         self.image_processor = VaeImageProcessor(
@@ -127,6 +167,23 @@ class DDPMHubPipeline(DiffusionPipeline):
         size = self.unet.config.sample_size
         height, width = (size, size) if isinstance(size, int) else tuple(size)
         return self.unet.config.in_channels, height, width
+
+    @property
+    def num_classes(self) -> int:
+        """The number of classes of a class-conditional model (the null class not counted); 0 if unconditional."""
+        num_class_embeds = self.unet.config.get("num_class_embeds")
+        return 0 if num_class_embeds is None else num_class_embeds - 1
+
+    @property
+    def label_names(self) -> list[str] | None:
+        """The class names, in id order, of a conditional model saved with them; else `None`."""
+        names = self.config.get("label_names")
+        return [names[key] for key in sorted(names, key=int)] if names is not None else None
+
+    @property
+    def null_class_id(self) -> int:
+        """The class id the model was trained with in place of a dropped label: the unconditional model."""
+        return self.num_classes
 
     def set_sampler(self, name: str, **overrides) -> "DDPMHubPipeline":
         """Swap in the scheduler called `name` (see `SAMPLERS`), keeping the model's training schedule.
@@ -162,6 +219,99 @@ class DDPMHubPipeline(DiffusionPipeline):
         if not isinstance(trajectory_stride, int) or trajectory_stride < 1:
             raise ValueError(f"`trajectory_stride` must be a positive integer, got {trajectory_stride!r}.")
 
+    def prepare_class_labels(
+        self,
+        class_labels: int | str | Sequence[int | str] | torch.Tensor | None,
+        batch_size: int,
+        guidance_scale: float | None,
+        device: torch.device | None = None,
+    ) -> tuple[torch.Tensor | None, float]:
+        """Class ids for `batch_size` images and the guidance scale to use, checked against this model.
+
+        Labels are ids or names: one for every image, or a list (or tensor) with one per image. `None` on a
+        conditional model samples the unconditional model (the null class), without guidance. Returns `(None, 1.0)`
+        for an unconditional model. Raises `ValueError` with one sentence for anything this model cannot take.
+        """
+        if guidance_scale is not None and (
+            isinstance(guidance_scale, bool)
+            or not isinstance(guidance_scale, (int, float, np.integer, np.floating))
+            or not math.isfinite(guidance_scale)
+            or guidance_scale < 0
+        ):
+            raise ValueError(f"`guidance_scale` must be a finite number >= 0, got {guidance_scale!r}.")
+        if self.num_classes == 0:
+            if class_labels is not None:
+                raise ValueError(
+                    f"This model is unconditional (its UNet has no class embedding), so it takes no `class_labels`; "
+                    f"got {class_labels!r}."
+                )
+            if guidance_scale is not None:
+                raise ValueError(
+                    f"`guidance_scale` ({guidance_scale}) needs a class-conditional model; this one is unconditional."
+                )
+            return None, 1.0
+        if class_labels is None:
+            ids = [self.null_class_id] * batch_size
+            guidance_scale = 1.0  # the null class is the unconditional model itself
+        else:
+            if isinstance(class_labels, torch.Tensor):
+                class_labels = class_labels.reshape(-1).tolist()
+            labels = list(class_labels) if isinstance(class_labels, (list, tuple)) else [class_labels]
+            if len(labels) == 1:
+                labels = labels * batch_size
+            if len(labels) != batch_size:
+                raise ValueError(f"Got {len(labels)} `class_labels` for a batch of {batch_size}; pass one, or one per image.")
+            ids = [self._class_id(label) for label in labels]
+            guidance_scale = DEFAULT_GUIDANCE_SCALE if guidance_scale is None else float(guidance_scale)
+        return torch.tensor(ids, dtype=torch.long, device=device), guidance_scale
+
+    def _class_id(self, label) -> int:
+        names = self.label_names
+        if isinstance(label, str):
+            if names is not None and label in names:
+                return names.index(label)
+            if label.strip().isdigit():  # an id written as text, as on the command line
+                return self._class_id(int(label))
+            known = f"this model knows: {', '.join(names)}" if names else "this model has no label names; use ids"
+            raise ValueError(f"Unknown class label {label!r}; {known}.")
+        if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+            raise ValueError(f"A class label must be an id (int) or a name (str), got {label!r}.")
+        label = int(label)
+        if not 0 <= label < self.num_classes:
+            raise ValueError(
+                f"Class id {label} is out of range; this model has {self.num_classes} classes (ids 0 to {self.num_classes - 1})."
+            )
+        return label
+
+    def _model_output(
+        self,
+        model_input: torch.Tensor,
+        t,
+        class_labels: torch.Tensor | None = None,
+        guidance_scale: float = 1.0,
+    ) -> torch.Tensor:
+        """The UNet's prediction (noise, v or x_0) at step t, with classifier-free guidance for class labels.
+
+        Guidance (Ho & Salimans 2022, eq. 6, written with diffusers' scale s = 1 + w):
+        out = out_null + s (out_class - out_null), from one batched UNet call on [null; class]. It is applied to
+        the model output whatever it predicts: eps, v = (eps - sigma_t x_t) / alpha_t and x_0 = (x_t - sigma_t eps)
+        / alpha_t are affine in eps at a fixed x_t, and the weights (1 - s) and s sum to one, so guiding v or x_0
+        equals guiding eps and converting. s = 1 is the conditional model alone, s = 0 the unconditional one.
+        """
+        model_input = model_input.to(self.unet.dtype)
+        if class_labels is None:
+            return self.unet(model_input, t).sample.float()
+        if guidance_scale == 1:
+            return self.unet(model_input, t, class_labels=class_labels).sample.float()
+        null_labels = torch.full_like(class_labels, self.null_class_id)
+        if guidance_scale == 0:
+            return self.unet(model_input, t, class_labels=null_labels).sample.float()
+        both = self.unet(
+            torch.cat([model_input, model_input]), t, class_labels=torch.cat([null_labels, class_labels])
+        ).sample.float()
+        unconditional, conditional = both.chunk(2)
+        return unconditional + guidance_scale * (conditional - unconditional)
+
     def _step_kwargs(self, generator, eta: float) -> dict[str, Any]:
         # Schedulers differ in what `step` accepts: only DDIM-like ones take `eta`, only stochastic ones a generator.
         accepted = inspect.signature(self.scheduler.step).parameters
@@ -191,6 +341,8 @@ class DDPMHubPipeline(DiffusionPipeline):
     def __call__(
         self,
         batch_size: int = 1,
+        class_labels: int | str | Sequence[int | str] | torch.Tensor | None = None,
+        guidance_scale: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         num_inference_steps: int = 1000,
         eta: float = 0.0,
@@ -210,7 +362,13 @@ class DDPMHubPipeline(DiffusionPipeline):
 
         Args:
             batch_size (`int`, *optional*, defaults to 1):
-                The number of images to generate.
+                The number of images to generate; with a list of `class_labels`, defaults to its length.
+            class_labels (`int`, `str`, `list` or `torch.Tensor`, *optional*):
+                For a class-conditional model: the class of every image, by id or by name (see `label_names`), or
+                one per image. Without it a conditional model samples its unconditional (null-class) model.
+            guidance_scale (`float`, *optional*, defaults to 3.0 with `class_labels`):
+                Classifier-free guidance scale s (Ho & Salimans 2022): 1 is the conditional model alone, 0 the
+                unconditional one, larger values give more class-typical, less varied images.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
                 Makes generation deterministic. With one generator per image, image i depends only on
                 `generator[i]`, so a single image of a batch can be regenerated alone.
@@ -248,20 +406,26 @@ class DDPMHubPipeline(DiffusionPipeline):
         >>> generator = [torch.Generator().manual_seed(seed) for seed in range(4)]
         >>> images = pipe(batch_size=4, generator=generator, num_inference_steps=50).images
         >>> images[0].save("cat.png")
+
+        >>> pipe = DDPMHubPipeline.from_pretrained("org/emoji-by-category")  # class-conditional
+        >>> images = pipe(class_labels=["Animals & Nature", "Food & Drink"], guidance_scale=3.0).images
         ```
 
         Returns:
             [`DDPMHubPipelineOutput`] or `tuple`: the images (and trajectory if asked for); a tuple of the
             non-empty fields when `return_dict` is `False`.
         """
+        if batch_size == 1 and isinstance(class_labels, (list, tuple, torch.Tensor)) and len(class_labels) > 1:
+            batch_size = len(class_labels)
         self.check_inputs(batch_size, num_inference_steps, output_type, latents, generator, trajectory_stride)
+        device = self._execution_device
+        class_labels, guidance_scale = self.prepare_class_labels(class_labels, batch_size, guidance_scale, device)
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
         if unknown:
             raise ValueError(f"Unknown callback tensor inputs {sorted(unknown)}; allowed: {self._callback_tensor_inputs}.")
 
-        device = self._execution_device
         # Noise is drawn and the sample is kept in float32 whatever the UNet's dtype: per-image seeds then give the
         # same noise in fp16/bf16, and the scheduler's updates do not accumulate half-precision error.
         shape = (batch_size, *self.sample_shape)
@@ -283,7 +447,7 @@ class DDPMHubPipeline(DiffusionPipeline):
         for i, t in enumerate(self.progress_bar(timesteps)):
             # 2. Predict the model output (noise, v or x_0) from x_t.
             model_input = self.scheduler.scale_model_input(latents, t)
-            model_output = self.unet(model_input.to(self.unet.dtype), t).sample.float()
+            model_output = self._model_output(model_input, t, class_labels, guidance_scale)
 
             # 3. Compute the previous sample: x_t -> x_t-1.
             step = self.scheduler.step(model_output, t, latents, **step_kwargs)
@@ -355,12 +519,23 @@ class DDPMHubPipeline(DiffusionPipeline):
             return noisy
         return self.postprocess(noisy, output_type)
 
+    @classmethod
+    def _dict_from_json_file(cls, json_file: str | os.PathLike):
+        # diffusers reads `model_index.json` through the class being loaded. Loaded through this class, a conditional
+        # model's index names it directly, so no remote code is needed (nor run) to load it.
+        config = super()._dict_from_json_file(json_file)
+        if config.get("_class_name") == CONDITIONAL_CLASS_NAME:
+            config["_class_name"] = cls.__name__
+        return config
+
     def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True, **kwargs):
         """Save like any diffusers pipeline, in a layout that loads with or without ddpm-hub installed.
 
-        `model_index.json` names the stock `DDPMPipeline`, so `DiffusionPipeline.from_pretrained` works anywhere
-        with no `trust_remote_code`; this file is stored beside it as `pipeline.py` for diffusers' custom-pipeline
-        mechanism; `DDPMHubPipeline.from_pretrained` returns this class directly.
+        For an unconditional model `model_index.json` names the stock `DDPMPipeline`, so
+        `DiffusionPipeline.from_pretrained` works anywhere with no `trust_remote_code`. A class-conditional model
+        names this class in `pipeline.py` instead (`DDPMPipeline` could not pass its class labels), so stock
+        diffusers asks for `trust_remote_code=True` and then loads this class. This file is stored beside the
+        weights as `pipeline.py`; `DDPMHubPipeline.from_pretrained` returns this class directly, without remote code.
         """
         push_to_hub = kwargs.pop("push_to_hub", False)
         if not safe_serialization:
@@ -369,7 +544,7 @@ class DDPMHubPipeline(DiffusionPipeline):
         index_path = os.path.join(save_directory, "model_index.json")
         with open(index_path, encoding="utf-8") as handle:
             index = json.load(handle)
-        index["_class_name"] = "DDPMPipeline"
+        index["_class_name"] = CONDITIONAL_CLASS_NAME if self.num_classes else "DDPMPipeline"
         with open(index_path, "w", encoding="utf-8") as handle:
             json.dump(index, handle, indent=2, sort_keys=True)
             handle.write("\n")

@@ -132,6 +132,9 @@ class TrainStep:
         # process alike after DDP's all-reduce, and fp16's GradScaler skips it as it skips an overflow.
         return loss * torch.where(torch.isfinite(loss), 1.0, float("nan"))
 
+    # Set by train() for class-conditional runs: labels -> labels with some replaced by the null class.
+    drop_labels = None
+
     def __call__(self, batch: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """Forward and backward for a uint8 batch; returns the detached loss (a device scalar, never read here)."""
         # Drawn eagerly and in this order (flip, eps, t): compiled and eager runs use the same random streams.
@@ -140,6 +143,8 @@ class TrainStep:
             clean_images = clean_images.contiguous(memory_format=torch.channels_last)
         noise = torch.randn_like(clean_images)
         timesteps = torch.randint(0, self.num_train_timesteps, (batch.shape[0],), device=batch.device)
+        if class_labels is not None and self.drop_labels is not None:
+            class_labels = self.drop_labels(class_labels)  # classifier-free guidance: some labels become the null class
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are no longer needed
         loss = self.loss(clean_images, noise, timesteps, class_labels)

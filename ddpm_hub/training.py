@@ -36,9 +36,10 @@ from . import __version__
 from .arguments import one_line, parse_config
 from .checkpointing import SignalStop, list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
-from .data import ImageBatchDataset, collate_uint8, load_images
+from .data import ImageBatchDataset, collate_uint8, load_images, split_batch
 from .export import ema_weights, export_pipeline, sample_grid
 from .files import NonFiniteWeightsError, WriteError, save_image, write_json
+from .labels import drop_labels
 from .model_card import CONFIG_FILE, METRICS_FILE, SAMPLE_GRID, card_info_for_run, write_model_card
 from .models import check_resolution, resolve_spec
 from .schedules import make_noise_scheduler
@@ -70,6 +71,20 @@ class ModelPlan:
     description: str
     pretrained: str | None = None
     learning_rate: float = 1e-4  # used when --learning_rate is not given
+
+    def condition_on(self, num_classes: int) -> None:
+        """Give a new UNet one class embedding per class plus the null class; a pretrained one must match already."""
+        num_class_embeds = num_classes + 1 if num_classes else None
+        if self.pretrained is None:
+            self.unet_config["num_class_embeds"] = num_class_embeds
+            return
+        have = self.unet_config.get("num_class_embeds")
+        if have != num_class_embeds:
+            classes = lambda n: f"{n - 1} classes" if n else "no classes (unconditional)"  # noqa: E731
+            raise ValueError(
+                f"--pretrained_model_name_or_path {self.pretrained!r} has {classes(have)}, the training data "
+                f"{classes(num_class_embeds)}; fine-tune on data with the same classes."
+            )
 
     def build(self, cache_dir: str | None = None) -> UNet2DModel:
         if self.pretrained is None:
@@ -370,7 +385,10 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
             max_train_samples=data.max_train_samples,
             seed=run.seed,
             num_proc=data.preprocessing_num_workers,
+            class_conditional=data.class_conditional,
+            class_column=data.class_column,
         )
+        plan.condition_on(images.num_classes)
     batches_per_epoch = len(images) // (run.train_batch_size * accelerator.num_processes)
     if batches_per_epoch == 0:
         raise SetupError(
@@ -458,6 +476,8 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         compile_mode=compile_mode,
         compile_backend=run.compile_backend,
     )
+    if images.num_classes:
+        train_step.drop_labels = lambda labels: drop_labels(labels, model_config.class_dropout_prob, images.num_classes)
 
     # 4. Resume: restore every state, then start at the recorded data position (skipped by index, not loaded).
     global_step, first_epoch, resume_batches = 0, 0, 0
@@ -492,6 +512,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         learning_rate_effective=learning_rate,
         mixed_precision_effective=accelerator.mixed_precision,
         compile_mode_effective=compile_mode or "none",
+        num_classes=images.num_classes,
     )
     if accelerator.is_main_process:
         write_json(output_dir / CONFIG_FILE, hparams)
@@ -516,6 +537,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
                 sampler=run.preview_sampler,
                 num_inference_steps=run.ddpm_num_inference_steps,
                 seed=run.seed,
+                label_names=images.label_names,
             )
         save_image(grid, output_dir / "samples" / f"{tag}.png")
         log_grid(accelerator, grid, global_step)
@@ -539,7 +561,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
     def export() -> None:
         fail_if_diverged(monitor.diverged())
         with ema_weights(ema, base_unet):
-            export_pipeline(base_unet, noise_scheduler, output_dir)
+            export_pipeline(base_unet, noise_scheduler, output_dir, label_names=images.label_names)
 
     # 5. The loop.
     progress = tqdm(
@@ -561,8 +583,9 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
             if epoch == first_epoch and resume_batches:
                 batches = accelerator.skip_first_batches(train_dataloader, resume_batches)
             for batch in batches:
+                batch, class_labels = split_batch(batch)
                 with accelerator.accumulate(unet):
-                    monitor.add_loss(train_step(batch))  # stays on the device: no host sync per step
+                    monitor.add_loss(train_step(batch, class_labels))  # stays on the device: no host sync per step
                     if accelerator.sync_gradients:
                         finite = apply_gradients(accelerator, unet, optimizer, lr_scheduler, run.max_grad_norm)
                 if not accelerator.sync_gradients:
