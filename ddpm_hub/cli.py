@@ -1,7 +1,7 @@
 """The `ddpm-hub` command: share and check trained pipelines without retraining.
 
     ddpm-hub push OUTPUT_DIR --repo_id org/name [--private] [--revision BRANCH] [--commit_message MSG]
-    ddpm-hub sample org/name --output grid.png [--sampler ddim] [--num_inference_steps 50] [--num_images 16]
+    ddpm-hub sample org/name --output grid.png [--sampler ddim] [--num_inference_steps 50] [--num_images 16] [--compile]
     ddpm-hub schedules --output schedules.png
 """
 
@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from .arguments import one_line
-from .pipeline_ddpm_hub import SAMPLERS
+from .pipeline_ddpm_hub import COMPILE_MODES, SAMPLERS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--num_images", type=int, default=16)
     sample.add_argument("--seed", type=int, default=0, help="Image i uses seed + i.")
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda, mps...")
+    sample.add_argument("--compile", action="store_true", help="torch.compile the UNet (CUDA graphs on CUDA).")
+    sample.add_argument("--compile_mode", default=None, choices=list(COMPILE_MODES), help="Default: reduce-overhead on CUDA.")
+    sample.add_argument("--compile_backend", default="inductor", help="torch.compile backend (aot_eager: no codegen).")
 
     schedules = commands.add_parser("schedules", help="Plot alpha_bar(t) and SNR(t) of noise schedules (PNG).")
     schedules.add_argument("--output", default="schedules.png")
@@ -78,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                 num_images=args.num_images,
                 seed=args.seed,
                 device=args.device,
+                compile=args.compile,
+                compile_mode=args.compile_mode,
+                compile_backend=args.compile_backend,
             )
             print(f"Saved {path}")
         else:

@@ -10,7 +10,7 @@ from diffusers.utils import make_image_grid
 
 from .devices import resolve_device
 from .files import save_image
-from .pipeline_ddpm_hub import DDPMHubPipeline
+from .pipeline_ddpm_hub import DDPMHubPipeline, check_compile_options
 
 
 def grid_shape(count: int) -> tuple[int, int]:
@@ -41,8 +41,19 @@ def render_grid(
     num_images: int = 16,
     seed: int = 0,
     device: str = "auto",
+    compile: bool = False,
+    compile_mode: str | None = None,
+    compile_backend: str = "inductor",
 ) -> Path:
-    """Load a pipeline from a folder or Hub repo, sample a grid with `sampler` and save it as `output`."""
+    """Load a pipeline from a folder or Hub repo, sample a grid with `sampler` and save it as `output`.
+
+    With `compile`, the UNet is compiled first (`DDPMHubPipeline.compile`: CUDA graphs on CUDA unless `compile_mode`
+    says otherwise); the grid is the same, to floating-point rounding.
+    """
+    if compile:
+        check_compile_options(compile_mode, compile_backend)  # before loading anything
     pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision).to(resolve_device(device))
     pipeline.set_sampler(sampler)
+    if compile:
+        pipeline.compile(compile_mode, backend=compile_backend)
     return save_image(generate_grid(pipeline, num_images, num_inference_steps, seed), output)
