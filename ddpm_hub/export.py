@@ -45,7 +45,12 @@ def sample_grid(
     num_inference_steps: int,
     seed: int,
 ):
-    """A preview grid from the UNet being trained, with fixed per-image seeds (comparable over training)."""
+    """A preview grid from the UNet being trained, with fixed per-image seeds (comparable over training).
+
+    The pipeline's device-side steps (ddpm, ddim, dpmpp_2m, euler) keep a preview from syncing with the host at every
+    step; the UNet runs as training left it (compiled or not): a second, inference-only compilation would cost more
+    than the few previews of a run save.
+    """
     pipeline = DDPMHubPipeline(unet=unet, scheduler=scheduler_from_name(sampler, noise_scheduler.config))
     pipeline.set_progress_bar_config(disable=True)
     was_training = unet.training

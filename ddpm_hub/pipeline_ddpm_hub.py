@@ -90,7 +90,7 @@ def check_compile_options(mode: str | None, backend: str) -> None:
     """Raise `ValueError` for a compile mode or backend that torch.compile does not know."""
     if mode is not None and mode not in COMPILE_MODES:
         raise ValueError(f"Unknown compile mode {mode!r}; choose one of: {', '.join(COMPILE_MODES)}.")
-    backends = torch._dynamo.list_backends(exclude_tags=())
+    backends = torch.compiler.list_backends(exclude_tags=())
     if backend not in backends:
         raise ValueError(f"Unknown compile backend {backend!r}; choose one of: {', '.join(backends)}.")
     if backend != "inductor" and mode not in (None, "default"):
@@ -173,7 +173,7 @@ class DeviceSteps:
                  generator=None):  # fmt: skip
         table = torch.tensor([[row.get(name, 0.0) for name in self.COEFFICIENTS] for row in rows], dtype=torch.float64)
         # One (steps,) float32 tensor per coefficient; indexing it with a Python int is a view, not a sync.
-        self.coefficients = dict(zip(self.COEFFICIENTS, table.to(device=device, dtype=torch.float32).unbind(1)))
+        self.coefficients = dict(zip(self.COEFFICIENTS, table.float().to(device).unbind(1)))  # (MPS has no float64)
         self.noise_at, self.multistep_at = noise_at, multistep_at
         self.clip, self.scales_input, self.uses_output, self.generator = clip, scales_input, uses_output, generator
         self.previous_x0: torch.Tensor | None = None  # DPM-Solver++(2M) state: x_0 of the step before
@@ -191,7 +191,10 @@ class DeviceSteps:
             EulerDiscreteScheduler: _euler_coefficients,
         }
         builder = builders.get(type(scheduler))
-        built = builder(scheduler, eta) if builder is not None else None
+        try:
+            built = builder(scheduler, eta) if builder is not None else None
+        except ZeroDivisionError:  # a degenerate schedule (eps at zero terminal SNR): the scheduler's own inf/nan
+            return None
         if built is None:
             return None
         rows, noise_at, multistep_at, options = built
