@@ -407,7 +407,8 @@ class DDPMHubPipeline(DiffusionPipeline):
     Works with any diffusers scheduler built from the training scheduler's config (DDPM, DDIM, PNDM, Euler,
     Euler ancestral, Heun, LMS, DPM-Solver++, UniPC, DEIS); pick one by name with [`~DDPMHubPipeline.set_sampler`].
     Beyond [`~diffusers.DDPMPipeline`] it takes `latents` and `eta`, calls `callback_on_step_end`, can return the
-    denoising trajectory, and noises images forward with [`~DDPMHubPipeline.q_sample`].
+    denoising trajectory, and noises images forward with [`~DDPMHubPipeline.q_sample`]. DDPM, DDIM, DPM-Solver++ and
+    Euler step on the device without host syncs (`DeviceSteps`); [`~DDPMHubPipeline.compile`] adds CUDA graphs.
 
     Parameters:
         unet ([`UNet2DModel`]):
