@@ -2,7 +2,7 @@
 
     ddpm-hub push OUTPUT_DIR --repo_id org/name [--private] [--revision BRANCH] [--commit_message MSG]
     ddpm-hub sample org/name --output grid.png [--sampler ddim] [--num_inference_steps 50] [--num_images 16]
-        [--class_label NAME_OR_ID ...] [--guidance_scale 3]
+        [--class_label NAME_OR_ID ...] [--guidance_scale 3] [--compile]
     ddpm-hub schedules --output schedules.png
 """
 
@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from .arguments import one_line
-from .pipeline_ddpm_hub import SAMPLERS
+from .pipeline_ddpm_hub import COMPILE_MODES, SAMPLERS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="Classifier-free guidance scale for conditional models: 1 = conditional only, 0 = unconditional "
         "(default: 3).",
     )
+    sample.add_argument("--compile", action="store_true", help="torch.compile the UNet (CUDA graphs on CUDA).")
+    sample.add_argument("--compile_mode", default=None, choices=list(COMPILE_MODES), help="Default: reduce-overhead on CUDA.")
+    sample.add_argument("--compile_backend", default="inductor", help="torch.compile backend (aot_eager: no codegen).")
 
     schedules = commands.add_parser("schedules", help="Plot alpha_bar(t) and SNR(t) of noise schedules (PNG).")
     schedules.add_argument("--output", default="schedules.png")
@@ -105,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
                 device=args.device,
                 class_labels=_class_labels(args.class_label),
                 guidance_scale=args.guidance_scale,
+                compile=args.compile,
+                compile_mode=args.compile_mode,
+                compile_backend=args.compile_backend,
             )
             print(f"Saved {path}")
         else:

@@ -48,7 +48,9 @@ def sample_grid(
 ):
     """A preview grid from the UNet being trained, with fixed per-image seeds (comparable over training).
 
-    A class-conditional UNet gets one row per class (see `generate_grid`).
+    A class-conditional UNet gets one row per class (see `generate_grid`). The pipeline's device-side steps (ddpm,
+    ddim, dpmpp_2m, euler) keep a preview from syncing with the host at every step; the UNet runs as training left
+    it (compiled or not): a second, inference-only compilation would cost more than the few previews of a run save.
     """
     pipeline = DDPMHubPipeline(
         unet=unet, scheduler=scheduler_from_name(sampler, noise_scheduler.config), label_names=label_names

@@ -13,7 +13,7 @@ from diffusers.utils import make_image_grid
 from .devices import resolve_device
 from .files import save_image
 from .labels import preview_class_ids
-from .pipeline_ddpm_hub import DDPMHubPipeline
+from .pipeline_ddpm_hub import DDPMHubPipeline, check_compile_options
 
 
 def grid_shape(count: int) -> tuple[int, int]:
@@ -71,14 +71,23 @@ def render_grid(
     device: str = "auto",
     class_labels: Sequence[int | str] | None = None,
     guidance_scale: float | None = None,
+    compile: bool = False,
+    compile_mode: str | None = None,
+    compile_backend: str = "inductor",
 ) -> Path:
     """Load a pipeline from a folder or Hub repo, sample a grid with `sampler` and save it as `output`.
 
-    `class_labels` (ids or names) give a conditional model's rows, one per label; see `generate_grid`.
+    `class_labels` (ids or names) give a conditional model's rows, one per label; see `generate_grid`. With
+    `compile`, the UNet is compiled first (`DDPMHubPipeline.compile`: CUDA graphs on CUDA unless `compile_mode`
+    says otherwise); the grid is the same, to floating-point rounding.
     """
+    if compile:
+        check_compile_options(compile_mode, compile_backend)  # before loading anything
     pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision).to(resolve_device(device))
     pipeline.set_sampler(sampler)
     # Checked before any sampling, so a bad label or scale fails at once with the pipeline's one-line error.
     pipeline.prepare_class_labels(list(class_labels) if class_labels else None, len(class_labels or [0]), guidance_scale)
+    if compile:
+        pipeline.compile(compile_mode, backend=compile_backend)
     grid = generate_grid(pipeline, num_images, num_inference_steps, seed, class_labels=class_labels, guidance_scale=guidance_scale)
     return save_image(grid, output)

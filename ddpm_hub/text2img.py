@@ -41,7 +41,7 @@ import torch
 from .arguments import one_line, parse_config
 from .devices import resolve_device
 from .files import WriteError, atomic_file, writing
-from .pipeline_ddpm_hub import SAMPLERS, scheduler_from_name
+from .pipeline_ddpm_hub import SAMPLERS, compile_denoiser, scheduler_from_name
 from .sampling import grid_shape
 
 
@@ -456,7 +456,8 @@ class Text2Image:
             vae_tiling (`bool`, defaults to `False`):
                 Decode large images tile by tile.
             compile (`bool`, defaults to `False`):
-                `torch.compile` the UNet: the first images are slow (compilation), the rest faster.
+                `torch.compile` the UNet, in place, for the batch shape in use (CUDA graphs, "reduce-overhead", on
+                CUDA): the first images of each batch size are slow (compilation), the rest faster.
             disable_safety_checker (`bool`, defaults to `False`):
                 Load without the model's safety checker (for models that have one).
 
@@ -502,7 +503,8 @@ class Text2Image:
         if vae_tiling:
             pipeline.vae.enable_tiling()
         if compile:
-            pipeline.unet = torch.compile(pipeline.unet)
+            # In place, for the batch shape in use; CUDA graphs on CUDA, except under offload, which moves the weights.
+            compile_denoiser(pipeline.unet, None if not cpu_offload else "default")
         # A local folder is recorded by its absolute path, so that its metadata works from any working directory.
         local = Path(model).expanduser()
         model = str(local.resolve()) if local.exists() else model
