@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="Image i uses seed + i.")
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda, mps...")
     sample.add_argument("--init_image", default=None, help="Image to image (SDEdit) from this image, with --sampler.")
-    sample.add_argument("--strength", type=float, default=None, help="With --init_image: noise to add, 0 to 1 (default 0.8).")
+    sample.add_argument(
+        "--strength", type=float, default=None, help="With --init_image: noise to add, 0 to 1 (default 0.8)."
+    )
     sample.add_argument(
         "--mask_image", default=None, help="With --init_image: inpaint (RePaint) the white region of this mask."
     )

@@ -21,13 +21,7 @@ import PIL.Image
 import torch
 
 import diffusers
-from diffusers import (
-    DDIMScheduler,
-    DDPMScheduler,
-    DiffusionPipeline,
-    ImagePipelineOutput,
-    UNet2DModel,
-)
+from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
@@ -77,7 +71,7 @@ def scheduler_from_name(name: str, config, **overrides) -> SchedulerMixin:
             f"Sampler {name!r} ({class_name}) cannot sample a model trained with zero terminal SNR; "
             "use one of: ddpm, ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc."
         )
-    return DDIMScheduler.from_config(config, **{**defaults, **overrides})
+    return scheduler_cls.from_config(config, **{**defaults, **overrides})
 
 
 def split_prediction(
@@ -126,15 +120,16 @@ def slerp(start: torch.Tensor, end: torch.Tensor, weight: float, dot_threshold: 
     cos = (start_flat * end_flat).sum(1) / (start_flat.norm(dim=1) * end_flat.norm(dim=1))
     theta = torch.arccos(cos.clamp(-1, 1))
     sin_theta = torch.sin(theta)
-    start_weight = torch.where(cos.abs() > dot_threshold, 1 - weight, torch.sin((1 - weight) * theta) / sin_theta)
-    end_weight = torch.where(cos.abs() > dot_threshold, torch.full_like(cos, weight), torch.sin(weight * theta) / sin_theta)
+    parallel = cos.abs() > dot_threshold
+    start_weight = torch.where(parallel, 1 - weight, torch.sin((1 - weight) * theta) / sin_theta)
+    end_weight = torch.where(parallel, torch.full_like(cos, weight), torch.sin(weight * theta) / sin_theta)
     shape = (-1,) + (1,) * (start.ndim - 1)
     mixed = start_weight.view(shape) * start.double() + end_weight.view(shape) * end.double()
     return mixed.to(start.dtype)
 
 
 def _image_size(image) -> tuple[int, int] | None:
-    """(height, width) of a PIL image, an HWC/NHWC array or a CHW/NCHW tensor (first of a list); None if not an image."""
+    """(height, width) of a PIL image, HWC/NHWC array or CHW/NCHW tensor (the first of a list); None if not an image."""
     if isinstance(image, (list, tuple)) and image:
         image = image[0]
     if isinstance(image, PIL.Image.Image):
@@ -191,6 +186,9 @@ class DDPMHubPipeline(DiffusionPipeline):
     Euler ancestral, Heun, LMS, DPM-Solver++, UniPC, DEIS); pick one by name with [`~DDPMHubPipeline.set_sampler`].
     Beyond [`~diffusers.DDPMPipeline`] it takes `latents` and `eta`, calls `callback_on_step_end`, can return the
     denoising trajectory, and noises images forward with [`~DDPMHubPipeline.q_sample`].
+
+    The same model edits images: [`~DDPMHubPipeline.img2img`] (SDEdit), [`~DDPMHubPipeline.inpaint`] (RePaint),
+    [`~DDPMHubPipeline.invert`] (DDIM inversion) and [`~DDPMHubPipeline.interpolate`].
 
     Parameters:
         unet ([`UNet2DModel`]):
@@ -490,9 +488,10 @@ class DDPMHubPipeline(DiffusionPipeline):
         if not items or _image_size(image) is None or not all(
             isinstance(item, (PIL.Image.Image, np.ndarray, torch.Tensor)) for item in items
         ):
+            shape = f" of shape {tuple(image.shape)}" if hasattr(image, "shape") else ""
             raise ValueError(
                 f"`{name}` must be a PIL image, a numpy array (HxWxC) or a torch tensor (CxHxW) in [0, 1], or a list "
-                f"of them; got {type(image).__name__}{' of shape ' + str(tuple(image.shape)) if hasattr(image, 'shape') else ''}."
+                f"of them; got {type(image).__name__}{shape}."
             )
         _, height, width = self.sample_shape
         try:
@@ -500,7 +499,10 @@ class DDPMHubPipeline(DiffusionPipeline):
         except (ValueError, TypeError) as error:
             raise ValueError(f"`{name}` could not be read as an image: {' '.join(str(error).split())}") from None
         if images.shape[1] != self.sample_shape[0] or not torch.isfinite(images).all():
-            raise ValueError(f"`{name}` must be finite images with {self.sample_shape[0]} channel(s), got shape {tuple(images.shape)}.")
+            raise ValueError(
+                f"`{name}` must be finite images with {self.sample_shape[0]} channel(s), "
+                f"got shape {tuple(images.shape)}."
+            )
         return images
 
     def _prepare_mask(self, mask_image, image, batch_size: int) -> torch.Tensor:
@@ -527,7 +529,8 @@ class DDPMHubPipeline(DiffusionPipeline):
                     mask = mask[:, 0]
                 else:
                     raise ValueError(
-                        f"`mask_image` must have one channel (arrays HxW or HxWx1, tensors HxW or 1xHxW), got shape {shape}."
+                        "`mask_image` must have one channel (arrays HxW or HxWx1, tensors HxW or 1xHxW), "
+                        f"got shape {shape}."
                     )
             else:
                 raise ValueError(
@@ -630,7 +633,8 @@ class DDPMHubPipeline(DiffusionPipeline):
 
         >>> pipe = DDPMHubPipeline.from_pretrained("org/cats-ddpm").set_sampler("ddim")
         >>> sketch = PIL.Image.open("sketch.png")
-        >>> images = pipe.img2img(sketch, strength=0.6, num_inference_steps=50, generator=torch.Generator().manual_seed(0)).images
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> images = pipe.img2img(sketch, strength=0.6, num_inference_steps=50, generator=generator).images
         ```
 
         Returns:
@@ -645,7 +649,8 @@ class DDPMHubPipeline(DiffusionPipeline):
         num_denoising_steps = int(num_inference_steps * strength)
         if strength > 0 and num_denoising_steps == 0:
             raise ValueError(
-                f"`strength` {strength} of {num_inference_steps} steps runs no step; raise `strength` or `num_inference_steps`."
+                f"`strength` {strength} of {num_inference_steps} steps runs no step; "
+                "raise `strength` or `num_inference_steps`."
             )
         device = self._execution_device
         clean = clean.to(device)
@@ -751,7 +756,8 @@ class DDPMHubPipeline(DiffusionPipeline):
         timesteps = levels.timesteps.flip(0).tolist()
         alphas_cumprod = torch.cat([torch.ones(1), levels.alphas_cumprod[timesteps].float()]).to(device)
         prediction_type = self.scheduler.config.prediction_type
-        clip_range = self.scheduler.config.get("clip_sample_range", 1.0) if self.scheduler.config.get("clip_sample") else None
+        config = self.scheduler.config
+        clip_range = config.get("clip_sample_range", 1.0) if config.get("clip_sample") else None
 
         def noise_like() -> torch.Tensor:
             return randn_tensor(clean.shape, generator=generator, device=device, dtype=torch.float32)
@@ -772,7 +778,8 @@ class DDPMHubPipeline(DiffusionPipeline):
                     pred_original = pred_original.clamp(-clip_range, clip_range)
                     pred_epsilon = (latents - alpha_prod_t.sqrt() * pred_original) / (1 - alpha_prod_t).sqrt()
                 # 2. Unknown region (line 7): the reverse step x_t -> x_t-1, DDIM eq. 12; eta = 1 is the DDPM posterior.
-                std_dev_t = eta * ((1 - alpha_prod_next) / (1 - alpha_prod_t) * (1 - alpha_prod_t / alpha_prod_next)).sqrt()
+                variance = (1 - alpha_prod_next) / (1 - alpha_prod_t) * (1 - alpha_prod_t / alpha_prod_next)
+                std_dev_t = eta * variance.sqrt()
                 direction = (1 - alpha_prod_next - std_dev_t**2).clamp(min=0).sqrt() * pred_epsilon
                 unknown = alpha_prod_next.sqrt() * pred_original + direction + std_dev_t * noise_like()
                 # 3. Known region (line 5): the input noised to the same level, x_t-1 = sqrt(alpha_bar) x_0 + ... eps.
@@ -823,7 +830,7 @@ class DDPMHubPipeline(DiffusionPipeline):
         ```
 
         Returns:
-            [`DDPMHubInversionOutput`] or `tuple`: the latents x_T (float32, on the pipeline's device) and a view of them.
+            [`DDPMHubInversionOutput`] or `tuple`: the latents x_T (float32, on the pipeline's device) and their view.
         """
         clean = self._prepare_images(image)
         self.check_inputs(clean.shape[0], num_inference_steps, output_type, None, None, 1)
@@ -860,8 +867,10 @@ class DDPMHubPipeline(DiffusionPipeline):
                 raise ValueError(f"`seed_{name}` must be an integer, got {seed!r}.")
             # The same noise as `__call__` with `generator=torch.Generator().manual_seed(seed)`.
             generator = torch.Generator().manual_seed(seed)
-            return randn_tensor((1, *self.sample_shape), generator=generator, device=self._execution_device, dtype=torch.float32)
-        if isinstance(image, (list, tuple)) or (isinstance(image, (np.ndarray, torch.Tensor)) and image.ndim == 4 and len(image) != 1):
+            shape = (1, *self.sample_shape)
+            return randn_tensor(shape, generator=generator, device=self._execution_device, dtype=torch.float32)
+        batched = isinstance(image, (np.ndarray, torch.Tensor)) and image.ndim == 4 and len(image) != 1
+        if isinstance(image, (list, tuple)) or batched:
             raise ValueError(f"`image_{name}` must be one image, got a batch.")
         return self.invert(image, num_inference_steps=num_inference_steps, output_type="pt").latents
 

@@ -171,7 +171,7 @@ class EditInputs:
 
 
 def _seed_or_image(value: str, flag: str) -> int | PIL.Image.Image:
-    # An integer that is not an existing file is a seed: the noise `ddpm-hub sample --seed N` starts its first image from.
+    # An integer that is not an existing file is a seed: the noise `ddpm-hub sample --seed N` starts image 0 from.
     if re.fullmatch(r"-?\d+", value) and not os.path.exists(value):
         return int(value)
     return open_user_image(value, flag)

@@ -68,7 +68,9 @@ def test_img2img_at_strength_zero_returns_the_input(tiny_pipeline):
 
 def test_img2img_at_strength_one_is_plain_generation(tiny_pipeline):
     tiny_pipeline.set_sampler("ddim")
-    from_image = tiny_pipeline.img2img(random_images(1), 1.0, generator=seeded(3), num_inference_steps=4, output_type="np")
+    from_image = tiny_pipeline.img2img(
+        random_images(1), 1.0, generator=seeded(3), num_inference_steps=4, output_type="np"
+    )
     generated = tiny_pipeline(generator=seeded(3), num_inference_steps=4, output_type="np")
     np.testing.assert_array_equal(from_image.images, generated.images)
 
@@ -93,7 +95,8 @@ def test_img2img_runs_the_last_strength_fraction_of_the_steps(sampler):
 
 def test_img2img_is_reproducible_per_image(tiny_pipeline):
     images = random_images(2)
-    batch = tiny_pipeline.img2img(images, 0.5, generator=[seeded(4), seeded(5)], num_inference_steps=4, output_type="np")
+    generators = [seeded(4), seeded(5)]
+    batch = tiny_pipeline.img2img(images, 0.5, generator=generators, num_inference_steps=4, output_type="np")
     alone = tiny_pipeline.img2img(images[1:], 0.5, generator=[seeded(5)], num_inference_steps=4, output_type="np")
     np.testing.assert_allclose(alone.images[0], batch.images[1], atol=1e-5)
 
@@ -133,7 +136,9 @@ def test_inpaint_fills_with_what_the_model_knows(prediction_type):
     target = pipe.unet.mean / 2 + 0.5
     image = random_images(1, seed=7)
     mask = center_mask()
-    out = pipe.inpaint(image, mask, generator=seeded(0), num_inference_steps=20, jump_length=5, jump_n_sample=2, output_type="pt")
+    out = pipe.inpaint(
+        image, mask, generator=seeded(0), num_inference_steps=20, jump_length=5, jump_n_sample=2, output_type="pt"
+    )
     fill = torch.from_numpy(mask).bool().expand_as(image)
     torch.testing.assert_close(out.images[fill], target.clamp(0, 1)[fill], atol=2e-3, rtol=0)
     torch.testing.assert_close(out.images[~fill], image[~fill], atol=1e-5, rtol=0)
@@ -163,10 +168,10 @@ def test_masks_in_every_format_mean_the_same(tiny_pipeline):
         np.kron(mask, np.ones((2, 2), dtype=np.float32)),  # larger masks are resized with the image
     ]
     images = [random_images(1)[0]] * 4 + [torch.nn.functional.interpolate(random_images(1), scale_factor=2)[0]]
-    results = [
-        tiny_pipeline.inpaint(image, m, generator=seeded(0), num_inference_steps=3, jump_n_sample=1, output_type="np").images
-        for image, m in zip(images, formats)
-    ]
+    run = lambda image, mask: tiny_pipeline.inpaint(  # noqa: E731
+        image, mask, generator=seeded(0), num_inference_steps=3, jump_n_sample=1, output_type="np"
+    ).images
+    results = [run(image, m) for image, m in zip(images, formats)]
     for other in results[1:4]:
         np.testing.assert_array_equal(results[0], other)
     keep = np.broadcast_to(mask[None, ..., None] == 0, results[0].shape)
@@ -243,13 +248,13 @@ def test_slerp_keeps_the_ends_and_the_norm():
         ("img2img", dict(image="cat.png"), r"`image` must be a PIL image.*got str"),
         ("img2img", dict(image=None), r"`image` must be a PIL image.*got NoneType"),
         ("img2img", dict(image=np.zeros(16)), r"got ndarray of shape \(16,\)"),
-        ("img2img", dict(image=torch.rand(3, 16, 16), strength=1.5), r"`strength` must be a number in \[0, 1\], got 1.5"),
+        ("img2img", dict(image=torch.rand(3, 16, 16), strength=1.5), r"`strength` must be a number in \[0, 1\]"),
         ("img2img", dict(image=torch.rand(3, 16, 16), strength=0.05, num_inference_steps=10), "runs no step"),
-        ("inpaint", dict(image=torch.rand(3, 16, 16), mask_image="hole.png"), r"`mask_image` must be a single-channel.*got str"),
+        ("inpaint", dict(image=torch.rand(3, 16, 16), mask_image="hole.png"), r"`mask_image` must be a single.*str"),
         ("inpaint", dict(image=torch.rand(3, 16, 16), mask_image=np.ones((16, 16, 3))), "must have one channel"),
         ("inpaint", dict(image=torch.rand(3, 16, 16), mask_image=np.ones((8, 8))), "is 8x8 but `image` is 16x16"),
         ("inpaint", dict(image=torch.rand(3, 16, 16), mask_image=np.zeros((16, 16))), "no white pixel"),
-        ("inpaint", dict(image=torch.rand(3, 16, 16), mask_image=np.full((16, 16), 2.0)), r"values must lie in \[0, 1\]"),
+        ("inpaint", dict(image=torch.rand(3, 16, 16), mask_image=np.full((16, 16), 2.0)), r"lie in \[0, 1\]"),
         ("inpaint", dict(image=torch.rand(3, 16, 16), mask_image=np.ones((16, 16)), jump_length=0), "`jump_length`"),
         ("invert", dict(image=[]), "`image` must be a PIL image"),
         ("interpolate", dict(), "exactly one of `image_a` and `seed_a`"),
@@ -281,15 +286,19 @@ def image_files(tmp_path_factory):
 
 
 def sample_cli(saved_pipeline_dir, output, *args):
-    return ddpm_hub_main(["sample", str(saved_pipeline_dir), "--output", str(output), "--num_inference_steps", "4", *args])
+    return ddpm_hub_main(
+        ["sample", str(saved_pipeline_dir), "--output", str(output), "--num_inference_steps", "4", *args]
+    )
 
 
 def test_cli_img2img_inpaint_and_interpolate(saved_pipeline_dir, image_files, tmp_path, capsys):
     a, b, mask = image_files / "a.png", image_files / "b.png", image_files / "mask.png"
-    assert sample_cli(saved_pipeline_dir, tmp_path / "img2img.png", "--init_image", str(a), "--strength", "0.5", "--num_images", "2") == 0
+    assert sample_cli(saved_pipeline_dir, tmp_path / "img2img.png", "--init_image", str(a), "--strength", "0.5",
+                      "--num_images", "2") == 0  # fmt: skip
     assert sample_cli(saved_pipeline_dir, tmp_path / "inpaint.png", "--init_image", str(a), "--mask_image", str(mask),
                       "--num_images", "2", "--jump_length", "2", "--jump_n_sample", "2") == 0  # fmt: skip
-    assert sample_cli(saved_pipeline_dir, tmp_path / "strip.png", "--interpolate", str(a), str(b), "--num_frames", "3") == 0
+    assert sample_cli(saved_pipeline_dir, tmp_path / "strip.png", "--interpolate", str(a), str(b),
+                      "--num_frames", "3") == 0  # fmt: skip
     assert sample_cli(saved_pipeline_dir, tmp_path / "seeds.png", "--interpolate", "0", "1", "--num_frames", "4") == 0
     assert "Saved" in capsys.readouterr().out
     sizes = {name: PIL.Image.open(tmp_path / f"{name}.png").size for name in ("img2img", "inpaint", "strip", "seeds")}
@@ -317,7 +326,7 @@ def _model_mode(path):
         (["--init_image", "{a}", "--mask_image", "{small}"], "--mask_image is 32x16 but --init_image is 32x32"),
         (["--init_image", "{a}", "--strength", "2"], "--strength must lie in [0, 1], got 2.0."),
         (["--mask_image", "{mask}"], "--mask_image needs --init_image"),
-        (["--init_image", "{a}", "--mask_image", "{mask}", "--strength", "0.5"], "--strength applies to image to image"),
+        (["--init_image", "{a}", "--mask_image", "{mask}", "--strength", "0.5"], "--strength applies to image to"),
         (["--interpolate", "{a}", "3", "--init_image", "{a}"], "--interpolate cannot be combined"),
         (["--interpolate", "0", "1", "--num_frames", "1"], "--num_frames must be at least 2, got 1."),
     ],
