@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--strength", type=float, default=None, help="With --init_image: noise to add, 0 to 1 (default 0.8)."
     )
     sample.add_argument(
-        "--mask_image", default=None, help="With --init_image: inpaint (RePaint) the white region of this mask."
+        "--mask_image",
+        default=None,
+        help="With --init_image: inpaint the white region of this mask (RePaint, with its own steps, not --sampler).",
     )
     sample.add_argument("--jump_length", type=int, default=10, help="RePaint: levels per resampling jump.")
     sample.add_argument("--jump_n_sample", type=int, default=10, help="RePaint: times each stretch is denoised.")

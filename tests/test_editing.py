@@ -197,7 +197,7 @@ def test_ddim_inversion_then_ddim_sampling_reconstructs_the_image(prediction_typ
         pipe.set_sampler("ddim", clip_sample=False)
         again = pipe(batch_size=2, latents=latents, num_inference_steps=steps, eta=0.0, output_type="pt").images
         errors[steps] = float((again - images).abs().max())
-    assert errors[50] < 0.06
+    assert errors[50] < 0.055  # 0.051 measured; converting v or x_0 at the wrong noise level gives 0.060
     assert errors[50] < errors[10] / 3  # the error shrinks with the step, as an Euler scheme's should
 
 
@@ -215,8 +215,8 @@ def test_interpolation_end_frames_match_the_inputs():
     pil = [PIL.Image.fromarray((image * 255).round().byte().permute(1, 2, 0).numpy()) for image in images]
     frames = pipe.interpolate(pil[0], pil[1], num_frames=5, num_inference_steps=50, output_type="pt").images
     assert frames.shape == (5, 3, 16, 16)
-    assert float((frames[0] - images[0]).abs().max()) < 0.06
-    assert float((frames[-1] - images[1]).abs().max()) < 0.06
+    assert float((frames[0] - images[0]).abs().max()) < 0.055
+    assert float((frames[-1] - images[1]).abs().max()) < 0.055
     assert float((frames[2] - images[0]).abs().mean()) > 0.05 and float((frames[2] - images[1]).abs().mean()) > 0.05
 
 
