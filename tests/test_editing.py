@@ -6,7 +6,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import TINY_UNET, make_tiny_pipeline
+from conftest import TINY_UNET
 from diffusers import RePaintScheduler, UNet2DModel
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
