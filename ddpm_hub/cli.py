@@ -3,6 +3,7 @@
     ddpm-hub push OUTPUT_DIR --repo_id org/name [--private] [--revision BRANCH] [--commit_message MSG]
     ddpm-hub sample org/name --output grid.png [--sampler ddim] [--num_inference_steps 50] [--num_images 16]
         [--class_label NAME_OR_ID ...] [--guidance_scale 3] [--compile]
+        [--init_image PATH [--strength 0.8] | --init_image PATH --mask_image PATH | --interpolate A B --num_frames 8]
     ddpm-hub schedules --output schedules.png
 """
 
@@ -53,6 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--compile", action="store_true", help="torch.compile the UNet (CUDA graphs on CUDA).")
     sample.add_argument("--compile_mode", default=None, choices=list(COMPILE_MODES), help="Default: reduce-overhead on CUDA.")
     sample.add_argument("--compile_backend", default="inductor", help="torch.compile backend (aot_eager: no codegen).")
+    sample.add_argument("--init_image", default=None, help="Image to image (SDEdit) from this image, with --sampler.")
+    sample.add_argument(
+        "--strength", type=float, default=None, help="With --init_image: noise to add, 0 to 1 (default 0.8)."
+    )
+    sample.add_argument(
+        "--mask_image",
+        default=None,
+        help="With --init_image: inpaint the white region of this mask (RePaint, with its own steps, not --sampler).",
+    )
+    sample.add_argument("--jump_length", type=int, default=10, help="RePaint: levels per resampling jump.")
+    sample.add_argument("--jump_n_sample", type=int, default=10, help="RePaint: times each stretch is denoised.")
+    sample.add_argument(
+        "--interpolate",
+        nargs=2,
+        default=None,
+        metavar=("A", "B"),
+        help="Two image paths or two seeds (integers): a strip of frames from A to B (DDIM inversion + slerp).",
+    )
+    sample.add_argument("--num_frames", type=int, default=8, help="With --interpolate: frames, both ends included.")
 
     schedules = commands.add_parser("schedules", help="Plot alpha_bar(t) and SNR(t) of noise schedules (PNG).")
     schedules.add_argument("--output", default="schedules.png")
@@ -111,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
                 compile=args.compile,
                 compile_mode=args.compile_mode,
                 compile_backend=args.compile_backend,
+                init_image=args.init_image,
+                strength=args.strength,
+                mask_image=args.mask_image,
+                jump_length=args.jump_length,
+                jump_n_sample=args.jump_n_sample,
+                interpolate=args.interpolate,
+                num_frames=args.num_frames,
             )
             print(f"Saved {path}")
         else:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import PIL.Image
 import torch
 from diffusers.utils import make_image_grid
 
+from .data import open_image, to_model_mode
 from .devices import resolve_device
 from .files import save_image
 from .labels import preview_class_ids
@@ -74,20 +78,145 @@ def render_grid(
     compile: bool = False,
     compile_mode: str | None = None,
     compile_backend: str = "inductor",
+    init_image: str | os.PathLike | None = None,
+    strength: float | None = None,
+    mask_image: str | os.PathLike | None = None,
+    jump_length: int = 10,
+    jump_n_sample: int = 10,
+    interpolate: Sequence[str] | None = None,
+    num_frames: int = 8,
 ) -> Path:
     """Load a pipeline from a folder or Hub repo, sample a grid with `sampler` and save it as `output`.
 
     `class_labels` (ids or names) give a conditional model's rows, one per label; see `generate_grid`. With
     `compile`, the UNet is compiled first (`DDPMHubPipeline.compile`: CUDA graphs on CUDA unless `compile_mode`
-    says otherwise); the grid is the same, to floating-point rounding.
+    says otherwise); the grid is the same, to floating-point rounding. With `init_image` the grid holds
+    `num_images` img2img results (`strength`, seeds seed + i); with `mask_image` too, inpainted ones (RePaint,
+    `jump_length`, `jump_n_sample`); with `interpolate` (two image paths or seeds) a strip of `num_frames` frames.
+    Options and images are checked before the model loads.
     """
     if compile:
         check_compile_options(compile_mode, compile_backend)  # before loading anything
+    edit = EditInputs.check(
+        init_image=init_image,
+        strength=strength,
+        mask_image=mask_image,
+        jump_length=jump_length,
+        jump_n_sample=jump_n_sample,
+        interpolate=interpolate,
+        num_frames=num_frames,
+    )
+    if edit is not None and (class_labels or guidance_scale is not None):
+        raise ValueError("--class_label and --guidance_scale apply to plain sampling, not to the editing options yet.")
     pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision).to(resolve_device(device))
     pipeline.set_sampler(sampler)
     # Checked before any sampling, so a bad label or scale fails at once with the pipeline's one-line error.
     pipeline.prepare_class_labels(list(class_labels) if class_labels else None, len(class_labels or [0]), guidance_scale)
     if compile:
         pipeline.compile(compile_mode, backend=compile_backend)
-    grid = generate_grid(pipeline, num_images, num_inference_steps, seed, class_labels=class_labels, guidance_scale=guidance_scale)
+    if edit is None:
+        grid = generate_grid(
+            pipeline, num_images, num_inference_steps, seed, class_labels=class_labels, guidance_scale=guidance_scale
+        )
+    else:
+        grid = edit.render(pipeline, num_images, num_inference_steps, seed)
     return save_image(grid, output)
+
+
+def open_user_image(path: str | os.PathLike, flag: str, channels: int = 3) -> PIL.Image.Image:
+    """A fully decoded image from `path`, converted as training converts images; `ValueError` naming `flag` if not."""
+    try:
+        return to_model_mode(open_image(os.fspath(path)), channels)
+    except (OSError, ValueError, PIL.Image.DecompressionBombError) as error:
+        reason = "no such file" if isinstance(error, FileNotFoundError) else " ".join(str(error).split())
+        raise ValueError(f"{flag} {os.fspath(path)!r} is not a readable image: {reason}.") from None
+
+
+@dataclass
+class EditInputs:
+    """The editing options of `ddpm-hub sample`, checked and with their images opened, before any model loads."""
+
+    mode: str  # "img2img", "inpaint" or "interpolate"
+    image: PIL.Image.Image | None = None
+    mask: PIL.Image.Image | None = None
+    strength: float = 0.8
+    jump_length: int = 10
+    jump_n_sample: int = 10
+    ends: tuple = ()  # interpolate: a seed (int) or an image for each end
+    num_frames: int = 8
+
+    @classmethod
+    def check(
+        cls, *, init_image, strength, mask_image, jump_length, jump_n_sample, interpolate, num_frames
+    ) -> "EditInputs | None":
+        """Validate the combination of options and open the images; `None` when no editing option is given."""
+        if interpolate is not None:
+            if init_image is not None or mask_image is not None or strength is not None:
+                raise ValueError("--interpolate cannot be combined with --init_image, --mask_image or --strength.")
+            if len(interpolate) != 2:
+                raise ValueError(f"--interpolate takes two image paths or seeds, got {list(interpolate)}.")
+            if num_frames < 2:
+                raise ValueError(f"--num_frames must be at least 2, got {num_frames}.")
+            ends = tuple(_seed_or_image(value, f"--interpolate {end}") for value, end in zip(interpolate, "AB"))
+            return cls("interpolate", ends=ends, num_frames=num_frames)
+        if mask_image is not None and init_image is None:
+            raise ValueError("--mask_image needs --init_image, the image to complete.")
+        if strength is not None and (init_image is None or mask_image is not None):
+            raise ValueError("--strength applies to image to image: --init_image without --mask_image.")
+        if init_image is None:
+            return None
+        if strength is not None and not 0 <= strength <= 1:
+            raise ValueError(f"--strength must lie in [0, 1], got {strength}.")
+        image = open_user_image(init_image, "--init_image")
+        if mask_image is None:
+            return cls("img2img", image=image, strength=0.8 if strength is None else strength)
+        for flag, value in (("--jump_length", jump_length), ("--jump_n_sample", jump_n_sample)):
+            if value < 1:
+                raise ValueError(f"{flag} must be positive, got {value}.")
+        mask = open_user_image(mask_image, "--mask_image", channels=1)
+        if mask.size != image.size:
+            raise ValueError(
+                f"--mask_image is {mask.size[0]}x{mask.size[1]} but --init_image is {image.size[0]}x{image.size[1]}; "
+                "they must be the same size."
+            )
+        return cls("inpaint", image=image, mask=mask, jump_length=jump_length, jump_n_sample=jump_n_sample)
+
+    @torch.no_grad()
+    def render(self, pipeline: DDPMHubPipeline, num_images: int, num_inference_steps: int, seed: int):
+        """The grid (img2img, inpaint: `num_images` results, image i from seed + i) or the strip (interpolate)."""
+        if self.mode == "interpolate":
+            (image_a, seed_a), (image_b, seed_b) = [(None, e) if isinstance(e, int) else (e, None) for e in self.ends]
+            frames = pipeline.interpolate(
+                image_a,
+                image_b,
+                num_frames=self.num_frames,
+                seed_a=seed_a,
+                seed_b=seed_b,
+                num_inference_steps=num_inference_steps,
+            ).images
+            return make_image_grid(frames, 1, len(frames))
+        generators = [torch.Generator().manual_seed(seed + i) for i in range(num_images)]
+        if self.mode == "img2img":
+            images = pipeline.img2img(
+                [self.image] * num_images,
+                strength=self.strength,
+                generator=generators,
+                num_inference_steps=num_inference_steps,
+            ).images
+        else:
+            images = pipeline.inpaint(
+                [self.image] * num_images,
+                self.mask,
+                generator=generators,
+                num_inference_steps=num_inference_steps,
+                jump_length=self.jump_length,
+                jump_n_sample=self.jump_n_sample,
+            ).images
+        return make_image_grid(images, *grid_shape(num_images))
+
+
+def _seed_or_image(value: str, flag: str) -> int | PIL.Image.Image:
+    # An integer that is not an existing file is a seed: the noise `ddpm-hub sample --seed N` starts image 0 from.
+    if re.fullmatch(r"-?\d+", value) and not os.path.exists(value):
+        return int(value)
+    return open_user_image(value, flag)
