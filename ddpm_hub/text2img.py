@@ -109,8 +109,10 @@ def read_image_file(path: str | os.PathLike, what: str):
     from diffusers.utils import load_image
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ValueError(f"The {what} {str(path)!r} does not exist.")
+    if not path.is_file():
+        raise ValueError(f"The {what} {str(path)!r} is a folder, not an image file.")
     data = path.read_bytes()
     try:
         # load_image: diffusers' own loader (EXIF transpose, then RGB), which also decodes every pixel now.
@@ -864,6 +866,10 @@ class Text2Image:
                 output_type="pil",
                 **call_kwargs,
             )
+            if pipeline is not self.pipeline:
+                # Model CPU offload's hooks belong to the loaded pipeline: the edit pipeline cannot put the models
+                # back on the CPU after its call, so the owner does (a no-op without offload).
+                self.pipeline.maybe_free_model_hooks()
             nsfw = getattr(output, "nsfw_content_detected", None)
             for i, picture in enumerate(output.images):
                 images.append(picture)
