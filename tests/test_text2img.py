@@ -218,15 +218,20 @@ def test_compiled_unet_generates(tiny_sd_dir, text2image):
     assert max_difference(output.images[0], expected.images[0]) <= 2
 
 
-def test_safety_checker_stays_on_by_default_and_can_be_disabled(tmp_path):
+def test_safety_checker_stays_on_by_default_and_can_be_disabled(tmp_path, edit_inputs):
     # This model's safety checker flags every image (see tiny_sd.build_flagging_safety_checker).
     model = str(tmp_path / "with-checker")
     build_tiny_sd(model, safety_checker=True)
 
-    checked = Text2Image.from_pretrained(model, device="cpu").generate("a cat", seed=0, progress=False, **SMALL)
+    checked_t2i = Text2Image.from_pretrained(model, device="cpu")
+    checked = checked_t2i.generate("a cat", seed=0, progress=False, **SMALL)
     assert checked.metadata[0].safety_checker is True
     assert checked.metadata[0].nsfw_content_detected is True
     assert pixels(checked.images[0]).max() == 0  # blacked out by the checker
+    # The edit pipelines share the checker.
+    edited = checked_t2i.generate("a cat", image=str(edit_inputs["init"]), seed=0, progress=False, **SMALL)
+    assert (edited.metadata[0].safety_checker, edited.metadata[0].nsfw_content_detected) == (True, True)
+    assert pixels(edited.images[0]).max() == 0
 
     unchecked_t2i = Text2Image.from_pretrained(model, device="cpu", disable_safety_checker=True)
     unchecked = unchecked_t2i.generate("a cat", seed=0, progress=False, **SMALL)
@@ -234,6 +239,9 @@ def test_safety_checker_stays_on_by_default_and_can_be_disabled(tmp_path):
     assert unchecked.metadata[0].safety_checker is False
     assert unchecked.metadata[0].nsfw_content_detected is None
     assert pixels(unchecked.images[0]).std() > 5
+    edited = unchecked_t2i.generate("a cat", image=str(edit_inputs["init"]), seed=0, progress=False, **SMALL)
+    assert (edited.metadata[0].safety_checker, edited.metadata[0].nsfw_content_detected) == (False, None)
+    assert pixels(edited.images[0]).std() > 5
 
 
 def test_sdxl_loads_through_the_auto_pipeline(tiny_sdxl_dir):
@@ -404,6 +412,24 @@ def test_sdxl_img2img_and_inpaint(tiny_sdxl_dir, edit_inputs):
         assert text2image.pipeline_for(mode).unet is text2image.pipeline.unet
 
 
+def test_edit_size_is_the_init_images_unless_height_and_width_are_given(text2image, edit_inputs, tmp_path, caplog):
+    resized = text2image.generate("a cat", image=str(edit_inputs["init"]), mask_image=str(edit_inputs["mask"]),
+                                  height=16, width=24, seed=0, num_inference_steps=2, progress=False)
+    assert resized.images[0].size == (24, 16) and (resized.metadata[0].height, resized.metadata[0].width) == (16, 24)
+
+    # Sides that are not multiples of 8 are rounded down, as diffusers does, with a warning.
+    odd = tmp_path / "odd.png"
+    with Image.open(edit_inputs["init"]) as image:
+        image.crop((0, 0, 30, 45)).save(odd)
+    with caplog.at_level(logging.WARNING, logger="ddpm_hub.text2img"):
+        output = text2image.generate("a cat", image=str(odd), seed=0, num_inference_steps=2, progress=False)
+    assert output.images[0].size == (24, 40)
+    assert [record.getMessage() for record in caplog.records if record.name == "ddpm_hub.text2img"] == [
+        "The init image's height of 45 pixels is not a multiple of 8; using 40.",
+        "The init image's width of 30 pixels is not a multiple of 8; using 24.",
+    ]
+
+
 def test_in_memory_init_image_is_used_but_not_recorded(text2image, edit_inputs):
     from_file = text2image.generate("a cat", image=str(edit_inputs["init"]), strength=0.5, seed=1,
                                     num_inference_steps=2, progress=False)
@@ -435,6 +461,8 @@ def test_text_to_image_sidecars_from_before_editing_still_load(text2image, tmp_p
     [
         (dict(image="{missing}"), "The init image '{missing}' does not exist."),
         (dict(image="{not-an-image}"), "The init image '{not-an-image}' is not an image"),
+        (dict(image="{folder}"), "The init image '{folder}' is a folder, not an image file."),
+        (dict(image="{tiny}"), "The init image is 4x4 pixels; without --height and --width"),
         (dict(image=42), "file path or a PIL image, got int"),
         (dict(image="{init}", mask_image="{not-an-image}"), "The mask image '{not-an-image}' is not an image"),
         (dict(image="{init}", mask_image="{other-mask}"),
@@ -449,7 +477,9 @@ def test_text_to_image_sidecars_from_before_editing_still_load(text2image, tmp_p
     ],
 )
 def test_edit_rejects_bad_arguments(text2image, edit_inputs, tmp_path, kwargs, match):
-    paths = {**{name: str(path) for name, path in edit_inputs.items()}, "missing": str(tmp_path / "missing.png")}
+    Image.new("RGB", (4, 4)).save(tmp_path / "tiny.png")
+    paths = {**{name: str(path) for name, path in edit_inputs.items()}, "missing": str(tmp_path / "missing.png"),
+             "folder": str(tmp_path), "tiny": str(tmp_path / "tiny.png")}
     kwargs = {key: value.format(**paths) if isinstance(value, str) else value for key, value in kwargs.items()}
     with pytest.raises(ValueError, match=re.escape(match.format(**paths))):
         text2image.generate("a cat", seed=0, num_inference_steps=2, progress=False, **kwargs)
