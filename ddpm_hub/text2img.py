@@ -6,6 +6,11 @@ Any diffusers text-to-image checkpoint that `AutoPipelineForText2Image` can load
 it, hold everything needed to regenerate exactly that image: prompt, negative prompt, seed, steps, guidance,
 sampler, size, model, revision and dtype.
 
+The same loaded components also edit images (diffusers' own pipelines, built from the loaded one with
+`from_pipe`, so no weight is loaded twice): `--init_image` with `--strength` redraws an image from a prompt
+(SDEdit, Meng et al. 2021), and `--mask_image` with it redraws only the mask's white region (inpainting). The
+metadata then also records the init image and mask, by absolute path and sha256 of the file, and the strength.
+
 Seeds: with `--seed S`, image k of a run (counting from 0 across all prompts) gets seed S + k; without `--seed`,
 S is drawn at random and recorded all the same. Each image draws its noise from its own CPU `torch.Generator`, so
 regenerating one image alone with its recorded seed gives the same pixels as in the batch it came from.
@@ -16,12 +21,17 @@ Example:
 python text2img.py --prompt "a cat wearing a hat" --seed 0 --num_images_per_prompt 4 --grid
 python text2img.py --prompts_file prompts.txt --scheduler dpmpp_2m --num_inference_steps 25 --dtype fp16
 python text2img.py --from_metadata outputs/20260101-120000-002-2-a-cat-wearing-a-hat.json
+python text2img.py --prompt "a cat wearing a hat, oil painting" --init_image photo.png --strength 0.6 --seed 0
+python text2img.py --prompt "a red hat" --init_image photo.png --mask_image hat-mask.png --seed 0
 ```
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import inspect
+import io
 import json
 import logging
 import math
@@ -55,6 +65,9 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # `Literal` over the shared sampler table, so `--scheduler` lists exactly the names the rest of ddpm-hub accepts.
 SchedulerName = Literal[tuple(SAMPLERS)]  # type: ignore[valid-type]
 
+# What `Text2Image.generate` does: from text alone, from an init image, or inside a mask of an init image.
+MODES = ("text2img", "img2img", "inpaint")
+
 # Hub ids are "org/name"; anything else must be an existing local folder.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -86,6 +99,41 @@ def resolve_dtype(dtype: str, device: torch.device) -> str:
     return dtype
 
 
+def read_image_file(path: str | os.PathLike, what: str):
+    """Open the image file at `path` as RGB (EXIF orientation applied) with the sha256 of its bytes.
+
+    The bytes are read once, so the hash recorded is the hash of the pixels used. Raises `ValueError` naming
+    `what` ("init image", "mask image") and the path when the file is missing or not an image.
+    """
+    import PIL.Image
+    from diffusers.utils import load_image
+
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"The {what} {str(path)!r} does not exist.")
+    if not path.is_file():
+        raise ValueError(f"The {what} {str(path)!r} is a folder, not an image file.")
+    data = path.read_bytes()
+    try:
+        # load_image: diffusers' own loader (EXIF transpose, then RGB), which also decodes every pixel now.
+        image = load_image(PIL.Image.open(io.BytesIO(data)))
+    except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as error:
+        raise ValueError(f"The {what} {str(path)!r} is not an image ({error}).") from None
+    return image, hashlib.sha256(data).hexdigest()
+
+
+def input_image(image, what: str):
+    """(RGB image, absolute path or `None`, sha256 of the file or `None`) for a path or an in-memory PIL image."""
+    import PIL.Image
+
+    if isinstance(image, PIL.Image.Image):
+        return image.convert("RGB"), None, None
+    if isinstance(image, (str, os.PathLike)):
+        pixels, sha256 = read_image_file(image, what)
+        return pixels, str(Path(image).resolve()), sha256
+    raise ValueError(f"The {what} must be a file path or a PIL image, got {type(image).__name__}.")
+
+
 def check_generation_inputs(
     prompts: Sequence[str],
     *,
@@ -96,8 +144,15 @@ def check_generation_inputs(
     width: int | None,
     num_images_per_prompt: int,
     seed: int | None,
+    image=None,
+    strength: float | None = None,
+    mask_image=None,
 ) -> None:
-    """Raise `ValueError` with a sentence naming the first bad value among the arguments of `Text2Image.generate`."""
+    """Raise `ValueError` with a sentence naming the first bad value among the arguments of `Text2Image.generate`.
+
+    An init image and a mask given as paths are opened here (not the model), so that a missing file, a file that
+    is not an image, or a mask of another size than the image is refused before anything heavy loads.
+    """
     if isinstance(prompts, str) or not prompts:
         raise ValueError("Give at least one prompt (--prompt or --prompts_file).")
     for prompt in prompts:
@@ -119,6 +174,53 @@ def check_generation_inputs(
             raise ValueError(f"{name} must be a positive multiple of 8 (the VAE's downsampling), got {value!r}.")
     if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2**63):
         raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}.")
+    check_edit_inputs(image, strength, mask_image, num_inference_steps=num_inference_steps, height=height, width=width)
+
+
+def _round_down_to_8(size: int, name: str) -> int:
+    """An init image's side rounded down to a multiple of 8, as diffusers does, with a warning if it moved."""
+    rounded = size - size % 8
+    if rounded != size:
+        logger.warning("The init image's %s of %d pixels is not a multiple of 8; using %d.", name, size, rounded)
+    return rounded
+
+
+def check_edit_inputs(
+    image, strength: float | None, mask_image, *, num_inference_steps: int, height: int | None, width: int | None
+) -> None:
+    """The image-to-image and inpainting part of `check_generation_inputs`."""
+    if image is None:
+        if mask_image is not None:
+            raise ValueError("A mask (--mask_image, mask_image=) needs the image to inpaint (--init_image, image=).")
+        if strength is not None:
+            raise ValueError(
+                f"strength ({strength}) only applies to an init image (--init_image, image=); none was given."
+            )
+        return
+    if strength is not None:
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
+            # 0 would return the init image untouched; above 1 there is no noisier step to start from.
+            raise ValueError(f"strength must be in (0, 1], got {strength!r}.")
+        # diffusers runs int(num_inference_steps * strength) of the steps; none at all is an error deep inside it.
+        if int(num_inference_steps * strength) < 1:
+            raise ValueError(
+                f"strength {strength} x num_inference_steps {num_inference_steps} leaves no denoising step "
+                "(diffusers runs int(steps x strength)); raise strength or num_inference_steps."
+            )
+    init, _, _ = input_image(image, "init image")
+    if (height is None and init.height < 8) or (width is None and init.width < 8):
+        raise ValueError(
+            f"The init image is {init.width}x{init.height} pixels; without --height and --width (height=, width=) "
+            "its sides must be at least 8."
+        )
+    if mask_image is not None:
+        mask, _, _ = input_image(mask_image, "mask image")
+        if mask.size != init.size:
+            name = f" {str(mask_image)!r}" if isinstance(mask_image, (str, os.PathLike)) else ""
+            raise ValueError(
+                f"The mask image{name} is {mask.width}x{mask.height} but the init image is "
+                f"{init.width}x{init.height} (width x height); they must be the same size."
+            )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -150,6 +252,11 @@ class ImageMetadata:
         index (`int`): position of the image in its run; `seed` is the run's first seed plus `index`.
         created (`str`): when the run started (ISO 8601, local time).
         ddpm_hub_version (`str`), diffusers_version (`str`), torch_version (`str`): library versions.
+        mode (`str`, defaults to `"text2img"`): "text2img", "img2img" (from an init image) or "inpaint".
+        init_image (`str`, *optional*), init_image_sha256 (`str`, *optional*): the init image's absolute path and
+            the sha256 of its file; the path is `None` when it was given as an in-memory image.
+        strength (`float`, *optional*): how much of the init image was redrawn, in (0, 1].
+        mask_image (`str`, *optional*), mask_image_sha256 (`str`, *optional*): the same for the inpainting mask.
     """
 
     prompt: str
@@ -174,13 +281,24 @@ class ImageMetadata:
     ddpm_hub_version: str
     diffusers_version: str
     torch_version: str
+    # Added with image editing; sidecars written before it lack them and read as text-to-image.
+    mode: str = "text2img"
+    init_image: str | None = None
+    init_image_sha256: str | None = None
+    strength: float | None = None
+    mask_image: str | None = None
+    mask_image_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def generate_kwargs(self) -> dict[str, Any]:
-        """Arguments of [`Text2Image.generate`] that regenerate this image alone."""
-        return {
+        """Arguments of [`Text2Image.generate`] that regenerate this image alone.
+
+        For an edited image they name the init image (and mask) by their recorded paths, after checking that the
+        files are still there and unchanged (see `check_sources`).
+        """
+        kwargs = {
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,
             "num_inference_steps": self.num_inference_steps,
@@ -190,6 +308,33 @@ class ImageMetadata:
             "num_images_per_prompt": 1,
             "seed": self.seed,
         }
+        if self.mode != "text2img":
+            self.check_sources()
+            kwargs.update(image=self.init_image, strength=self.strength)
+            if self.mode == "inpaint":
+                kwargs["mask_image"] = self.mask_image
+        return kwargs
+
+    def check_sources(self) -> None:
+        """Raise `ValueError` unless the init image and mask this image was made from are still at their recorded
+        paths with the same content (sha256 of the file); a different file would give a different image."""
+        if self.mode not in MODES:
+            raise ValueError(f"Unknown mode {self.mode!r} in the metadata; expected one of: {', '.join(MODES)}.")
+        sources = {"text2img": [], "img2img": ["init_image"], "inpaint": ["init_image", "mask_image"]}[self.mode]
+        for name in sources:
+            path, recorded = getattr(self, name), getattr(self, f"{name}_sha256")
+            what = name.replace("_", " ")
+            if path is None:
+                raise ValueError(
+                    f"This {self.mode} image was made from an in-memory {what}, which its metadata cannot bring back; "
+                    f"pass the same image again as {'image' if name == 'init_image' else name}=."
+                )
+            _, sha256 = read_image_file(path, what)
+            if sha256 != recorded:
+                raise ValueError(
+                    f"The {what} {path!r} has changed since this image was made (sha256 {recorded} recorded, "
+                    f"{sha256} now); restore it to regenerate the image."
+                )
 
     def from_pretrained_kwargs(self) -> dict[str, Any]:
         """Arguments of [`Text2Image.from_pretrained`] that load the model as it was."""
@@ -212,10 +357,10 @@ class ImageMetadata:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "metadata") -> "ImageMetadata":
         names = list(_METADATA_TYPES)
-        missing = [name for name in names if name not in data and name not in _OPTIONAL_FIELDS]
+        missing = [name for name in names if name not in data and name not in _OPTIONAL_FIELDS | _DEFAULT_FIELDS]
         if missing:
             raise ValueError(f"{source} lacks the field(s) {', '.join(missing)}; is it a text2img.py sidecar?")
-        return cls(**{name: data.get(name) for name in names})
+        return cls(**{name: data.get(name) for name in names if name in data or name not in _DEFAULT_FIELDS})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ImageMetadata":
@@ -250,6 +395,7 @@ _METADATA_TYPES = typing.get_type_hints(ImageMetadata)
 # Text fields go into PNG chunks as they are; the others as JSON (numbers, booleans).
 _TEXT_FIELDS = {name for name, hint in _METADATA_TYPES.items() if hint in (str, str | None)}
 _OPTIONAL_FIELDS = {name for name, hint in _METADATA_TYPES.items() if type(None) in typing.get_args(hint)}
+_DEFAULT_FIELDS = {f.name for f in dataclasses.fields(ImageMetadata) if f.default is not dataclasses.MISSING}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -395,6 +541,9 @@ class Text2Image:
     >>> output.save("outputs", grid=True)
     >>> # Image 2 alone, with the seed recorded for it (0 + 2):
     >>> again = t2i.generate(**output.metadata[2].generate_kwargs()).images[0]
+    >>> # The same loaded weights redraw an image (img2img), or only the white part of a mask (inpainting):
+    >>> painted = t2i.generate("an oil painting of a cat", image="cat.png", strength=0.6, seed=0)
+    >>> hatted = t2i.generate("a red hat", image="cat.png", mask_image="hat-mask.png", seed=0)
     ```
     """
 
@@ -408,6 +557,8 @@ class Text2Image:
         scheduler: str | None = None,
     ):
         self.pipeline = pipeline
+        # diffusers' img2img and inpaint pipelines over the same component objects, built on first use.
+        self._edit_pipelines: dict[str, Any] = {}
         self.model = model
         self.revision = revision
         self.variant = variant
@@ -517,6 +668,37 @@ class Text2Image:
         height, width = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
         return height * self.pipeline.vae_scale_factor, width * self.pipeline.vae_scale_factor
 
+    def pipeline_for(self, mode: str):
+        r"""
+        The diffusers pipeline that runs `mode` ("text2img", "img2img" or "inpaint") on the loaded components.
+
+        The image-to-image and inpainting pipelines are built once, with `AutoPipelineFor{Image2Image,Inpainting}
+        .from_pipe`, from the same module objects (UNet, VAE, text encoders, scheduler, safety checker): no weight
+        is loaded or copied again, and the memory options, compiled UNet and sampler apply to every mode.
+        Stable Diffusion 1.x/2.x give `StableDiffusion{Img2Img,Inpaint}Pipeline`, SDXL the `StableDiffusionXL` ones.
+        """
+        if mode not in MODES:
+            raise ValueError(f"Unknown mode {mode!r}; choose one of: {', '.join(MODES)}.")
+        if mode == "text2img":
+            return self.pipeline
+        if mode not in self._edit_pipelines:
+            from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+            auto = AutoPipelineForImage2Image if mode == "img2img" else AutoPipelineForInpainting
+            try:
+                self._edit_pipelines[mode] = auto.from_pipe(self.pipeline)
+            except ValueError as error:
+                raise ValueError(
+                    f"diffusers has no {mode} pipeline for {type(self.pipeline).__name__} ({one_line(error)})."
+                ) from None
+        return self._edit_pipelines[mode]
+
+    def default_strength(self, mode: str) -> float | None:
+        """diffusers' default strength for `mode` with this model (SD: 0.8 img2img, 1.0 inpaint; SDXL: 0.3, 0.9999)."""
+        if mode == "text2img":
+            return None
+        return inspect.signature(type(self.pipeline_for(mode)).__call__).parameters["strength"].default
+
     def check_inputs(
         self,
         prompt: str | list[str],
@@ -528,12 +710,17 @@ class Text2Image:
         width: int | None = None,
         num_images_per_prompt: int = 1,
         seed: int | None = None,
+        image=None,
+        strength: float | None = None,
+        mask_image=None,
     ) -> list[str]:
         """Check the arguments of [`~Text2Image.generate`] without generating; return the prompts as a list.
 
         Raises `ValueError` naming the first bad value.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if image is not None and strength is None:
+            strength = self.default_strength("inpaint" if mask_image is not None else "img2img")
         check_generation_inputs(
             prompts,
             negative_prompt=negative_prompt,
@@ -543,6 +730,9 @@ class Text2Image:
             width=width,
             num_images_per_prompt=num_images_per_prompt,
             seed=seed,
+            image=image,
+            strength=strength,
+            mask_image=mask_image,
         )
         num_train_timesteps = self.pipeline.scheduler.config.num_train_timesteps
         if num_inference_steps > num_train_timesteps:
@@ -580,10 +770,13 @@ class Text2Image:
         width: int | None = None,
         num_images_per_prompt: int = 1,
         seed: int | None = None,
+        image=None,
+        strength: float | None = None,
+        mask_image=None,
         progress: bool = True,
     ) -> Text2ImageOutput:
         r"""
-        Generate `num_images_per_prompt` images for each prompt.
+        Generate `num_images_per_prompt` images for each prompt: from text alone, or by redrawing `image`.
 
         Args:
             prompt (`str` or `list[str]`):
@@ -591,21 +784,35 @@ class Text2Image:
             negative_prompt (`str`, *optional*):
                 What the images should not show, for every prompt; needs `guidance_scale > 1`.
             num_inference_steps (`int`, defaults to 50):
-                Denoising steps.
+                Denoising steps; with an init image diffusers runs only the last `int(num_inference_steps * strength)`.
             guidance_scale (`float`, defaults to 7.5):
                 Classifier-free guidance weight (Ho & Salimans 2022); 1 or less turns guidance off.
             height (`int`, *optional*), width (`int`, *optional*):
-                Image size in pixels, multiples of 8; default to the model's training size (`default_size`).
+                Image size in pixels, multiples of 8. Default to the init image's size rounded down to multiples of
+                8, or without one to the model's training size (`default_size`). An init image and mask of
+                another size are resized to it.
             num_images_per_prompt (`int`, defaults to 1):
                 Images per prompt.
             seed (`int`, *optional*):
                 Image k (counted from 0 over all prompts) gets seed `seed + k`; drawn at random when not given.
+            image (`str`, `os.PathLike` or `PIL.Image.Image`, *optional*):
+                Init image for image to image (SDEdit, Meng et al. 2021): it is encoded, noised to the step that
+                `strength` names and denoised under the prompt. A path is recorded in the metadata with the sha256
+                of the file, so that the image can be regenerated; an in-memory image cannot be.
+            strength (`float`, *optional*):
+                How much of the init image to redraw, in (0, 1]: 1 starts from pure noise. Defaults to diffusers'
+                default for the pipeline (`default_strength`: SD 0.8 for img2img and 1.0 for inpainting).
+            mask_image (`str`, `os.PathLike` or `PIL.Image.Image`, *optional*):
+                With `image`, inpaint: redraw where the mask is white, keep where it is black. Same size as `image`.
             progress (`bool`, defaults to `True`):
                 Show a progress bar over the denoising steps.
 
         Returns:
             [`Text2ImageOutput`]: the images and one [`ImageMetadata`] per image.
         """
+        mode = "text2img" if image is None else "img2img" if mask_image is None else "inpaint"
+        if image is not None and strength is None:
+            strength = self.default_strength(mode)
         prompts = self.check_inputs(
             prompt,
             negative_prompt=negative_prompt,
@@ -615,16 +822,31 @@ class Text2Image:
             width=width,
             num_images_per_prompt=num_images_per_prompt,
             seed=seed,
+            image=image,
+            strength=strength,
+            mask_image=mask_image,
         )
         for text in dict.fromkeys(prompts + ([negative_prompt] if negative_prompt else [])):
             self._warn_if_truncated(text)
 
-        default_height, default_width = self.default_size
-        height, width = height or default_height, width or default_width
+        pipeline = self.pipeline_for(mode)
+        sources: dict[str, Any] = {}
+        if image is None:
+            default_height, default_width = self.default_size
+            height, width = height or default_height, width or default_width
+        else:
+            init, sources["init_image"], sources["init_image_sha256"] = input_image(image, "init image")
+            height = height or _round_down_to_8(init.height, "height")
+            width = width or _round_down_to_8(init.width, "width")
+            # Resized here rather than inside diffusers, whose img2img pipelines take no size argument.
+            init = pipeline.image_processor.resize(init, height, width)
+            if mask_image is not None:
+                mask, sources["mask_image"], sources["mask_image_sha256"] = input_image(mask_image, "mask image")
+                mask = pipeline.mask_processor.resize(mask, height, width)
         if seed is None:
             seed = secrets.randbelow(2**32)
         created = datetime.now().isoformat(timespec="seconds")
-        run_info = self._run_info()
+        run_info = self._run_info(pipeline)
 
         images, metadata = [], []
         for prompt_index, text in enumerate(prompts):
@@ -633,23 +855,32 @@ class Text2Image:
             # One CPU generator per image: its noise then depends on its seed only, not on its place in the batch
             # or on the device, so any image can be regenerated alone.
             generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-            self.pipeline.set_progress_bar_config(
-                desc=f"prompt {prompt_index + 1}/{len(prompts)}", disable=not progress
-            )
-            output = self.pipeline(
+            pipeline.set_progress_bar_config(desc=f"prompt {prompt_index + 1}/{len(prompts)}", disable=not progress)
+            call_kwargs: dict[str, Any] = {"height": height, "width": width}
+            if mode != "text2img":
+                # One copy of the init image (and mask) per image: diffusers' inpaint pipelines VAE-encode a single
+                # image with the first generator only, which would tie image k's noise to its place in the batch.
+                # With a copy each, generator k alone draws everything random about image k.
+                call_kwargs = {"image": [init] * num_images_per_prompt, "strength": strength}
+                if mode == "inpaint":
+                    call_kwargs.update(mask_image=[mask] * num_images_per_prompt, height=height, width=width)
+            output = pipeline(
                 prompt=text,
                 negative_prompt=negative_prompt,
                 num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale,
-                height=height,
-                width=width,
                 num_images_per_prompt=num_images_per_prompt,
                 generator=generators,
                 output_type="pil",
+                **call_kwargs,
             )
+            if pipeline is not self.pipeline:
+                # Model CPU offload's hooks belong to the loaded pipeline: the edit pipeline cannot put the models
+                # back on the CPU after its call, so the owner does (a no-op without offload).
+                self.pipeline.maybe_free_model_hooks()
             nsfw = getattr(output, "nsfw_content_detected", None)
-            for i, image in enumerate(output.images):
-                images.append(image)
+            for i, picture in enumerate(output.images):
+                images.append(picture)
                 metadata.append(
                     ImageMetadata(
                         prompt=text,
@@ -662,13 +893,16 @@ class Text2Image:
                         nsfw_content_detected=None if nsfw is None else bool(nsfw[i]),
                         index=first + i,
                         created=created,
+                        mode=mode,
+                        strength=None if strength is None else float(strength),
+                        **sources,
                         **run_info,
                     )
                 )
         return Text2ImageOutput(images=images, metadata=metadata, num_images_per_prompt=num_images_per_prompt)
 
-    def _run_info(self) -> dict[str, Any]:
-        """The metadata fields shared by every image of a run."""
+    def _run_info(self, pipeline) -> dict[str, Any]:
+        """The metadata fields shared by every image of a run made with `pipeline`."""
         import diffusers
 
         from . import __version__
@@ -681,9 +915,9 @@ class Text2Image:
             "revision": self.revision,
             "variant": self.variant,
             "dtype": next((name for name, dtype in DTYPES.items() if dtype == unet_dtype), str(unet_dtype)),
-            "device": str(self.pipeline._execution_device),
-            "pipeline_class": type(self.pipeline).__name__,
-            "safety_checker": getattr(self.pipeline, "safety_checker", None) is not None,
+            "device": str(pipeline._execution_device),
+            "pipeline_class": type(pipeline).__name__,
+            "safety_checker": getattr(pipeline, "safety_checker", None) is not None,
             "ddpm_hub_version": __version__,
             "diffusers_version": diffusers.__version__,
             "torch_version": torch.__version__,
@@ -719,10 +953,27 @@ class GenerationConfig:
     seed: int | None = field(
         default=None, metadata={"help": "Image k of the run gets seed + k (random when not given)."}
     )
+    init_image: str | None = field(
+        default=None,
+        metadata={"help": "Image to start from (image to image): it is noised to --strength and redrawn under "
+                          "the prompt. The output has its size (rounded down to multiples of 8) unless --height "
+                          "and --width are given."},
+    )
+    strength: float | None = field(
+        default=None,
+        metadata={"help": "With --init_image: how much to redraw, in (0, 1]; 1 starts from pure noise. Defaults "
+                          "to diffusers' default (SD: 0.8, or 1.0 with --mask_image; SDXL: 0.3, or 0.9999)."},
+    )
+    mask_image: str | None = field(
+        default=None,
+        metadata={"help": "With --init_image: inpaint, redrawing where this mask is white and keeping where it is "
+                          "black. Same size as the init image."},
+    )
     from_metadata: str | None = field(
         default=None,
         metadata={"help": "Regenerate the image described by this .json sidecar (or .png); takes its prompt, "
-                          "settings, model, scheduler and dtype, so those flags cannot be given with it."},
+                          "settings, model, scheduler and dtype, so those flags cannot be given with it. An init "
+                          "image and mask must still be at their recorded paths, unchanged."},
     )
 
     def prompts(self) -> list[str]:
@@ -749,6 +1000,9 @@ class GenerationConfig:
             "width": self.width,
             "num_images_per_prompt": self.num_images_per_prompt,
             "seed": self.seed,
+            "image": self.init_image,
+            "strength": self.strength,
+            "mask_image": self.mask_image,
         }
 
     def validate(self) -> None:
@@ -757,7 +1011,7 @@ class GenerationConfig:
             given = _non_default_flags(self, only=settings)
             if given:
                 raise ValueError(f"--from_metadata takes the prompt and settings from the file; drop {given}.")
-            ImageMetadata.load(self.from_metadata)
+            ImageMetadata.load(self.from_metadata).generate_kwargs()  # also checks an init image and mask
             return
         kwargs = self.generate_kwargs()
         check_generation_inputs(kwargs.pop("prompt"), **kwargs)
@@ -823,7 +1077,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         (GenerationConfig, ModelConfig, OutputConfig),
         argv,
         prog=prog,
-        description="Generate images from text prompts with a Stable Diffusion (1.x, 2.x, SDXL) pipeline.",
+        description="Generate images from text prompts with a Stable Diffusion (1.x, 2.x, SDXL) pipeline, from text "
+        "alone, from an init image (--init_image --strength) or inside a mask (--mask_image).",
     )
     model_kwargs = dataclasses.asdict(model_config)
     try:
