@@ -182,7 +182,7 @@ def test_eval_cli_inception_score_needs_a_classifier(saved_pipeline_dir, tmp_pat
         (["--reference", "EMPTY"], "--reference '.*empty' holds no image files"),
         (["--num_samples", "40"], "--num_samples 40 is too few for FID with efficientnet-lite0-40 .*more than 40 images"),
         (["--features", "efficientnet-lite0", "--num_samples", "1000"], "1000 is too few for FID .*1280-dimensional"),
-        (["--features", "inception"], "--features inception needs inception-2015-12-05.pt"),
+        (["--features", "inception", "--metrics", "kid"], "--features inception needs inception-2015-12-05.pt"),
     ],
 )
 def test_eval_bad_input_is_one_line(saved_pipeline_dir, tmp_path, capsys, monkeypatch, args, message):

@@ -163,6 +163,7 @@ def evaluate_model(
     from ..devices import resolve_device
 
     run_device = state.device if state.num_processes > 1 else resolve_device(device)
+    extractor = get_extractor(features, run_device, batch_size)  # fails here, before sampling, if it cannot load
 
     # 2. The images to score: generated now, or read from a folder.
     if images_folder:
@@ -191,7 +192,6 @@ def evaluate_model(
     warn_if_few_samples(num_samples, metrics)
 
     # 3. Features and scores, on the main process.
-    extractor = get_extractor(features, run_device, batch_size)
     stats = reference_statistics(
         extractor, resolution=resolution, channels=channels, cache_dir=cache_dir, max_images=max_reference_images,
         dataset_name=None if reference_is_folder else reference, train_data_dir=reference if reference_is_folder else None,
