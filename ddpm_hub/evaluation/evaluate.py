@@ -159,7 +159,8 @@ def evaluate_model(
 
     from accelerate import PartialState
 
-    state = PartialState()
+    # Several processes without CUDA: accelerate only sets up (gloo) collectives when told it runs on the CPU.
+    state = PartialState(cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available())
     from ..devices import resolve_device
 
     run_device = state.device if state.num_processes > 1 else resolve_device(device)
