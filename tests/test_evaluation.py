@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.linalg
 import torch
 
 from ddpm_hub.cli import main as cli_main

@@ -18,7 +18,7 @@ import torch
 
 from ..data import IMAGE_EXTENSIONS
 from . import check_sample_count, parse_metrics
-from .features import Features, FeatureExtractor, check_extractor_name, get_extractor
+from .features import Features, check_extractor_name, get_extractor
 from .metrics import frechet_distance, gaussian_statistics, inception_score, kid, precision_recall
 from .reference import ReferenceStatistics, is_image_folder, reference_statistics
 
