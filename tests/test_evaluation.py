@@ -123,6 +123,18 @@ def test_reference_statistics_are_cached_and_recomputed_when_the_folder_changes(
     assert not reference_statistics(get_extractor(f"{SMALL[:-3]}-80"), **kwargs).from_cache  # per extractor
 
 
+def test_features_from_different_extractors_are_never_compared(tmp_path):
+    from ddpm_hub.evaluation.evaluate import score
+
+    reference = reference_statistics(
+        get_extractor(SMALL), resolution=16, train_data_dir=str(save_shapes(tmp_path / "data", 4)), cache_dir=tmp_path
+    )
+    images = torch.from_numpy(np.stack([np.asarray(im).transpose(2, 0, 1) for im in draw_shapes(4, size=16, seed=1)]))
+    with pytest.raises(ValueError, match=f"from {SMALL[:-3]}-80 cannot be compared with reference statistics from {SMALL}"):
+        score(get_extractor(f"{SMALL[:-3]}-80").extract(images), reference, ("kid",))
+    assert score(get_extractor(SMALL).extract(images), reference, ("kid",))["kid_mean"] != 0
+
+
 def run_cli(argv, capsys) -> tuple[int, str, str]:
     try:
         status = cli_main(argv)

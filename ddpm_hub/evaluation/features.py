@@ -49,6 +49,7 @@ class Features:
 
     features: np.ndarray
     probabilities: np.ndarray | None = None
+    extractor: str = ""  # the name of the network that produced them: numbers are only compared within one
 
 
 class FeatureExtractor:
@@ -78,7 +79,9 @@ class FeatureExtractor:
                 probabilities.append(probability.double().cpu().numpy())
         empty = np.zeros((0, self.dim))
         return Features(
-            np.concatenate(features) if features else empty, np.concatenate(probabilities) if probabilities else None
+            np.concatenate(features) if features else empty,
+            np.concatenate(probabilities) if probabilities else None,
+            self.name,
         )
 
     def _forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
