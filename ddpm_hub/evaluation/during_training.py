@@ -25,6 +25,21 @@ BEST_DIR = "best"
 BEST_RESULT = "eval_results.json"
 
 
+class _Pixels:
+    """Slices of an `ImageSet` as uint8 tensors, whether it is held in memory or memory-mapped (a `datasets.Dataset`)."""
+
+    def __init__(self, images):
+        from ..data import ImageBatchDataset
+
+        self.batches = ImageBatchDataset(images)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: slice):
+        return self.batches.__getitems__(list(range(*index.indices(len(self)))))
+
+
 class Evaluator:
     """Periodic evaluation of a training run; inactive (`enabled` is False) unless an eval interval is set.
 
@@ -64,7 +79,7 @@ class Evaluator:
             self.extractor, resolution=resolution, channels=images.pixels.shape[1], dataset_name=data.dataset_name,
             train_data_dir=data.train_data_dir, dataset_config_name=data.dataset_config_name,
             image_column=data.image_column, max_images=data.max_train_samples, center_crop=data.center_crop,
-            data_cache_dir=data.cache_dir, images=images.pixels,
+            data_cache_dir=data.cache_dir, images=_Pixels(images),
         )  # fmt: skip
 
     def due(self, global_step: int, *, epoch_end: int | None = None, final: bool = False) -> bool:
