@@ -5,6 +5,7 @@
         [--class_label NAME_OR_ID ...] [--guidance_scale 3] [--compile]
         [--init_image PATH [--strength 0.8] | --init_image PATH --mask_image PATH | --interpolate A B --num_frames 8]
     ddpm-hub schedules --output schedules.png
+    ddpm-hub eval MODEL --reference DATA [--num_samples 2048] [--metrics fid,kid,pr] [--features efficientnet-lite0]
 """
 
 from __future__ import annotations
@@ -78,6 +79,30 @@ def build_parser() -> argparse.ArgumentParser:
     schedules.add_argument("--output", default="schedules.png")
     schedules.add_argument("--schedules", nargs="+", default=["linear", "cosine", "quadratic", "sigmoid"])
     schedules.add_argument("--num_train_timesteps", type=int, default=1000)
+
+    evaluate = commands.add_parser(
+        "eval", help="Score a model's samples (or a folder of images) against a data set: FID, KID, precision/recall, IS."
+    )
+    evaluate.add_argument("model", help="Pipeline folder, Hub repo id, or a folder of already generated images.")
+    evaluate.add_argument(
+        "--reference", required=True, help="A folder of images, a built-in set (twemoji, shapes), or a Hub/saved data set."
+    )
+    evaluate.add_argument("--reference_config", default=None, help="The reference data set's config, if it has several.")
+    evaluate.add_argument("--image_column", default=None, help="The reference data set's image column.")
+    evaluate.add_argument("--max_reference_images", type=int, default=None, help="Use a seeded subset of the reference.")
+    evaluate.add_argument("--num_samples", type=int, default=2048, help="Images to generate (FID needs more than the feature dimension).")
+    evaluate.add_argument("--sampler", default="ddim", choices=list(SAMPLERS))
+    evaluate.add_argument("--num_inference_steps", type=int, default=50)
+    evaluate.add_argument("--metrics", default="fid,kid,pr", help="Comma-separated: fid, kid, pr (precision/recall), is.")
+    evaluate.add_argument("--features", default="efficientnet-lite0", help="Feature extractor: efficientnet-lite0[-40|-80|-112|-192|-320] (offline) or inception.")
+    evaluate.add_argument("--batch_size", type=int, default=64, help="Images per sampling and feature batch.")
+    evaluate.add_argument("--seed", type=int, default=0, help="Image i uses seed + i.")
+    evaluate.add_argument("--resolution", type=int, default=None, help="For a folder of images: crop size (default: the first image's).")
+    evaluate.add_argument("--revision", default=None, help="Branch, tag or commit of a Hub repo.")
+    evaluate.add_argument("--cache_dir", default=None, help="Where reference statistics are cached (default ~/.cache/ddpm_hub).")
+    evaluate.add_argument("--save_images", default=None, help="Also save the generated images as PNGs in this folder.")
+    evaluate.add_argument("--output", default="eval_results.json", help="Where to write the results (JSON).")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, mps...")
     return parser
 
 
@@ -140,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                 num_frames=args.num_frames,
             )
             print(f"Saved {path}")
+        elif args.command == "eval":
+            _run_eval(args)
         else:
             from .schedules import plot_schedules
 
@@ -150,6 +177,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ddpm-hub {args.command}: error: {type(error).__name__}: {one_line(error)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_eval(args) -> None:
+    import logging
+
+    from .evaluation.evaluate import evaluate_model, format_table
+    from .files import write_json
+
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    result = evaluate_model(
+        args.model,
+        args.reference,
+        num_samples=args.num_samples,
+        sampler=args.sampler,
+        num_inference_steps=args.num_inference_steps,
+        metrics=args.metrics,
+        features=args.features,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        revision=args.revision,
+        reference_config=args.reference_config,
+        image_column=args.image_column,
+        max_reference_images=args.max_reference_images,
+        resolution=args.resolution,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        save_images=args.save_images,
+    )
+    if result is not None:  # the main process
+        write_json(args.output, result)
+        print(format_table(result))
+        print(f"Saved {args.output}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .data import BUILTIN_DATASETS
+from .evaluation import EFFICIENTNET, EXTRACTORS, check_sample_count, parse_metrics
 from .models import PRESETS
 from .pipeline_ddpm_hub import SAMPLERS
 from .schedules import BETA_SCHEDULES, PREDICTION_TYPES
@@ -220,6 +221,19 @@ class TrainConfig:
     save_model_epochs: int = field(default=10, metadata={"help": "Export the pipeline every N epochs (and at the end)."})
     ddpm_num_inference_steps: int = field(default=50, metadata={"help": "Sampling steps for preview grids."})
     preview_sampler: str = field(default="ddim", metadata={"help": f"Sampler for previews: {', '.join(SAMPLERS)}."})
+    eval_steps: int | None = field(
+        default=None, metadata={"help": "Measure sample quality (FID...) of the EMA weights every N steps; keeps the best in best/."}
+    )
+    eval_epochs: int | None = field(default=None, metadata={"help": "Measure sample quality every N epochs."})
+    eval_num_samples: int = field(
+        default=2048, metadata={"help": "Images generated per evaluation (FID needs more than the feature dimension)."}
+    )
+    eval_sampler: str = field(default="ddim", metadata={"help": f"Sampler for evaluation: {', '.join(SAMPLERS)}."})
+    eval_num_inference_steps: int = field(default=50, metadata={"help": "Sampling steps for evaluation."})
+    eval_features: str = field(
+        default=EFFICIENTNET, metadata={"help": f"Feature extractor: {', '.join(EXTRACTORS)} (inception needs its weights)."}
+    )
+    eval_metrics: str = field(default="fid,kid", metadata={"help": "Comma-separated: fid, kid, pr (precision/recall), is."})
     logger: Literal["tensorboard", "wandb", "none"] = field(default="tensorboard", metadata={"help": "Tracker."})
     logging_dir: str = field(default="logs", metadata={"help": "Tracker folder, relative to output_dir."})
     logging_steps: int = field(default=50, metadata={"help": "Reduce and log the loss every N optimizer steps."})
@@ -241,6 +255,10 @@ class TrainConfig:
             "save_model_epochs",
             "ddpm_num_inference_steps",
             "logging_steps",
+            "eval_steps",
+            "eval_epochs",
+            "eval_num_samples",
+            "eval_num_inference_steps",
         )
         _non_negative(self, "lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "max_nonfinite_steps")
         _one_of("compile_mode", self.compile_mode, COMPILE_MODES)
@@ -250,6 +268,11 @@ class TrainConfig:
             raise ValueError(f"--compile_mode is for the inductor backend, not --compile_backend {self.compile_backend!r}.")
         _one_of("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
         _one_of("preview_sampler", self.preview_sampler, SAMPLERS)
+        _one_of("eval_sampler", self.eval_sampler, SAMPLERS)
+        _one_of("eval_features", self.eval_features, EXTRACTORS)
+        metrics = parse_metrics(self.eval_metrics, "--eval_metrics")
+        if self.eval_steps or self.eval_epochs:
+            check_sample_count(self.eval_num_samples, self.eval_features, metrics, "--eval_num_samples")
         if not 0 < self.ema_max_decay < 1:
             raise ValueError(f"--ema_max_decay must lie in (0, 1), got {self.ema_max_decay}.")
         for name in ("adam_beta1", "adam_beta2"):

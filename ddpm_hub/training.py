@@ -37,6 +37,7 @@ from .arguments import one_line, parse_config
 from .checkpointing import SignalStop, list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
 from .data import ImageBatchDataset, collate_uint8, load_images, split_batch
+from .evaluation.during_training import Evaluator
 from .export import ema_weights, export_pipeline, sample_grid
 from .files import NonFiniteWeightsError, WriteError, save_image, write_json
 from .labels import drop_labels
@@ -324,6 +325,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         plan = plan_model(model_config, data.cache_dir)
         output_dir = Path(run.output_dir)
         checkpoint = resolve_checkpoint(output_dir, run.resume_from_checkpoint)
+        evaluator = Evaluator(run, output_dir)  # FID & co. every --eval_steps / --eval_epochs; off by default
         publisher = None
         if hub.push_to_hub and int(os.environ.get("RANK", "0")) == 0:  # one uploader; launchers stop the rest if it fails
             from .hub import HubPublisher
@@ -389,6 +391,9 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
             class_column=data.class_column,
         )
         plan.condition_on(images.num_classes)
+    if accelerator.is_main_process:
+        with reported_as_setup_errors():
+            evaluator.prepare(images, data, plan.resolution, accelerator.device)  # cached reference statistics
     batches_per_epoch = len(images) // (run.train_batch_size * accelerator.num_processes)
     if batches_per_epoch == 0:
         raise SetupError(
@@ -487,6 +492,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         if ema is not None:
             ema.to(accelerator.device)  # loaded onto the CPU
         global_step = state["global_step"]
+        evaluator.restore(state)
         first_epoch, step_in_epoch = divmod(global_step, steps_per_epoch)
         resume_batches = step_in_epoch * run.gradient_accumulation_steps
         if state.get("steps_per_epoch") != steps_per_epoch:
@@ -526,7 +532,10 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
     )  # fmt: skip
 
     def training_state(epoch: int) -> dict[str, Any]:
-        return dict(global_step=global_step, epoch=epoch, steps_per_epoch=steps_per_epoch, total_batch_size=total_batch_size)
+        return dict(
+            global_step=global_step, epoch=epoch, steps_per_epoch=steps_per_epoch, total_batch_size=total_batch_size,
+            **evaluator.state(),
+        )  # fmt: skip
 
     def preview(tag: str) -> Any:
         with ema_weights(ema, base_unet), accelerator.autocast():
@@ -557,6 +566,9 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         return save_checkpoint(
             accelerator, output_dir, training_state(epoch), run.checkpoints_total_limit, model=base_unet, ema=ema
         )
+    def evaluate() -> None:
+        with ema_weights(ema, base_unet), accelerator.autocast():
+            record_metrics(accelerator, output_dir, global_step, evaluator.evaluate(base_unet, noise_scheduler, global_step))
 
     def export() -> None:
         fail_if_diverged(monitor.diverged())
@@ -629,6 +641,8 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
                         last_loss = mean_loss
 
                 with throughput.paused():
+                    if evaluator.due(global_step) and accelerator.is_main_process:
+                        evaluate()  # before the checkpoint, which keeps the best score
                     if global_step % run.checkpointing_steps == 0:
                         saved = checkpoint_now()
                         if publisher is not None and accelerator.is_main_process:
@@ -654,6 +668,8 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
             last_epoch = epoch == num_epochs - 1 or global_step >= max_train_steps
             with throughput.paused():
                 if accelerator.is_main_process:
+                    if evaluator.due(global_step, epoch_end=epoch + 1):
+                        evaluate()
                     if (epoch + 1) % run.save_images_epochs == 0 or last_epoch:
                         grid = preview(f"step-{global_step:07d}")
                     if (epoch + 1) % run.save_model_epochs == 0 and not last_epoch:
@@ -665,7 +681,9 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
                 break
     progress.close()
 
-    # 6. Wrap up: a final checkpoint (to continue later), then the pipeline, the card, and the upload.
+    # 6. Wrap up: a final evaluation and checkpoint (to continue later), then the pipeline, the card, and the upload.
+    if not stopped_by and accelerator.is_main_process and evaluator.due(global_step, final=True):
+        evaluate()
     if not (output_dir / f"checkpoint-{global_step}").exists():
         checkpoint_now()
     if stopped_by:
@@ -687,6 +705,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
             "images_seen": global_step * total_batch_size,
             "training_minutes": round((time.perf_counter() - run_start) / 60, 2),
             "nonfinite_steps": monitor.total_skipped,
+            **evaluator.card_metrics(),
         }
         write_json(output_dir / METRICS_FILE, metrics)
         write_model_card(output_dir, card_info_for_run(hparams, metrics, publisher.repo_id if publisher else None))

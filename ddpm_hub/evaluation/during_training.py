@@ -1,0 +1,160 @@
+"""Quality measured while training: every `--eval_steps` / `--eval_epochs`, the EMA weights are sampled and scored
+against the training data's cached reference statistics; FID/KID go to the trackers and `metrics.jsonl`, and
+whenever FID improves the pipeline is also exported to `<output_dir>/best/`.
+
+The best score and the settings that produced it travel in each checkpoint's `training_state.json`, so a resumed
+run only replaces `best/` with a genuinely better model, measured the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..files import write_json
+from . import check_sample_count, parse_metrics
+from .evaluate import generate_images, score, warn_if_few_samples
+from .features import get_extractor
+
+logger = logging.getLogger("ddpm_hub")
+
+BEST_DIR = "best"
+BEST_RESULT = "eval_results.json"
+
+
+class _Pixels:
+    """Slices of an `ImageSet` as uint8 tensors, whether it is held in memory or memory-mapped (a `datasets.Dataset`)."""
+
+    def __init__(self, images):
+        from ..data import ImageBatchDataset
+
+        self.batches = ImageBatchDataset(images)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: slice):
+        return self.batches.__getitems__(list(range(*index.indices(len(self)))))
+
+
+class Evaluator:
+    """Periodic evaluation of a training run; inactive (`enabled` is False) unless an eval interval is set.
+
+    Args:
+        run (`TrainConfig`): reads `eval_steps`, `eval_epochs`, `eval_num_samples`, `eval_sampler`,
+            `eval_num_inference_steps`, `eval_features`, `eval_metrics`, `eval_batch_size` and `seed`.
+        output_dir (`Path`): the run's folder (`best/` goes inside it).
+    """
+
+    def __init__(self, run, output_dir: Path):
+        self.run, self.output_dir = run, Path(output_dir)
+        self.enabled = bool(run.eval_steps or run.eval_epochs)
+        self.metrics = parse_metrics(run.eval_metrics, "--eval_metrics")
+        self.best: dict[str, Any] | None = None  # {"fid": ..., "step": ..., plus the settings}
+        self.last: dict[str, Any] | None = None
+        self.last_step: int | None = None
+        self.reference = self.extractor = None
+        if self.enabled:
+            check_sample_count(run.eval_num_samples, run.eval_features, self.metrics, "--eval_num_samples")
+
+    def settings(self) -> dict[str, Any]:
+        """What must match for two scores to be compared."""
+        return dict(
+            extractor=self.run.eval_features, num_images=self.run.eval_num_samples, sampler=self.run.eval_sampler,
+            num_inference_steps=self.run.eval_num_inference_steps, seed=self.run.seed,
+        )  # fmt: skip
+
+    def prepare(self, images, data, resolution: int, device) -> None:
+        """Load the extractor and the reference statistics of the training images (cached); main process only."""
+        if not self.enabled:
+            return
+        from .reference import reference_statistics
+
+        warn_if_few_samples(self.run.eval_num_samples, self.metrics)
+        self.extractor = get_extractor(self.run.eval_features, device, self.run.eval_batch_size)
+        self.reference = reference_statistics(
+            self.extractor, resolution=resolution, channels=images.pixels.shape[1], dataset_name=data.dataset_name,
+            train_data_dir=data.train_data_dir, dataset_config_name=data.dataset_config_name,
+            image_column=data.image_column, max_images=data.max_train_samples, center_crop=data.center_crop,
+            data_cache_dir=data.cache_dir, images=_Pixels(images),
+        )  # fmt: skip
+
+    def due(self, global_step: int, *, epoch_end: int | None = None, final: bool = False) -> bool:
+        """Whether to evaluate now: at every eval_steps-th step, after every eval_epochs-th epoch (1-based), and at
+        the end of training (`final`), never twice at one step."""
+        if not self.enabled or self.last_step == global_step:
+            return False
+        if final:
+            return True
+        if epoch_end is not None:
+            return bool(self.run.eval_epochs) and epoch_end % self.run.eval_epochs == 0
+        return bool(self.run.eval_steps) and global_step % self.run.eval_steps == 0
+
+    @torch.no_grad()
+    def evaluate(self, unet, noise_scheduler, global_step: int) -> dict[str, float]:
+        """Sample `unet` (the caller swaps in the EMA weights) and score it; export it to best/ if FID improved.
+
+        Returns the metrics to log, named `eval_fid`, `eval_kid_mean`, ...
+        """
+        from ..export import export_pipeline
+        from ..pipeline_ddpm_hub import DDPMHubPipeline, scheduler_from_name
+
+        pipeline = DDPMHubPipeline(unet=unet, scheduler=scheduler_from_name(self.run.eval_sampler, noise_scheduler.config))
+        pipeline.set_progress_bar_config(disable=True)
+        was_training = unet.training
+        unet.eval()
+        try:
+            images = generate_images(
+                pipeline, self.run.eval_num_samples, batch_size=self.run.eval_batch_size, seed=self.run.seed,
+                num_inference_steps=self.run.eval_num_inference_steps,
+            )  # fmt: skip
+        finally:
+            unet.train(was_training)
+        with torch.autocast(self.extractor.device.type, enabled=False):  # features in full precision
+            values = score(self.extractor.extract(images), self.reference, self.metrics, seed=self.run.seed)
+        self.last_step = global_step
+        self.last = {"step": global_step, **values, **self.settings()}
+        if "fid" in values and (self.best is None or values["fid"] < self.best["fid"]):
+            self.best = {"fid": values["fid"], "step": global_step, **self.settings()}
+            export_pipeline(unet, noise_scheduler, self.output_dir / BEST_DIR)
+            write_json(self.output_dir / BEST_DIR / BEST_RESULT, {**self.best, "reference": self.reference.source})
+            logger.info("FID improved to %.4g at step %d: saved the pipeline to %s.", values["fid"], global_step, BEST_DIR)
+        return {f"eval_{k}": v for k, v in values.items()}
+
+    def state(self) -> dict[str, Any]:
+        """Stored in the checkpoint's training_state.json."""
+        return {"best_fid": self.best} if self.best is not None else {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Keep the checkpoint's best score, unless it was measured differently (then it cannot be compared)."""
+        best = state.get("best_fid")
+        if best is None or not self.enabled:
+            return
+        stored = {k: best.get(k) for k in self.settings()}
+        if stored != self.settings():
+            logger.warning(
+                "The checkpoint's best FID %.4g was measured with %s; this run evaluates with %s, so the two are not "
+                "compared and best/ will be replaced by the first evaluation.", best["fid"], stored, self.settings(),
+            )  # fmt: skip
+            return
+        self.best = best
+        logger.info("Best FID so far: %.4g at step %d.", best["fid"], best["step"])
+
+    def card_metrics(self) -> dict[str, Any]:
+        """Final and best FID with their settings, for metrics.json and the model card."""
+        if not self.enabled or self.last is None:
+            return {}
+        settings = self.settings()
+        described = (
+            f"{settings['extractor']}, {settings['num_images']} samples, {settings['sampler']} "
+            f"{settings['num_inference_steps']} steps, reference: {self.reference.source} ({self.reference.num_images} images)"
+        )
+        values = {f"final_{k}": round(v, 6) for k, v in self.last.items() if k in ("fid", "kid_mean", "kid_std", "precision", "recall", "inception_score_mean")}
+        values["final_eval_step"] = self.last["step"]
+        if self.best is not None:
+            values.update(best_fid=round(self.best["fid"], 6), best_fid_step=self.best["step"])
+        values["eval_settings"] = described
+        return values

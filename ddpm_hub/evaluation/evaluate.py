@@ -1,0 +1,246 @@
+"""Score a model: sample it (batched, one seed per image, split across `accelerate launch` processes), extract
+features, and compare them with a data set's reference statistics. The body of `ddpm-hub eval`.
+
+    ddpm-hub eval path/to/pipeline --reference twemoji --num_samples 2048 --sampler ddim --num_inference_steps 50
+    accelerate launch -m ddpm_hub.cli eval org/name --reference path/to/images --metrics fid,kid,pr
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data import image_extensions, is_image_file
+from . import check_sample_count, parse_metrics
+from .features import Features, check_extractor_name, get_extractor
+from .metrics import frechet_distance, gaussian_statistics, inception_score, kid, precision_recall
+from .reference import ReferenceStatistics, is_image_folder, reference_statistics
+
+logger = logging.getLogger(__name__)
+
+# Below this many images FID is visibly biased upwards (Chong & Forsyth 2020); papers use 50,000.
+RELIABLE_FID_SAMPLES = 10_000
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Pipeline output in [0, 1] (N, C, H, W) -> uint8, rounded as when saving a PNG."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+@torch.no_grad()
+def generate_images(
+    pipeline,
+    num_samples: int,
+    *,
+    batch_size: int = 64,
+    seed: int = 0,
+    num_inference_steps: int = 50,
+    state=None,
+) -> np.ndarray:
+    """`num_samples` uint8 images (N, C, H, W); image i always comes from seed + i, whatever the batch size.
+
+    With an accelerate `PartialState` of several processes, each process samples its contiguous share of the
+    indices and the main process receives all of them, in order (the others get an empty array).
+    """
+    indices = list(range(num_samples))
+    if state is not None and state.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        with state.split_between_processes(indices) as share:
+            mine = _sample(pipeline, list(share), batch_size, seed, num_inference_steps)
+        parts = gather_object([mine])
+        return np.concatenate(parts) if state.is_main_process else mine[:0]
+    return _sample(pipeline, indices, batch_size, seed, num_inference_steps)
+
+
+def _sample(pipeline, indices: list[int], batch_size: int, seed: int, num_inference_steps: int) -> np.ndarray:
+    unet = pipeline.unet
+    channels, size = unet.config.in_channels, unet.config.sample_size
+    batches = []
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start : start + batch_size]
+        generators = [torch.Generator().manual_seed(seed + i) for i in chunk]
+        images = pipeline(
+            batch_size=len(chunk), generator=generators, num_inference_steps=num_inference_steps, output_type="pt"
+        ).images
+        batches.append(to_uint8(images))
+    return np.concatenate(batches) if batches else np.zeros((0, channels, size, size), np.uint8)
+
+
+def score(
+    generated: Features,
+    reference: ReferenceStatistics,
+    metrics: tuple[str, ...],
+    *,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The requested metrics of generated features against the reference (same extractor, checked)."""
+    if generated.extractor != reference.extractor or generated.features.shape[1] != reference.features.shape[1]:
+        raise ValueError(
+            f"Features from {generated.extractor} cannot be compared with reference statistics from {reference.extractor}."
+        )
+    values: dict[str, float] = {}
+    if "fid" in metrics:
+        values["fid"] = frechet_distance(*gaussian_statistics(generated.features), reference.mu, reference.sigma)
+    if "kid" in metrics:
+        values["kid_mean"], values["kid_std"] = kid(
+            generated.features, reference.features, subset_size=kid_subset_size, seed=seed
+        )
+    if "pr" in metrics:
+        values["precision"], values["recall"] = precision_recall(reference.features, generated.features)
+    if "is" in metrics:
+        if generated.probabilities is None:
+            raise ValueError(f"The Inception Score needs class probabilities, which {reference.extractor} does not give.")
+        values["inception_score_mean"], values["inception_score_std"] = inception_score(generated.probabilities)
+    return values
+
+
+def warn_if_few_samples(num_samples: int, metrics) -> None:
+    if "fid" in metrics and num_samples < RELIABLE_FID_SAMPLES:
+        logger.warning(
+            "FID from %d images is biased upwards (papers use 50,000; below %d the bias is large): compare it only "
+            "with FIDs from the same number of images and the same extractor.", num_samples, RELIABLE_FID_SAMPLES,
+        )  # fmt: skip
+
+
+def evaluate_model(
+    model: str,
+    reference: str,
+    *,
+    num_samples: int = 2048,
+    sampler: str = "ddim",
+    num_inference_steps: int = 50,
+    metrics: str | tuple[str, ...] = ("fid", "kid", "pr"),
+    features: str = "efficientnet-lite0",
+    batch_size: int = 64,
+    seed: int = 0,
+    revision: str | None = None,
+    reference_config: str | None = None,
+    image_column: str | None = None,
+    max_reference_images: int | None = None,
+    resolution: int | None = None,
+    cache_dir: str | None = None,
+    device: str = "auto",
+    save_images: str | None = None,
+) -> dict[str, Any] | None:
+    """Sample (or read) images of `model` and score them against `reference`; see `ddpm-hub eval --help`.
+
+    Returns the result record on the main process and `None` on the others.
+    """
+    # 1. Arguments, checked before anything is loaded.
+    metrics = parse_metrics(metrics)
+    check_extractor_name(features)
+    for name, value in dict(num_samples=num_samples, num_inference_steps=num_inference_steps, batch_size=batch_size).items():
+        if value < 1:
+            raise ValueError(f"--{name} must be positive, got {value}.")
+    model_path = Path(model)
+    images_folder = model_path.is_dir() and not (model_path / "model_index.json").is_file()
+    if images_folder and not has_images(model_path):
+        raise ValueError(f"MODEL {model!r} is neither a pipeline folder (no model_index.json) nor a folder of images.")
+    if not images_folder:
+        check_sample_count(num_samples, features, metrics)
+    reference_is_folder = Path(reference).exists() and is_image_folder(reference)
+    if Path(reference).is_file():
+        raise ValueError(f"--reference {reference!r} is a file; give a folder of images, a built-in set or a data set id.")
+    if reference_is_folder and not has_images(Path(reference)):
+        raise ValueError(f"--reference {reference!r} holds no image files (none of the {len(image_extensions())} extensions the image loader reads).")
+
+    from accelerate import PartialState
+
+    # Several processes without CUDA: accelerate only sets up (gloo) collectives when told it runs on the CPU.
+    state = PartialState(cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available())
+    from ..devices import resolve_device
+
+    run_device = state.device if state.num_processes > 1 else resolve_device(device)
+    extractor = get_extractor(features, run_device, batch_size)  # fails here, before sampling, if it cannot load
+
+    # 2. The images to score: generated now, or read from a folder.
+    if images_folder:
+        from ..data import load_images
+
+        if resolution is None:
+            resolution = _first_image_size(model_path)
+        loaded = load_images(train_data_dir=str(model_path), resolution=resolution, center_crop=True).pixels
+        generated_images = np.asarray(loaded)
+        num_samples, sampler, num_inference_steps, channels = len(generated_images), "images from folder", None, loaded.shape[1]
+        check_sample_count(num_samples, features, metrics, flag="the number of images in MODEL")
+    else:
+        from ..pipeline_ddpm_hub import DDPMHubPipeline
+
+        pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision).to(run_device)
+        pipeline.set_sampler(sampler)
+        pipeline.set_progress_bar_config(disable=True)
+        resolution, channels = pipeline.unet.config.sample_size, pipeline.unet.config.in_channels
+        generated_images = generate_images(
+            pipeline, num_samples, batch_size=batch_size, seed=seed, num_inference_steps=num_inference_steps, state=state
+        )
+    if not state.is_main_process:
+        return None
+    if save_images:
+        _save_images(generated_images, save_images)
+    warn_if_few_samples(num_samples, metrics)
+
+    # 3. Features and scores, on the main process.
+    stats = reference_statistics(
+        extractor, resolution=resolution, channels=channels, cache_dir=cache_dir, max_images=max_reference_images,
+        dataset_name=None if reference_is_folder else reference, train_data_dir=reference if reference_is_folder else None,
+        dataset_config_name=reference_config, image_column=image_column,
+    )  # fmt: skip
+    generated = extractor.extract(generated_images)
+    values = score(generated, stats, metrics, seed=seed)
+    return dict(
+        model=str(model), extractor=extractor.name, feature_dim=extractor.dim, num_images=num_samples,
+        resolution=resolution, sampler=sampler, num_inference_steps=num_inference_steps, seed=seed,
+        reference=stats.source, reference_images=stats.num_images, reference_fingerprint=stats.fingerprint,
+        metrics=list(metrics), **values,
+    )  # fmt: skip
+
+
+def has_images(folder: Path) -> bool:
+    return any(p.is_file() and is_image_file(p) for p in folder.rglob("*"))
+
+
+def _first_image_size(folder: Path) -> int:
+    import PIL.Image
+
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and is_image_file(path):
+            with PIL.Image.open(path) as image:
+                return min(image.size)
+    raise ValueError(f"MODEL folder {str(folder)!r} holds no images.")
+
+
+def _save_images(images: np.ndarray, folder: str) -> None:
+    import PIL.Image
+
+    from ..files import save_image
+
+    digits = max(5, int(math.log10(max(len(images), 1))) + 1)
+    for i, pixels in enumerate(images):
+        array = pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
+        save_image(PIL.Image.fromarray(array), os.path.join(folder, f"{i:0{digits}d}.png"))
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The result as a small aligned table: one metric a line, then the settings that produced it."""
+    names = {
+        "fid": "FID", "kid_mean": "KID (mean)", "kid_std": "KID (std)", "precision": "precision", "recall": "recall",
+        "inception_score_mean": "IS (mean)", "inception_score_std": "IS (std)",
+    }  # fmt: skip
+    rows = [(label, f"{result[key]:.4f}" if "kid" not in key else f"{result[key]:.6f}") for key, label in names.items() if key in result]
+    rows += [
+        ("extractor", result["extractor"]),
+        ("images", str(result["num_images"])),
+        ("resolution", f"{result['resolution']}px"),
+        ("sampler", f"{result['sampler']}" + (f", {result['num_inference_steps']} steps" if result.get("num_inference_steps") else "")),
+        ("reference", f"{result['reference']} ({result['reference_images']} images)"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)

@@ -1,0 +1,160 @@
+"""Reference statistics of a data set: its features (for KID, precision/recall) and their mean and covariance (FID).
+
+They are computed once per (data set, resolution, extractor) and kept in a cache folder as one `.npz` file whose
+name hashes those settings and a fingerprint of the data: the list of files with their sizes and modification
+times for a folder, the `datasets` fingerprint for a Hub or saved data set, the generator's version for a built-in
+synthetic set. Changing, adding or removing an image changes the fingerprint, so stale statistics are never used.
+Images are loaded with `ddpm_hub.data.load_images` (centre crop by default), exactly as for training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data import is_image_file, load_images, load_source, twemoji_dir
+from ..files import atomic_file
+from .features import FeatureExtractor
+from .metrics import gaussian_statistics
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when the way features are computed changes
+
+
+def default_cache_dir() -> Path:
+    """`$DDPM_HUB_CACHE`, else `$XDG_CACHE_HOME/ddpm_hub` (~/.cache/ddpm_hub), then `reference_stats/`."""
+    root = os.environ.get("DDPM_HUB_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "ddpm_hub"
+    )
+    return Path(root) / "reference_stats"
+
+
+@dataclass
+class ReferenceStatistics:
+    """Features of a data set under one extractor, with the Gaussian fit that FID needs."""
+
+    features: np.ndarray
+    mu: np.ndarray
+    sigma: np.ndarray
+    extractor: str
+    num_images: int
+    resolution: int
+    source: str
+    fingerprint: str
+    probabilities: np.ndarray | None = None
+    cache_file: Path | None = None
+    from_cache: bool = False
+
+
+def folder_fingerprint(folder: str | os.PathLike) -> str:
+    """A hash of every image file's relative path, size and modification time under `folder`."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p)):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def is_image_folder(path: str | os.PathLike) -> bool:
+    """A folder that is not a saved `datasets` data set (those are read by name)."""
+    path = Path(path)
+    return path.is_dir() and not ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())
+
+
+def data_fingerprint(dataset_name: str | None, train_data_dir: str | None, dataset_config_name: str | None = None,
+                     cache_dir: str | None = None) -> tuple[str, str]:  # fmt: skip
+    """(description, fingerprint) of the data named like training's --dataset_name / --train_data_dir."""
+    if train_data_dir is not None:
+        if not Path(train_data_dir).is_dir():
+            raise ValueError(f"Reference folder {train_data_dir!r} is not a folder.")
+        return f"folder {Path(train_data_dir).resolve()}", folder_fingerprint(train_data_dir)
+    name = dataset_name or "twemoji"
+    if name == "twemoji" and not os.path.exists(name):
+        return "twemoji (built in)", folder_fingerprint(twemoji_dir())
+    if name == "shapes" and not os.path.exists(name):
+        return "shapes (built in)", "draw_shapes-512-seed0-v1"
+    dataset, source = load_source(name, dataset_config_name, None, cache_dir)
+    return f"{source} {dataset_config_name or ''}".strip(), str(getattr(dataset, "_fingerprint", "")) or source
+
+
+def _cache_key(**settings: Any) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def reference_statistics(
+    extractor: FeatureExtractor,
+    *,
+    resolution: int,
+    dataset_name: str | None = None,
+    train_data_dir: str | None = None,
+    dataset_config_name: str | None = None,
+    image_column: str | None = None,
+    max_images: int | None = None,
+    channels: int = 3,
+    center_crop: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    data_cache_dir: str | None = None,
+    images=None,
+) -> ReferenceStatistics:
+    """The reference statistics of a data set at `resolution` under `extractor`, from the cache when valid.
+
+    Args:
+        extractor (`FeatureExtractor`): from `features.get_extractor`.
+        resolution (`int`): the size images are cropped to, the generated images' size.
+        dataset_name, train_data_dir, dataset_config_name, image_column: as for training.
+        max_images (`int`, *optional*): use a seeded random subset of this size (as --max_train_samples).
+        cache_dir (`str`, *optional*): where statistics are kept; defaults to `default_cache_dir()`.
+        data_cache_dir (`str`, *optional*): the `datasets` cache (training's --cache_dir).
+        images (*optional*): the data set's uint8 pixels (N, C, H, W) when the caller has loaded them already
+            (training does); they must be what `load_images` returns for these arguments.
+    """
+    source, fingerprint = data_fingerprint(dataset_name, train_data_dir, dataset_config_name, data_cache_dir)
+    settings = dict(
+        version=CACHE_VERSION, source=source, fingerprint=fingerprint, resolution=resolution, channels=channels,
+        extractor=extractor.name, image_column=image_column, max_images=max_images, center_crop=center_crop,
+    )  # fmt: skip
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_file = cache_dir / f"{extractor.name}-{resolution}px-{_cache_key(**settings)}.npz"
+    if cache_file.is_file():
+        try:
+            with np.load(cache_file, allow_pickle=False) as stored:
+                if json.loads(str(stored["settings"])) == settings:
+                    probabilities = stored["probabilities"] if "probabilities" in stored.files else None
+                    return ReferenceStatistics(
+                        stored["features"], stored["mu"], stored["sigma"], extractor.name, len(stored["features"]),
+                        resolution, source, fingerprint, probabilities, cache_file, from_cache=True,
+                    )  # fmt: skip
+        except (OSError, ValueError, KeyError) as error:
+            logger.warning("Ignoring unreadable reference cache %s: %s", cache_file, error)
+
+    if images is None:
+        images = load_images(
+            dataset_name, dataset_config_name=dataset_config_name, train_data_dir=train_data_dir,
+            image_column=image_column, cache_dir=data_cache_dir, resolution=resolution, channels=channels,
+            center_crop=center_crop, max_train_samples=max_images,
+        ).pixels  # fmt: skip
+    logger.info("Computing %s reference features of %d images of %s at %dpx.", extractor.name, len(images), source, resolution)
+    extracted = extractor.extract(images)
+    if len(extracted.features) < 2:
+        raise ValueError(f"The reference data ({source}) needs at least 2 images, it has {len(extracted.features)}.")
+    mu, sigma = gaussian_statistics(extracted.features)
+    stats = ReferenceStatistics(
+        extracted.features, mu, sigma, extractor.name, len(extracted.features), resolution, source, fingerprint,
+        extracted.probabilities, cache_file,
+    )  # fmt: skip
+    arrays = dict(features=stats.features, mu=mu, sigma=sigma, settings=np.array(json.dumps(settings)))
+    if extracted.probabilities is not None:
+        arrays["probabilities"] = extracted.probabilities
+    with atomic_file(cache_file) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+    return stats
