@@ -3,6 +3,7 @@
     ddpm-hub push OUTPUT_DIR --repo_id org/name [--private] [--revision BRANCH] [--commit_message MSG]
     ddpm-hub sample org/name --output grid.png [--sampler ddim] [--num_inference_steps 50] [--num_images 16]
     ddpm-hub schedules --output schedules.png
+    ddpm-hub explore [MODEL] [--port 7860] [--host 127.0.0.1] [--share]
 """
 
 from __future__ import annotations
@@ -40,6 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     schedules.add_argument("--output", default="schedules.png")
     schedules.add_argument("--schedules", nargs="+", default=["linear", "cosine", "quadratic", "sigmoid"])
     schedules.add_argument("--num_train_timesteps", type=int, default=1000)
+
+    explore = commands.add_parser("explore", help="Open the interactive explorer (a Gradio app; needs [app]).")
+    explore.add_argument(
+        "model", nargs="?", default=None,
+        help="Pipeline folder or Hub id (default: the newest training output in the current folder, if any).",
+    )  # fmt: skip
+    explore.add_argument("--host", default="127.0.0.1", help="Address to serve on (0.0.0.0 exposes it to the network).")
+    explore.add_argument("--port", type=int, default=None, help="Port (default: the first free one from 7860).")
+    explore.add_argument("--share", action="store_true", help="Also open a public gradio.live link (off by default).")
+    explore.add_argument("--outputs_dir", default="outputs", help="Where the Text to image panel saves images.")
     return parser
 
 
@@ -80,6 +91,18 @@ def main(argv: list[str] | None = None) -> int:
                 device=args.device,
             )
             print(f"Saved {path}")
+        elif args.command == "explore":
+            if args.port is not None and not 0 < args.port < 65536:
+                parser.error(f"--port must be in 1..65535, got {args.port}.")
+            from .app import INSTALL_HINT, explore
+
+            try:
+                import gradio  # noqa: F401
+            except ImportError:
+                print(f"ddpm-hub explore: {INSTALL_HINT}", file=sys.stderr)
+                return 1
+
+            explore(args.model, host=args.host, port=args.port, share=args.share, outputs_dir=args.outputs_dir)
         else:
             from .schedules import plot_schedules
 
