@@ -38,7 +38,7 @@ def resolve_targets(model: str | None, search_dir: str | os.PathLike = ".") -> t
     run = newest_training_output(search_dir)
     if run is None:
         return None, None
-    return (str(run) if is_pipeline_dir(run) else None), str(run)
+    return (str(run) if is_pipeline_dir(run) else None), (str(run) if is_training_output(run) else None)
 
 
 def build_app(model: str | None = None, **kwargs):

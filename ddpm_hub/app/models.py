@@ -17,10 +17,10 @@ def is_pipeline_dir(path: Path) -> bool:
 
 
 def is_training_output(path: Path) -> bool:
-    """A folder written by train_unconditional.py: a pipeline, metrics, settings, previews or checkpoints."""
+    """A folder train_unconditional.py writes into: metrics, settings, previews or checkpoints."""
     if not path.is_dir():
         return False
-    return any((path / name).exists() for name in (PIPELINE_INDEX, *RUN_MARKERS)) or any(path.glob("checkpoint-*"))
+    return any((path / name).exists() for name in RUN_MARKERS) or any(path.glob("checkpoint-*"))
 
 
 def _last_modified(path: Path) -> float:
@@ -31,10 +31,10 @@ def _last_modified(path: Path) -> float:
 
 
 def newest_training_output(folder: str | os.PathLike = ".") -> Path | None:
-    """The most recently written training output among `folder` and its sub-folders, or `None`."""
+    """The most recently written pipeline or training output among `folder` and its sub-folders, or `None`."""
     folder = Path(folder)
     candidates = [folder] + sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    runs = [path for path in candidates if is_training_output(path)]
+    runs = [path for path in candidates if path.is_dir() and (is_pipeline_dir(path) or is_training_output(path))]
     return max(runs, key=_last_modified) if runs else None
 
 

@@ -145,7 +145,7 @@ def forward_process(
         "√(1−ᾱ_t)": math.sqrt(1 - alpha_bar),
         "SNR(t)": float(curves.snr[timestep]),
     }
-    strip_frames = [_label(enlarge(frame, 96), f"t={t}") for frame, t in zip(frames[1:], strip_timesteps)]
+    strip_frames = [_label(enlarge(frame, 128), f"t={t}") for frame, t in zip(frames[1:], strip_timesteps)]
     return ForwardProcess(enlarge(frames[0]), make_image_grid(strip_frames, 1, len(strip_frames)), values)
 
 

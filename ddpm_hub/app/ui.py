@@ -129,7 +129,8 @@ def build_app(
                     with gr.Column(scale=1):
                         builtin = gr.Dropdown(list(panels.BUILTIN_IMAGES), value=panels.BUILTIN_IMAGES[0],
                                               label="Built-in image")  # fmt: skip
-                        upload = gr.Image(type="filepath", label="Or upload an image", height=160)
+                        # A file, not gr.Image: an unreadable upload then reaches `open_upload`, whose message is one line.
+                        upload = gr.File(label="Or upload an image", file_types=["image"], type="filepath", height=100)
                         schedule = gr.Dropdown(explorer.schedule_choices(), value="linear", label="Schedule")
                         forward_T = gr.Slider(10, 4000, value=1000, step=10, label="T (training timesteps)")
                         forward_zero_snr = gr.Checkbox(False, label="Zero terminal SNR (rescaled)")
@@ -272,7 +273,8 @@ def build_app(
             gif_path = panels.save_gif(result, Path(tempfile.mkdtemp(dir=explorer.work_dir)) / "trajectory.gif")
             count = len(result.timesteps)
             info = f"{result.sampler}: {count} steps in {result.seconds:.2f} s (seed {int(seed_value or 0)})."
-            return (result, gr.Slider(minimum=1, maximum=count, value=count), result.frame(count - 1), result.image,
+            return (result, gr.Slider(minimum=1, maximum=count, value=count), result.frame(count - 1),
+                    panels.enlarge(result.image),
                     str(gif_path), info)  # fmt: skip
 
         generate.click(
