@@ -244,6 +244,18 @@ def test_explore_finds_the_newest_training_output(tmp_path, tiny_run, saved_pipe
     assert resolve_targets(str(saved_pipeline_dir), tmp_path) == (str(saved_pipeline_dir), None)  # not a run
 
 
+def test_space_app_loads_the_model_named_by_its_variable(monkeypatch, saved_pipeline_dir):
+    import runpy
+
+    from conftest import REPO_ROOT
+
+    monkeypatch.setenv("DDPM_HUB_MODEL", str(saved_pipeline_dir))
+    demo = runpy.run_path(str(REPO_ROOT / "space" / "app.py"), run_name="space_app")["demo"]
+    assert demo.explorer.pipeline is not None and demo.explorer.source == str(saved_pipeline_dir)
+    requirements = (REPO_ROOT / "space" / "requirements.txt").read_text()
+    assert "ddpm-hub[app]" in requirements
+
+
 def test_explore_without_gradio_says_how_to_install_it(monkeypatch, capsys):
     from ddpm_hub.cli import main
 
@@ -307,7 +319,7 @@ def _wait(condition, timeout: float = 60, what: str = "the page"):
     pytest.fail(f"timed out waiting for {what}")
 
 
-def test_browser_shows_every_panel_and_the_t_slider_changes_x_t(explore_command, browser, tmp_path):
+def test_browser_shows_every_panel_and_the_t_slider_changes_x_t(explore_command, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -320,6 +332,8 @@ def test_browser_shows_every_panel_and_the_t_slider_changes_x_t(explore_command,
         return images[0].get_attribute("src") if images and images[0].get_attribute("src") else None
 
     first = _wait(x_t_source, what="the first x_t image")
+    shown = "return [...document.querySelectorAll('#forward-xt img, #forward-strip img')].filter(i => i.naturalWidth > 0).length"
+    _wait(lambda: browser.execute_script(shown) == 2, what="x_t and the strip to be drawn")
     tabs = [tab.get_attribute("textContent").strip() for tab in browser.find_elements(By.CSS_SELECTOR, "[role=tab]")]
     for title in TITLES.values():
         assert title in tabs
@@ -327,7 +341,9 @@ def test_browser_shows_every_panel_and_the_t_slider_changes_x_t(explore_command,
     assert "Loaded " in browser.find_element(By.ID, "model-status").text
 
     screenshot = PIL.Image.open(io.BytesIO(browser.get_screenshot_as_png()))
-    screenshot.save(tmp_path / "explorer.png")
+    # DDPM_HUB_SCREENSHOT=docs/explorer.png python -m pytest tests/test_app.py -k browser  (README's picture)
+    if os.environ.get("DDPM_HUB_SCREENSHOT"):
+        screenshot.convert("RGB").quantize(64).save(os.environ["DDPM_HUB_SCREENSHOT"], optimize=True)
     shot = pixels(screenshot)
     assert shot.std() > 10 and len(np.unique(shot.reshape(-1, 3), axis=0)) > 200  # not blank: text, images
 

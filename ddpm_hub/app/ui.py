@@ -30,6 +30,7 @@ TITLES = {
 }
 COMPARED_SAMPLERS = ["ddpm", "ddim", "euler_a", "dpmpp_2m", "unipc"]
 REFRESH_SECONDS = 5.0
+INLINE_MATH = [{"left": "$", "right": "$", "display": False}]  # Gradio's Markdown renders only $$...$$ by default
 # System fonts only: the default theme would fetch its fonts from Google, which an offline laptop cannot reach.
 THEME = gr.themes.Default(
     font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "Consolas", "monospace"]
@@ -124,7 +125,7 @@ def build_app(
             with gr.Tab(TITLES["forward"], id="forward"):
                 gr.Markdown(f"## {TITLES['forward']}\n"
                             r"$x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ (DDPM eq. 4), "
-                            "with the same noise $\\epsilon$ for every t.")  # fmt: skip
+                            "with the same noise $\\epsilon$ for every t.", latex_delimiters=INLINE_MATH)  # fmt: skip
                 with gr.Row():
                     with gr.Column(scale=1):
                         builtin = gr.Dropdown(list(panels.BUILTIN_IMAGES), value=panels.BUILTIN_IMAGES[0],
@@ -139,7 +140,7 @@ def build_app(
                     with gr.Column(scale=1):
                         noisy = gr.Image(label="x_t", type="pil", elem_id="forward-xt", format="png")
                         values = gr.JSON(label="At t")
-                strip = gr.Image(label="x_t over t", type="pil", format="png")
+                strip = gr.Image(label="x_t over t", type="pil", format="png", elem_id="forward-strip")
 
             # 2. Schedules ---------------------------------------------------------------------------------------
             with gr.Tab(TITLES["schedules"], id="schedules"):
@@ -155,7 +156,7 @@ def build_app(
             # 3. Step by step ------------------------------------------------------------------------------------
             with gr.Tab(TITLES["steps"], id="steps"):
                 gr.Markdown(f"## {TITLES['steps']}\nThe noisy sample $x_t$ and the model's prediction of the "
-                            "clean image $x_0$ at every step.")  # fmt: skip
+                            "clean image $x_0$ at every step.", latex_delimiters=INLINE_MATH)  # fmt: skip
                 with gr.Row():
                     sampler = gr.Dropdown(list(SAMPLERS), value="ddim", label="Sampler")
                     steps = gr.Slider(1, 200, value=20, step=1, label="Steps")
