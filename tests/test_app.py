@@ -109,7 +109,8 @@ def test_forward_process_shows_x_t_the_strip_and_the_schedule_values(client):
         assert frames[t].shape == (256, 256, 3)
         alpha_bar = float(schedule_curves("cosine").alphas_cumprod[t])
         assert values["t"] == t and values["ᾱ_t"] == pytest.approx(alpha_bar)
-        assert values["√ᾱ_t"] == pytest.approx(alpha_bar**0.5) and values["√(1−ᾱ_t)"] == pytest.approx((1 - alpha_bar) ** 0.5)
+        assert values["√ᾱ_t"] == pytest.approx(alpha_bar**0.5)
+        assert values["√(1−ᾱ_t)"] == pytest.approx((1 - alpha_bar) ** 0.5)
         assert PIL.Image.open(strip).size == (128 * panels.STRIP_FRAMES, 128 + 14)
         assert slider["maximum"] == 999
     clean = pixels(panels.enlarge(panels.builtin_image("cat (Twemoji)").resize((64, 64), PIL.Image.BICUBIC)))
@@ -143,7 +144,8 @@ def test_schedules_plot_and_the_model_schedule_marked(client, app):
     plot = plot_image(client.predict(["linear", "cosine", "sigmoid"], 500, True, api_name="/schedules"))
     assert plot.width > 800 and pixels(plot).std() > 10
 
-    figure = panels.schedule_figure(500, ["linear", "quadratic"], zero_terminal_snr=True, pipeline=app[0].explorer.pipeline)
+    pipeline = app[0].explorer.pipeline
+    figure = panels.schedule_figure(500, ["linear", "quadratic"], zero_terminal_snr=True, pipeline=pipeline)
     alpha_axis, snr_axis, beta_axis = figure.axes
     labels = [line.get_label() for line in alpha_axis.lines]
     assert labels == ["linear", "linear, zero SNR", "quadratic", "quadratic, zero SNR", "this model (linear)"]
@@ -177,7 +179,8 @@ def test_samplers_compared_side_by_side_with_their_times(client):
     images = [pixels(item["image"]) for item in gallery]
     assert all(image.shape == (128, 128, 3) and image.std() > 5 for image in images)
     assert np.abs(images[0] - images[1]).mean() > 1  # different samplers, different images
-    assert [row[0] for row in table["data"]] == ["ddim", "euler", "dpmpp_2m"] and all(row[1] > 0 for row in table["data"])
+    assert [row[0] for row in table["data"]] == ["ddim", "euler", "dpmpp_2m"]
+    assert all(row[1] > 0 for row in table["data"])
 
 
 def test_training_monitor_follows_a_run(client, tiny_run):
@@ -332,7 +335,8 @@ def test_browser_shows_every_panel_and_the_t_slider_changes_x_t(explore_command,
         return images[0].get_attribute("src") if images and images[0].get_attribute("src") else None
 
     first = _wait(x_t_source, what="the first x_t image")
-    shown = "return [...document.querySelectorAll('#forward-xt img, #forward-strip img')].filter(i => i.naturalWidth > 0).length"
+    shown = "return [...document.querySelectorAll('#forward-xt img, #forward-strip img')]" \
+        ".filter(image => image.naturalWidth > 0).length"
     _wait(lambda: browser.execute_script(shown) == 2, what="x_t and the strip to be drawn")
     tabs = [tab.get_attribute("textContent").strip() for tab in browser.find_elements(By.CSS_SELECTOR, "[role=tab]")]
     for title in TITLES.values():

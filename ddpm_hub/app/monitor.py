@@ -65,7 +65,8 @@ def read_run(folder: str | Path) -> RunView:
     if not str(folder).strip() or not folder.is_dir():
         raise ValueError(f"No training output folder at {str(folder)!r}.")
     if not is_training_output(folder):
-        raise ValueError(f"{str(folder)!r} is not a training output folder (no {METRICS_LOG}, {CONFIG_FILE} or samples/).")
+        expected = f"{METRICS_LOG}, {CONFIG_FILE} or samples/"
+        raise ValueError(f"{str(folder)!r} is not a training output folder (no {expected}).")
     previews = []
     for path in (folder / "samples").glob("step-*.png"):
         match = PREVIEW_PATTERN.search(path.name)

@@ -301,7 +301,8 @@ def compare_samplers(
         progress(index / len(samplers), f"{sampler} ({index + 1}/{len(samplers)})")
         sampling = with_sampler(pipeline, sampler)
         start = time.perf_counter()
-        image = sampling(generator=torch.Generator().manual_seed(seed), num_inference_steps=num_inference_steps).images[0]
+        generator = torch.Generator().manual_seed(seed)
+        image = sampling(generator=generator, num_inference_steps=num_inference_steps).images[0]
         results.append((sampler, image, time.perf_counter() - start))
     return results
 

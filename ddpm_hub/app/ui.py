@@ -130,7 +130,7 @@ def build_app(
                     with gr.Column(scale=1):
                         builtin = gr.Dropdown(list(panels.BUILTIN_IMAGES), value=panels.BUILTIN_IMAGES[0],
                                               label="Built-in image")  # fmt: skip
-                        # A file, not gr.Image: an unreadable upload then reaches `open_upload`, whose message is one line.
+                        # A file, not gr.Image: an unreadable upload reaches `open_upload`, whose message is one line.
                         upload = gr.File(label="Or upload an image", file_types=["image"], type="filepath", height=100)
                         schedule = gr.Dropdown(explorer.schedule_choices(), value="linear", label="Schedule")
                         forward_T = gr.Slider(10, 4000, value=1000, step=10, label="T (training timesteps)")
@@ -326,7 +326,8 @@ def build_app(
                 return "Enter a training output folder (`--output_dir` of train_unconditional.py).", None, [], {}
             run = monitor.read_run(folder)
             # Opened here, not served by path: the folder may be anywhere, and Gradio serves only files it copied.
-            shown = [(monitor.open_preview(path), f"step {step}") for path, step in run.previews[: monitor.PREVIEWS_SHOWN]]
+            latest = run.previews[: monitor.PREVIEWS_SHOWN]
+            shown = [(monitor.open_preview(path), f"step {step}") for path, step in latest]
             return run.status(), monitor.metrics_figure(run), shown, run.config
 
         monitor_outputs = [run_status, loss_plot, previews, settings]
