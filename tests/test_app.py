@@ -208,6 +208,8 @@ def test_errors_are_messages_and_the_app_keeps_working(client, tmp_path, saved_p
     not_a_pipeline.mkdir()
     status, _ = client.predict(str(not_a_pipeline), api_name="/load_model")
     assert "is not a pipeline folder" in status and f"Still using {saved_pipeline_dir}" in status
+    status, _ = client.predict(str(tmp_path / "missing"), api_name="/load_model")
+    assert "is neither an existing local folder nor a Hub id" in status
     status, _ = client.predict("no-such-org/no-such-model", api_name="/load_model")
     assert "Cannot load 'no-such-org/no-such-model' (offline" in status
     with pytest.raises(AppError, match="nope is not in the list of choices"):

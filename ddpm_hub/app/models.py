@@ -43,6 +43,9 @@ def load_pipeline(model: str) -> DDPMHubPipeline:
     model = model.strip()
     if not model:
         raise ValueError("Give a pipeline folder or a Hub id like 'org/name'.")
+    from ..text2img import check_model_reference
+
+    check_model_reference(model)  # neither a folder nor "org/name": say so, without asking the Hub
     local = Path(model).expanduser()
     if local.exists():
         if not local.is_dir() or not is_pipeline_dir(local):

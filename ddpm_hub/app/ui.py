@@ -110,7 +110,8 @@ def build_app(
     from ..text2img import DEFAULT_MODEL
 
     explorer = Explorer(model, run_dir, outputs_dir)
-    with gr.Blocks(title="ddpm-hub explorer", analytics_enabled=False) as demo:
+    # delete_cache: files Gradio copies for the page (images, GIFs) go after a day, so a long-lived Space stays small.
+    with gr.Blocks(title="ddpm-hub explorer", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# ddpm-hub explorer\nWatch diffusion happen: noise added step by step, schedules compared, "
                     "images emerging from noise.")  # fmt: skip
         with gr.Row():
