@@ -34,8 +34,9 @@ from test_train import TINY, launch, ok  # noqa: E402
 
 from ddpm_hub import schedule_curves  # noqa: E402
 from ddpm_hub.app import panels, resolve_targets  # noqa: E402
-from ddpm_hub.app.ui import TITLES, build_app  # noqa: E402
-from ddpm_hub.app.ui import launch as launch_app  # noqa: E402
+
+# ddpm_hub.app.ui (and so gradio, seconds to import) is imported inside the fixtures, so that pytest-xdist workers
+# which only collect this file do not pay for it.
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -77,6 +78,9 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def app(saved_pipeline_dir, tiny_run, tmp_path_factory):
+    from ddpm_hub.app.ui import build_app
+    from ddpm_hub.app.ui import launch as launch_app
+
     demo = build_app(
         str(saved_pipeline_dir), run_dir=str(tiny_run), outputs_dir=tmp_path_factory.mktemp("t2i"),
         text2image_model="no-such-org/no-such-model",
@@ -327,6 +331,8 @@ def _wait(condition, timeout: float = 60, what: str = "the page"):
 def test_browser_shows_every_panel_and_the_t_slider_changes_x_t(explore_command, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+
+    from ddpm_hub.app.ui import TITLES
 
     url, log = explore_command
     assert "Loaded " in log  # the newest training output in the folder was found and loaded
