@@ -6,6 +6,7 @@
         [--init_image PATH [--strength 0.8] | --init_image PATH --mask_image PATH | --interpolate A B --num_frames 8]
     ddpm-hub schedules --output schedules.png
     ddpm-hub eval MODEL --reference DATA [--num_samples 2048] [--metrics fid,kid,pr] [--features efficientnet-lite0]
+    ddpm-hub explore [MODEL] [--port 7860] [--host 127.0.0.1] [--share]
 """
 
 from __future__ import annotations
@@ -103,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--save_images", default=None, help="Also save the generated images as PNGs in this folder.")
     evaluate.add_argument("--output", default="eval_results.json", help="Where to write the results (JSON).")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, mps...")
+    explore = commands.add_parser("explore", help="Open the interactive explorer (a Gradio app; needs [app]).")
+    explore.add_argument(
+        "model", nargs="?", default=None,
+        help="Pipeline folder or Hub id (default: the newest training output in the current folder, if any).",
+    )  # fmt: skip
+    explore.add_argument("--host", default="127.0.0.1", help="Address to serve on (0.0.0.0 exposes it to the network).")
+    explore.add_argument("--port", type=int, default=None, help="Port (default: the first free one from 7860).")
+    explore.add_argument("--share", action="store_true", help="Also open a public gradio.live link (off by default).")
+    explore.add_argument("--outputs_dir", default="outputs", help="Where the Text to image panel saves images.")
     return parser
 
 
@@ -167,6 +177,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Saved {path}")
         elif args.command == "eval":
             _run_eval(args)
+        elif args.command == "explore":
+            if args.port is not None and not 0 < args.port < 65536:
+                parser.error(f"--port must be in 1..65535, got {args.port}.")
+            from .app import INSTALL_HINT, explore
+
+            try:
+                import gradio  # noqa: F401
+            except ImportError:
+                print(f"ddpm-hub explore: {INSTALL_HINT}", file=sys.stderr)
+                return 1
+
+            explore(args.model, host=args.host, port=args.port, share=args.share, outputs_dir=args.outputs_dir)
         else:
             from .schedules import plot_schedules
 

@@ -89,6 +89,12 @@ def schedule_curves(
     ```
     """
     scheduler = make_noise_scheduler(beta_schedule, num_train_timesteps, rescale_betas_zero_snr=rescale_betas_zero_snr)
+    return scheduler_curves(scheduler)
+
+
+def scheduler_curves(scheduler) -> ScheduleCurves:
+    """betas, alpha_bar and SNR of the training schedule in a scheduler's config (a loaded model's own schedule)."""
+    scheduler = DDPMScheduler.from_config(scheduler.config)
     alphas_cumprod = scheduler.alphas_cumprod.double()
     return ScheduleCurves(
         betas=scheduler.betas.double(), alphas_cumprod=alphas_cumprod, snr=alphas_cumprod / (1 - alphas_cumprod)

