@@ -392,7 +392,8 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DiffusionPipeline):
         label = int(label)
         if not 0 <= label < self.num_classes:
             raise ValueError(
-                f"Class id {label} is out of range; this model has {self.num_classes} classes (ids 0 to {self.num_classes - 1})."
+                f"Class id {label} is out of range; this model has {self.num_classes} classes "
+                f"(ids 0 to {self.num_classes - 1})."
             )
         return label
 

@@ -209,9 +209,12 @@ def test_editing_methods_take_class_labels_and_guidance(latent):
         pipe, size = DDPMHubPipeline(unet=unet, scheduler=make_noise_scheduler(), label_names=LABELS), 16
         pipe.set_progress_bar_config(disable=True)
     image = torch.rand(1, 3, size, size, generator=seeded(1))
-    edit = lambda **kw: (
-        pipe.img2img(image, strength=0.75, num_inference_steps=4, generator=seeded(2), output_type="pt", **kw).images
-    )  # noqa: E731
+
+    def edit(**kw):
+        return pipe.img2img(
+            image, strength=0.75, num_inference_steps=4, generator=seeded(2), output_type="pt", **kw
+        ).images
+
     towards_cat, towards_fish = edit(class_labels=[0]), edit(class_labels="fish")
     assert towards_cat.shape == (1, 3, size, size) and not torch.allclose(towards_cat, towards_fish)
     torch.testing.assert_close(edit(class_labels="cat", guidance_scale=3.0), towards_cat)  # 3 is the default scale
