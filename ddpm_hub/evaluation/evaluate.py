@@ -143,16 +143,9 @@ def evaluate_model(
     metrics = metrics if isinstance(metrics, str) else ",".join(metrics)
     metrics = EvalConfig(num_samples, sampler, num_inference_steps, metrics, features, batch_size, seed).validate()
     model_path = Path(model)
-    images_folder = model_path.is_dir() and not (model_path / "model_index.json").is_file()
-    if images_folder and not has_images(model_path):
-        raise ValueError(f"MODEL {model!r} is neither a pipeline folder (no model_index.json) nor a folder of images.")
+    images_folder, reference_is_folder = _check_sources(model_path, reference)
     if not images_folder:
         check_sample_count(num_samples, features, metrics)
-    reference_is_folder = Path(reference).exists() and is_image_folder(reference)
-    if Path(reference).is_file():
-        raise ValueError(f"--reference {reference!r} is a file; give a folder of images, a built-in set or a data set id.")
-    if reference_is_folder and not has_images(Path(reference)):
-        raise ValueError(f"--reference {reference!r} holds no image files (none of the {len(image_extensions())} extensions the image loader reads).")
 
     from accelerate import PartialState
 
@@ -203,6 +196,24 @@ def evaluate_model(
         reference=stats.source, reference_images=stats.num_images, reference_fingerprint=stats.fingerprint,
         metrics=list(metrics), **values,
     )  # fmt: skip
+
+
+def _check_sources(model_path: Path, reference: str) -> tuple[bool, bool]:
+    """(MODEL is a folder of images, --reference is a folder of images); `ValueError` for an unusable one."""
+    images_folder = model_path.is_dir() and not (model_path / "model_index.json").is_file()
+    if images_folder and not has_images(model_path):
+        raise ValueError(
+            f"MODEL {str(model_path)!r} is neither a pipeline folder (no model_index.json) nor a folder of images."
+        )
+    reference_is_folder = Path(reference).exists() and is_image_folder(reference)
+    if Path(reference).is_file():
+        raise ValueError(f"--reference {reference!r} is a file; give a folder of images, a built-in set or a data set id.")
+    if reference_is_folder and not has_images(Path(reference)):
+        raise ValueError(
+            f"--reference {reference!r} holds no image files (none of the {len(image_extensions())} extensions the "
+            "image loader reads)."
+        )
+    return images_folder, reference_is_folder
 
 
 def has_images(folder: Path) -> bool:
