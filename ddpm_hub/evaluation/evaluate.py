@@ -143,7 +143,7 @@ def evaluate_model(
     metrics = metrics if isinstance(metrics, str) else ",".join(metrics)
     metrics = EvalConfig(num_samples, sampler, num_inference_steps, metrics, features, batch_size, seed).validate()
     model_path = Path(model)
-    images_folder, reference_is_folder = _check_sources(model_path, reference)
+    images_folder, reference_is_folder = _check_sources(model, reference)
     if not images_folder:
         check_sample_count(num_samples, features, metrics)
 
@@ -198,12 +198,13 @@ def evaluate_model(
     )  # fmt: skip
 
 
-def _check_sources(model_path: Path, reference: str) -> tuple[bool, bool]:
+def _check_sources(model: str, reference: str) -> tuple[bool, bool]:
     """(MODEL is a folder of images, --reference is a folder of images); `ValueError` for an unusable one."""
+    model_path = Path(model)
     images_folder = model_path.is_dir() and not (model_path / "model_index.json").is_file()
     if images_folder and not has_images(model_path):
         raise ValueError(
-            f"MODEL {str(model_path)!r} is neither a pipeline folder (no model_index.json) nor a folder of images."
+            f"MODEL {model!r} is neither a pipeline folder (no model_index.json) nor a folder of images."
         )
     reference_is_folder = Path(reference).exists() and is_image_folder(reference)
     if Path(reference).is_file():
