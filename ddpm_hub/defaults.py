@@ -48,17 +48,23 @@ def preset_learning_rate(model: ModelConfig) -> float:
     return get_preset(model.model).learning_rate
 
 
-def resolve_defaults(
-    model: ModelConfig, run: TrainConfig, cache_dir: str | None = None
-) -> tuple[ModelConfig, TrainConfig]:
-    """Copies of `model` and `run` with the schedule flags and the learning rate filled in where they were `None`."""
+def resolve_model_defaults(model: ModelConfig, cache_dir: str | None = None) -> ModelConfig:
+    """A copy of `model` with the schedule flags filled in where they were `None` (a no-op once they are set)."""
+    missing = [name for name in NEW_MODEL_SCHEDULE if getattr(model, name) is None]
+    if not missing:
+        return model
     if model.pretrained_model_name_or_path is not None:
         defaults = pretrained_schedule(model.pretrained_model_name_or_path, cache_dir)
     else:
         defaults = NEW_MODEL_SCHEDULE
-    model = dataclasses.replace(
-        model, **{name: value for name, value in defaults.items() if getattr(model, name) is None}
-    )
+    return dataclasses.replace(model, **{name: defaults[name] for name in missing})
+
+
+def resolve_defaults(
+    model: ModelConfig, run: TrainConfig, cache_dir: str | None = None
+) -> tuple[ModelConfig, TrainConfig]:
+    """Copies of `model` and `run` with the schedule flags and the learning rate filled in where they were `None`."""
+    model = resolve_model_defaults(model, cache_dir)
     if run.learning_rate is None:
         run = dataclasses.replace(run, learning_rate=preset_learning_rate(model))
     return model, run
