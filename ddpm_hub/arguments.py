@@ -11,7 +11,8 @@ Every entry point (`train_unconditional.py`, `text2img.py`, each `ddpm-hub` subc
 
 A field becomes a positional argument with `metadata={"positional": True}` (optional when it has a default), and
 `nargs`, `action` or `metavar` in its metadata override what `HfArgumentParser` derives from the type, e.g.
-`--interpolate A B` is `list[str] | None` with `{"nargs": 2, "metavar": ("A", "B")}`.
+`--interpolate A B` is `list[str] | None` with `{"nargs": 2, "metavar": ("A", "B")}`, and a switch beside a positional
+is `{"action": "store_true"}` (`HfArgumentParser`'s own `--flag [true|false]` would take the positional as its value).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def _config_parser_class():
             (names, kwargs), *complements = recorder.calls
             kwargs.pop("positional", None)
             kwargs.update({key: metadata[key] for key in _OVERRIDES if key in metadata})
+            if kwargs.get("action") in ("store_true", "store_false"):
+                for key in ("type", "nargs", "const"):  # a plain switch: it never takes the next word as its value
+                    kwargs.pop(key, None)
             if metadata.get("positional"):
                 names = (field.name,)
                 if not kwargs.pop("required", False):

@@ -23,7 +23,7 @@ class PushConfig:
         metadata={"positional": True, "help": "Folder holding model_index.json, unet/ and scheduler/."}
     )
     repo_id: str = field(metadata={"help": "Target repo, 'name' or 'org/name'."})
-    private: bool = field(default=False, metadata={"help": "Create the repo private."})
+    private: bool = field(default=False, metadata={"action": "store_true", "help": "Create the repo private."})
     revision: str | None = field(default=None, metadata={"help": "Push to this branch (created if missing)."})
     commit_message: str = field(default="Upload DDPM pipeline with ddpm-hub", metadata={"help": "The commit message."})
     token: str | None = field(default=None, metadata={"help": "Hub token (default: HF_TOKEN or the saved login)."})
@@ -57,7 +57,9 @@ class SampleConfig:
             "(default: 3)."
         },
     )
-    compile: bool = field(default=False, metadata={"help": "torch.compile the UNet (CUDA graphs on CUDA)."})
+    compile: bool = field(
+        default=False, metadata={"action": "store_true", "help": "torch.compile the UNet (CUDA graphs on CUDA)."}
+    )
     compile_mode: str | None = field(
         default=None,
         metadata={"help": f"torch.compile mode: {', '.join(COMPILE_MODES)}. Default: reduce-overhead on CUDA."},
@@ -160,7 +162,10 @@ class ExploreConfig:
         default="127.0.0.1", metadata={"help": "Address to serve on (0.0.0.0 exposes it to the network)."}
     )
     port: int | None = field(default=None, metadata={"help": "Port (default: the first free one from 7860)."})
-    share: bool = field(default=False, metadata={"help": "Also open a public gradio.live link (off by default)."})
+    share: bool = field(
+        default=False,
+        metadata={"action": "store_true", "help": "Also open a public gradio.live link (off by default)."},
+    )
     outputs_dir: str = field(default="outputs", metadata={"help": "Where the Text to image panel saves images."})
 
     def validate(self) -> None:

@@ -83,23 +83,32 @@ class _Command:
     pair: list[str] | None = field(default=None, metadata={"nargs": 2, "metavar": ("A", "B")})
     tag: list[str] | None = field(default=None, metadata={"action": "append", "nargs": None})
     steps: int = field(default=3, metadata={"help": "Steps."})
+    force: bool = field(default=False, metadata={"action": "store_true"})
 
 
 def test_positionals_pairs_and_repeated_flags():
     (command,) = parse_config([_Command], ["here", "--tag", "a", "--pair", "x", "y", "--tag", "b,c"])
-    assert command == _Command(source="here", target=None, pair=["x", "y"], tag=["a", "b,c"], steps=3)
+    assert command == _Command(source="here", target=None, pair=["x", "y"], tag=["a", "b,c"], steps=3, force=False)
     (command,) = parse_config([_Command], ["here", "there", "--steps", "5"])
-    assert (command.target, command.steps, command.tag) == ("there", 5, None)
+    assert (command.target, command.steps, command.tag, command.force) == ("there", 5, None, False)
+    (command,) = parse_config([_Command], ["--force", "here"])  # a switch never swallows the positional after it
+    assert (command.source, command.force) == ("here", True)
 
 
 def test_no_abbreviations_and_no_guess_when_nothing_is_close(capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_config([_Command], ["here", "--ste", "5"], prog="demo")
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == "demo: error: unrecognized argument --ste; did you mean --steps?"
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == "demo: error: unrecognized argument --ste; did you mean --steps?"
+    )
     with pytest.raises(SystemExit):
         parse_config([_Command], ["here", "--zzzzzz"], prog="demo")
-    assert capsys.readouterr().err.strip().splitlines()[-1] == "demo: error: unrecognized argument --zzzzzz; see demo --help"
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == "demo: error: unrecognized argument --zzzzzz; see demo --help"
+    )
     with pytest.raises(SystemExit):
         parse_config([_Command], ["here", "there", "extra"], prog="demo")
     assert capsys.readouterr().err.strip().splitlines()[-1] == "demo: error: unrecognized arguments: extra"

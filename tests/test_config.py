@@ -21,18 +21,23 @@ def test_a_new_model_gets_the_documented_defaults():
     assert (model.ddpm_beta_schedule, model.ddpm_num_steps, model.prediction_type) == ("cosine", 1000, "v_prediction")
     assert run.learning_rate == get_preset("tiny").learning_rate
     model, run = resolve_defaults(
-        ModelConfig(model="tiny", ddpm_beta_schedule="linear", prediction_type="epsilon"), TrainConfig(learning_rate=3e-4)
+        ModelConfig(model="tiny", ddpm_beta_schedule="linear", prediction_type="epsilon"),
+        TrainConfig(learning_rate=3e-4),
     )
     assert (model.ddpm_beta_schedule, model.ddpm_num_steps, model.prediction_type) == ("linear", 1000, "epsilon")
     assert run.learning_rate == 3e-4
 
 
 def test_a_pretrained_model_keeps_its_own_schedule(tmp_path):
-    make_tiny_pipeline(beta_schedule="sigmoid", num_train_timesteps=50, prediction_type="epsilon").save_pretrained(tmp_path)
+    make_tiny_pipeline(beta_schedule="sigmoid", num_train_timesteps=50, prediction_type="epsilon").save_pretrained(
+        tmp_path
+    )
     model, run = resolve_defaults(ModelConfig(pretrained_model_name_or_path=str(tmp_path)), TrainConfig())
     assert (model.ddpm_beta_schedule, model.ddpm_num_steps, model.prediction_type) == ("sigmoid", 50, "epsilon")
     assert run.learning_rate == 1e-4
-    model, _ = resolve_defaults(ModelConfig(pretrained_model_name_or_path=str(tmp_path), ddpm_num_steps=80), TrainConfig())
+    model, _ = resolve_defaults(
+        ModelConfig(pretrained_model_name_or_path=str(tmp_path), ddpm_num_steps=80), TrainConfig()
+    )
     assert (model.ddpm_beta_schedule, model.ddpm_num_steps) == ("sigmoid", 80)
     with pytest.raises(ValueError, match="is not a loadable pipeline"):
         resolve_defaults(ModelConfig(pretrained_model_name_or_path=str(tmp_path / "missing")), TrainConfig())
@@ -45,7 +50,12 @@ def test_every_schedule_default_is_one_the_flags_accept():
 
 def test_trackers_get_scalars_but_the_record_keeps_null():
     values = {"max_train_samples": None, "channel_mult": [1, 2], "seed": 0, "logger": "tensorboard"}
-    assert tracker_hparams(values) == {"max_train_samples": "none", "channel_mult": "[1, 2]", "seed": 0, "logger": "tensorboard"}
+    assert tracker_hparams(values) == {
+        "max_train_samples": "none",
+        "channel_mult": "[1, 2]",
+        "seed": 0,
+        "logger": "tensorboard",
+    }
     assert values["max_train_samples"] is None
 
 
