@@ -69,6 +69,7 @@ def test_scripts_end_unknown_flags_like_argparse(tmp_path, script, argv, message
         capture_output=True,
         text=True,
         timeout=900,
+        check=False,
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"usage: {script} ") and "Traceback" not in result.stderr
