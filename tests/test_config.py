@@ -81,3 +81,23 @@ def test_config_module_imports_no_heavy_ddpm_hub_module():
                             text=True, timeout=900, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_training_config_records_the_resolved_defaults_and_keeps_null(tmp_path):
+    import json
+
+    from ddpm_hub.training import main as train_main
+
+    out = tmp_path / "run"
+    argv = ["--model", "tiny", "--dataset_name", "shapes", "--max_train_samples", "16", "--train_batch_size", "8",
+            "--max_train_steps", "1", "--ddpm_num_inference_steps", "1", "--eval_batch_size", "2",
+            "--logger", "tensorboard", "--output_dir", str(out)]  # fmt: skip
+    assert train_main(argv) == 0
+    config = json.loads((out / "training_config.json").read_text())
+    assert (config["ddpm_beta_schedule"], config["ddpm_num_steps"], config["prediction_type"]) == (
+        "cosine", 1000, "v_prediction",
+    )  # fmt: skip
+    assert config["learning_rate"] == get_preset("tiny").learning_rate
+    # Flags without a value stay JSON null (the TensorBoard hparams got strings: the run above logged them).
+    assert config["resume_from_checkpoint"] is None and config["channel_mult"] is None
+    assert config["max_train_samples"] == 16
