@@ -9,24 +9,23 @@ settings for a GPU.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .data import BUILTIN_DATASETS
-from .evaluation import EFFICIENTNET, EXTRACTORS, check_sample_count, parse_metrics
-from .models import PRESETS
-from .pipeline_ddpm_hub import SAMPLERS
-from .schedules import BETA_SCHEDULES, PREDICTION_TYPES
-from .train_step import COMPILE_MODES
-
-LR_SCHEDULERS = (
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-    "constant",
-    "constant_with_warmup",
+from .choices import (
+    BETA_SCHEDULES,
+    BUILTIN_DATASETS,
+    COMPILE_MODES,
+    EFFICIENTNET,
+    EXTRACTORS,
+    LR_SCHEDULERS,
+    PREDICTION_TYPES,
+    PRESETS,
+    SAMPLERS,
+    check_sample_count,
+    parse_metrics,
 )
 
 
@@ -157,6 +156,43 @@ class DataConfig:
 
 
 @dataclass
+class EvalConfig:
+    """How a model's samples are scored: the flags of `ddpm-hub eval`, and (prefixed `--eval_`) of training."""
+
+    num_samples: int = field(
+        default=2048, metadata={"help": "Images to generate and score (FID needs more than the feature dimension)."}
+    )
+    sampler: str = field(default="ddim", metadata={"help": f"Sampler for the scored images: {', '.join(SAMPLERS)}."})
+    num_inference_steps: int = field(default=50, metadata={"help": "Sampling steps for the scored images."})
+    metrics: str = field(default="fid,kid,pr", metadata={"help": "Comma-separated: fid, kid, pr (precision/recall), is."})
+    features: str = field(
+        default=EFFICIENTNET,
+        metadata={
+            "help": f"Feature extractor: {', '.join(EXTRACTORS)} (efficientnet-lite0 works offline; inception needs "
+            "its weights)."
+        },
+    )
+    batch_size: int = field(default=64, metadata={"help": "Images per sampling and feature batch."})
+    seed: int = field(default=0, metadata={"help": "Image i uses seed + i."})
+
+    def validate(self, prefix: str = "") -> tuple[str, ...]:
+        """Check every field (flags named `--{prefix}{field}`); returns the parsed metric names."""
+        metrics = parse_metrics(self.metrics, f"--{prefix}metrics")
+        _one_of(f"{prefix}features", self.features, EXTRACTORS)
+        _one_of(f"{prefix}sampler", self.sampler, SAMPLERS)
+        for name in ("num_samples", "num_inference_steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{prefix}{name} must be positive, got {getattr(self, name)}.")
+        return metrics
+
+
+def _eval_field(name: str, **changes):
+    """TrainConfig's `--eval_<name>`: EvalConfig's field (default and help) under the training prefix."""
+    source = next(f for f in dataclasses.fields(EvalConfig) if f.name == name)
+    return field(default=changes.get("default", source.default), metadata={"help": changes.get("help", source.metadata["help"])})
+
+
+@dataclass
 class TrainConfig:
     """How to run: optimisation, precision, checkpoints, previews and logging."""
 
@@ -225,19 +261,28 @@ class TrainConfig:
         default=None, metadata={"help": "Measure sample quality (FID...) of the EMA weights every N steps; keeps the best in best/."}
     )
     eval_epochs: int | None = field(default=None, metadata={"help": "Measure sample quality every N epochs."})
-    eval_num_samples: int = field(
-        default=2048, metadata={"help": "Images generated per evaluation (FID needs more than the feature dimension)."}
-    )
-    eval_sampler: str = field(default="ddim", metadata={"help": f"Sampler for evaluation: {', '.join(SAMPLERS)}."})
-    eval_num_inference_steps: int = field(default=50, metadata={"help": "Sampling steps for evaluation."})
-    eval_features: str = field(
-        default=EFFICIENTNET, metadata={"help": f"Feature extractor: {', '.join(EXTRACTORS)} (inception needs its weights)."}
-    )
-    eval_metrics: str = field(default="fid,kid", metadata={"help": "Comma-separated: fid, kid, pr (precision/recall), is."})
+    eval_num_samples: int = _eval_field("num_samples")
+    eval_sampler: str = _eval_field("sampler")
+    eval_num_inference_steps: int = _eval_field("num_inference_steps")
+    eval_features: str = _eval_field("features")
+    # Precision/recall's k-nearest neighbours are the slowest metric: left out of the evaluations during training.
+    eval_metrics: str = _eval_field("metrics", default="fid,kid")
     logger: Literal["tensorboard", "wandb", "none"] = field(default="tensorboard", metadata={"help": "Tracker."})
     logging_dir: str = field(default="logs", metadata={"help": "Tracker folder, relative to output_dir."})
     logging_steps: int = field(default=50, metadata={"help": "Reduce and log the loss every N optimizer steps."})
     local_rank: int = field(default=-1, metadata={"help": "Set by launchers; accepted for compatibility."})
+
+    def eval_config(self) -> EvalConfig:
+        """The `--eval_*` flags as the `EvalConfig` that `ddpm-hub eval` takes (batch size and seed: the run's)."""
+        return EvalConfig(
+            num_samples=self.eval_num_samples,
+            sampler=self.eval_sampler,
+            num_inference_steps=self.eval_num_inference_steps,
+            metrics=self.eval_metrics,
+            features=self.eval_features,
+            batch_size=self.eval_batch_size,
+            seed=self.seed,
+        )
 
     def validate(self) -> None:
         _positive(
@@ -268,9 +313,7 @@ class TrainConfig:
             raise ValueError(f"--compile_mode is for the inductor backend, not --compile_backend {self.compile_backend!r}.")
         _one_of("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
         _one_of("preview_sampler", self.preview_sampler, SAMPLERS)
-        _one_of("eval_sampler", self.eval_sampler, SAMPLERS)
-        _one_of("eval_features", self.eval_features, EXTRACTORS)
-        metrics = parse_metrics(self.eval_metrics, "--eval_metrics")
+        metrics = self.eval_config().validate(prefix="eval_")
         if self.eval_steps or self.eval_epochs:
             check_sample_count(self.eval_num_samples, self.eval_features, metrics, "--eval_num_samples")
         if not 0 < self.ema_max_decay < 1:

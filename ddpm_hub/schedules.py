@@ -12,18 +12,7 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler
 
-# User-facing names -> diffusers' `beta_schedule`. diffusers' own names are accepted as they are.
-BETA_SCHEDULES: dict[str, str] = {
-    "linear": "linear",  # Ho et al. 2020: beta from 1e-4 to 0.02
-    "cosine": "squaredcos_cap_v2",  # Nichol & Dhariwal 2021, eq. 17 (s = 0.008, beta capped at 0.999)
-    "quadratic": "scaled_linear",  # sqrt(beta) linear, as in latent diffusion
-    "sigmoid": "sigmoid",  # sigmoid over [-6, 6] scaled to [beta_start, beta_end] (Jabri et al. 2022 flavour)
-    "scaled_linear": "scaled_linear",
-    "squaredcos_cap_v2": "squaredcos_cap_v2",
-    "laplace": "laplace",  # Hang et al. 2024, importance-sampled around mid SNR
-}
-
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+from .choices import BETA_SCHEDULES, PREDICTION_TYPES  # noqa: F401 (re-exported)
 
 # Beta schedules that every scheduler in the pipeline's SAMPLERS can rebuild from its name. Models trained with any
 # other schedule carry `trained_betas` in their scheduler config instead (see `make_noise_scheduler`).

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import EvalConfig
 from ..data import image_extensions, is_image_file
-from . import check_sample_count, parse_metrics
-from .features import Features, check_extractor_name, get_extractor
+from . import check_sample_count
+from .features import Features, get_extractor
 from .metrics import frechet_distance, gaussian_statistics, inception_score, kid, precision_recall
 from .reference import ReferenceStatistics, is_image_folder, reference_statistics
 
@@ -110,17 +111,20 @@ def warn_if_few_samples(num_samples: int, metrics) -> None:
         )  # fmt: skip
 
 
+_DEFAULTS = EvalConfig()  # the one place the scoring defaults live, shared with `ddpm-hub eval` and training
+
+
 def evaluate_model(
     model: str,
     reference: str,
     *,
-    num_samples: int = 2048,
-    sampler: str = "ddim",
-    num_inference_steps: int = 50,
-    metrics: str | tuple[str, ...] = ("fid", "kid", "pr"),
-    features: str = "efficientnet-lite0",
-    batch_size: int = 64,
-    seed: int = 0,
+    num_samples: int = _DEFAULTS.num_samples,
+    sampler: str = _DEFAULTS.sampler,
+    num_inference_steps: int = _DEFAULTS.num_inference_steps,
+    metrics: str | tuple[str, ...] = _DEFAULTS.metrics,
+    features: str = _DEFAULTS.features,
+    batch_size: int = _DEFAULTS.batch_size,
+    seed: int = _DEFAULTS.seed,
     revision: str | None = None,
     reference_config: str | None = None,
     image_column: str | None = None,
@@ -132,25 +136,16 @@ def evaluate_model(
 ) -> dict[str, Any] | None:
     """Sample (or read) images of `model` and score them against `reference`; see `ddpm-hub eval --help`.
 
+    The scoring arguments are the fields of `ddpm_hub.config.EvalConfig` (`**dataclasses.asdict(eval_config)`).
     Returns the result record on the main process and `None` on the others.
     """
     # 1. Arguments, checked before anything is loaded.
-    metrics = parse_metrics(metrics)
-    check_extractor_name(features)
-    for name, value in dict(num_samples=num_samples, num_inference_steps=num_inference_steps, batch_size=batch_size).items():
-        if value < 1:
-            raise ValueError(f"--{name} must be positive, got {value}.")
+    metrics = metrics if isinstance(metrics, str) else ",".join(metrics)
+    metrics = EvalConfig(num_samples, sampler, num_inference_steps, metrics, features, batch_size, seed).validate()
     model_path = Path(model)
-    images_folder = model_path.is_dir() and not (model_path / "model_index.json").is_file()
-    if images_folder and not has_images(model_path):
-        raise ValueError(f"MODEL {model!r} is neither a pipeline folder (no model_index.json) nor a folder of images.")
+    images_folder, reference_is_folder = _check_sources(model, reference)
     if not images_folder:
         check_sample_count(num_samples, features, metrics)
-    reference_is_folder = Path(reference).exists() and is_image_folder(reference)
-    if Path(reference).is_file():
-        raise ValueError(f"--reference {reference!r} is a file; give a folder of images, a built-in set or a data set id.")
-    if reference_is_folder and not has_images(Path(reference)):
-        raise ValueError(f"--reference {reference!r} holds no image files (none of the {len(image_extensions())} extensions the image loader reads).")
 
     from accelerate import PartialState
 
@@ -201,6 +196,25 @@ def evaluate_model(
         reference=stats.source, reference_images=stats.num_images, reference_fingerprint=stats.fingerprint,
         metrics=list(metrics), **values,
     )  # fmt: skip
+
+
+def _check_sources(model: str, reference: str) -> tuple[bool, bool]:
+    """(MODEL is a folder of images, --reference is a folder of images); `ValueError` for an unusable one."""
+    model_path = Path(model)
+    images_folder = model_path.is_dir() and not (model_path / "model_index.json").is_file()
+    if images_folder and not has_images(model_path):
+        raise ValueError(
+            f"MODEL {model!r} is neither a pipeline folder (no model_index.json) nor a folder of images."
+        )
+    reference_is_folder = Path(reference).exists() and is_image_folder(reference)
+    if Path(reference).is_file():
+        raise ValueError(f"--reference {reference!r} is a file; give a folder of images, a built-in set or a data set id.")
+    if reference_is_folder and not has_images(Path(reference)):
+        raise ValueError(
+            f"--reference {reference!r} holds no image files (none of the {len(image_extensions())} extensions the "
+            "image loader reads)."
+        )
+    return images_folder, reference_is_folder
 
 
 def has_images(folder: Path) -> bool:

@@ -28,19 +28,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-EFFICIENTNET = "efficientnet-lite0"
-EFFICIENTNET_BLOCK_WIDTHS = (40, 80, 112, 192, 320)
-INCEPTION = "inception"
-EXTRACTORS = (EFFICIENTNET, *(f"{EFFICIENTNET}-{c}" for c in EFFICIENTNET_BLOCK_WIDTHS), INCEPTION)
+from ..choices import (  # noqa: F401 (re-exported: the names were defined here)
+    EFFICIENTNET,
+    EFFICIENTNET_BLOCK_WIDTHS,
+    EXTRACTORS,
+    INCEPTION,
+    check_extractor_name,
+    feature_dim,
+)
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = f"https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/{INCEPTION_FILE}"
-
-
-def check_extractor_name(name: str) -> str:
-    if name not in EXTRACTORS:
-        raise ValueError(f"--features {name!r} is not one of: {', '.join(EXTRACTORS)}.")
-    return name
 
 
 @dataclass
@@ -179,11 +177,3 @@ def get_extractor(name: str, device: str | torch.device = "cpu", batch_size: int
         return InceptionV3(device, batch_size)
     width = int(name.rsplit("-", 1)[1]) if name != EFFICIENTNET else None
     return EfficientNetLite0(width, device, batch_size)
-
-
-def feature_dim(name: str) -> int:
-    """The feature dimension of extractor `name`, without loading it."""
-    check_extractor_name(name)
-    if name == INCEPTION:
-        return 2048
-    return 1280 if name == EFFICIENTNET else int(name.rsplit("-", 1)[1])

@@ -10,7 +10,9 @@ from typing import Any
 
 from diffusers import DDPMScheduler, UNet2DModel
 
+from ..choices import BETA_SCHEDULES
 from ..config import ModelConfig
+from ..defaults import resolve_model_defaults
 from ..models import check_resolution, resolve_spec
 from ..schedules import make_noise_scheduler
 
@@ -67,6 +69,7 @@ def _check_resolution(unet_config: dict[str, Any], resolution: int) -> None:
 
 def plan_model(config: ModelConfig, cache_dir: str | None = None) -> ModelPlan:
     """Resolve --model / --model_config_name_or_path / --pretrained_model_name_or_path and the schedule flags."""
+    config = resolve_model_defaults(config, cache_dir)  # a no-op when the Trainer resolved them already
     if config.pretrained_model_name_or_path is not None:
         source = config.pretrained_model_name_or_path
         try:
@@ -77,30 +80,35 @@ def plan_model(config: ModelConfig, cache_dir: str | None = None) -> ModelPlan:
                 f"--pretrained_model_name_or_path {source!r} is not a loadable pipeline: {error}"
             ) from error
         pretrained = DDPMScheduler.from_config(scheduler_config).config
-        if config.ddpm_beta_schedule or config.ddpm_num_steps or config.rescale_betas_zero_snr:
+        new_schedule = (
+            BETA_SCHEDULES.get(config.ddpm_beta_schedule, config.ddpm_beta_schedule) != pretrained.beta_schedule
+            or config.ddpm_num_steps != pretrained.num_train_timesteps
+            or config.rescale_betas_zero_snr
+        )
+        if new_schedule:
             # A new noise schedule: built like a fresh one, keeping the pretrained scheduler's other settings.
             kept = {
                 k: pretrained[k] for k in ("beta_start", "beta_end", "variance_type", "clip_sample", "timestep_spacing")
             }
             noise_scheduler = make_noise_scheduler(
-                config.ddpm_beta_schedule or pretrained.beta_schedule,
-                config.ddpm_num_steps or pretrained.num_train_timesteps,
-                config.prediction_type or pretrained.prediction_type,
+                config.ddpm_beta_schedule,
+                config.ddpm_num_steps,
+                config.prediction_type,
                 rescale_betas_zero_snr=config.rescale_betas_zero_snr or pretrained.rescale_betas_zero_snr,
                 **kept,
             )
         else:
             noise_scheduler = DDPMScheduler.from_config(
-                scheduler_config, prediction_type=config.prediction_type or pretrained.prediction_type
+                scheduler_config, prediction_type=config.prediction_type
             )
         resolution = config.resolution or unet_config["sample_size"]
         _check_resolution(unet_config, resolution)
         return ModelPlan(unet_config, noise_scheduler, resolution, f"fine-tuned from {source}", pretrained=source)
 
     noise_scheduler = make_noise_scheduler(
-        config.ddpm_beta_schedule or "cosine",
-        config.ddpm_num_steps or 1000,
-        config.prediction_type or "v_prediction",
+        config.ddpm_beta_schedule,
+        config.ddpm_num_steps,
+        config.prediction_type,
         rescale_betas_zero_snr=config.rescale_betas_zero_snr,
     )
     if config.model_config_name_or_path is not None:

@@ -24,13 +24,15 @@ METRICS_LOG = "metrics.jsonl"
 
 
 def hyperparameters(configs, plan: ModelPlan, **derived) -> dict[str, Any]:
-    """Every setting of the run, flat and tracker-friendly (scalars and strings only)."""
+    """Every setting of the run, flat, as JSON values (`None` stays null: `defaults.tracker_hparams` converts for
+    trackers, whose hparams take scalars only)."""
     values: dict[str, Any] = {}
     for config in configs:
         for key, value in dataclasses.asdict(config).items():
             if key == "hub_token":
                 continue  # never logged
-            values[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+            json_value = value is None or isinstance(value, (int, float, str, bool, list, tuple))
+            values[key] = value if json_value else str(value)
     values.update(
         resolution=plan.resolution,
         model_source=plan.description,

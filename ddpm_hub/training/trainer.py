@@ -12,6 +12,7 @@ at a step or an epoch's end is decided by `Schedule`; everything the run knows a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import math
@@ -29,6 +30,7 @@ from ..arguments import one_line, parse_config
 from ..checkpointing import SignalStop, load_checkpoint, resolve_checkpoint, save_checkpoint
 from ..config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
 from ..data import split_batch
+from ..defaults import resolve_defaults, tracker_hparams
 from ..evaluation.during_training import BEST_DIR, Evaluator
 from ..export import ema_weights, export_pipeline, sample_grid
 from ..files import NonFiniteWeightsError, WriteError, save_image, write_json
@@ -149,6 +151,10 @@ class Trainer:
         model_config, data_config, run, hub = self.configs.model, self.configs.data, self.run_config, self.configs.hub
         with reported_as_setup_errors():
             components.check_output_dir(run)
+            # Every None default filled in once (defaults.py), so that training_config.json records what ran.
+            model_config, run = resolve_defaults(model_config, run, data_config.cache_dir)
+            self.configs = dataclasses.replace(self.configs, model=model_config, run=run)
+            self.run_config = run
             self.plan = plan_model(model_config, data_config.cache_dir)
             self.checkpoint_path = resolve_checkpoint(self.output_dir, run.resume_from_checkpoint)
             self.evaluator = Evaluator(run, self.output_dir)  # FID & co. every --eval_steps / --eval_epochs
@@ -316,7 +322,7 @@ class Trainer:
         self.hparams = self.hyperparameters()
         if accelerator.is_main_process:
             write_json(self.output_dir / CONFIG_FILE, self.hparams)
-            accelerator.init_trackers("train_unconditional", config=self.hparams)
+            accelerator.init_trackers("train_unconditional", config=tracker_hparams(self.hparams))
         images = f"{len(self.data)} images of " if hasattr(self.data, "__len__") else ""
         logger.info(
             "Training %s (%.1fM parameters) at %dpx on %s%s (%d unreadable skipped): %d steps, %s epochs, "

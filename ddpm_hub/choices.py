@@ -1,0 +1,103 @@
+"""The accepted values of every choice flag, and the small checks on them: what `config.py` and the CLI read.
+
+Defined here (and re-exported where they were before): noise schedules, prediction types, LR schedules, feature
+extractors and metrics. Re-exported from where they must live:
+
+- `SAMPLERS` and `COMPILE_MODES` from the pipeline files, which travel beside the weights and import nothing of
+  ddpm-hub (`ddpm_hub.pipeline_ddpm_hub` keeps re-exporting them whatever file defines them);
+- `PRESETS` from `models.py` (the UNet specs themselves) and `BUILTIN_DATASETS` from the data module (their loaders).
+
+Nothing here reads files, loads a model or imports a training, evaluation or UI module.
+"""
+
+from __future__ import annotations
+
+from .data import BUILTIN_DATASETS
+from .models import PRESETS
+from .pipeline_steps import COMPILE_MODES, SAMPLERS
+
+# User-facing names -> diffusers' `beta_schedule`. diffusers' own names are accepted as they are.
+BETA_SCHEDULES: dict[str, str] = {
+    "linear": "linear",  # Ho et al. 2020: beta from 1e-4 to 0.02
+    "cosine": "squaredcos_cap_v2",  # Nichol & Dhariwal 2021, eq. 17 (s = 0.008, beta capped at 0.999)
+    "quadratic": "scaled_linear",  # sqrt(beta) linear, as in latent diffusion
+    "sigmoid": "sigmoid",  # sigmoid over [-6, 6] scaled to [beta_start, beta_end] (Jabri et al. 2022 flavour)
+    "scaled_linear": "scaled_linear",
+    "squaredcos_cap_v2": "squaredcos_cap_v2",
+    "laplace": "laplace",  # Hang et al. 2024, importance-sampled around mid SNR
+}
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+# diffusers.optimization.get_scheduler names (`--lr_scheduler`).
+LR_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+)
+
+# Feature extractors for the metrics (`--features`, `--eval_features`); see `evaluation/features.py`.
+EFFICIENTNET = "efficientnet-lite0"
+EFFICIENTNET_BLOCK_WIDTHS = (40, 80, 112, 192, 320)
+INCEPTION = "inception"
+EXTRACTORS = (EFFICIENTNET, *(f"{EFFICIENTNET}-{c}" for c in EFFICIENTNET_BLOCK_WIDTHS), INCEPTION)
+
+# Metric names for --metrics / --eval_metrics: Fréchet distance, kernel distance, precision/recall, Inception Score.
+METRICS = ("fid", "kid", "pr", "is")
+
+__all__ = [
+    "BETA_SCHEDULES",
+    "BUILTIN_DATASETS",
+    "COMPILE_MODES",
+    "EFFICIENTNET",
+    "EFFICIENTNET_BLOCK_WIDTHS",
+    "EXTRACTORS",
+    "INCEPTION",
+    "LR_SCHEDULERS",
+    "METRICS",
+    "PREDICTION_TYPES",
+    "PRESETS",
+    "SAMPLERS",
+    "check_extractor_name",
+    "check_sample_count",
+    "feature_dim",
+    "parse_metrics",
+]
+
+
+def check_extractor_name(name: str) -> str:
+    if name not in EXTRACTORS:
+        raise ValueError(f"--features {name!r} is not one of: {', '.join(EXTRACTORS)}.")
+    return name
+
+
+def feature_dim(name: str) -> int:
+    """The feature dimension of extractor `name`, without loading it."""
+    check_extractor_name(name)
+    if name == INCEPTION:
+        return 2048
+    return 1280 if name == EFFICIENTNET else int(name.rsplit("-", 1)[1])
+
+
+def parse_metrics(text: str | list[str] | tuple[str, ...], flag: str = "--metrics") -> tuple[str, ...]:
+    """'fid,kid' -> ('fid', 'kid'); an unknown or empty name is a one-line `ValueError`."""
+    names = [n.strip().lower() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    if not names:
+        raise ValueError(f"{flag} names no metric; choose from: {', '.join(METRICS)}.")
+    for name in names:
+        if name not in METRICS:
+            raise ValueError(f"{flag} {name!r} is not one of: {', '.join(METRICS)}.")
+    return tuple(dict.fromkeys(names))
+
+
+def check_sample_count(num_samples: int, features: str, metrics, flag: str = "--num_samples") -> None:
+    """FID needs a full-rank covariance: more images than feature dimensions (one-line `ValueError` otherwise)."""
+    dim = feature_dim(features)
+    if "fid" in metrics and num_samples <= dim:
+        raise ValueError(
+            f"{flag} {num_samples} is too few for FID with {features} ({dim}-dimensional features): it needs more "
+            f"than {dim} images; raise {flag}, or use a smaller extractor such as {EFFICIENTNET}-112."
+        )
