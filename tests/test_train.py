@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, clean_env, run_python
+from conftest import REPO_ROOT, SUBPROCESS_TIMEOUT, clean_env, run_python
 from odd_images import make_odd_image_folder
 from safetensors.torch import load_file
 
@@ -28,7 +28,7 @@ TINY = [
 ]  # fmt: skip
 
 
-def launch(*args, cwd: Path, processes: int = 1, python: bool = False, timeout: int = 300, env: dict | None = None):
+def launch(*args, cwd: Path, processes: int = 1, python: bool = False, timeout: int = SUBPROCESS_TIMEOUT, env: dict | None = None):
     """Run the training script as a user would: `accelerate launch` (or plain `python` where that is the point)."""
     if python:
         command = [sys.executable, SCRIPT, *args]
@@ -141,12 +141,12 @@ def test_sigterm_checkpoints_and_exits_cleanly_then_resumes_exactly(tmp_path):
         [sys.executable, SCRIPT, *args, "--output_dir", str(stopped)],
         cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    deadline = time.time() + 120
+    deadline = time.time() + SUBPROCESS_TIMEOUT
     while time.time() < deadline and not (stopped / "metrics.jsonl").exists():
         time.sleep(0.2)
     time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=120)
+    output, _ = process.communicate(timeout=SUBPROCESS_TIMEOUT)
     assert process.returncode == 0, output[-3000:]
     assert "Received SIGTERM" in output and "Traceback" not in output
     checkpoints = list(stopped.glob("checkpoint-*"))
