@@ -91,7 +91,7 @@ def measure(args) -> dict:
         if compiled_pipe is not None:
             compiled_pipe.set_sampler(sampler)
 
-        def ours(pipeline, device_steps: bool):
+        def ours(pipeline, device_steps: bool, steps: int = steps):
             def call():
                 pipeline.device_steps = device_steps
                 generator = torch.Generator().manual_seed(0)
@@ -99,7 +99,7 @@ def measure(args) -> dict:
 
             return call
 
-        def theirs(pipeline):
+        def theirs(pipeline, steps: int = steps):
             def call():
                 generator = torch.Generator().manual_seed(0)
                 pipeline(batch_size=args.batch_size, generator=generator, num_inference_steps=steps, output_type="np")
@@ -120,14 +120,14 @@ def measure(args) -> dict:
                 compiled_baseline.set_progress_bar_config(disable=True)
                 variants["diffusers_compiled"] = theirs(compiled_baseline)
 
-        first = {name: timed(call, device) for name, call in variants.items()}  # warmup; compiles
+        first = {name: timed(variant, device) for name, variant in variants.items()}  # warmup; compiles
         seconds = {name: [] for name in variants}
         peak_memory = {name: 0.0 for name in variants}
         for _ in range(args.repeats):
-            for name, call in variants.items():
+            for name, variant in variants.items():
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
-                seconds[name].append(timed(call, device))
+                seconds[name].append(timed(variant, device))
                 if device.type == "cuda":
                     peak_memory[name] = max(peak_memory[name], torch.cuda.max_memory_allocated(device) / 2**30)
         row = {}

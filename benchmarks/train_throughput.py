@@ -44,7 +44,10 @@ def measure_ours(args, mode: str = "eager") -> dict:
             "--ddpm_num_inference_steps", "1", "--lr_warmup_steps", "0",
         ]  # fmt: skip
         if mode != "eager":
-            argv += ["--compile", "--compile_mode", mode, "--compile_cache_dir", args.compile_cache_dir or f"{tmp}/cache"]
+            argv += ["--compile", "--compile_backend", args.compile_backend]
+            argv += ["--compile_cache_dir", args.compile_cache_dir or f"{tmp}/cache"]
+            if args.compile_backend == "inductor":  # the modes are inductor's; other backends (smoke runs) have none
+                argv += ["--compile_mode", mode]
         if args.channels_last:
             argv.append("--channels_last")
         if args.allow_tf32:
@@ -104,6 +107,8 @@ def measure_baseline(args) -> dict:
     model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
     ema = EMAModel(model.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
     ema.to(accelerator.device)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     step, rates, start = 0, [], time.perf_counter()
     while step < args.steps:
         for batch in loader:
@@ -128,7 +133,8 @@ def measure_baseline(args) -> dict:
                 start = time.perf_counter()
             if step >= args.steps:
                 break
-    return {"images_per_second": statistics.median(rates[1:]), "intervals": rates[1:]}
+    memory = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0
+    return {"images_per_second": statistics.median(rates[1:]), "intervals": rates[1:], "gpu_memory_gb": memory}
 
 
 def main() -> None:
@@ -144,6 +150,7 @@ def main() -> None:
         "--modes", nargs="+", default=["eager"], choices=["eager", *COMPILE_MODES],
         help="Time the eager step and/or the step compiled with these torch.compile modes.",
     )  # fmt: skip
+    parser.add_argument("--compile_backend", default="inductor", help="aot_eager: trace without code generation (CPU).")
     parser.add_argument("--compile_cache_dir", default=None, help="Reuse this compiler cache (warm); default: cold.")
     parser.add_argument("--channels_last", action="store_true")
     parser.add_argument("--allow_tf32", action="store_true")
@@ -166,6 +173,7 @@ def main() -> None:
     for name, measured in runs.items():
         if measured:
             summary = {"images_per_second": statistics.median(m["images_per_second"] for m in measured), "runs": measured}
+            summary["gpu_memory_gb"] = max(m.get("gpu_memory_gb", 0) for m in measured)
             if name != "baseline" and name != "eager":
                 summary["compile_seconds"] = [m["compile_seconds"] for m in measured]
             if name == "baseline":

@@ -74,10 +74,11 @@ def test_accelerate_launch_end_to_end(tmp_path):
     result = ok(
         launch(
             *TINY, "--output_dir", str(out), "--max_train_steps", "6", "--checkpointing_steps", "3",
-            "--logger", "tensorboard", "--save_images_steps", "3", cwd=tmp_path,
+            "--logger", "tensorboard", "--save_images_steps", "3", cwd=tmp_path, env=clean_env(OMP_NUM_THREADS="1"),
         )  # fmt: skip
     )
     assert "Training: 100%" in result.stderr  # the progress bar ran to the end
+    assert "limited this CPU run to 1 thread" not in result.stderr  # the user's OMP_NUM_THREADS is kept
     # The pipeline, with everything a user and the Hub need beside it.
     for name in ("model_index.json", "pipeline.py", "unet/diffusion_pytorch_model.safetensors",
                  "scheduler/scheduler_config.json", "README.md", "sample_grid.png", "training_config.json",
@@ -249,7 +250,12 @@ def test_compile_and_gradient_checkpointing(tmp_path, backend):
 
 def test_default_run_shape(tmp_path):
     # The no-flag run is the README's first command; CI runs its first steps (the whole run is minutes long).
-    result = ok(launch("--max_train_steps", "2", "--eval_batch_size", "2", "--ddpm_num_inference_steps", "2", cwd=tmp_path))
+    # Without OMP_NUM_THREADS, accelerate launch's one-thread default is undone for a lone CPU process.
+    env = {k: v for k, v in clean_env().items() if k != "OMP_NUM_THREADS"}
+    result = ok(launch("--max_train_steps", "2", "--eval_batch_size", "2", "--ddpm_num_inference_steps", "2",
+                       cwd=tmp_path, env=env))  # fmt: skip
+    if len(os.sched_getaffinity(0)) > 1:
+        assert "limited this CPU run to 1 thread; using" in result.stderr
     out = tmp_path / "ddpm-model"
     config = json.loads((out / "training_config.json").read_text())
     assert config["model"] == "small" and config["resolution"] == 32 and config["dataset_size"] == 4009
