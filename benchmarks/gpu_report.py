@@ -44,21 +44,38 @@ def rows(train: dict, sample: dict) -> list[dict]:
     for mode, label in (("eager", "train eager"), ("reduce-overhead", "train compiled (reduce-overhead)")):
         measured = train["ours"][mode]
         compile_seconds = measured.get("compile_seconds") or [None]
-        table.append({"name": label, "images_per_second": measured["images_per_second"],
-                      "vs_diffusers": measured["images_per_second"] / baseline, "compile_seconds": compile_seconds[0],
-                      "gpu_memory_gb": measured.get("gpu_memory_gb")})  # fmt: skip
-    table.append({"name": "train diffusers loop (re-created)", "images_per_second": baseline, "vs_diffusers": 1.0,
-                  "gpu_memory_gb": train["baseline"].get("gpu_memory_gb")})  # fmt: skip
+        table.append(
+            {
+                "name": label,
+                "images_per_second": measured["images_per_second"],
+                "vs_diffusers": measured["images_per_second"] / baseline,
+                "compile_seconds": compile_seconds[0],
+                "gpu_memory_gb": measured.get("gpu_memory_gb"),
+            }
+        )
+    table.append(
+        {
+            "name": "train diffusers loop (re-created)",
+            "images_per_second": baseline,
+            "vs_diffusers": 1.0,
+            "gpu_memory_gb": train["baseline"].get("gpu_memory_gb"),
+        }
+    )
     for run, variants in sample["results"].items():
         diffusers = variants.get("diffusers", {}).get("images_per_second")
         for variant in SAMPLE_VARIANTS:
             if variant in variants:
                 measured = variants[variant]
                 speed = measured["images_per_second"]
-                table.append({"name": f"sample {run} {variant.replace('_', ' ')}", "images_per_second": speed,
-                              "vs_diffusers": speed / diffusers if diffusers else None,
-                              "compile_seconds": measured.get("compile_seconds"),
-                              "gpu_memory_gb": measured.get("gpu_memory_gb")})  # fmt: skip
+                table.append(
+                    {
+                        "name": f"sample {run} {variant.replace('_', ' ')}",
+                        "images_per_second": speed,
+                        "vs_diffusers": speed / diffusers if diffusers else None,
+                        "compile_seconds": measured.get("compile_seconds"),
+                        "gpu_memory_gb": measured.get("gpu_memory_gb"),
+                    }
+                )
     for row in table:
         if row["name"] in TARGETS:
             row["target"] = TARGETS[row["name"]]
@@ -86,10 +103,15 @@ def markdown(summary: dict) -> str:
         if "target" in row and not summary["smoke"]:
             target = f">= {row['target']}: {'met' if row['meets_target'] else 'NOT met'}"
         ratio = "" if row["vs_diffusers"] is None else f"{row['vs_diffusers']:.2f}x"
-        lines.append(f"| {row['name']} | {number(row['images_per_second'])} | {ratio} | "
-                     f"{number(row.get('compile_seconds'))} | {number(row.get('gpu_memory_gb'), 2)} | {target} |")  # fmt: skip
-    lines += ["", f"Targets (issue 19, one H100): peak training memory <= {PEAK_MEMORY_TARGET_GB} GiB; "
-              "<= 60 s to the first fast compiled step with a warm cache (this check compiles cold)."]  # fmt: skip
+        lines.append(
+            f"| {row['name']} | {number(row['images_per_second'])} | {ratio} | "
+            f"{number(row.get('compile_seconds'))} | {number(row.get('gpu_memory_gb'), 2)} | {target} |"
+        )
+    lines += [
+        "",
+        f"Targets (issue 19, one H100): peak training memory <= {PEAK_MEMORY_TARGET_GB} GiB; "
+        "<= 60 s to the first fast compiled step with a warm cache (this check compiles cold).",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -96,7 +96,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 WITHOUT_DDPM_HUB = "import sys; sys.modules['ddpm_hub'] = None\n"
 
 
-def run_python(code: str, *, without_ddpm_hub: bool = False, env: dict | None = None, cwd=None, timeout=SUBPROCESS_TIMEOUT):
+def run_python(
+    code: str, *, without_ddpm_hub: bool = False, env: dict | None = None, cwd=None, timeout=SUBPROCESS_TIMEOUT
+):
     """Run `code` in a fresh isolated interpreter (`-I`: no cwd, no PYTHONPATH on sys.path)."""
     if without_ddpm_hub:
         code = WITHOUT_DDPM_HUB + code

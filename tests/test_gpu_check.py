@@ -13,8 +13,9 @@ SCRIPT = str(REPO_ROOT / "benchmarks" / "gpu_check.sh")
 
 def gpu_check(*args: str, out) -> subprocess.CompletedProcess:
     env = clean_env(OUT=str(out), PYTHON=sys.executable)
-    return subprocess.run(["bash", SCRIPT, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
+    return subprocess.run(
+        ["bash", SCRIPT, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
+    )
 
 
 def test_smoke_run_writes_the_json_and_the_table(tmp_path):
@@ -27,7 +28,9 @@ def test_smoke_run_writes_the_json_and_the_table(tmp_path):
     rows = {row["name"]: row for row in summary["rows"]}
     expected = ["train eager", "train compiled (reduce-overhead)", "train diffusers loop (re-created)"]
     for run in ("ddim-5", "dpmpp_2m-5"):
-        expected += [f"sample {run} {variant}" for variant in ("ours eager", "ours compiled", "diffusers", "diffusers compiled")]
+        expected += [
+            f"sample {run} {variant}" for variant in ("ours eager", "ours compiled", "diffusers", "diffusers compiled")
+        ]
     assert list(rows) == expected + [name for name in rows if name not in expected]  # these first, in this order
     assert all(rows[name]["images_per_second"] > 0 for name in expected)
     assert rows["train compiled (reduce-overhead)"]["compile_seconds"] > 0

@@ -252,8 +252,8 @@ def test_default_run_shape(tmp_path):
     # The no-flag run is the README's first command; CI runs its first steps (the whole run is minutes long).
     # Without OMP_NUM_THREADS, accelerate launch's one-thread default is undone for a lone CPU process.
     env = {k: v for k, v in clean_env().items() if k != "OMP_NUM_THREADS"}
-    result = ok(launch("--max_train_steps", "2", "--eval_batch_size", "2", "--ddpm_num_inference_steps", "2",
-                       cwd=tmp_path, env=env))  # fmt: skip
+    flags = ["--max_train_steps", "2", "--eval_batch_size", "2", "--ddpm_num_inference_steps", "2"]
+    result = ok(launch(*flags, cwd=tmp_path, env=env))
     if len(os.sched_getaffinity(0)) > 1:
         assert "limited this CPU run to 1 thread; using" in result.stderr
     out = tmp_path / "ddpm-model"
