@@ -1,7 +1,9 @@
 """Sampling throughput (images/s) of DDPMHubPipeline, eager and compiled, against diffusers' own pipelines.
 
-    python benchmarks/sample_throughput.py --model ddpm-64 --resolution 64 --batch_size 64 --dtype bf16 --runs ddim:50 dpmpp_2m:20
-    python benchmarks/sample_throughput.py --model tiny --resolution 16 --batch_size 4 --runs ddim:5 --device cpu --compile_backend aot_eager  # smoke run
+    python benchmarks/sample_throughput.py --model ddpm-64 --resolution 64 --batch_size 64 --dtype bf16 \
+        --runs ddim:50 dpmpp_2m:20
+    python benchmarks/sample_throughput.py --model tiny --resolution 16 --batch_size 4 --runs ddim:5 --device cpu \
+        --compile_backend aot_eager  # smoke run
 
 One process, one UNet (a preset with random weights, or `--pretrained`; the speed does not depend on the weights),
 one seed. For each `sampler:steps` of `--runs` it times

@@ -1,17 +1,18 @@
 """Training throughput (images/s) of train_unconditional.py, and of a re-creation of diffusers' example loop.
 
     python benchmarks/train_throughput.py --model ddpm-64 --resolution 64 --train_batch_size 64 --mixed_precision bf16
-    python benchmarks/train_throughput.py --model ddpm-64 --mixed_precision bf16 --modes eager reduce-overhead max-autotune
+    python benchmarks/train_throughput.py --model ddpm-64 --mixed_precision bf16 --modes eager reduce-overhead
     python benchmarks/train_throughput.py --model small --resolution 32 --train_batch_size 16 --baseline  # CPU
 
 `ours` runs the real training command (`ddpm_hub.training.main`) on the built-in Twemoji set once per `--modes`
 entry (`eager`, or a `--compile_mode`) and reads the images/s it logs every `--logging_steps` steps; the first
 interval (warmup) is dropped and the median of the rest is reported. Compilation is reported apart, as
-`compile_seconds` (the first optimizer step), from a fresh compiler cache unless `--compile_cache_dir` is given. `--baseline` also times, in the same process and on the same data, a loop that
-does per step what diffusers' examples/unconditional_image_generation/train_unconditional.py does: PIL
-transforms per image in the DataLoader, `loss.item()` every step, EMA updated parameter by parameter, unfused
-AdamW, contiguous (not channels_last) tensors. The example itself cannot run here (it needs torchvision), so
-this is a re-creation; compare the two figures of one run, on one machine.
+`compile_seconds` (the first optimizer step), from a fresh compiler cache unless `--compile_cache_dir` is given.
+`--baseline` also times, in the same process and on the same data, a loop that does per step what diffusers'
+examples/unconditional_image_generation/train_unconditional.py does: PIL transforms per image in the DataLoader,
+`loss.item()` every step, EMA updated parameter by parameter, unfused AdamW, contiguous (not channels_last) tensors.
+The example itself cannot run here (it needs torchvision), so this is a re-creation; compare the two figures of one
+run, on one machine.
 """
 
 from __future__ import annotations
@@ -102,7 +103,9 @@ def measure_baseline(args) -> dict:
     model = build_unet(resolve_spec(args.model, args.resolution))
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
-    loader = torch.utils.data.DataLoader(PILImages(images, args.resolution), batch_size=args.train_batch_size, shuffle=True)
+    loader = torch.utils.data.DataLoader(
+        PILImages(images, args.resolution), batch_size=args.train_batch_size, shuffle=True
+    )
     lr_scheduler = get_scheduler("cosine", optimizer=optimizer, num_warmup_steps=0, num_training_steps=args.steps)
     model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
     ema = EMAModel(model.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
@@ -172,7 +175,10 @@ def main() -> None:
     results["ours"] = {}
     for name, measured in runs.items():
         if measured:
-            summary = {"images_per_second": statistics.median(m["images_per_second"] for m in measured), "runs": measured}
+            summary = {
+                "images_per_second": statistics.median(m["images_per_second"] for m in measured),
+                "runs": measured,
+            }
             summary["gpu_memory_gb"] = max(m.get("gpu_memory_gb", 0) for m in measured)
             if name != "baseline" and name != "eager":
                 summary["compile_seconds"] = [m["compile_seconds"] for m in measured]
