@@ -40,8 +40,8 @@ start=$SECONDS
 if [[ $smoke == 1 ]]; then
     device=(--device cpu)
     train=(--model tiny --resolution 16 --train_batch_size 8 --dataset_name shapes --mixed_precision no
-           --compile_backend aot_eager --steps 8 --logging_steps 2)
-    sample=(--model tiny --resolution 16 --batch_size 4 --dtype fp32 --compile_backend aot_eager --repeats 2
+           --compile_backend eager --steps 6 --logging_steps 2)
+    sample=(--model tiny --resolution 16 --batch_size 4 --dtype fp32 --compile_backend eager --repeats 2
             --runs ddim:5 dpmpp_2m:5)
     tests=(-m gpu tests/test_pipeline.py)  # collected and skipped without CUDA: the command itself is checked
 else
