@@ -250,12 +250,7 @@ def test_compile_and_gradient_checkpointing(tmp_path, backend):
 
 def test_default_run_shape(tmp_path):
     # The no-flag run is the README's first command; CI runs its first steps (the whole run is minutes long).
-    # Without OMP_NUM_THREADS, accelerate launch's one-thread default is undone for a lone CPU process.
-    env = {k: v for k, v in clean_env().items() if k != "OMP_NUM_THREADS"}
-    flags = ["--max_train_steps", "2", "--eval_batch_size", "2", "--ddpm_num_inference_steps", "2"]
-    result = ok(launch(*flags, cwd=tmp_path, env=env))
-    if len(os.sched_getaffinity(0)) > 1:
-        assert "limited this CPU run to 1 thread; using" in result.stderr
+    result = ok(launch("--max_train_steps", "2", "--eval_batch_size", "2", "--ddpm_num_inference_steps", "2", cwd=tmp_path))
     out = tmp_path / "ddpm-model"
     config = json.loads((out / "training_config.json").read_text())
     assert config["model"] == "small" and config["resolution"] == 32 and config["dataset_size"] == 4009
@@ -266,6 +261,20 @@ def test_default_run_shape(tmp_path):
     # (accelerate's launcher turns the script's exit status 2 into 1 and adds its own traceback.)
     again = launch("--max_train_steps", "2", cwd=tmp_path)
     assert again.returncode != 0 and "train_unconditional.py: error: --output_dir 'ddpm-model' already holds" in again.stderr
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: nothing to undo")
+def test_lone_cpu_process_under_accelerate_launch_uses_every_core_unless_told(tmp_path):
+    # accelerate launch sets OMP_NUM_THREADS=1 for its child unless the user chose a count. The run stops at its
+    # data (a folder without images), after the threads are set: the log says what was chosen, cheaply.
+    (tmp_path / "empty").mkdir()
+    args = ["--train_data_dir", str(tmp_path / "empty"), "--model", "tiny", "--output_dir", str(tmp_path / "out")]
+    unset = launch(*args, cwd=tmp_path, env={k: v for k, v in clean_env().items() if k != "OMP_NUM_THREADS"})
+    assert unset.returncode != 0 and "holds no image files" in unset.stderr
+    assert "limited this CPU run to 1 thread; using" in unset.stderr
+    chosen = launch(*args, cwd=tmp_path, env=clean_env(OMP_NUM_THREADS="1"))
+    assert chosen.returncode != 0 and "holds no image files" in chosen.stderr
+    assert "limited this CPU run to 1 thread" not in chosen.stderr
 
 
 @pytest.mark.parametrize(
