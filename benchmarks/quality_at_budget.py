@@ -29,8 +29,9 @@ def train(flags: list[str], output_dir: Path, max_train_steps: int, args) -> flo
     from ddpm_hub.training import main
 
     argv = [
-        *args.data_flags, "--output_dir", str(output_dir), "--overwrite_output_dir", "--max_train_steps", str(max_train_steps),
-        "--logger", "none", "--checkpointing_steps", "1000000000", "--save_images_epochs", "1000000000",
+        *args.data_flags, "--output_dir", str(output_dir), "--overwrite_output_dir",
+        "--max_train_steps", str(max_train_steps), "--logger", "none", "--checkpointing_steps", "1000000000",
+        "--save_images_epochs", "1000000000",
         "--save_model_epochs", "1000000000", "--logging_steps", str(args.logging_steps), "--seed", str(args.seed),
         "--eval_batch_size", "4", "--ddpm_num_inference_steps", "10", *flags,  # a small final preview grid
     ]  # fmt: skip
@@ -73,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--budget_seconds must be positive, got {args.budget_seconds}.")
     if args.dataset_name and args.train_data_dir:
         parser.error("Pass either --dataset_name or --train_data_dir, not both.")
-    args.data_flags = ["--train_data_dir", args.train_data_dir] if args.train_data_dir else ["--dataset_name", args.dataset_name or "twemoji"]
+    args.data_flags = (
+        ["--train_data_dir", args.train_data_dir]
+        if args.train_data_dir
+        else ["--dataset_name", args.dataset_name or "twemoji"]
+    )
     from ddpm_hub.evaluation import check_sample_count, parse_metrics
 
     try:
@@ -97,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     record = {
-        "flags": flags, "budget_seconds": args.budget_seconds, "calibrated_images_per_second": round(images_per_second, 2),
-        "optimizer_steps": steps, "total_batch_size": batch,
+        "flags": flags, "budget_seconds": args.budget_seconds,
+        "calibrated_images_per_second": round(images_per_second, 2), "optimizer_steps": steps,
+        "total_batch_size": batch,
         "training_seconds_at_calibrated_rate": round(steps * batch / images_per_second, 1),
         "run_wall_seconds": round(seconds, 1),  # the whole training command: setup, final preview and export included
         "final_loss": final.get("final_loss"), "device": "cuda" if torch.cuda.is_available() else "cpu",

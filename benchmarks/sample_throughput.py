@@ -1,7 +1,9 @@
 """Sampling throughput (images/s) of DDPMHubPipeline, eager and compiled, against diffusers' own pipelines.
 
-    python benchmarks/sample_throughput.py --model ddpm-64 --resolution 64 --batch_size 64 --dtype bf16 --runs ddim:50 dpmpp_2m:20
-    python benchmarks/sample_throughput.py --model tiny --resolution 16 --batch_size 4 --runs ddim:5 --device cpu --compile_backend aot_eager  # smoke run
+    python benchmarks/sample_throughput.py --model ddpm-64 --resolution 64 --batch_size 64 --dtype bf16 \
+        --runs ddim:50 dpmpp_2m:20
+    python benchmarks/sample_throughput.py --model tiny --resolution 16 --batch_size 4 --runs ddim:5 --device cpu \
+        --compile_backend aot_eager  # smoke run
 
 One process, one UNet (a preset with random weights, or `--pretrained`; the speed does not depend on the weights),
 one seed. For each `sampler:steps` of `--runs` it times
@@ -91,7 +93,7 @@ def measure(args) -> dict:
         if compiled_pipe is not None:
             compiled_pipe.set_sampler(sampler)
 
-        def ours(pipeline, device_steps: bool):
+        def ours(pipeline, device_steps: bool, steps: int = steps):
             def call():
                 pipeline.device_steps = device_steps
                 generator = torch.Generator().manual_seed(0)
@@ -99,7 +101,7 @@ def measure(args) -> dict:
 
             return call
 
-        def theirs(pipeline):
+        def theirs(pipeline, steps: int = steps):
             def call():
                 generator = torch.Generator().manual_seed(0)
                 pipeline(batch_size=args.batch_size, generator=generator, num_inference_steps=steps, output_type="np")
@@ -120,14 +122,14 @@ def measure(args) -> dict:
                 compiled_baseline.set_progress_bar_config(disable=True)
                 variants["diffusers_compiled"] = theirs(compiled_baseline)
 
-        first = {name: timed(call, device) for name, call in variants.items()}  # warmup; compiles
+        first = {name: timed(variant, device) for name, variant in variants.items()}  # warmup; compiles
         seconds = {name: [] for name in variants}
         peak_memory = {name: 0.0 for name in variants}
         for _ in range(args.repeats):
-            for name, call in variants.items():
+            for name, variant in variants.items():
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
-                seconds[name].append(timed(call, device))
+                seconds[name].append(timed(variant, device))
                 if device.type == "cuda":
                     peak_memory[name] = max(peak_memory[name], torch.cuda.max_memory_allocated(device) / 2**30)
         row = {}

@@ -1,17 +1,18 @@
 """Training throughput (images/s) of train_unconditional.py, and of a re-creation of diffusers' example loop.
 
     python benchmarks/train_throughput.py --model ddpm-64 --resolution 64 --train_batch_size 64 --mixed_precision bf16
-    python benchmarks/train_throughput.py --model ddpm-64 --mixed_precision bf16 --modes eager reduce-overhead max-autotune
+    python benchmarks/train_throughput.py --model ddpm-64 --mixed_precision bf16 --modes eager reduce-overhead
     python benchmarks/train_throughput.py --model small --resolution 32 --train_batch_size 16 --baseline  # CPU
 
 `ours` runs the real training command (`ddpm_hub.training.main`) on the built-in Twemoji set once per `--modes`
 entry (`eager`, or a `--compile_mode`) and reads the images/s it logs every `--logging_steps` steps; the first
 interval (warmup) is dropped and the median of the rest is reported. Compilation is reported apart, as
-`compile_seconds` (the first optimizer step), from a fresh compiler cache unless `--compile_cache_dir` is given. `--baseline` also times, in the same process and on the same data, a loop that
-does per step what diffusers' examples/unconditional_image_generation/train_unconditional.py does: PIL
-transforms per image in the DataLoader, `loss.item()` every step, EMA updated parameter by parameter, unfused
-AdamW, contiguous (not channels_last) tensors. The example itself cannot run here (it needs torchvision), so
-this is a re-creation; compare the two figures of one run, on one machine.
+`compile_seconds` (the first optimizer step), from a fresh compiler cache unless `--compile_cache_dir` is given.
+`--baseline` also times, in the same process and on the same data, a loop that does per step what diffusers'
+examples/unconditional_image_generation/train_unconditional.py does: PIL transforms per image in the DataLoader,
+`loss.item()` every step, EMA updated parameter by parameter, unfused AdamW, contiguous (not channels_last) tensors.
+The example itself cannot run here (it needs torchvision), so this is a re-creation; compare the two figures of one
+run, on one machine.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ def measure_ours(args, mode: str = "eager") -> dict:
             "--ddpm_num_inference_steps", "1", "--lr_warmup_steps", "0",
         ]  # fmt: skip
         if mode != "eager":
-            argv += ["--compile", "--compile_mode", mode, "--compile_cache_dir", args.compile_cache_dir or f"{tmp}/cache"]
+            argv += ["--compile", "--compile_backend", args.compile_backend]
+            argv += ["--compile_cache_dir", args.compile_cache_dir or f"{tmp}/cache"]
+            if args.compile_backend == "inductor":  # the modes are inductor's; other backends (smoke runs) have none
+                argv += ["--compile_mode", mode]
         if args.channels_last:
             argv.append("--channels_last")
         if args.allow_tf32:
@@ -99,11 +103,15 @@ def measure_baseline(args) -> dict:
     model = build_unet(resolve_spec(args.model, args.resolution))
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
-    loader = torch.utils.data.DataLoader(PILImages(images, args.resolution), batch_size=args.train_batch_size, shuffle=True)
+    loader = torch.utils.data.DataLoader(
+        PILImages(images, args.resolution), batch_size=args.train_batch_size, shuffle=True
+    )
     lr_scheduler = get_scheduler("cosine", optimizer=optimizer, num_warmup_steps=0, num_training_steps=args.steps)
     model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
     ema = EMAModel(model.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
     ema.to(accelerator.device)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     step, rates, start = 0, [], time.perf_counter()
     while step < args.steps:
         for batch in loader:
@@ -128,7 +136,8 @@ def measure_baseline(args) -> dict:
                 start = time.perf_counter()
             if step >= args.steps:
                 break
-    return {"images_per_second": statistics.median(rates[1:]), "intervals": rates[1:]}
+    memory = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0
+    return {"images_per_second": statistics.median(rates[1:]), "intervals": rates[1:], "gpu_memory_gb": memory}
 
 
 def main() -> None:
@@ -144,6 +153,7 @@ def main() -> None:
         "--modes", nargs="+", default=["eager"], choices=["eager", *COMPILE_MODES],
         help="Time the eager step and/or the step compiled with these torch.compile modes.",
     )  # fmt: skip
+    parser.add_argument("--compile_backend", default="inductor", help="aot_eager: trace without code generation (CPU).")
     parser.add_argument("--compile_cache_dir", default=None, help="Reuse this compiler cache (warm); default: cold.")
     parser.add_argument("--channels_last", action="store_true")
     parser.add_argument("--allow_tf32", action="store_true")
@@ -165,7 +175,11 @@ def main() -> None:
     results["ours"] = {}
     for name, measured in runs.items():
         if measured:
-            summary = {"images_per_second": statistics.median(m["images_per_second"] for m in measured), "runs": measured}
+            summary = {
+                "images_per_second": statistics.median(m["images_per_second"] for m in measured),
+                "runs": measured,
+            }
+            summary["gpu_memory_gb"] = max(m.get("gpu_memory_gb", 0) for m in measured)
             if name != "baseline" and name != "eager":
                 summary["compile_seconds"] = [m["compile_seconds"] for m in measured]
             if name == "baseline":

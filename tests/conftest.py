@@ -16,8 +16,22 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Under pytest-xdist every worker is a process of its own: N workers x torch's default of one thread per core
+# would oversubscribe the cores N times over. Each worker, and every subprocess it starts, uses one thread.
+UNDER_XDIST = "PYTEST_XDIST_WORKER" in os.environ
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+if UNDER_XDIST:
+    os.environ.update(ONE_THREAD)  # subprocesses started with os.environ (the Hub client env) inherit it
+
+# Every subprocess a test waits for gets this long: minutes of room on a loaded 2-core machine, where a run that
+# takes 17 s alone has taken over 300 s. pytest-timeout (pyproject.toml) is above it, so this fires first.
+SUBPROCESS_TIMEOUT = 900
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+if UNDER_XDIST:
+    torch.set_num_threads(1)
 
 # Local Hub for the Hub tests: `hub_server` fixture; pass `hub_server.client_env(...)` to client subprocesses.
 from hub_server import HubServer, hub_server  # noqa: E402,F401
@@ -72,6 +86,8 @@ def clean_env(**extra: str) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
         WANDB_MODE="disabled",
     )
+    if UNDER_XDIST:
+        env.update(ONE_THREAD)
     env.update(extra)
     return env
 
@@ -80,7 +96,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 WITHOUT_DDPM_HUB = "import sys; sys.modules['ddpm_hub'] = None\n"
 
 
-def run_python(code: str, *, without_ddpm_hub: bool = False, env: dict | None = None, cwd=None, timeout=300):
+def run_python(
+    code: str, *, without_ddpm_hub: bool = False, env: dict | None = None, cwd=None, timeout=SUBPROCESS_TIMEOUT
+):
     """Run `code` in a fresh isolated interpreter (`-I`: no cwd, no PYTHONPATH on sys.path)."""
     if without_ddpm_hub:
         code = WITHOUT_DDPM_HUB + code

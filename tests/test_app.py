@@ -27,7 +27,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import numpy as np  # noqa: E402
 import PIL.Image  # noqa: E402
 import pytest  # noqa: E402
-from conftest import clean_env  # noqa: E402
+from conftest import SUBPROCESS_TIMEOUT, clean_env  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 from test_train import TINY, launch, ok  # noqa: E402
@@ -296,7 +296,7 @@ def explore_command(tiny_run, tmp_path_factory):
         url = _wait(
             lambda: next((m.group(1) for line in list(lines) if (m := re.search(URL_LINE, line))), None)
             or (process.poll() is not None and pytest.fail("ddpm-hub explore exited:\n" + "".join(lines))),
-            timeout=180, what="ddpm-hub explore to print its URL",
+            timeout=SUBPROCESS_TIMEOUT, what="ddpm-hub explore to print its URL",
         )  # fmt: skip
         yield url, "".join(lines)
     finally:

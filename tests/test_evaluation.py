@@ -270,7 +270,7 @@ def test_eval_under_accelerate_launch_with_two_processes_matches_one(saved_pipel
     """Each process samples its share of the seeds and the first gathers: the numbers do not depend on the split."""
     import subprocess
 
-    from conftest import clean_env
+    from conftest import SUBPROCESS_TIMEOUT, clean_env
     from test_train import ACCELERATE, _free_port
 
     args = ["eval", str(saved_pipeline_dir), "--reference", "shapes", "--features", SMALL, "--num_samples", "42",
@@ -280,7 +280,7 @@ def test_eval_under_accelerate_launch_with_two_processes_matches_one(saved_pipel
     command = [ACCELERATE, "launch", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no", "--multi_gpu", "--main_process_port", str(_free_port()),
                "-m", "ddpm_hub.cli", *args, "--output", str(tmp_path / "two.json")]  # fmt: skip
-    result = subprocess.run(command, cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert two["num_images"] == 42 and two["fid"] == pytest.approx(one["fid"], rel=1e-9)

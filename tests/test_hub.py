@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, clean_env, run_python
+from conftest import REPO_ROOT, SUBPROCESS_TIMEOUT, clean_env, run_python
 from huggingface_hub import ModelCard
 
 SCRIPT = str(REPO_ROOT / "train_unconditional.py")
@@ -35,7 +35,7 @@ def hub_env(server, tmp_path: Path, name: str = "hf") -> dict:
 
 
 def run(command: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
 
 
 def ddpm_hub_cli(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:

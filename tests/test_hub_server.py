@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from conftest import SUBPROCESS_TIMEOUT
 from hub_server import DEFAULT_TOKEN, HubServer, hub_server  # noqa: F401  (the fixture, until conftest has it)
 
 
@@ -41,7 +42,7 @@ def run_client(server: HubServer, hf_home: Path, code: str, *args: str, token: b
         env=server.client_env(hf_home, token=token),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=SUBPROCESS_TIMEOUT,
     )
     assert result.returncode == 0, f"client failed:\n{result.stderr}"
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -82,16 +82,16 @@ def test_schedules_command(tmp_path):
     import subprocess
     import sys
 
-    from conftest import clean_env
+    from conftest import SUBPROCESS_TIMEOUT, clean_env
 
     result = subprocess.run(
         [sys.executable, "-m", "ddpm_hub.cli", "schedules", "--output", str(tmp_path / "s.png"), "--schedules", "linear", "cosine"],
-        env=clean_env(), capture_output=True, text=True, timeout=120,
+        env=clean_env(), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "s.png").stat().st_size > 10_000
     bad = subprocess.run(
         [sys.executable, "-m", "ddpm_hub.cli", "schedules", "--schedules", "cosin"],
-        env=clean_env(), capture_output=True, text=True, timeout=120,
+        env=clean_env(), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
     )  # fmt: skip
     assert bad.returncode == 2 and "Unknown beta schedule 'cosin'" in bad.stderr

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, clean_env
+from conftest import REPO_ROOT, SUBPROCESS_TIMEOUT, clean_env
 from PIL import Image
 from tiny_sd import build_tiny_sd, build_tiny_sdxl
 
@@ -500,7 +500,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         env=clean_env(),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=SUBPROCESS_TIMEOUT,
     )
 
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, clean_env, run_python
+from conftest import REPO_ROOT, SUBPROCESS_TIMEOUT, clean_env, run_python
 from odd_images import make_odd_image_folder
 from safetensors.torch import load_file
 
@@ -28,7 +28,7 @@ TINY = [
 ]  # fmt: skip
 
 
-def launch(*args, cwd: Path, processes: int = 1, python: bool = False, timeout: int = 300, env: dict | None = None):
+def launch(*args, cwd: Path, processes: int = 1, python: bool = False, timeout: int = SUBPROCESS_TIMEOUT, env: dict | None = None):
     """Run the training script as a user would: `accelerate launch` (or plain `python` where that is the point)."""
     if python:
         command = [sys.executable, SCRIPT, *args]
@@ -74,10 +74,11 @@ def test_accelerate_launch_end_to_end(tmp_path):
     result = ok(
         launch(
             *TINY, "--output_dir", str(out), "--max_train_steps", "6", "--checkpointing_steps", "3",
-            "--logger", "tensorboard", "--save_images_steps", "3", cwd=tmp_path,
+            "--logger", "tensorboard", "--save_images_steps", "3", cwd=tmp_path, env=clean_env(OMP_NUM_THREADS="1"),
         )  # fmt: skip
     )
     assert "Training: 100%" in result.stderr  # the progress bar ran to the end
+    assert "limited this CPU run to 1 thread" not in result.stderr  # the user's OMP_NUM_THREADS is kept
     # The pipeline, with everything a user and the Hub need beside it.
     for name in ("model_index.json", "pipeline.py", "unet/diffusion_pytorch_model.safetensors",
                  "scheduler/scheduler_config.json", "README.md", "sample_grid.png", "training_config.json",
@@ -141,12 +142,12 @@ def test_sigterm_checkpoints_and_exits_cleanly_then_resumes_exactly(tmp_path):
         [sys.executable, SCRIPT, *args, "--output_dir", str(stopped)],
         cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    deadline = time.time() + 120
+    deadline = time.time() + SUBPROCESS_TIMEOUT
     while time.time() < deadline and not (stopped / "metrics.jsonl").exists():
         time.sleep(0.2)
     time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=120)
+    output, _ = process.communicate(timeout=SUBPROCESS_TIMEOUT)
     assert process.returncode == 0, output[-3000:]
     assert "Received SIGTERM" in output and "Traceback" not in output
     checkpoints = list(stopped.glob("checkpoint-*"))
@@ -197,10 +198,10 @@ def test_lr_warmup_counts_optimizer_steps_under_accumulation(tmp_path):
     assert lrs == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
 
 
-def test_finetuning_starts_from_the_pretrained_weights(tmp_path):
-    base = tmp_path / "base"
-    ok(launch(*TINY, "--output_dir", str(base), "--max_train_steps", "2", "--prediction_type", "epsilon",
-              "--ddpm_beta_schedule", "linear", cwd=tmp_path, python=True))  # fmt: skip
+def test_finetuning_starts_from_the_pretrained_weights(saved_pipeline_dir, tmp_path):
+    # A saved pipeline with an epsilon model on a linear schedule (training's defaults are v_prediction, cosine).
+    base = saved_pipeline_dir
+    assert json.loads((base / "scheduler/scheduler_config.json").read_text())["beta_schedule"] == "linear"
     tuned = tmp_path / "tuned"
     ok(launch(*TINY, "--output_dir", str(tuned), "--max_train_steps", "1", "--pretrained_model_name_or_path", str(base),
               "--learning_rate", "1e-12", "--adam_weight_decay", "0", "--lr_warmup_steps", "0",
@@ -260,6 +261,20 @@ def test_default_run_shape(tmp_path):
     # (accelerate's launcher turns the script's exit status 2 into 1 and adds its own traceback.)
     again = launch("--max_train_steps", "2", cwd=tmp_path)
     assert again.returncode != 0 and "train_unconditional.py: error: --output_dir 'ddpm-model' already holds" in again.stderr
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: nothing to undo")
+def test_lone_cpu_process_under_accelerate_launch_uses_every_core_unless_told(tmp_path):
+    # accelerate launch sets OMP_NUM_THREADS=1 for its child unless the user chose a count. The run stops at its
+    # data (a folder without images), after the threads are set: the log says what was chosen, cheaply.
+    (tmp_path / "empty").mkdir()
+    args = ["--train_data_dir", str(tmp_path / "empty"), "--model", "tiny", "--output_dir", str(tmp_path / "out")]
+    unset = launch(*args, cwd=tmp_path, env={k: v for k, v in clean_env().items() if k != "OMP_NUM_THREADS"})
+    assert unset.returncode != 0 and "holds no image files" in unset.stderr
+    assert "limited this CPU run to 1 thread; using" in unset.stderr
+    chosen = launch(*args, cwd=tmp_path, env=clean_env(OMP_NUM_THREADS="1"))
+    assert chosen.returncode != 0 and "holds no image files" in chosen.stderr
+    assert "limited this CPU run to 1 thread" not in chosen.stderr
 
 
 @pytest.mark.parametrize(

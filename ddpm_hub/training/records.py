@@ -70,21 +70,31 @@ def use_available_cpu_threads(accelerator: Accelerator) -> None:
     """Undo `accelerate launch`'s one-thread default for a lone CPU process (it halves speed on two cores).
 
     Without a GPU, the launcher sets OMP_NUM_THREADS=1 unless given --num_cpu_threads_per_process; a single
-    training process should use the cores it is allowed to run on.
+    training process should use the cores it is allowed to run on. A thread count the user chose (OMP_NUM_THREADS
+    in the launcher's environment, or --num_cpu_threads_per_process) is kept.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     launched = "ACCELERATE_DYNAMO_BACKEND" in os.environ  # set by `accelerate launch`
-    if (
-        accelerator.device.type == "cpu"
-        and accelerator.num_processes == 1
-        and launched
-        and torch.get_num_threads() == 1 < cores
-    ):
+    if accelerator.device.type != "cpu" or accelerator.num_processes != 1 or not launched:
+        return
+    if torch.get_num_threads() == 1 < cores and not _launcher_threads_chosen():
         torch.set_num_threads(cores)
         logger.info(
             "accelerate launch limited this CPU run to 1 thread; using %d (choose with --num_cpu_threads_per_process).",
             cores,
         )
+
+
+def _launcher_threads_chosen() -> bool:
+    """Whether `accelerate launch` (this process's parent) was told a thread count rather than defaulting to 1."""
+    try:
+        import psutil  # a dependency of accelerate
+
+        launcher = psutil.Process(os.getppid())
+        chosen = "OMP_NUM_THREADS" in launcher.environ()
+        return chosen or any(arg.startswith("--num_cpu_threads_per_process") for arg in launcher.cmdline())
+    except Exception:  # no /proc, or a parent we may not read: keep the old rule
+        return False
 
 
 def setup_logging(accelerator: Accelerator, output_dir: Path) -> None:
