@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -34,7 +33,8 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .arguments import one_line, parse_config
-from .checkpointing import SignalStop, list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
+from . import run_folder
+from .checkpointing import SignalStop, load_checkpoint, resolve_checkpoint, save_checkpoint, set_aside_abandoned
 from .config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
 from .data import ImageBatchDataset, collate_uint8, load_images, split_batch
 from .evaluation.during_training import Evaluator
@@ -170,16 +170,13 @@ def plan_model(config: ModelConfig, cache_dir: str | None = None) -> ModelPlan:
 
 
 def check_output_dir(train: TrainConfig) -> None:
-    """Refuse to train over a previous run unless the user said what to do with it."""
-    output_dir = Path(train.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"--output_dir {train.output_dir!r} exists and is not a folder.")
-    previous = list_checkpoints(output_dir) or (output_dir / "model_index.json").exists()
-    if previous and train.resume_from_checkpoint is None and not train.overwrite_output_dir:
-        raise ValueError(
-            f"--output_dir {train.output_dir!r} already holds a training run; pass --resume_from_checkpoint latest "
-            "to continue it, --overwrite_output_dir to start over, or choose another --output_dir."
-        )
+    """Refuse to train over a previous run, or into a folder that is not a run, unless the user said so."""
+    run_folder.check_output_dir(
+        train.output_dir,
+        overwrite=train.overwrite_output_dir,
+        resuming=train.resume_from_checkpoint is not None,
+        logging_dir=train.logging_dir,
+    )
 
 
 def hyperparameters(configs, plan: ModelPlan, **derived) -> dict[str, Any]:
@@ -362,9 +359,8 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         )
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        if run.overwrite_output_dir and checkpoint is None:
-            for old in list_checkpoints(output_dir):
-                shutil.rmtree(old)
+        if checkpoint is None:
+            run_folder.start_fresh_records(output_dir, run.logging_dir)  # a new run starts its own records
     accelerator.wait_for_everyone()
     setup_logging(accelerator, output_dir)
     use_available_cpu_threads(accelerator)
@@ -492,6 +488,9 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         if ema is not None:
             ema.to(accelerator.device)  # loaded onto the CPU
         global_step = state["global_step"]
+        if accelerator.is_main_process:
+            set_aside_abandoned(output_dir, global_step)  # later checkpoints: another branch, never mixed with this
+        accelerator.wait_for_everyone()
         evaluator.restore(state)
         first_epoch, step_in_epoch = divmod(global_step, steps_per_epoch)
         resume_batches = step_in_epoch * run.gradient_accumulation_steps
