@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     explore.add_argument("--port", type=int, default=None, help="Port (default: the first free one from 7860).")
     explore.add_argument("--share", action="store_true", help="Also open a public gradio.live link (off by default).")
     explore.add_argument("--outputs_dir", default="outputs", help="Where the Text to image panel saves images.")
+    explore.add_argument("--allow", action="append", default=[], metavar="NAME",
+                         help="Beyond 127.0.0.1, a further model, run folder or Hub id visitors may open (repeatable).")  # fmt: skip
     return parser
 
 
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"ddpm-hub explore: {INSTALL_HINT}", file=sys.stderr)
                 return 1
 
-            explore(args.model, host=args.host, port=args.port, share=args.share, outputs_dir=args.outputs_dir)
+            explore(args.model, host=args.host, port=args.port, share=args.share, outputs_dir=args.outputs_dir, allow=args.allow)
         else:
             from .schedules import plot_schedules
 
