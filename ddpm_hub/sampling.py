@@ -18,6 +18,7 @@ from .devices import resolve_device
 from .files import save_image
 from .labels import preview_class_ids
 from .pipeline_ddpm_hub import DDPMHubPipeline, check_compile_options
+from .safe_loading import check_local_model, weights_kwargs
 
 
 def grid_shape(count: int) -> tuple[int, int]:
@@ -108,7 +109,8 @@ def render_grid(
     )
     if edit is not None and (class_labels or guidance_scale is not None):
         raise ValueError("--class_label and --guidance_scale apply to plain sampling, not to the editing options yet.")
-    pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision).to(resolve_device(device))
+    check_local_model(model)  # safetensors weights and a readable model_index.json, before loading anything
+    pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision, **weights_kwargs()).to(resolve_device(device))
     pipeline.set_sampler(sampler)
     # Checked before any sampling, so a bad label or scale fails at once with the pipeline's one-line error.
     pipeline.prepare_class_labels(list(class_labels) if class_labels else None, len(class_labels or [0]), guidance_scale)

@@ -52,8 +52,8 @@ from .arguments import one_line, parse_config
 from .devices import resolve_device
 from .files import WriteError, atomic_file, writing
 from .pipeline_ddpm_hub import SAMPLERS, compile_denoiser, scheduler_from_name
+from .safe_loading import check_local_model, weights_kwargs
 from .sampling import grid_shape
-
 
 logger = logging.getLogger(__name__)
 
@@ -619,6 +619,7 @@ class Text2Image:
         from diffusers import AutoPipelineForText2Image
 
         check_model_reference(model)
+        check_local_model(model)  # safetensors only (unless opted in), a model_index.json that is an object
         if scheduler is not None and scheduler not in SAMPLERS:
             raise ValueError(f"Unknown scheduler {scheduler!r}; choose one of: {', '.join(SAMPLERS)}.")
         torch_device = resolve_device(device)
@@ -628,7 +629,7 @@ class Text2Image:
 
         try:
             index = AutoPipelineForText2Image.load_config(model, revision=revision)
-            load_kwargs: dict[str, Any] = {"revision": revision, "variant": variant, "dtype": DTYPES[dtype]}
+            load_kwargs: dict[str, Any] = {"revision": revision, "variant": variant, "dtype": DTYPES[dtype], **weights_kwargs()}
             if disable_safety_checker and (index.get("safety_checker") or [None])[0] is not None:
                 load_kwargs.update(safety_checker=None, requires_safety_checker=False)
             pipeline = AutoPipelineForText2Image.from_pretrained(model, **load_kwargs)

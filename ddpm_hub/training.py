@@ -43,6 +43,7 @@ from .files import NonFiniteWeightsError, WriteError, save_image, write_json
 from .labels import drop_labels
 from .model_card import CONFIG_FILE, METRICS_FILE, SAMPLE_GRID, card_info_for_run, write_model_card
 from .models import check_resolution, resolve_spec
+from .safe_loading import check_local_model, weights_kwargs
 from .schedules import make_noise_scheduler
 from .train_step import (
     CompileTimer,
@@ -90,7 +91,9 @@ class ModelPlan:
     def build(self, cache_dir: str | None = None) -> UNet2DModel:
         if self.pretrained is None:
             return UNet2DModel.from_config(self.unet_config)
-        unet = UNet2DModel.from_pretrained(self.pretrained, subfolder=_unet_subfolder(self.pretrained), cache_dir=cache_dir)
+        unet = UNet2DModel.from_pretrained(
+            self.pretrained, subfolder=_unet_subfolder(self.pretrained), cache_dir=cache_dir, **weights_kwargs()
+        )
         unet.register_to_config(sample_size=self.resolution)
         return unet
 
@@ -112,6 +115,7 @@ def plan_model(config: ModelConfig, cache_dir: str | None = None) -> ModelPlan:
     """Resolve --model / --model_config_name_or_path / --pretrained_model_name_or_path and the schedule flags."""
     if config.pretrained_model_name_or_path is not None:
         source = config.pretrained_model_name_or_path
+        check_local_model(source, "--pretrained_model_name_or_path")
         try:
             unet_config = dict(UNet2DModel.load_config(source, subfolder=_unet_subfolder(source), cache_dir=cache_dir))
             scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", cache_dir=cache_dir)
