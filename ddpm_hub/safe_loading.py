@@ -55,7 +55,7 @@ def check_local_model(model: str | os.PathLike, flag: str = "the model") -> None
             loader = "DiffusionPipeline" if index.is_file() else "UNet2DModel"
             raise ValueError(
                 f"{flag} {str(model)!r} holds only pickled weights ({part.relative_to(folder.parent)}/{pickled[0]}), "
-                f"which can run code when loaded; if you trust them, convert them once: python -c \"from diffusers "
+                f'which can run code when loaded; if you trust them, convert them once: python -c "from diffusers '
                 f"import {loader} as M; M.from_pretrained('{model}', use_safetensors=False).save_pretrained("
                 f"'{model}-safetensors')\" (or set {ALLOW_PICKLED_WEIGHTS}=1)."
             )

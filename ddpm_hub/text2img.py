@@ -51,6 +51,7 @@ import torch
 from .arguments import one_line, parse_config
 from .devices import resolve_device
 from .files import WriteError, atomic_file, writing
+from .input_checks import METADATA_MAX_BYTES, PNG_METADATA_MAX_BYTES, check_small_regular_file
 from .pipeline_ddpm_hub import SAMPLERS, compile_denoiser, scheduler_from_name
 from .safe_loading import check_local_model, weights_kwargs
 from .sampling import grid_shape
@@ -366,6 +367,7 @@ class ImageMetadata:
     def load(cls, path: str | os.PathLike) -> "ImageMetadata":
         """Read the metadata of an image from its JSON sidecar or from the PNG itself."""
         path = Path(path)
+        check_small_regular_file(path, "Metadata file", PNG_METADATA_MAX_BYTES if path.suffix.lower() == ".png" else METADATA_MAX_BYTES)
         if not path.is_file():
             raise ValueError(f"Metadata file {str(path)!r} does not exist.")
         if path.suffix.lower() == ".png":
