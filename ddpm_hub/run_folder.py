@@ -75,7 +75,9 @@ def check_output_dir(
         raise ValueError(f"--output_dir {str(output_dir)!r} exists and is not a folder.")
     if not path.is_dir() or not any(path.iterdir()) or overwrite:
         return
-    if not is_run_folder(path):
+    # What a run that stopped during setup leaves (its log) does not make a folder foreign: the retry may go on.
+    early = {RUN_LOG, logging_dir}
+    if not is_run_folder(path) and not all(entry.name in early for entry in path.iterdir()):
         names = foreign_entries(path, logging_dir) or sorted(p.name for p in path.iterdir())
         shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
         raise ValueError(

@@ -27,6 +27,8 @@ def test_a_non_empty_folder_that_is_not_a_run_is_refused_in_one_line(tmp_path):
     check_output_dir(tmp_path / "new", overwrite=False, resuming=False)
     (tmp_path / "empty").mkdir()
     check_output_dir(tmp_path / "empty", overwrite=False, resuming=False)
+    (tmp_path / "empty" / "train.log").write_text("a run that failed during setup\n")
+    check_output_dir(tmp_path / "empty", overwrite=False, resuming=False)  # may be retried
 
 
 def test_export_keeps_the_users_files_in_unet_and_scheduler(tmp_path):

@@ -108,6 +108,7 @@ class Explorer:
         self.access = access or Access()
         self.access.allow([model, run_dir])  # what the server was started with may always be opened
         self.limits = limits or Limits()
+        self._shared: dict = {}  # model name -> pipeline, when exposed
         self.text2image = panels.TextToImagePanel(Path(outputs_dir))
         self.work_dir = Path(tempfile.mkdtemp(prefix="ddpm-hub-explore-"))
         if model:
@@ -118,7 +119,12 @@ class Explorer:
         current = session or (Session(self.pipeline, self.source) if self.pipeline is not None else None)
         try:
             self.access.check(model)
-            loaded = Session(load_pipeline(model), model)
+            if self.access.exposed:  # only the allowed few: each is loaded once and shared (read-only) by sessions
+                if model not in self._shared:
+                    self._shared[model] = self.pipeline if model == self.source else load_pipeline(model)
+                loaded = Session(self._shared[model], model)
+            else:
+                loaded = Session(load_pipeline(model), model)
             return loaded, self.access.public(describe_pipeline(loaded.pipeline, model))
         except ValueError as error:
             kept = f" Still using {current.source}." if current is not None else ""
