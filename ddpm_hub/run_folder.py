@@ -93,16 +93,17 @@ def check_output_dir(
         )
 
 
-def start_fresh_records(output_dir: str | os.PathLike, logging_dir: str = "logs") -> list[str]:
+def start_fresh_records(output_dir: str | os.PathLike, *, remove_checkpoints: bool = True) -> list[str]:
     """Remove a previous run's records before a new run starts over in `output_dir`; returns what was removed.
 
-    Only what a run writes goes: checkpoints, `metrics.jsonl`, `metrics.json`, `train.log`, `sample_grid.png`, the
-    previews `samples/step-*.png` and the `best/` pipeline (only its exported files). Other files, and the
+    Only what a run writes goes: checkpoints (with `remove_checkpoints`, i.e. `--overwrite_output_dir`),
+    `metrics.jsonl`, `metrics.json`, `train.log`, `sample_grid.png`, the previews `samples/step-*.png` and the
+    `best/` pipeline (only its exported files). Other files, and the
     tracker folder (tensorboard keeps one event file per run), stay. The pipeline itself is replaced by the export.
     """
     output_dir = Path(output_dir)
     removed = []
-    for checkpoint in list_checkpoints(output_dir):
+    for checkpoint in list_checkpoints(output_dir) if remove_checkpoints else []:
         shutil.rmtree(checkpoint)
         removed.append(checkpoint.name)
     for name in (METRICS_LOG, METRICS_FILE, RUN_LOG, SAMPLE_GRID):

@@ -364,7 +364,8 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         if checkpoint is None:
-            run_folder.start_fresh_records(output_dir, run.logging_dir)  # a new run starts its own records
+            # A new run starts its own records (and, told to overwrite, drops the old run's checkpoints).
+            run_folder.start_fresh_records(output_dir, remove_checkpoints=run.overwrite_output_dir)
     accelerator.wait_for_everyone()
     setup_logging(accelerator, output_dir)
     use_available_cpu_threads(accelerator)
