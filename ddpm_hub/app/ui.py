@@ -184,7 +184,7 @@ def build_app(
     explorer = Explorer(model, run_dir, outputs_dir, access=access, limits=limits)
     limits = explorer.limits
     shown = functools.partial(_shown_as_message, access=access)
-    model_work = dict(concurrency_id="model", concurrency_limit=limits.concurrency)  # one queue for the heavy work
+    model_work = {"concurrency_id": "model", "concurrency_limit": limits.concurrency}  # one queue for heavy work
     # delete_cache: files Gradio copies for the page (images, GIFs) go after a day, so a long-lived Space stays small.
     with gr.Blocks(title="ddpm-hub explorer", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# ddpm-hub explorer\nWatch diffusion happen: noise added step by step, schedules compared, "
