@@ -155,3 +155,33 @@ def test_oversized_uploads_are_refused_before_decoding(shared, tmp_path):
         client.predict(
             "cat (Twemoji)", handle_file(str(heavy)), "linear", 1000, False, 10, 0, api_name="/forward_process"
         )
+
+
+def test_work_whose_visitor_cancelled_stops_at_its_next_step(shared, tmp_path_factory, monkeypatch):
+    from ddpm_hub.app import panels
+
+    demo, (alice, _), _, _ = shared
+    steps, outcome = [], []
+    real = panels.sample_trajectory
+
+    def slow_and_watched(pipeline, sampler, num_inference_steps, eta, seed, progress):
+        def step(fraction, description):
+            steps.append(fraction)
+            time.sleep(0.2)  # a slow model: 200 steps would take 40 s
+            progress(fraction, description)
+
+        try:
+            return real(pipeline, sampler, num_inference_steps, eta, seed, progress=step)
+        except BaseException as error:
+            outcome.append(type(error).__name__)
+            raise
+
+    monkeypatch.setattr(panels, "sample_trajectory", slow_and_watched)
+    job = alice.submit("ddim", 200, 0.0, 0, api_name="/step_by_step")
+    deadline = time.monotonic() + 300
+    while len(steps) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job.cancel()
+    while not outcome and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert outcome == ["ClientGone"] and len(steps) < 200

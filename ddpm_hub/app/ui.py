@@ -61,13 +61,15 @@ class ClientGone(RuntimeError):
 
 
 def _client_gone(demo: gr.Blocks, request: gr.Request | None) -> bool:
-    """Whether Gradio's queue has marked this request's job dead (its client disconnected)."""
+    """Whether Gradio's queue has given up this request's job: its client disconnected (the job is marked dead) or
+    cancelled it (the job left the queue's running jobs, while this worker thread, which Gradio cannot stop, runs on).
+    """
     session = getattr(request, "session_hash", None)
     queue = getattr(demo, "_queue", None)
-    if session is None or queue is None:
+    if session is None or queue is None or not hasattr(queue, "active_jobs"):
         return False
-    jobs = [event for job in getattr(queue, "active_jobs", ()) if job for event in job if event.session_hash == session]
-    return bool(jobs) and not any(event.alive for event in jobs)
+    jobs = [event for job in queue.active_jobs if job for event in job if event.session_hash == session]
+    return not any(event.alive for event in jobs)
 
 
 def _progress(tracker: gr.Progress, demo: gr.Blocks | None = None, request: gr.Request | None = None):
