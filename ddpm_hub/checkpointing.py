@@ -23,6 +23,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -133,12 +134,47 @@ def save_checkpoint(
             replace_directory(staging, final)
     if accelerator.is_main_process:
         if total_limit is not None:
-            # Rotate only after the new checkpoint is complete: a failed save never costs an old one.
-            for old in list_checkpoints(output_dir)[:-total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
+            rotate_checkpoints(output_dir, total_limit, keep=final)
         logger.info("Saved checkpoint %s", final)
     accelerator.wait_for_everyone()
     return final
+
+
+def rotate_checkpoints(output_dir: Path, total_limit: int, *, keep: Path) -> None:
+    """Delete the oldest checkpoints beyond `total_limit`, never `keep` (the one just written).
+
+    Called only after `keep` is complete, so a failed save never costs an old checkpoint.
+    """
+    others = [path for path in list_checkpoints(output_dir) if path != keep]
+    for old in others[: max(len(others) - (max(total_limit, 1) - 1), 0)]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def set_aside_abandoned(output_dir: str | Path, resumed_step: int) -> Path | None:
+    """Move the checkpoints of `output_dir` later than `resumed_step` into `abandoned-<time>/`; returns that folder.
+
+    Resuming from an older checkpoint starts a new branch of the run: the later checkpoints belong to the old one.
+    Kept beside it (never deleted, never mixed), they can neither be rotated in place of the new branch's nor be
+    picked by `--resume_from_checkpoint latest`.
+    """
+    output_dir = Path(output_dir)
+    later = [path for path in list_checkpoints(output_dir) if int(path.name.split("-")[1]) > resumed_step]
+    if not later:
+        return None
+    folder = output_dir / time.strftime("abandoned-%Y%m%d-%H%M%S")
+    while folder.exists():
+        folder = folder.with_name(folder.name + "x")
+    folder.mkdir()
+    for path in later:
+        os.replace(path, folder / path.name)
+    logger.warning(
+        "Resuming from step %d while %s exist: those belong to an abandoned branch of this run and were moved to "
+        "%s (delete it once you no longer need it).",
+        resumed_step,
+        ", ".join(path.name for path in later),
+        folder,
+    )
+    return folder
 
 
 def _parameter_names(model: torch.nn.Module | None, count: int) -> list[str]:

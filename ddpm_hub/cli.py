@@ -124,7 +124,14 @@ def _explore(config: ExploreConfig) -> int:
     except ImportError:
         print(f"ddpm-hub explore: {INSTALL_HINT}", file=sys.stderr)
         return 1
-    explore(config.model, host=config.host, port=config.port, share=config.share, outputs_dir=config.outputs_dir)
+    explore(
+        config.model,
+        host=config.host,
+        port=config.port,
+        share=config.share,
+        outputs_dir=config.outputs_dir,
+        allow=config.allow,
+    )
     return 0
 
 

@@ -167,6 +167,15 @@ class ExploreConfig:
         metadata={"action": "store_true", "help": "Also open a public gradio.live link (off by default)."},
     )
     outputs_dir: str = field(default="outputs", metadata={"help": "Where the Text to image panel saves images."})
+    allow: list[str] = field(
+        default_factory=list,
+        metadata={
+            "action": "append",
+            "nargs": None,
+            "metavar": "NAME",
+            "help": "Beyond 127.0.0.1, a further model, run folder or Hub id visitors may open (repeatable).",
+        },
+    )
 
     def validate(self) -> None:
         if self.port is not None and not 0 < self.port < 65536:

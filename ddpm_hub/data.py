@@ -146,13 +146,23 @@ def open_image(entry: Any) -> PIL.Image.Image:
     elif isinstance(entry, dict) and entry.get("bytes"):
         image = PIL.Image.open(io.BytesIO(entry["bytes"]))
     elif isinstance(entry, dict) and entry.get("path"):
-        image = PIL.Image.open(entry["path"])
+        image = PIL.Image.open(_archive_member(entry["path"]))
     elif isinstance(entry, (str, os.PathLike)):
         image = PIL.Image.open(entry)
     else:
         raise ValueError(f"not an image entry: {type(entry).__name__}")
     image.load()  # decode now: truncated or corrupt files fail here, not in the training loop
     return image
+
+
+def _archive_member(path: str):
+    """`path`, or the bytes of an archive member as imagefolder names it: "zip://cats/1.png::/data/cats.zip"."""
+    if "::" not in path:
+        return path
+    from datasets.utils.file_utils import xopen
+
+    with xopen(path, "rb") as handle:
+        return io.BytesIO(handle.read())
 
 
 def _describe(entry: Any) -> str:

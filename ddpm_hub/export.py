@@ -87,6 +87,9 @@ def export_pipeline(
     `vae` (and `latent_scaling_factor`, default the VAE's own) make it a latent pipeline, saved with `vae/`;
     `default_num_inference_steps` is what `pipe()` takes without `num_inference_steps` (a distilled student's).
 
+    An existing `unet/` or `scheduler/` is replaced whole only when it holds nothing but what this export writes
+    there; otherwise the new files are moved in one by one and the folder's other files are kept.
+
     The pipeline is written to a temporary folder first and moved into place entry by entry, `model_index.json`
     last, so an interrupted export never leaves a half-written weights file under its final name. Weights holding
     NaN or infinity are refused (`NonFiniteWeightsError`) before anything is written; a folder that cannot be
@@ -116,8 +119,24 @@ def export_pipeline(
                 if not source.exists():
                     continue  # `vae` of a pixel model
                 if source.is_dir():
-                    replace_directory(source, output_dir / name)
+                    _replace_exported_folder(source, output_dir / name)
                 else:
                     os.replace(source, output_dir / name)
         shutil.rmtree(staging, ignore_errors=True)
     return output_dir
+
+
+def _replace_exported_folder(source: Path, destination: Path) -> None:
+    """Move the freshly saved `source` folder onto `destination`, never deleting a file the export did not write."""
+    written = {entry.name for entry in source.iterdir()}
+    if not destination.is_dir() or destination.is_symlink() or all(
+        entry.is_file() and not entry.is_symlink() and entry.name in written for entry in destination.iterdir()
+    ):
+        replace_directory(source, destination)
+        return
+    for entry in source.iterdir():  # a folder with the user's own files in it: replace ours, keep theirs
+        target = destination / entry.name
+        if target.is_dir() and not target.is_symlink():
+            raise ValueError(f"cannot export the pipeline: {target} is a folder, where the export writes a file.")
+        os.replace(entry, target)
+    shutil.rmtree(source, ignore_errors=True)

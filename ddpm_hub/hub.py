@@ -9,14 +9,18 @@ local folder is never touched by a push. The token is passed to the client and n
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import logging
 import os
+import re
 import shutil
+import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,6 +50,61 @@ STAGING_ADVICE = "a push stages its files inside the folder it uploads; make the
 RETRY_DELAY_SECONDS = float(os.environ.get("DDPM_HUB_RETRY_DELAY", "2"))
 
 T = TypeVar("T")
+STAGING_PREFIX = ".hub-push-"
+_LIVE_STAGING: set[Path] = set()  # this process's snapshots not yet removed; an exit removes them
+
+
+def _remove_staging(staging: Path) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+    _LIVE_STAGING.discard(staging)
+
+
+@atexit.register
+def _remove_all_staging() -> None:
+    for staging in list(_LIVE_STAGING):
+        _remove_staging(staging)
+
+
+def remove_stale_staging(output_dir: Path) -> list[Path]:
+    """Delete snapshots left in `output_dir` by pushes that were killed (their process is gone)."""
+    removed = []
+    for staging in Path(output_dir).glob(f"{STAGING_PREFIX}*"):
+        pid = staging.name[len(STAGING_PREFIX) :].split("-")[0]
+        if staging.is_dir() and not staging.is_symlink() and not (pid.isdigit() and _process_alive(int(pid))):
+            shutil.rmtree(staging, ignore_errors=True)
+            removed.append(staging)
+    if removed:
+        logger.info("Removed %d upload snapshot(s) left by an interrupted push.", len(removed))
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """Make SIGTERM end the process through Python's exit (finally blocks and atexit run), in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _is_transient(error: Exception) -> bool:
@@ -75,28 +134,72 @@ def _short(error: Exception) -> str:
 
 
 def snapshot_pipeline(output_dir: Path, staging: Path, repo_id: str, api: HfApi, revision: str | None) -> None:
-    """Hard-link (or copy) the files to push into `staging`, with the model card regenerated for `repo_id`."""
+    """Hard-link (or copy) the files to push into `staging`, with the model card regenerated for `repo_id`.
+
+    Symbolic links are never followed out of `output_dir` (skipped with a warning), and the settings file keeps
+    only names, not the machine's paths.
+    """
     for name in PIPELINE_FILES:
         source = output_dir / name
+        if not _inside(source, output_dir):
+            continue
         if source.is_dir():
-            shutil.copytree(source, staging / name, copy_function=_link_or_copy)
+            shutil.copytree(source, staging / name, copy_function=_link_or_copy, ignore=_links_leaving(output_dir))
         elif source.is_file():
             _link_or_copy(source, staging / name)
     if not (staging / "model_index.json").is_file():
         raise ValueError(f"{output_dir} holds no saved pipeline (model_index.json is missing).")
     # The card names the repo in its usage snippets; notes written on the Hub are kept if the local card has none.
-    config_path = output_dir / CONFIG_FILE
+    config_path = staging / CONFIG_FILE
     if not config_path.is_file():
         return  # not made by our trainer: its own README.md (if any) goes as it is
-    local_card = (output_dir / "README.md").read_text(encoding="utf-8") if (output_dir / "README.md").is_file() else None
+    local_card = (staging / "README.md").read_text(encoding="utf-8") if (staging / "README.md").is_file() else None
     previous = local_card if has_user_notes(local_card) else (remote_card(api, repo_id, revision) or local_card)
-    hparams = json.loads(config_path.read_text(encoding="utf-8"))
-    metrics_path = output_dir / METRICS_FILE
+    hparams = public_settings(json.loads(config_path.read_text(encoding="utf-8")))
+    config_path.unlink()  # a hard link to the local file: replaced, never written through
+    config_path.write_text(json.dumps(hparams, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    metrics_path = staging / METRICS_FILE
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
     info = card_info_for_run(hparams, metrics, repo_id)
     info.has_sample_grid = (staging / SAMPLE_GRID).is_file()
     # Written atomically (a new file renamed over the hard link), so output_dir/README.md is left as it was.
     write_model_card(staging, info, previous_card=previous)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether `path` (following its links) stays inside `folder`; a link leaving it is reported and skipped."""
+    if path.resolve().is_relative_to(folder.resolve()):
+        return True
+    if os.path.lexists(path):
+        logger.warning("Not pushing %s: it is a symbolic link to a file outside %s.", path, folder)
+    return False
+
+
+def _links_leaving(folder: Path) -> Callable[[str, list[str]], set[str]]:
+    """A `shutil.copytree` ignore function that leaves out links pointing outside `folder`."""
+    return lambda directory, names: {name for name in names if not _inside(Path(directory) / name, folder)}
+
+
+# Settings that name places on this machine: a reader of the repo needs at most their last part.
+_PATH_SETTINGS = ("output_dir", "train_data_dir", "cache_dir", "logging_dir", "compile_cache_dir", "resume_from_checkpoint")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/])(?:~|/)[^\s'\"]*")
+
+
+def public_settings(hparams: dict[str, Any]) -> dict[str, Any]:
+    """`training_config.json` as pushed: local paths (output, data, caches, home folders) cut to their basenames."""
+    public = {}
+    for key, value in hparams.items():
+        if isinstance(value, str) and value not in ("None", ""):
+            if key in _PATH_SETTINGS or _is_local_path(value):
+                value = Path(value).name or value
+            else:  # descriptions such as "fine-tuned from /home/me/runs/cats"
+                value = _ABSOLUTE_PATH.sub(lambda match: Path(match.group()).name, value)
+        public[key] = value
+    return public
+
+
+def _is_local_path(value: str) -> bool:
+    return value.startswith(("/", "~", "./", "../")) or ("/" in value and os.path.exists(value))
 
 
 def has_user_notes(card_text: str | None) -> bool:
@@ -164,6 +267,7 @@ class HubPublisher:
         except Exception as error:
             raise ValueError(f"Cannot push to the Hub repo {name!r}: {_short(error)}") from error
         logger.info("Pushing to %s/%s", api.endpoint, repo_id)
+        remove_stale_staging(Path(output_dir))
         return cls(api, repo_id, Path(output_dir), revision, push_checkpoints)
 
     def _upload(self, folder: Path, commit_message: str, **upload_kwargs) -> str:
@@ -187,13 +291,14 @@ class HubPublisher:
         try:
             return self._upload(staging, commit_message)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            _remove_staging(staging)
 
     def _stage(self, fill: Callable[[Path], None]) -> Path:
         """A new temporary folder inside the output folder, filled by `fill`; a failed write is a one-line
         `WriteError` and leaves no folder behind."""
         with writing("the upload's staging copy", self.output_dir, advice=STAGING_ADVICE):
-            staging = Path(tempfile.mkdtemp(prefix=".hub-push-", dir=self.output_dir))
+            staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=self.output_dir))
+            _LIVE_STAGING.add(staging)
             with writing("the upload's staging copy", self.output_dir, staging=staging, advice=STAGING_ADVICE):
                 fill(staging)
         return staging
@@ -210,7 +315,7 @@ class HubPublisher:
                 self._worker = threading.Thread(target=self._drain, name="hub-push", daemon=True)
                 self._worker.start()
         if replaced is not None:
-            shutil.rmtree(replaced[0], ignore_errors=True)  # superseded by the newer snapshot: never uploaded
+            _remove_staging(replaced[0])  # superseded by the newer snapshot: never uploaded
 
     def _drain(self) -> None:
         while True:
@@ -223,7 +328,7 @@ class HubPublisher:
             except Exception as error:  # an intermediate push may fail; the final one reports for real
                 logger.warning("Background push (%s) failed: %s", commit_message, _short(error))
             finally:
-                shutil.rmtree(staging, ignore_errors=True)
+                _remove_staging(staging)
 
     def push_async(self, commit_message: str) -> None:
         """Snapshot now, upload in the background; training does not wait for the network."""
@@ -268,5 +373,6 @@ def push_folder(
     """Push an existing training output folder (or any saved pipeline folder); returns the commit URL."""
     if not (Path(output_dir) / "model_index.json").is_file():
         raise ValueError(f"{str(output_dir)!r} holds no saved pipeline (model_index.json is missing).")
-    publisher = HubPublisher.create(output_dir, repo_id, token=token, private=private, revision=revision)
-    return publisher.push_final(commit_message)
+    with terminate_as_exit():  # a killed push removes its snapshot too
+        publisher = HubPublisher.create(output_dir, repo_id, token=token, private=private, revision=revision)
+        return publisher.push_final(commit_message)

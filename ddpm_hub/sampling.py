@@ -16,9 +16,11 @@ from diffusers.utils import make_image_grid
 from .data import open_image, to_model_mode
 from .devices import resolve_device
 from .files import save_image
+from .input_checks import check_finite_model, check_mask_marks_something, check_output_file
 from .labels import preview_class_ids
 from .pipeline import DDPMHubPipeline
 from .pipeline_steps import check_compile_options
+from .safe_loading import check_local_model, weights_kwargs
 
 
 def grid_shape(count: int) -> tuple[int, int]:
@@ -96,6 +98,7 @@ def render_grid(
     `jump_length`, `jump_n_sample`); with `interpolate` (two image paths or seeds) a strip of `num_frames` frames.
     Options and images are checked before the model loads.
     """
+    check_output_file(output)  # a folder, an unknown suffix or an unwritable place fails before any sampling
     if compile:
         check_compile_options(compile_mode, compile_backend)  # before loading anything
     edit = EditInputs.check(
@@ -109,7 +112,9 @@ def render_grid(
     )
     if edit is not None and edit.mode == "interpolate" and class_labels and len(class_labels) > 1:
         raise ValueError(f"--interpolate takes one --class_label (the class of every frame), got {list(class_labels)}.")
-    pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision).to(resolve_device(device))
+    check_local_model(model)  # safetensors weights and a readable model_index.json, before loading anything
+    pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision, **weights_kwargs()).to(resolve_device(device))
+    check_finite_model(pipeline.unet, model)
     pipeline.set_sampler(sampler)
     # Checked before any sampling, so a bad label or scale fails at once with the pipeline's one-line error.
     pipeline.prepare_class_labels(list(class_labels) if class_labels else None, len(class_labels or [0]), guidance_scale)
@@ -175,6 +180,7 @@ class EditInputs:
         for flag, value in (("--jump_length", jump_length), ("--jump_n_sample", jump_n_sample)):
             if value < 1:
                 raise ValueError(f"{flag} must be positive, got {value}.")
+        check_mask_marks_something(mask_image)
         mask = open_user_image(mask_image, "--mask_image", channels=1)
         if mask.size != image.size:
             raise ValueError(

@@ -111,3 +111,27 @@ def test_a_full_disk_gives_one_line_removes_the_partial_folder_and_keeps_the_oth
     )
     assert raised.value.errno == errno.ENOSPC
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-2"]
+
+
+def test_rotation_never_deletes_the_checkpoint_just_written(tmp_path):
+    # A resumed older branch: checkpoint-4 is stale, the new checkpoint-3 must survive a limit of 1.
+    for step in (2, 4):
+        save_checkpoint(FakeAccelerator(), tmp_path, {"global_step": step})
+    save_checkpoint(FakeAccelerator(), tmp_path, {"global_step": 3}, total_limit=1)
+    assert (tmp_path / "checkpoint-3").is_dir()
+
+
+def test_checkpoints_of_an_abandoned_branch_are_moved_aside_not_mixed(tmp_path, caplog):
+    from ddpm_hub.checkpointing import set_aside_abandoned
+
+    for step in (2, 4, 6):
+        save_checkpoint(FakeAccelerator(), tmp_path, {"global_step": step})
+    with caplog.at_level("WARNING"):
+        folder = set_aside_abandoned(tmp_path, 2)
+    assert folder is not None and folder.name.startswith("abandoned-")
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint-4", "checkpoint-6"]
+    assert "abandoned branch" in caplog.text and "checkpoint-4, checkpoint-6" in caplog.text
+    save_checkpoint(FakeAccelerator(), tmp_path, {"global_step": 3}, total_limit=1)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-3"]
+    assert resolve_checkpoint(tmp_path, "latest") == tmp_path / "checkpoint-3"
+    assert set_aside_abandoned(tmp_path, 3) is None

@@ -284,3 +284,18 @@ def test_eval_under_accelerate_launch_with_two_processes_matches_one(saved_pipel
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert two["num_images"] == 42 and two["fid"] == pytest.approx(one["fid"], rel=1e-9)
+
+
+def test_an_inception_file_with_the_wrong_digest_is_refused_before_it_is_loaded(tmp_path, monkeypatch, capsys, saved_pipeline_dir):
+    import torch
+
+    wrong = tmp_path / "inception-2015-12-05.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(wrong))  # loadable TorchScript: only the digest tells
+    monkeypatch.setenv("DDPM_HUB_INCEPTION", str(wrong))
+    loaded = []
+    monkeypatch.setattr(torch.jit, "load", lambda *args, **kwargs: loaded.append(args))
+    status, _, err = run_cli(["eval", str(saved_pipeline_dir), "--reference", "shapes", "--features", "inception",
+                              "--metrics", "kid", "--num_samples", "8", "--num_inference_steps", "1",
+                              "--output", str(tmp_path / "r.json")], capsys)  # fmt: skip
+    assert status in (1, 2) and not loaded
+    assert "is not the published inception-2015-12-05.pt (sha256" in err.strip().splitlines()[-1]

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from ..pipeline_ddpm_hub import DDPMHubPipeline
+from ..safe_loading import check_local_model, weights_kwargs
 
 PIPELINE_INDEX = "model_index.json"
 # Files a training run writes before its first export (see ddpm_hub/training.py).
@@ -46,13 +47,14 @@ def load_pipeline(model: str) -> DDPMHubPipeline:
     from ..text2img import check_model_reference
 
     check_model_reference(model)  # neither a folder nor "org/name": say so, without asking the Hub
+    check_local_model(model)
     local = Path(model).expanduser()
     if local.exists():
         if not local.is_dir() or not is_pipeline_dir(local):
             hint = " (a training run still in progress exports it at the end)" if is_training_output(local) else ""
             raise ValueError(f"{model!r} is not a pipeline folder: it has no {PIPELINE_INDEX}{hint}.")
     try:
-        pipeline = DDPMHubPipeline.from_pretrained(str(local) if local.exists() else model)
+        pipeline = DDPMHubPipeline.from_pretrained(str(local) if local.exists() else model, **weights_kwargs())
     except Exception as error:  # Hub errors, offline mode, wrong model type: one line for the status box
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         where = " (offline: only models already in the Hub cache load)" if offline and not local.exists() else ""

@@ -61,10 +61,22 @@ def builtin_image(name: str) -> PIL.Image.Image:
     raise ValueError(f"Unknown built-in image {name!r}; choose one of: {', '.join(BUILTIN_IMAGES)}.")
 
 
-def open_upload(path: str | Path) -> PIL.Image.Image:
-    """An uploaded file as an RGB image; `ValueError` when it is not a readable image."""
+def open_upload(path: str | Path, *, max_bytes: int | None = None, max_pixels: int | None = None) -> PIL.Image.Image:
+    """An uploaded file as an RGB image; `ValueError` when it is not a readable image or is over the limits.
+
+    The size in bytes and the pixel count (from the header) are checked before anything is decoded.
+    """
+    name = Path(path).name
+    size = Path(path).stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise ValueError(f"{name!r} is {size / 2**20:.1f} MB; this explorer takes images up to {max_bytes / 2**20:.0f} MB.")
     try:
         with PIL.Image.open(path) as image:
+            if max_pixels is not None and image.width * image.height > max_pixels:
+                raise ValueError(
+                    f"{name!r} is {image.width}x{image.height} pixels; this explorer takes images up to "
+                    f"{max_pixels / 1e6:.0f} megapixels."
+                )
             image.load()
             return to_model_mode(image)
     except (OSError, SyntaxError, ValueError) as error:

@@ -18,6 +18,7 @@ import gradio as gr  # noqa: E402
 
 from ..pipeline_ddpm_hub import SAMPLERS  # noqa: E402
 from . import monitor, panels  # noqa: E402
+from .access import Access, Limits, is_exposed  # noqa: E402
 from .models import describe_pipeline, load_pipeline  # noqa: E402
 
 TITLES = {
@@ -37,7 +38,7 @@ THEME = gr.themes.Default(
 )
 
 
-def _shown_as_message(fn):
+def _shown_as_message(fn, access: Access | None = None):
     """Turn any exception of a panel into a one-line `gr.Error` shown in the page (the server keeps running)."""
 
     @functools.wraps(fn)
@@ -49,27 +50,90 @@ def _shown_as_message(fn):
         except Exception as error:  # noqa: BLE001 - any failure is the user's to read, not a crash
             message = (str(error).strip().splitlines() or [""])[0]
             prefix = "" if isinstance(error, ValueError) else f"{type(error).__name__}: "
-            raise gr.Error(prefix + message, print_exception=not isinstance(error, ValueError)) from error
+            message = prefix + message if access is None else access.public(prefix + message)
+            raise gr.Error(message, print_exception=not isinstance(error, ValueError)) from error
 
     return wrapper
 
 
-def _progress(tracker: gr.Progress):
-    return lambda fraction, description: tracker(fraction, desc=description)
+class ClientGone(RuntimeError):
+    """The visitor who asked for this work has left; it is stopped at the next step."""
+
+
+def _client_gone(demo: gr.Blocks, request: gr.Request | None) -> bool:
+    """Whether Gradio's queue has given up this request's job: its client disconnected (the job is marked dead) or
+    cancelled it (the job left the queue's running jobs, while this worker thread, which Gradio cannot stop, runs on).
+    """
+    session = getattr(request, "session_hash", None)
+    queue = getattr(demo, "_queue", None)
+    if session is None or queue is None or not hasattr(queue, "active_jobs"):
+        return False
+    jobs = [event for job in queue.active_jobs if job for event in job if event.session_hash == session]
+    return not any(event.alive for event in jobs)
+
+
+def _progress(tracker: gr.Progress, demo: gr.Blocks | None = None, request: gr.Request | None = None):
+    def report(fraction, description):
+        if demo is not None and _client_gone(demo, request):
+            raise ClientGone("The page was closed; the work it asked for was stopped.")
+        tracker(fraction, desc=description)
+
+    return report
+
+
+class Session:
+    """One visitor's own loaded model (kept in a `gr.State`); without one, a session uses the served model."""
+
+    def __init__(self, pipeline, source: str):
+        self.pipeline, self.source = pipeline, source
 
 
 class Explorer:
-    """What every session shares: the loaded DDPM pipeline, the text-to-image model and where files go."""
+    """What every session shares: the served DDPM pipeline, the text-to-image model, the limits, where files go.
 
-    def __init__(self, model: str | None = None, run_dir: str | None = None, outputs_dir: str | Path = "outputs"):
+    A visitor's Load gives that visitor's session its own model (`load_session`); the served one never changes.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        run_dir: str | None = None,
+        outputs_dir: str | Path = "outputs",
+        *,
+        access: Access | None = None,
+        limits: Limits | None = None,
+    ):
         self.pipeline = None
         self.source = None
         self.status = "No model loaded: the Forward process, Schedules and Training monitor panels work without one."
         self.run_dir = run_dir
+        self.access = access or Access()
+        self.access.allow([model, run_dir])  # what the server was started with may always be opened
+        self.limits = limits or Limits()
+        self._shared: dict = {}  # model name -> pipeline, when exposed
         self.text2image = panels.TextToImagePanel(Path(outputs_dir))
         self.work_dir = Path(tempfile.mkdtemp(prefix="ddpm-hub-explore-"))
         if model:
             self.load(model)
+
+    def load_session(self, model: str, session: Session | None) -> tuple[Session | None, str]:
+        """Load `model` for one session; on failure keep that session's model and say why (paths hidden if shared)."""
+        current = session or (Session(self.pipeline, self.source) if self.pipeline is not None else None)
+        try:
+            self.access.check(model)
+            if self.access.exposed:  # only the allowed few: each is loaded once and shared (read-only) by sessions
+                if model not in self._shared:
+                    self._shared[model] = self.pipeline if model == self.source else load_pipeline(model)
+                loaded = Session(self._shared[model], model)
+            else:
+                loaded = Session(load_pipeline(model), model)
+            return loaded, self.access.public(describe_pipeline(loaded.pipeline, model))
+        except ValueError as error:
+            kept = f" Still using {current.source}." if current is not None else ""
+            return session, self.access.public(f"Error: {error}{kept}")
+
+    def pipeline_of(self, session: Session | None):
+        return session.pipeline if session is not None else self.pipeline
 
     def load(self, model: str) -> str:
         """Load `model` (folder or Hub id); on failure keep the previous model and say why in the status."""
@@ -82,13 +146,15 @@ class Explorer:
             self.status = f"Error: {error}{kept}"
         return self.status
 
-    def require_model(self):
-        if self.pipeline is None:
+    def require_model(self, session: Session | None = None):
+        pipeline = self.pipeline_of(session)
+        if pipeline is None:
             raise ValueError("No model is loaded: enter a pipeline folder or Hub id at the top and press Load.")
-        return self.pipeline
+        return pipeline
 
-    def schedule_choices(self) -> list[str]:
-        return list(panels.NAMED_SCHEDULES) + ([panels.MODEL_SCHEDULE] if self.pipeline is not None else [])
+    def schedule_choices(self, session: Session | None = None) -> list[str]:
+        has_model = self.pipeline_of(session) is not None
+        return list(panels.NAMED_SCHEDULES) + ([panels.MODEL_SCHEDULE] if has_model else [])
 
 
 def build_app(
@@ -97,8 +163,14 @@ def build_app(
     run_dir: str | None = None,
     outputs_dir: str | Path = "outputs",
     text2image_model: str | None = None,
+    exposed: bool | None = None,
+    allow: tuple[str, ...] | list[str] = (),
+    limits: Limits | None = None,
 ) -> gr.Blocks:
     """The explorer as a `gr.Blocks`; `model` (folder or Hub id) and `run_dir` (a training output) are optional.
+
+    `exposed` (default: on a Space) restricts what visitors may load to `model`, `run_dir`, `text2image_model` and
+    `allow`; `launch` on an address other than 127.0.0.1 turns it on too. `limits` bounds every request.
 
     Example:
 
@@ -109,7 +181,12 @@ def build_app(
     """
     from ..text2img import DEFAULT_MODEL
 
-    explorer = Explorer(model, run_dir, outputs_dir)
+    access = Access(exposed=is_exposed(None) if exposed is None else exposed)
+    access.allow([text2image_model or DEFAULT_MODEL, *allow])
+    explorer = Explorer(model, run_dir, outputs_dir, access=access, limits=limits)
+    limits = explorer.limits
+    shown = functools.partial(_shown_as_message, access=access)
+    model_work = {"concurrency_id": "model", "concurrency_limit": limits.concurrency}  # one queue for heavy work
     # delete_cache: files Gradio copies for the page (images, GIFs) go after a day, so a long-lived Space stays small.
     with gr.Blocks(title="ddpm-hub explorer", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# ddpm-hub explorer\nWatch diffusion happen: noise added step by step, schedules compared, "
@@ -119,7 +196,8 @@ def build_app(
                 value=model or "", label="Model (pipeline folder or Hub id)", scale=4, placeholder="ddpm-model"
             )
             load_button = gr.Button("Load", scale=1)
-        model_status = gr.Markdown(explorer.status, elem_id="model-status")
+        model_status = gr.Markdown(access.public(explorer.status), elem_id="model-status")
+        session = gr.State(None, time_to_live=limits.session_seconds)  # this visitor's own model, if they load one
 
         with gr.Tabs():
             # 1. Forward process ---------------------------------------------------------------------------------
@@ -223,21 +301,26 @@ def build_app(
                 settings = gr.JSON(label="Run settings (training_config.json)")
 
         # Wiring -------------------------------------------------------------------------------------------------
-        @_shown_as_message
-        def load(model: str):
-            status = explorer.load(model)
-            choices = explorer.schedule_choices()
-            return status, gr.Dropdown(choices=choices)
+        @shown
+        def load(model: str, current: Session | None):
+            loaded, status = explorer.load_session(model, current)
+            return status, gr.Dropdown(choices=explorer.schedule_choices(loaded)), loaded
 
-        load_button.click(load, model_box, [model_status, schedule], api_name="load_model")
-        model_box.submit(load, model_box, [model_status, schedule], api_visibility="private")
+        load_outputs = [model_status, schedule, session]
+        load_button.click(load, [model_box, session], load_outputs, api_name="load_model", **model_work)
+        model_box.submit(load, [model_box, session], load_outputs, api_visibility="private", **model_work)
 
-        @_shown_as_message
-        def forward(builtin_name, upload_path, schedule_name, T, zero_snr, t, noise_seed):
-            image = panels.open_upload(upload_path) if upload_path else panels.builtin_image(builtin_name)
-            pipeline = explorer.pipeline if schedule_name == panels.MODEL_SCHEDULE else None
+        @shown
+        def forward(builtin_name, upload_path, schedule_name, T, zero_snr, t, noise_seed, current):
+            T = limits.check_timesteps(T)
+            image = (
+                panels.open_upload(upload_path, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_image_pixels)
+                if upload_path
+                else panels.builtin_image(builtin_name)
+            )
+            pipeline = explorer.pipeline_of(current) if schedule_name == panels.MODEL_SCHEDULE else None
             if schedule_name == panels.MODEL_SCHEDULE:
-                T = explorer.require_model().scheduler.config.num_train_timesteps
+                T = explorer.require_model(current).scheduler.config.num_train_timesteps
             t = min(int(t), int(T) - 1)
             result = panels.forward_process(
                 image, schedule_name, t, num_train_timesteps=int(T), rescale_betas_zero_snr=bool(zero_snr),
@@ -245,31 +328,34 @@ def build_app(
             )  # fmt: skip
             return result.noisy, result.values, result.strip, gr.Slider(maximum=int(T) - 1, value=t)
 
-        forward_inputs = [builtin, upload, schedule, forward_T, forward_zero_snr, t_slider, noise_seed]
+        forward_inputs = [builtin, upload, schedule, forward_T, forward_zero_snr, t_slider, noise_seed, session]
         gr.on(
             # `input`/`release` fire on the user's own changes only, not when this function updates the t slider.
             [demo.load, builtin.input, upload.change, schedule.input, forward_T.release, forward_zero_snr.input,
              t_slider.input, t_slider.release, noise_seed.submit],
             forward, forward_inputs, [noisy, values, strip, t_slider], api_name="forward_process",
-            trigger_mode="always_last", show_progress="minimal",
+            trigger_mode="always_last", show_progress="minimal", **model_work,
         )  # fmt: skip
 
-        @_shown_as_message
-        def plot_schedules(names, T, zero_snr):
-            return panels.schedule_figure(int(T), list(names), zero_terminal_snr=bool(zero_snr),
-                                          pipeline=explorer.pipeline)  # fmt: skip
+        @shown
+        def plot_schedules(names, T, zero_snr, current):
+            if len(names) > limits.max_schedules:
+                raise ValueError(f"Choose at most {limits.max_schedules} schedules.")
+            return panels.schedule_figure(limits.check_timesteps(T), list(names), zero_terminal_snr=bool(zero_snr),
+                                          pipeline=explorer.pipeline_of(current))  # fmt: skip
 
         gr.on(
             [demo.load, chosen.input, schedules_T.release, schedules_zero_snr.input, model_status.change],
-            plot_schedules, [chosen, schedules_T, schedules_zero_snr], schedule_plot, api_name="schedules",
+            plot_schedules, [chosen, schedules_T, schedules_zero_snr, session], schedule_plot, api_name="schedules",
             trigger_mode="always_last",
         )  # fmt: skip
 
-        @_shown_as_message
-        def step_by_step(sampler_name, num_steps, eta_value, seed_value, progress=gr.Progress()):
+        @shown
+        def step_by_step(sampler_name, num_steps, eta_value, seed_value, current, request: gr.Request,
+                         progress=gr.Progress()):  # fmt: skip
             result = panels.sample_trajectory(
-                explorer.require_model(), sampler_name, int(num_steps), float(eta_value), int(seed_value or 0),
-                progress=_progress(progress),
+                explorer.require_model(current), sampler_name, limits.check_steps(num_steps), float(eta_value),
+                int(seed_value or 0), progress=_progress(progress, demo, request),
             )  # fmt: skip
             progress(1.0, desc="writing the GIF")
             gif_path = panels.save_gif(result, Path(tempfile.mkdtemp(dir=explorer.work_dir)) / "trajectory.gif")
@@ -280,11 +366,11 @@ def build_app(
                     str(gif_path), info)  # fmt: skip
 
         generate.click(
-            step_by_step, [sampler, steps, eta, seed], [trajectory, scrub, frame, final, gif, steps_info],
-            api_name="step_by_step",
+            step_by_step, [sampler, steps, eta, seed, session], [trajectory, scrub, frame, final, gif, steps_info],
+            api_name="step_by_step", **model_work,
         )  # fmt: skip
 
-        @_shown_as_message
+        @shown
         def show_step(result, step):
             if result is None:
                 raise ValueError("Press Generate first.")
@@ -293,24 +379,30 @@ def build_app(
 
         scrub.change(show_step, [trajectory, scrub], frame, api_name="scrub", show_progress="hidden")
 
-        @_shown_as_message
-        def compare(names, num_steps, seed_value, progress=gr.Progress()):
+        @shown
+        def compare(names, num_steps, seed_value, current, request: gr.Request, progress=gr.Progress()):
+            names, num_steps = limits.check_samplers(list(names)), limits.check_steps(num_steps)
             results = panels.compare_samplers(
-                explorer.require_model(), list(names), int(num_steps), int(seed_value or 0), _progress(progress)
-            )
+                explorer.require_model(current), names, num_steps, int(seed_value or 0),
+                _progress(progress, demo, request),
+            )  # fmt: skip
             gallery = [(panels.enlarge(image, 128), f"{name}: {seconds:.2f} s") for name, image, seconds in results]
             return gallery, [[name, round(seconds, 3)] for name, _, seconds in results]
 
         compare_button.click(
-            compare, [compared, compare_steps, compare_seed], [comparison, timings], api_name="compare_samplers"
-        )
+            compare, [compared, compare_steps, compare_seed, session], [comparison, timings],
+            api_name="compare_samplers", **model_work,
+        )  # fmt: skip
 
-        @_shown_as_message
+        @shown
         def text_to_image(model_id, text, negative_text, scheduler_name, num_steps, scale, h, w, seed_value,
-                          progress=gr.Progress(track_tqdm=True)):  # fmt: skip
+                          request: gr.Request, progress=gr.Progress(track_tqdm=True)):  # fmt: skip
+            access.check(model_id)
+            height_px, width_px = int(h or 0) or None, int(w or 0) or None
+            limits.check_text2image_size(height_px, width_px)
             image, metadata, _ = explorer.text2image.generate(
-                model_id, text, negative_text, scheduler_name, int(num_steps), float(scale), int(h or 0) or None,
-                int(w or 0) or None, int(seed_value or 0), progress=_progress(progress),
+                model_id, text, negative_text, scheduler_name, limits.check_steps(num_steps, limits.max_text2image_steps),
+                float(scale), height_px, width_px, int(seed_value or 0), progress=_progress(progress, demo, request),
             )  # fmt: skip
             return image, metadata
 
@@ -319,12 +411,14 @@ def build_app(
             [t2i_model, prompt, negative, t2i_scheduler, t2i_steps, guidance, height, width, t2i_seed],
             [t2i_image, t2i_metadata],
             api_name="text_to_image",
+            **model_work,
         )
 
-        @_shown_as_message
+        @shown
         def watch(folder):
             if not folder or not str(folder).strip():
                 return "Enter a training output folder (`--output_dir` of train_unconditional.py).", None, [], {}
+            access.check(str(folder).strip(), "training folders")
             run = monitor.read_run(folder)
             # Opened here, not served by path: the folder may be anywhere, and Gradio serves only files it copied.
             latest = run.previews[: monitor.PREVIEWS_SHOWN]
@@ -345,11 +439,19 @@ def build_app(
 def launch(
     demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False, block: bool = True
 ) -> str:
-    """Start `demo` on `host:port` (the first free port from 7860 when `port` is None); return its local URL."""
-    demo.queue(default_concurrency_limit=1).launch(
+    """Start `demo` on `host:port` (the first free port from 7860 when `port` is None); return its local URL.
+
+    Served beyond 127.0.0.1 (or shared), the explorer opens only what it was started with (see `access`).
+    """
+    explorer = demo.explorer
+    if is_exposed(host, share):
+        explorer.access.exposed = True
+    limits = explorer.limits
+    demo.queue(default_concurrency_limit=1, max_size=limits.queue_size).launch(
         server_name=host,
         server_port=port,
         share=share,
+        max_file_size=limits.max_upload_bytes,
         prevent_thread_lock=True,
         quiet=True,
         show_error=True,

@@ -169,7 +169,10 @@ def evaluate_model(
     else:
         from ..pipeline_ddpm_hub import DDPMHubPipeline
 
-        pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision).to(run_device)
+        from ..safe_loading import check_local_model, weights_kwargs
+
+        check_local_model(model, "MODEL")
+        pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision, **weights_kwargs()).to(run_device)
         pipeline.set_sampler(sampler)
         pipeline.set_progress_bar_config(disable=True)
         resolution, channels = pipeline.unet.config.sample_size, pipeline.unet.config.in_channels

@@ -39,6 +39,8 @@ from ..choices import (  # noqa: F401 (re-exported: the names were defined here)
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = f"https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/{INCEPTION_FILE}"
+# The published file's digest (k-diffusion and clean-fid check the same): a TorchScript file runs code when loaded.
+INCEPTION_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
 
 
 @dataclass
@@ -140,6 +142,21 @@ def inception_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
 
 
+def check_inception_file(path: Path) -> None:
+    """Refuse (one line, `ValueError`) an Inception file that is not the published one, before it is loaded."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != INCEPTION_SHA256:
+        raise ValueError(
+            f"{path} is not the published {INCEPTION_FILE} (sha256 {digest.hexdigest()[:16]}..., expected "
+            f"{INCEPTION_SHA256[:16]}...); it was not loaded. Delete it and download it again from {INCEPTION_URL}."
+        )
+
+
 class InceptionV3(FeatureExtractor):
     """The FID Inception-v3 (2048-d pool3 features, 1008-class softmax), from its TorchScript file."""
 
@@ -154,13 +171,15 @@ class InceptionV3(FeatureExtractor):
                 if offline:
                     raise OSError("offline (HF_HUB_OFFLINE is set)")
                 path.parent.mkdir(parents=True, exist_ok=True)
-                torch.hub.download_url_to_file(INCEPTION_URL, str(path), progress=False)
+                # torch.hub checks the digest's prefix while downloading to a temporary file; ours checks it all.
+                torch.hub.download_url_to_file(INCEPTION_URL, str(path), hash_prefix=INCEPTION_SHA256, progress=False)
             except Exception as error:
                 raise ValueError(
                     f"--features inception needs {INCEPTION_FILE} at {path} (or $DDPM_HUB_INCEPTION) and could not "
                     f"download it from {INCEPTION_URL} ({type(error).__name__}: {error}); download it on a machine "
                     f"with network, or use --features {EFFICIENTNET}."
                 ) from error
+        check_inception_file(path)
         self.network = torch.jit.load(str(path), map_location=self.device).eval()
 
     def _forward(self, pixels):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_file, writing
+from ..input_checks import METADATA_MAX_BYTES, PNG_METADATA_MAX_BYTES, check_small_regular_file
 from ..sampling import grid_shape
 from .inputs import MODES, read_image_file
 
@@ -156,6 +157,8 @@ class ImageMetadata:
     def load(cls, path: str | os.PathLike) -> ImageMetadata:
         """Read the metadata of an image from its JSON sidecar or from the PNG itself."""
         path = Path(path)
+        limit = PNG_METADATA_MAX_BYTES if path.suffix.lower() == ".png" else METADATA_MAX_BYTES
+        check_small_regular_file(path, "Metadata file", limit)  # not /dev/zero, not a huge file read whole
         if not path.is_file():
             raise ValueError(f"Metadata file {str(path)!r} does not exist.")
         if path.suffix.lower() == ".png":

@@ -15,6 +15,7 @@ import torch
 from ..arguments import one_line
 from ..devices import resolve_device
 from ..pipeline_ddpm_hub import SAMPLERS, compile_denoiser, scheduler_from_name
+from ..safe_loading import check_local_model, weights_kwargs
 from .inputs import (
     DEFAULT_MODEL,
     DTYPES,
@@ -130,6 +131,7 @@ class Text2Image:
             `OSError`: when the model cannot be found or downloaded.
         """
         check_model_reference(model)
+        check_local_model(model)  # safetensors only (unless opted in), a model_index.json that is an object
         if scheduler is not None and scheduler not in SAMPLERS:
             raise ValueError(f"Unknown scheduler {scheduler!r}; choose one of: {', '.join(SAMPLERS)}.")
         torch_device = resolve_device(device)
@@ -394,7 +396,7 @@ def _load_pipeline(model: str, revision: str | None, variant: str | None, dtype:
 
     try:
         index = AutoPipelineForText2Image.load_config(model, revision=revision)
-        load_kwargs: dict[str, Any] = {"revision": revision, "variant": variant, "dtype": dtype}
+        load_kwargs: dict[str, Any] = {"revision": revision, "variant": variant, "dtype": dtype, **weights_kwargs()}
         if no_safety_checker and (index.get("safety_checker") or [None])[0] is not None:
             load_kwargs.update(safety_checker=None, requires_safety_checker=False)
         return AutoPipelineForText2Image.from_pretrained(model, **load_kwargs)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -15,7 +14,7 @@ from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
-from ..checkpointing import list_checkpoints
+from .. import run_folder
 from ..config import HubConfig, TrainConfig
 from .errors import SetupError
 
@@ -23,16 +22,13 @@ logger = logging.getLogger("ddpm_hub")
 
 
 def check_output_dir(train: TrainConfig) -> None:
-    """Refuse to train over a previous run unless the user said what to do with it."""
-    output_dir = Path(train.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"--output_dir {train.output_dir!r} exists and is not a folder.")
-    previous = list_checkpoints(output_dir) or (output_dir / "model_index.json").exists()
-    if previous and train.resume_from_checkpoint is None and not train.overwrite_output_dir:
-        raise ValueError(
-            f"--output_dir {train.output_dir!r} already holds a training run; pass --resume_from_checkpoint latest "
-            "to continue it, --overwrite_output_dir to start over, or choose another --output_dir."
-        )
+    """Refuse to train over a previous run, or into a folder that is not a run, unless the user said so."""
+    run_folder.check_output_dir(
+        train.output_dir,
+        overwrite=train.overwrite_output_dir,
+        resuming=train.resume_from_checkpoint is not None,
+        logging_dir=train.logging_dir,
+    )
 
 
 def make_publisher(hub: HubConfig, output_dir: Path):
@@ -89,13 +85,13 @@ def shards_parameters(accelerator: Accelerator) -> bool:
 
 
 def prepare_output_dir(accelerator: Accelerator, run: TrainConfig, resuming: bool) -> None:
-    """Create the output folder; --overwrite_output_dir (not resuming) removes the previous run's checkpoints."""
+    """Create the output folder; a run that starts over starts its own records (see `run_folder`), and with
+    --overwrite_output_dir drops the previous run's checkpoints."""
     output_dir = Path(run.output_dir)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        if run.overwrite_output_dir and not resuming:
-            for old in list_checkpoints(output_dir):
-                shutil.rmtree(old)
+        if not resuming:
+            run_folder.start_fresh_records(output_dir, remove_checkpoints=run.overwrite_output_dir)
     accelerator.wait_for_everyone()
 
 

@@ -14,6 +14,7 @@ from ..choices import BETA_SCHEDULES
 from ..config import ModelConfig
 from ..defaults import resolve_model_defaults
 from ..models import check_resolution, resolve_spec
+from ..safe_loading import check_local_model, weights_kwargs
 from ..schedules import make_noise_scheduler
 
 
@@ -46,7 +47,7 @@ class ModelPlan:
         if self.pretrained is None:
             return UNet2DModel.from_config(self.unet_config)
         unet = UNet2DModel.from_pretrained(
-            self.pretrained, subfolder=_unet_subfolder(self.pretrained), cache_dir=cache_dir
+            self.pretrained, subfolder=_unet_subfolder(self.pretrained), cache_dir=cache_dir, **weights_kwargs()
         )
         unet.register_to_config(sample_size=self.resolution)
         return unet
@@ -72,6 +73,7 @@ def plan_model(config: ModelConfig, cache_dir: str | None = None) -> ModelPlan:
     config = resolve_model_defaults(config, cache_dir)  # a no-op when the Trainer resolved them already
     if config.pretrained_model_name_or_path is not None:
         source = config.pretrained_model_name_or_path
+        check_local_model(source, "--pretrained_model_name_or_path")
         try:
             unet_config = dict(UNet2DModel.load_config(source, subfolder=_unet_subfolder(source), cache_dir=cache_dir))
             scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", cache_dir=cache_dir)

@@ -27,7 +27,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from ..arguments import one_line, parse_config
-from ..checkpointing import SignalStop, load_checkpoint, resolve_checkpoint, save_checkpoint
+from ..checkpointing import SignalStop, load_checkpoint, resolve_checkpoint, save_checkpoint, set_aside_abandoned
 from ..config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
 from ..data import split_batch
 from ..defaults import resolve_defaults, tracker_hparams
@@ -259,6 +259,9 @@ class Trainer:
             return
         with reported_as_setup_errors():
             state = load_checkpoint(self.accelerator, self.checkpoint_path, model=self.base_unet, ema=self.ema)
+        if self.accelerator.is_main_process:  # later checkpoints: another branch of the run, never mixed with this
+            set_aside_abandoned(self.output_dir, state["global_step"])
+        self.accelerator.wait_for_everyone()
         if self.ema is not None:
             self.ema.to(self.accelerator.device)  # loaded onto the CPU
         self.restore_state(state)
