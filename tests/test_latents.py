@@ -25,30 +25,30 @@ from ddpm_hub.latents import (
 )
 from ddpm_hub.models import PRESETS, get_preset
 
-TINY_KL = dict(
-    in_channels=3,
-    out_channels=3,
-    block_out_channels=(8, 16),
-    layers_per_block=1,
-    norm_num_groups=4,
-    down_block_types=("DownEncoderBlock2D",) * 2,
-    up_block_types=("UpDecoderBlock2D",) * 2,
-    latent_channels=4,
-    sample_size=16,
-)
-TINY_VQ = dict(
-    in_channels=3,
-    out_channels=3,
-    block_out_channels=(8, 16),
-    layers_per_block=1,
-    norm_num_groups=4,
-    down_block_types=("DownEncoderBlock2D",) * 2,
-    up_block_types=("UpDecoderBlock2D",) * 2,
-    latent_channels=3,
-    num_vq_embeddings=16,
-    vq_embed_dim=3,
-    sample_size=16,
-)
+TINY_KL = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "block_out_channels": (8, 16),
+    "layers_per_block": 1,
+    "norm_num_groups": 4,
+    "down_block_types": ("DownEncoderBlock2D",) * 2,
+    "up_block_types": ("UpDecoderBlock2D",) * 2,
+    "latent_channels": 4,
+    "sample_size": 16,
+}
+TINY_VQ = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "block_out_channels": (8, 16),
+    "layers_per_block": 1,
+    "norm_num_groups": 4,
+    "down_block_types": ("DownEncoderBlock2D",) * 2,
+    "up_block_types": ("UpDecoderBlock2D",) * 2,
+    "latent_channels": 3,
+    "num_vq_embeddings": 16,
+    "vq_embed_dim": 3,
+    "sample_size": 16,
+}
 
 
 def save_tiny_vae(path: Path, kind: str = "kl", seed: int = 0) -> Path:
@@ -113,7 +113,7 @@ def test_a_resolution_the_vae_cannot_divide_is_refused(kl_dir):
 def test_the_encoder_runs_once_per_image_and_setting(tmp_path, kl_dir, vq_dir, kind):
     info = read_vae_info(str(kl_dir if kind == "kl" else vq_dir))
     images = random_images()
-    settings = dict(cache_root=tmp_path / "cache", resolution=16, center_crop=False, random_flip=True)
+    settings = {"cache_root": tmp_path / "cache", "resolution": 16, "center_crop": False, "random_flip": True}
 
     vae = load_vae(info)
     counter = CountingEncoder(vae)

@@ -152,5 +152,8 @@ def vae_license(info: VAEInfo, cache_dir: str | None = None) -> str | None:
         return None
     try:
         return ModelCard.load(info.source).data.to_dict().get("license")
-    except Exception:  # offline without a cached card, or a repo without one: the card says "see the VAE's page"
+    except (
+        OSError,
+        ValueError,
+    ):  # offline without a cached card, or a repo without one: the card says "see the VAE's page"
         return None
