@@ -31,6 +31,16 @@ TINY_F8 = {
     "latent_channels": 4,
 }
 
+SD_VAE = {
+    "block_out_channels": (128, 256, 512, 512),
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "sample_size": 256,
+    "scaling_factor": 0.18215,
+}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,7 +49,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--vae", default=None, help="An autoencoder folder (default: the tiny random f8 VAE).")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--save_sd_vae", default=None, help="Only save a random VAE of Stable Diffusion's architecture to this folder."
+    )
     args = parser.parse_args()
+    if args.save_sd_vae:
+        # SD's VAE layout (stabilityai/sd-vae-ft-mse): same compute, random weights, for offline throughput runs.
+        AutoencoderKL(**SD_VAE).save_pretrained(args.save_sd_vae)
+        return
     with tempfile.TemporaryDirectory() as scratch:
         vae_dir = args.vae
         if vae_dir is None:
