@@ -65,10 +65,19 @@ def test_a_latent_run_exports_a_pipeline_that_samples_images(tmp_path, vaes, enc
     assert (out / "vae" / "config.json").is_file() and (out / "unet").is_dir()
     unet_config = json.loads((out / "unet" / "config.json").read_text())
     channels = 4 if kind == "kl" else 3
-    assert (unet_config["sample_size"], unet_config["in_channels"], unet_config["out_channels"]) == (16, channels, channels)
+    assert (unet_config["sample_size"], unet_config["in_channels"], unet_config["out_channels"]) == (
+        16,
+        channels,
+        channels,
+    )
     pipe = DDPMHubPipeline.from_pretrained(out)
     pipe.set_progress_bar_config(disable=True)
-    assert pipe.set_sampler("ddim")(batch_size=2, num_inference_steps=2, output_type="np").images.shape == (2, 32, 32, 3)
+    assert pipe.set_sampler("ddim")(batch_size=2, num_inference_steps=2, output_type="np").images.shape == (
+        2,
+        32,
+        32,
+        3,
+    )
     config = json.loads((out / "training_config.json").read_text())
     assert config["resolution"] == 32 and config["latent_shape"] == f"{channels}x16x16" and config["vae_class"] == cls
     card = (out / "README.md").read_text()
@@ -103,7 +112,9 @@ def test_resume_of_a_latent_run_is_bit_identical(tmp_path, vaes, flip):
     ok(launch(*args, "--output_dir", str(straight), cwd=tmp_path, python=True))
     resumed.mkdir()
     shutil.copytree(straight / "checkpoint-3", resumed / "checkpoint-3")  # as if the first run had died here
-    result = ok(launch(*args, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True))
+    result = ok(
+        launch(*args, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True)
+    )
     assert "Using the cached latents" in result.stderr and "Resumed from" in result.stderr
     assert_same_weights(straight / "checkpoint-5" / "model.safetensors", resumed / "checkpoint-5" / "model.safetensors")
     unet = "unet/diffusion_pytorch_model.safetensors"

@@ -126,7 +126,12 @@ class LatentImages:
     def to_model_input(self, samples: torch.Tensor, random_flip: bool) -> torch.Tensor:
         return sample_latents(samples, random_flip, self.scaling_factor)
 
-    def reference_images(self, count: int) -> torch.Tensor:
-        """The first `count` training images as uint8 pixels (FID compares decoded samples with these)."""
-        count = min(count, len(self.images))
-        return ImageBatchDataset(ImageSet(self.images.pixels, 0, self.images.source)).__getitems__(list(range(count)))
+    def reference_images(self, count: int | None) -> Any:
+        """The training images' uint8 *pixels* (FID compares decoded samples with them): at most `count`, all when
+        `None`."""
+        pixels = self.images.pixels
+        if torch.is_tensor(pixels):
+            return pixels[:count]
+        batches = ImageBatchDataset(ImageSet(pixels, 0, self.images.source))
+        count = len(batches) if count is None else min(count, len(batches))
+        return batches.__getitems__(list(range(count)))

@@ -58,7 +58,9 @@ class LatentTrainer(Trainer):
                 model_config.latent_scaling_factor,
                 data_config.cache_dir,
             )
-            plan, self.image_resolution = plan_latent_model(model_config, self.vae_info, plan_model, data_config.cache_dir)
+            plan, self.image_resolution = plan_latent_model(
+                model_config, self.vae_info, plan_model, data_config.cache_dir
+            )
         super().check(cleanup)
         self.plan = plan  # the UNet sized for the latents (plan.resolution is the latent grid's side)
         self.evaluator = LatentEvaluator(self.run_config, self.output_dir, self)
@@ -68,9 +70,11 @@ class LatentTrainer(Trainer):
         its cache; `setup` calls this inside `accelerator.main_process_first()`)."""
         data, info, accelerator = self.configs.data, self.vae_info, self.accelerator
         channels = info.config.get("in_channels", 3)
-        images = InMemoryImages.load(data, resolution=self.image_resolution, channels=channels, seed=self.run_config.seed)
+        images = InMemoryImages.load(
+            data, resolution=self.image_resolution, channels=channels, seed=self.run_config.seed
+        )
         self.vae = load_vae(info, data.cache_dir)
-        stats, path, encoded = cached_latents(
+        stats, self.latent_cache, _ = cached_latents(
             images.images.pixels,
             self.vae,
             cache_root=default_cache_root(data.cache_dir),
@@ -80,7 +84,6 @@ class LatentTrainer(Trainer):
             device=accelerator.device,
             is_main_process=accelerator.is_main_process,
         )
-        self.latent_cache = path
         return LatentImages(images.images, stats, info, data.random_flip)
 
     @contextlib.contextmanager
