@@ -222,3 +222,37 @@ def test_compiled_latent_run(tmp_path, vaes):
     assert (out / "vae").is_dir()
     final_loss = json.loads((out / "metrics.json").read_text())["final_loss"]
     assert torch.isfinite(torch.tensor(final_loss))  # the compiled step trained on sampled latents
+
+
+def test_a_vae_from_the_hub_online_then_offline_from_the_cache_and_the_push(hub_server, tmp_path, vaes):
+    import subprocess
+    import sys
+
+    from test_hub import SCRIPT, hub_env
+
+    env = hub_env(hub_server, tmp_path)
+    run_python(
+        "from huggingface_hub import HfApi\n"
+        "api = HfApi()\n"
+        "api.create_repo('test-org/tiny-vae')\n"
+        f"api.upload_folder(folder_path={str(vaes['kl'])!r}, repo_id='test-org/tiny-vae')\n",
+        env=env,
+    )
+    args = [sys.executable, SCRIPT, *LATENT, "--vae_name_or_path", "test-org/tiny-vae", "--max_train_steps", "2",
+            "--cache_dir", str(tmp_path / "cache")]  # fmt: skip
+    pushed = subprocess.run(
+        [*args, "--output_dir", str(tmp_path / "online"), "--push_to_hub", "--hub_model_id", "test-org/latent-ddpm"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr[-4000:]
+    files = hub_server.repo_files("test-org/latent-ddpm")
+    assert "vae/config.json" in files and "vae/diffusion_pytorch_model.safetensors" in files
+    assert "latent image diffusion model" in hub_server.read_file("test-org/latent-ddpm", "README.md").decode()
+
+    # Offline, the VAE loads from the Hugging Face cache the online run filled, and the latents from their cache.
+    offline = subprocess.run(
+        [*args, "--output_dir", str(tmp_path / "offline")], env={**env, "HF_HUB_OFFLINE": "1"}, cwd=tmp_path,
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert offline.returncode == 0, offline.stderr[-4000:]
+    assert "Using the cached latents" in offline.stderr and (tmp_path / "offline" / "vae").is_dir()
