@@ -256,3 +256,14 @@ def test_a_vae_from_the_hub_online_then_offline_from_the_cache_and_the_push(hub_
     )  # fmt: skip
     assert offline.returncode == 0, offline.stderr[-4000:]
     assert "Using the cached latents" in offline.stderr and (tmp_path / "offline" / "vae").is_dir()
+
+
+def test_two_processes_encode_once_and_train_on_the_latents(tmp_path, vaes):
+    out = tmp_path / "ddp"
+    args = [*LATENT, "--vae_name_or_path", str(vaes["kl"]), "--cache_dir", str(tmp_path / "cache"),
+            "--max_train_steps", "2", "--train_batch_size", "4", "--random_flip"]  # fmt: skip
+    result = ok(launch(*args, "--output_dir", str(out), cwd=tmp_path, processes=2))
+    # The main process encodes and writes the cache (inside main_process_first); the other one then reads it.
+    assert result.stderr.count("Encoding 24 images with the VAE") == 1
+    assert len(list((tmp_path / "cache" / "ddpm_hub_latents").glob("*.safetensors"))) == 1
+    assert "batch 4 per device x 2 processes" in result.stderr and (out / "vae").is_dir()
