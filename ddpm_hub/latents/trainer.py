@@ -84,7 +84,13 @@ class LatentTrainer(Trainer):
             device=accelerator.device,
             is_main_process=accelerator.is_main_process,
         )
-        return LatentImages(images.images, stats, info, data.random_flip)
+        source = LatentImages(images.images, stats, info, data.random_flip)
+        logger.info(
+            "Latent diffusion: %d px images are %s latents of the %s %s (scaled by %g); the UNet trains on those.",
+            self.image_resolution, "x".join(map(str, source.sample_shape)), info.class_name, info.name,
+            info.scaling_factor,
+        )  # fmt: skip
+        return source
 
     @contextlib.contextmanager
     def vae_on_device(self):
