@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from ..data import ImageBatchDataset, ImageSet, collate_uint8
+from ..data import ImageSet, collate_uint8
+from ..training.sources import InMemoryImages
 from .cache import LatentStats
 from .vae import VAEInfo
 
@@ -127,11 +128,6 @@ class LatentImages:
         return sample_latents(samples, random_flip, self.scaling_factor)
 
     def reference_images(self, count: int | None) -> Any:
-        """The training images' uint8 *pixels* (FID compares decoded samples with them): at most `count`, all when
-        `None`."""
-        pixels = self.images.pixels
-        if torch.is_tensor(pixels):
-            return pixels[:count]
-        batches = ImageBatchDataset(ImageSet(pixels, 0, self.images.source))
-        count = len(batches) if count is None else min(count, len(batches))
-        return batches.__getitems__(list(range(count)))
+        """The training images' uint8 *pixels* (FID compares decoded samples with them), as the pixel source gives
+        them: at most `count`, all when `None`."""
+        return InMemoryImages(self.images).reference_images(count)
