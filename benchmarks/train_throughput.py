@@ -53,6 +53,8 @@ def measure_ours(args, mode: str = "eager") -> dict:
             argv.append("--channels_last")
         if args.allow_tf32:
             argv.append("--allow_tf32")
+        if args.vae_name_or_path:  # a latent run: images are encoded once before the timed steps
+            argv += ["--vae_name_or_path", args.vae_name_or_path]
         if main(argv) != 0:
             raise SystemExit("training failed")
         rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
@@ -157,6 +159,7 @@ def main() -> None:
     parser.add_argument("--compile_cache_dir", default=None, help="Reuse this compiler cache (warm); default: cold.")
     parser.add_argument("--channels_last", action="store_true")
     parser.add_argument("--allow_tf32", action="store_true")
+    parser.add_argument("--vae_name_or_path", default=None, help="Train on this VAE's latents (see docs/latent.md).")
     parser.add_argument("--baseline", action="store_true", help="Also time the diffusers-example-style loop.")
     parser.add_argument("--repeats", type=int, default=1, help="Measure each loop this many times, alternating.")
     parser.add_argument("--output", default=None, help="Write the results as JSON here.")

@@ -97,6 +97,21 @@ class ModelConfig:
             "generate unconditionally, as classifier-free guidance needs (Ho & Salimans 2022 use 0.1-0.2)."
         },
     )
+    # --- latent diffusion (issue 16) ---
+    vae_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train on the latents of this autoencoder (AutoencoderKL or VQModel; a folder or Hub id, offline "
+            "from the cache), e.g. stabilityai/sd-vae-ft-mse. --resolution stays the image size; the UNet's sample "
+            "size and channels follow the VAE. See docs/latent.md."
+        },
+    )
+    vae_subfolder: str | None = field(
+        default=None, metadata={"help": "The VAE's subfolder in --vae_name_or_path (vae in a Stable Diffusion repo)."}
+    )
+    latent_scaling_factor: float | None = field(
+        default=None, metadata={"help": "Multiply the latents by this instead of the VAE's config.scaling_factor."}
+    )
 
     def validate(self) -> None:
         if self.model_config_name_or_path is None and self.pretrained_model_name_or_path is None:
@@ -115,6 +130,10 @@ class ModelConfig:
             values = getattr(self, name)
             if values is not None and any(v <= 0 for v in values):
                 raise ValueError(f"--{name} must hold positive integers, got {values}.")
+        # --- latent diffusion (issue 16) ---
+        _positive(self, "latent_scaling_factor")
+        if (self.vae_subfolder or self.latent_scaling_factor) and self.vae_name_or_path is None:
+            raise ValueError("--vae_subfolder and --latent_scaling_factor need --vae_name_or_path.")
 
 
 @dataclass

@@ -35,6 +35,8 @@ class CardInfo:
         license (`str`, *optional*): licence id for the metadata (e.g. `cc-by-4.0`).
         metrics (`dict`): final figures (loss, steps, images per second, time).
         has_sample_grid (`bool`): whether `sample_grid.png` sits beside the card.
+        vae (`str`, *optional*): a latent model's autoencoder (folder or Hub id, and subfolder), stored in `vae/`.
+        vae_license (`str`, *optional*): that autoencoder's licence, from its own model card.
     """
 
     repo_id: str | None = None
@@ -45,6 +47,8 @@ class CardInfo:
     license: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     has_sample_grid: bool = True
+    vae: str | None = None
+    vae_license: str | None = None
 
 
 # Training settings shown in the card's table, in this order, when the run recorded them.
@@ -52,7 +56,7 @@ CARD_HYPERPARAMETERS = (
     "model", "resolution", "model_source", "beta_schedule", "num_train_timesteps", "prediction_type", "snr_gamma",
     "train_batch_size", "total_batch_size", "gradient_accumulation_steps", "max_train_steps", "learning_rate_effective",
     "lr_scheduler", "lr_warmup_steps", "mixed_precision_effective", "use_ema", "ema_max_decay", "seed",
-    "num_classes", "class_column", "class_dropout_prob",
+    "num_classes", "class_column", "class_dropout_prob", "latent_shape", "latent_scaling_factor_effective",
 )  # fmt: skip
 # Shown only for class-conditional runs.
 CONDITIONAL_HYPERPARAMETERS = ("num_classes", "class_column", "class_dropout_prob")
@@ -86,6 +90,8 @@ def card_info_for_run(hparams: dict[str, Any], metrics: dict[str, Any] | None = 
         attribution=builtin.attribution if builtin else None,
         license=builtin.license if builtin else None,
         metrics=metrics or {},
+        vae=hparams.get("vae") or None,
+        vae_license=hparams.get("vae_license") or None,
     )
 
 
@@ -116,23 +122,26 @@ def build_model_card(info: CardInfo, user_notes: str | None = None) -> ModelCard
     resolution = info.hyperparameters.get("resolution", "?")
     num_classes = info.hyperparameters.get("num_classes") or 0
     kind = f"A class-conditional ({num_classes} classes)" if num_classes else "An unconditional"
+    space = ""
+    if info.vae:
+        latent_shape = info.hyperparameters.get("latent_shape", "?")
+        kind += " latent"
+        space = f", denoising the {latent_shape} latents of the autoencoder `{info.vae}`, stored in `vae/`"
     sections = [
         f"# {info.repo_id.split('/')[-1] if info.repo_id else 'DDPM model'}",
-        f"{kind} image diffusion model (DDPM, {resolution}x{resolution} pixels) trained with "
+        f"{kind} image diffusion model (DDPM, {resolution}x{resolution} pixels{space}) trained with "
         f"[ddpm-hub](https://github.com/ddpm-hub/ddpm-hub) on {info.dataset_description}.",
     ]
+    if info.vae:
+        licence = f"`{info.vae_license}`" if info.vae_license else "not stated in its model card; see its page"
+        sections.append(f"The autoencoder is `{info.vae}` (licence: {licence}); its terms apply to `vae/` as well.")
     if info.has_sample_grid:
         sections.append(f"![Samples from the EMA weights]({SAMPLE_GRID})" + (", one row per class" if num_classes else ""))
-    if num_classes:
+    if num_classes or info.vae:
         # model_index.json names the pipeline.py stored here: DDPMPipeline could not pass the class labels.
         sections += [
             "## Usage",
-            "The class names are `label_names` in `model_index.json`. With diffusers alone, from the code in this repo:",
-            f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained(\"{repo}\", "
-            "trust_remote_code=True)\nprint(pipe.label_names)\nimages = pipe(class_labels=[pipe.label_names[0]] * 4, "
-            "guidance_scale=3.0, num_inference_steps=50).images\n```",
-            f"```python\nfrom ddpm_hub import DDPMHubPipeline\n\npipe = DDPMHubPipeline.from_pretrained(\"{repo}\")\n"
-            "images = pipe.set_sampler(\"ddim\")(class_labels=0, batch_size=4, num_inference_steps=50).images\n```",
+            *_conditional_usage(repo, num_classes),
         ]
     else:
         sections += [
@@ -159,6 +168,26 @@ def build_model_card(info: CardInfo, user_notes: str | None = None) -> ModelCard
     sections += ["## Notes", USER_NOTES_START, user_notes if user_notes is not None else DEFAULT_USER_NOTES, USER_NOTES_END]
     content = f"---\n{card_data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
     return ModelCard(content)
+
+
+def _conditional_usage(repo: str, num_classes: int) -> list[str]:
+    """Usage through the pipeline code stored in the repo (class labels, or decoding latents with `vae/`)."""
+    if not num_classes:
+        return [
+            "With diffusers alone, from the code in this repo (a stock `DDPMPipeline` would not decode the latents):",
+            f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained(\"{repo}\", "
+            "trust_remote_code=True)\nimages = pipe(batch_size=4, num_inference_steps=50).images\n```",
+            f"```python\nfrom ddpm_hub import DDPMHubPipeline\n\npipe = DDPMHubPipeline.from_pretrained(\"{repo}\")\n"
+            "images = pipe.set_sampler(\"ddim\")(batch_size=4, num_inference_steps=50).images\n```",
+        ]
+    return [
+        "The class names are `label_names` in `model_index.json`. With diffusers alone, from the code in this repo:",
+        f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained(\"{repo}\", "
+        "trust_remote_code=True)\nprint(pipe.label_names)\nimages = pipe(class_labels=[pipe.label_names[0]] * 4, "
+        "guidance_scale=3.0, num_inference_steps=50).images\n```",
+        f"```python\nfrom ddpm_hub import DDPMHubPipeline\n\npipe = DDPMHubPipeline.from_pretrained(\"{repo}\")\n"
+        "images = pipe.set_sampler(\"ddim\")(class_labels=0, batch_size=4, num_inference_steps=50).images\n```",
+    ]
 
 
 def write_model_card(directory: str | Path, info: CardInfo, previous_card: str | None = None) -> Path:

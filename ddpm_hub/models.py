@@ -149,6 +149,22 @@ PRESETS: dict[str, UNetSpec] = {
         resolution=32,
         learning_rate=1e-3,  # small UNets train stably, and much faster, at 1e-3
     ),
+    # Latent diffusion (issue 16), for 32x32x4 latents: 256 px images through an f8 VAE such as Stable Diffusion's
+    # (--vae_name_or_path stabilityai/sd-vae-ft-mse). After Rombach et al. 2022, Table 13, the unconditional
+    # LSUN-Churches LDM-8 row (z 32x32x4): 192 base channels, channel multipliers 1,2,2,4,4, 2 residual blocks
+    # per level, attention at the 32, 16, 8 and 4 latent feature maps, 24 channels per head. Built from diffusers'
+    # plain UNet2DModel blocks (no scale-shift norm or residual up/down sampling as in the LDM code); 256.4M
+    # parameters, as the paper's 256M. `resolution` is the side of the latent grid.
+    "ldm-churches-8": UNetSpec(
+        model_channels=192,
+        channel_mult=(1, 2, 2, 4, 4),
+        num_res_blocks=2,
+        attention_levels=(0, 1, 2, 3),
+        attention_head_dim=24,
+        in_channels=4,
+        resolution=32,
+        learning_rate=5e-5,  # a conservative rate for a UNet of this size (cats-128 trains at 5e-5 too)
+    ),
     # For tests and smoke runs: a few thousand parameters per level, milliseconds per step on a CPU.
     "tiny": UNetSpec(
         model_channels=16,

@@ -101,15 +101,21 @@ class Evaluator:
         return bool(self.run.eval_steps) and global_step % self.run.eval_steps == 0
 
     @torch.no_grad()
-    def evaluate(self, unet, noise_scheduler, global_step: int) -> Evaluation:
+    def evaluate(
+        self, unet, noise_scheduler, global_step: int, *, vae=None, latent_scaling_factor: float | None = None
+    ) -> Evaluation:
         """Sample `unet` (the caller swaps in the EMA weights) and score it; the best score is kept if FID improved.
 
-        Returns the scores and whether FID improved (the caller then exports best/ and calls `save_best`).
+        A latent model's `vae` (and `latent_scaling_factor`) decode the samples, so that pixels are scored. Returns
+        the scores and whether FID improved (the caller then exports best/ and calls `save_best`).
         """
         from ..pipeline_ddpm_hub import DDPMHubPipeline, scheduler_from_name
 
         pipeline = DDPMHubPipeline(
-            unet=unet, scheduler=scheduler_from_name(self.run.eval_sampler, noise_scheduler.config)
+            unet=unet,
+            scheduler=scheduler_from_name(self.run.eval_sampler, noise_scheduler.config),
+            vae=vae,
+            latent_scaling_factor=latent_scaling_factor,
         )
         pipeline.set_progress_bar_config(disable=True)
         was_training = unet.training

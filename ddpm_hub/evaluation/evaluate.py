@@ -61,8 +61,7 @@ def generate_images(
 
 
 def _sample(pipeline, indices: list[int], batch_size: int, seed: int, num_inference_steps: int) -> np.ndarray:
-    unet = pipeline.unet
-    channels, size = unet.config.in_channels, unet.config.sample_size
+    channels, size, _ = pipeline.image_shape  # pixels, also for a latent model (its samples are decoded)
     batches = []
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
@@ -175,7 +174,7 @@ def evaluate_model(
         pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision, **weights_kwargs()).to(run_device)
         pipeline.set_sampler(sampler)
         pipeline.set_progress_bar_config(disable=True)
-        resolution, channels = pipeline.unet.config.sample_size, pipeline.unet.config.in_channels
+        channels, resolution, _ = pipeline.image_shape  # a latent model's images, not its latents
         generated_images = generate_images(
             pipeline, num_samples, batch_size=batch_size, seed=seed, num_inference_steps=num_inference_steps, state=state
         )

@@ -593,6 +593,10 @@ class Trainer:
 
 def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: HubConfig) -> Path:
     """Train a DDPM as the configs say; returns the output folder holding the saved pipeline."""
+    if model_config.vae_name_or_path is not None:  # latent diffusion (issue 16): the same loop on VAE latents
+        from ..latents.trainer import LatentTrainer
+
+        return LatentTrainer(model_config, data, run, hub).run()
     return Trainer(model_config, data, run, hub).run()
 
 

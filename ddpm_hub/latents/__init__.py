@@ -1,0 +1,31 @@
+"""Latent diffusion (issue 16): train the UNet on a frozen VAE's latents, encoded once and cached on disk.
+
+    train_unconditional.py --vae_name_or_path stabilityai/sd-vae-ft-mse --model ldm-churches-8 --resolution 256
+
+`vae` reads and checks the autoencoder, `plan` fits the UNet to its latents, `cache` encodes every image once and
+keeps the posterior statistics on disk, `source` serves them to the Trainer as a `DataSource`.
+"""
+
+from .cache import LatentStats, cache_key, cached_latents, default_cache_root, encode_latents, pixel_digest
+from .plan import plan_latent_model
+from .source import LatentImages, sample_latents
+from .vae import VAE_CLASSES, VAEInfo, check_unet_channels, load_vae, read_vae_info, vae_fingerprint, vae_license
+
+__all__ = [
+    "VAE_CLASSES",
+    "LatentImages",
+    "LatentStats",
+    "VAEInfo",
+    "cache_key",
+    "cached_latents",
+    "check_unet_channels",
+    "default_cache_root",
+    "encode_latents",
+    "load_vae",
+    "pixel_digest",
+    "plan_latent_model",
+    "read_vae_info",
+    "sample_latents",
+    "vae_fingerprint",
+    "vae_license",
+]
