@@ -1,0 +1,88 @@
+"""Progressive distillation (`ddpm-hub distill`): the target math, the rounds, the CLI's checks, and whole runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ddpm_hub import make_noise_scheduler
+from ddpm_hub.distill.rounds import ddim_scheduler, round_step_counts, step_grid
+from ddpm_hub.distill.targets import Level, ddim_step, distillation_loss, predicted_x0, truncated_snr_weight, x_target
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def gaussian_denoiser(prediction_type: str, mean: float, std: float, alpha_bar: torch.Tensor):
+    """The exact posterior mean E[x | z_t] for data x ~ N(mean, std^2), as a model output of `prediction_type`."""
+
+    def model(sample: torch.Tensor, t: int) -> torch.Tensor:
+        alpha, sigma = alpha_bar[t].sqrt(), (1 - alpha_bar[t]).sqrt()
+        x0 = mean + alpha * std**2 / (alpha**2 * std**2 + sigma**2) * (sample - alpha * mean)
+        eps = (sample - alpha * x0) / sigma
+        return {"epsilon": eps, "v_prediction": alpha * eps - sigma * x0, "sample": x0}[prediction_type]
+
+    return model
+
+
+@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
+def test_target_reproduces_two_teacher_ddim_steps(prediction_type):
+    # With an exact Gaussian denoiser as the teacher, two of diffusers' DDIM steps (8-step grid) from z_t are
+    # matched exactly by one DDIM step (4-step grid) of a student predicting the x target.
+    config = make_noise_scheduler("linear", 1000, prediction_type, clip_sample=False).config
+    grid = step_grid(config, 4)
+    teacher_ddim = ddim_scheduler(config, 8)
+    alpha_bar = teacher_ddim.alphas_cumprod.double()
+    teacher = gaussian_denoiser(prediction_type, 0.3, 0.5, alpha_bar)
+    generator = torch.Generator().manual_seed(0)
+    for i, t in enumerate(grid.timesteps.tolist()):
+        sample = torch.randn(2, 3, 4, 4, generator=generator, dtype=torch.float64)
+        # Two steps with diffusers' own scheduler.
+        z = sample
+        for step_t in (t, int(grid.mid_timesteps[i])):
+            z = teacher_ddim.step(teacher(z, step_t), step_t, z, eta=0.0).prev_sample
+        # The same two steps with ddpm_hub's pure functions agree with it.
+        start, mid, end = (Level(lv.alpha[i].double(), lv.sigma[i].double()) for lv in (grid.start, grid.mid, grid.end))
+        z_mid = ddim_step(prediction_type, sample, teacher(sample, t), start, mid)
+        z_end = ddim_step(prediction_type, z_mid, teacher(z_mid, int(grid.mid_timesteps[i])), mid, end)
+        torch.testing.assert_close(z_end, z, rtol=1e-5, atol=1e-5)  # float32 noise-level tables, as diffusers'
+        # One student step, with x_hat = x_tilde and eps_hat consistent with it, lands on the teacher's z_t''.
+        target = x_target(sample, z_end, start, end)
+        student_eps = (sample - start.alpha * target) / start.sigma
+        torch.testing.assert_close(end.alpha * target + end.sigma * student_eps, z_end, rtol=1e-9, atol=1e-9)
+
+
+def test_last_step_target_is_the_teachers_final_sample():
+    # Past t = 0 (alpha_bar 1 with set_alpha_to_one), the student's x target is the teacher's two-step result.
+    config = make_noise_scheduler("cosine", 1000, "v_prediction").config
+    grid = step_grid(config, 4)
+    assert grid.timesteps.tolist() == [999, 749, 499, 249] and grid.mid_timesteps.tolist() == [874, 624, 374, 124]
+    assert float(grid.end.alpha[-1]) == 1.0 and float(grid.end.sigma[-1]) == 0.0
+    sample, after = torch.randn(1, 3, 2, 2), torch.randn(1, 3, 2, 2)
+    level = Level(grid.start.alpha[-1], grid.start.sigma[-1])
+    end = Level(grid.end.alpha[-1], grid.end.sigma[-1])
+    torch.testing.assert_close(x_target(sample, after, level, end), after)
+
+
+def test_truncated_snr_weighting():
+    level = Level(torch.tensor([0.9, 0.5, 0.1]), torch.tensor([0.1, 0.5, 0.9]).sqrt())
+    level = Level(level.alpha, (1 - level.alpha**2).sqrt())
+    snr = level.alpha**2 / level.sigma**2
+    torch.testing.assert_close(truncated_snr_weight(level), torch.maximum(snr, torch.ones(3)))
+    student, target = torch.zeros(3, 1, 2, 2), torch.ones(3, 1, 2, 2)
+    torch.testing.assert_close(distillation_loss(student, target, level), torch.maximum(snr, torch.ones(3)).mean())
+    assert distillation_loss(student, target, level, weighted=False) == 1.0
+
+
+def test_predicted_x0_inverts_each_parameterisation():
+    level = Level(torch.tensor(0.6), torch.tensor(0.8))
+    x0, eps = torch.randn(2, 3), torch.randn(2, 3)
+    sample = level.alpha * x0 + level.sigma * eps
+    outputs = {"epsilon": eps, "v_prediction": level.alpha * eps - level.sigma * x0, "sample": x0}
+    for prediction_type, output in outputs.items():
+        torch.testing.assert_close(predicted_x0(prediction_type, sample, output, level), x0)
+
+
+def test_round_step_counts():
+    assert round_step_counts(256, 4) == [128, 64, 32, 16, 8, 4]
+    assert round_step_counts(8, 4) == [4]
+    assert round_step_counts(2, 1) == [1]
