@@ -68,9 +68,15 @@ def test_truncated_snr_weighting():
     level = Level(level.alpha, (1 - level.alpha**2).sqrt())
     snr = level.alpha**2 / level.sigma**2
     torch.testing.assert_close(truncated_snr_weight(level), torch.maximum(snr, torch.ones(3)))
-    student, target = torch.zeros(3, 1, 2, 2), torch.ones(3, 1, 2, 2)
-    torch.testing.assert_close(distillation_loss(student, target, level), torch.maximum(snr, torch.ones(3)).mean())
-    assert distillation_loss(student, target, level, weighted=False) == 1.0
+    sample, target = torch.zeros(3, 1, 2, 2), torch.ones(3, 1, 2, 2)
+    broadcast = Level(level.alpha.view(-1, 1, 1, 1), level.sigma.view(-1, 1, 1, 1))
+    # A sample-prediction student predicting 0 for x_tilde = 1: the loss is the mean weight.
+    loss = distillation_loss("sample", sample, torch.zeros_like(sample), target, broadcast)
+    torch.testing.assert_close(loss, torch.maximum(snr, torch.ones(3)).mean())
+    # An epsilon student is scored in eps-space: eps_tilde = (z - alpha x_tilde) / sigma, unweighted.
+    eps_target = (sample - broadcast.alpha * target) / broadcast.sigma
+    loss = distillation_loss("epsilon", sample, eps_target + 1, target, broadcast)
+    torch.testing.assert_close(loss, torch.tensor(1.0))
 
 
 def test_predicted_x0_inverts_each_parameterisation():

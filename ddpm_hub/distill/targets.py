@@ -3,12 +3,16 @@
 Notation of the paper: z_t = alpha_t x + sigma_t eps with alpha_t = sqrt(alpha_bar_t), sigma_t = sqrt(1 - alpha_bar_t);
 t' and t'' are the teacher's intermediate and final levels, t'' being the level the student's one step reaches.
 
-The loss is the paper's: in x-space, against the teacher's x target (Algorithm 2, line 12), weighted by the
-truncated SNR max(SNR(t), 1) (section 4, "truncated SNR weighting"). It is taken in x-space rather than in v-space
-because it is then the same loss for every parameterisation a teacher may have (epsilon, v, sample): the student
-keeps its teacher's head, and only the conversion to x_hat depends on it. For a v-prediction student
-||x - x_hat||^2 = sigma_t^2 ||v - v_hat||^2, so the weight max(SNR, 1) differs from the plain v loss, whose
-weight is SNR + 1, only by the truncation at low SNR, as section 4 of the paper notes.
+The target is the paper's x target (Algorithm 2, line 11), and for v-prediction and sample teachers the loss is
+the paper's too: ||x_tilde - x_hat||^2 in x-space, weighted by the truncated SNR max(SNR(t), 1) (section 4,
+"truncated SNR weighting"). x-space rather than v-space because the student keeps its teacher's head, and the x
+loss is then one loss whatever that head predicts; for a v student ||x - x_hat||^2 = sigma_t^2 ||v - v_hat||^2,
+so max(SNR, 1) differs from the plain v loss (weight SNR + 1) only by the truncation at low SNR.
+
+Epsilon teachers get the same target expressed as an eps target, eps_tilde = (z_t - alpha_t x_tilde) / sigma_t,
+with the plain eps loss (x-space weight SNR(t)): max(SNR, 1) in x-space is max(1, 1/SNR) in eps-space, which grows
+without bound as alpha_t -> 0 at the first, pure-noise step, where x_hat = (z_t - sigma_t eps_hat) / alpha_t
+magnifies every error of eps_hat (the instability section 4 of the paper reports for eps students).
 """
 
 from __future__ import annotations
@@ -85,10 +89,19 @@ def truncated_snr_weight(level: Level) -> torch.Tensor:
 
 
 def distillation_loss(
-    student_x0: torch.Tensor, target_x0: torch.Tensor, level: Level, *, weighted: bool = True
+    prediction_type: str, sample: torch.Tensor, model_output: torch.Tensor, target_x0: torch.Tensor, level: Level
 ) -> torch.Tensor:
-    """Mean over the batch of w(lambda_t) ||x_tilde - x_hat_theta(z_t)||^2 (Alg. 2, line 14), in float32."""
-    per_image = (student_x0.float() - target_x0.float()).pow(2).mean(dim=tuple(range(1, student_x0.ndim)))
-    if not weighted:
-        return per_image.mean()
+    """Mean over the batch of the student's loss against x_tilde (Alg. 2, line 13), in float32 (see the module doc).
+
+    v_prediction and sample: max(SNR, 1) ||x_tilde - x_hat_theta(z_t)||^2; epsilon: ||eps_tilde - eps_theta(z_t)||^2.
+    """
+    sample, model_output, target_x0 = sample.float(), model_output.float(), target_x0.float()
+    if prediction_type == "epsilon":
+        target_eps = (sample - level.alpha * target_x0) / level.sigma
+        return _mean_square(model_output, target_eps).mean()
+    per_image = _mean_square(predicted_x0(prediction_type, sample, model_output, level), target_x0)
     return (truncated_snr_weight(level).reshape(-1).float() * per_image).mean()
+
+
+def _mean_square(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a - b).pow(2).mean(dim=tuple(range(1, a.ndim)))
