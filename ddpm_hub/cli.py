@@ -7,6 +7,7 @@
     ddpm-hub schedules --output schedules.png
     ddpm-hub eval MODEL --reference DATA [--num_samples 2048] [--metrics fid,kid,pr] [--features efficientnet-lite0]
     ddpm-hub explore [MODEL] [--port 7860] [--host 127.0.0.1] [--share]
+    ddpm-hub distill TEACHER --output_dir OUT [--start_steps 256] [--end_steps 4] [--steps_per_round 2000] [...]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import sys
 
 from .arguments import one_line
+from .distill.command import main as distill_main
 from .pipeline_ddpm_hub import COMPILE_MODES, SAMPLERS
 
 
@@ -133,6 +135,9 @@ def _class_labels(values: list[str] | None) -> list[str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["distill"]:
+        return distill_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
