@@ -92,3 +92,92 @@ def test_round_step_counts():
     assert round_step_counts(256, 4) == [128, 64, 32, 16, 8, 4]
     assert round_step_counts(8, 4) == [4]
     assert round_step_counts(2, 1) == [1]
+
+
+# ---- the command line: bad input, one line each, exit status 2, before anything heavy --------------------------
+
+
+def run_distill(capsys, *args) -> tuple[int, str]:
+    from ddpm_hub.cli import main
+
+    try:
+        code = main(["distill", *map(str, args)])
+    except SystemExit as exit:  # argparse's error
+        code = exit.code
+    return code, capsys.readouterr().err
+
+
+def assert_one_line_error(code: int, err: str, *words: str) -> None:
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def random_teacher(tmp_path_factory):
+    from conftest import make_tiny_pipeline
+
+    path = tmp_path_factory.mktemp("teacher") / "tiny"
+    make_tiny_pipeline().save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--start_steps", "12"], ["--start_steps", "power of two", "12"]),
+        (["--end_steps", "3"], ["--end_steps", "power of two"]),
+        (["--start_steps", "4", "--end_steps", "8"], ["--start_steps 4", "more than"]),
+        (["--start_steps", "4", "--end_steps", "4"], ["--start_steps 4", "more than"]),
+        (["--end_steps", "0"], ["--end_steps", "at least 1"]),
+        (["--steps_per_round", "0"], ["--steps_per_round", "positive"]),
+        (["--max_train_steps", "5"], ["--max_train_steps", "--steps_per_round"]),
+    ],
+)
+def test_bad_step_flags(capsys, tmp_path, random_teacher, flags, words):
+    code, err = run_distill(capsys, random_teacher, "--output_dir", tmp_path / "out", *flags)
+    assert_one_line_error(code, err, *words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_teacher_not_a_pipeline(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, err = run_distill(capsys, tmp_path / "empty", "--output_dir", tmp_path / "out")
+    assert_one_line_error(code, err, "not a ddpm-hub pipeline", "model_index.json")
+    code, err = run_distill(capsys, tmp_path / "missing" / "folder", "--output_dir", tmp_path / "out")
+    assert_one_line_error(code, err, "neither a pipeline folder nor a Hub repo id")
+    code, err = run_distill(capsys, "--output_dir", tmp_path / "out")
+    assert_one_line_error(code, err, "TEACHER")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "start_steps", "words"),
+    [
+        (dict(prediction_type="epsilon", rescale_betas_zero_snr=True), 8, ["zero-terminal-SNR", "v_prediction"]),
+        (dict(num_train_timesteps=100), 256, ["--start_steps 256", "100 training timesteps"]),
+    ],
+)
+def test_teacher_ddim_cannot_run(capsys, tmp_path, scheduler, start_steps, words):
+    from conftest import make_tiny_pipeline
+
+    make_tiny_pipeline(**scheduler).save_pretrained(tmp_path / "teacher")
+    code, err = run_distill(
+        capsys, tmp_path / "teacher", "--output_dir", tmp_path / "out", "--start_steps", start_steps, "--end_steps", 4
+    )
+    assert_one_line_error(code, err, "TEACHER", *words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_class_conditional_teacher_needs_labelled_data(capsys, tmp_path):
+    from conftest import TINY_UNET
+    from diffusers import UNet2DModel
+
+    from ddpm_hub import DDPMHubPipeline
+
+    unet = UNet2DModel(**TINY_UNET, num_class_embeds=3)
+    DDPMHubPipeline(unet=unet, scheduler=make_noise_scheduler()).save_pretrained(tmp_path / "teacher")
+    code, err = run_distill(capsys, tmp_path / "teacher", "--output_dir", tmp_path / "out", "--start_steps", 8)
+    assert_one_line_error(code, err, "class-conditional (2 classes)", "--class_conditional")
