@@ -157,7 +157,7 @@ def test_teacher_not_a_pipeline(capsys, tmp_path):
     ("scheduler", "start_steps", "words"),
     [
         (dict(prediction_type="epsilon", rescale_betas_zero_snr=True), 8, ["zero-terminal-SNR", "v_prediction"]),
-        (dict(num_train_timesteps=100), 256, ["--start_steps 256", "100 training timesteps"]),
+        (dict(num_train_timesteps=100), 256, ["--start_steps 256", "this one has 100"]),
     ],
 )
 def test_teacher_ddim_cannot_run(capsys, tmp_path, scheduler, start_steps, words):
