@@ -181,3 +181,139 @@ def test_class_conditional_teacher_needs_labelled_data(capsys, tmp_path):
     DDPMHubPipeline(unet=unet, scheduler=make_noise_scheduler()).save_pretrained(tmp_path / "teacher")
     code, err = run_distill(capsys, tmp_path / "teacher", "--output_dir", tmp_path / "out", "--start_steps", 8)
     assert_one_line_error(code, err, "class-conditional (2 classes)", "--class_conditional")
+
+
+# ---- whole distillations through the command line ------------------------------------------------------------
+
+# The procedural shapes at 16 px; a round of the tiny UNet takes seconds on a CPU.
+DATA = ["--dataset_name", "shapes", "--max_train_samples", "64", "--train_batch_size", "16", "--logger", "none",
+        "--eval_batch_size", "4", "--logging_steps", "10", "--lr_warmup_steps", "0"]  # fmt: skip
+
+
+def distill(*args) -> None:
+    from ddpm_hub.cli import main
+
+    assert main(["distill", *map(str, args)]) == 0
+
+
+def metrics_log(folder):
+    import json
+
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def unet_weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+def assert_same_weights(a, b) -> None:
+    first, second = unet_weights(a), unet_weights(b)
+    assert first.keys() == second.keys()
+    different = [k for k in first if not torch.equal(first[k], second[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+@pytest.fixture(scope="module", params=["v_prediction", "epsilon"])
+def trained_teacher(request, tmp_path_factory):
+    """A teacher that has learned something (150 steps on shapes): random weights have no trajectories to keep."""
+    from ddpm_hub.training import main as train_main
+
+    prediction_type = request.param
+    folder = tmp_path_factory.mktemp("trained") / prediction_type
+    schedule = "cosine" if prediction_type == "v_prediction" else "linear"
+    code = train_main(
+        [*DATA, "--model", "tiny", "--max_train_steps", "150", "--learning_rate", "2e-3", "--output_dir", str(folder),
+         "--prediction_type", prediction_type, "--ddpm_beta_schedule", schedule, "--ddpm_num_inference_steps", "2"]
+    )  # fmt: skip
+    assert code == 0
+    return folder
+
+
+def sample(pipe, steps=None):
+    generators = [torch.Generator().manual_seed(seed) for seed in range(8)]
+    return pipe(batch_size=8, generator=generators, num_inference_steps=steps, output_type="pt").images
+
+
+def test_one_round_lowers_the_loss_and_reproduces_the_teachers_8_steps(trained_teacher, tmp_path):
+    from ddpm_hub import DDPMHubPipeline
+
+    out = tmp_path / "student"
+    distill(trained_teacher, "--output_dir", out, "--start_steps", 8, "--end_steps", 4, "--steps_per_round", 100,
+            "--learning_rate", 3e-4, "--eval_rounds", "false", *DATA)  # fmt: skip
+    losses = [entry["loss"] for entry in metrics_log(out / "round-4") if "loss" in entry]
+    assert len(losses) == 10 and sum(losses[-3:]) / 3 < sum(losses[:2]) / 2, losses
+
+    teacher = DDPMHubPipeline.from_pretrained(trained_teacher)
+    teacher.scheduler = ddim_scheduler(teacher.scheduler.config)  # the grid the student was distilled on
+    teacher.set_progress_bar_config(disable=True)
+    student = DDPMHubPipeline.from_pretrained(out)
+    student.set_progress_bar_config(disable=True)
+    target = sample(teacher, 8)
+    teacher_error = (sample(teacher, 4) - target).pow(2).mean()
+    student_error = (sample(student) - target).pow(2).mean()  # at its default 4 steps
+    assert student_error < 0.8 * teacher_error, (float(student_error), float(teacher_error))
+
+
+def test_resume_mid_round_and_after_a_round_ends_bit_identical(tmp_path, random_teacher):
+    import shutil
+
+    flags = [random_teacher, "--start_steps", 16, "--end_steps", 4, "--steps_per_round", 4, "--checkpointing_steps", 2,
+             "--eval_rounds", "false", *DATA]  # fmt: skip
+    distill(*flags, "--output_dir", tmp_path / "a")
+    distill(*flags, "--output_dir", tmp_path / "b")
+    b = tmp_path / "b"
+    for folder in (tmp_path / "a", b):
+        assert (folder / "round-8" / "model_index.json").is_file() and (folder / "round-4" / "model_index.json").is_file()
+    assert_same_weights(tmp_path / "a", b)
+
+    def forget_final_student():
+        for name in ("unet", "scheduler", "pipeline.py", "model_index.json", "metrics.json", "README.md"):
+            path = b / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+    # As after a SIGKILL in round 1 just after checkpoint-2: nothing later exists.
+    forget_final_student()
+    shutil.rmtree(b / "round-4")
+    for name in ("checkpoint-4", "unet", "scheduler", "model_index.json", "metrics.json", "README.md"):
+        path = b / "round-8" / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    distill(*flags, "--output_dir", b, "--resume_from_checkpoint", "latest")
+    assert_same_weights(tmp_path / "a" / "round-8", b / "round-8")
+    assert_same_weights(tmp_path / "a", b)
+
+    # As after a SIGKILL once round 1 finished: the resume starts round 2 from round 1's student.
+    forget_final_student()
+    shutil.rmtree(b / "round-4")
+    distill(*flags, "--output_dir", b, "--resume_from_checkpoint", "latest")
+    assert (b / "round-4" / "checkpoint-4").is_dir() and not (b / "round-8" / "checkpoint-6").exists()
+    assert_same_weights(tmp_path / "a", b)
+
+
+def test_final_student_loads_everywhere_and_samples_at_its_steps(tmp_path, random_teacher):
+    from diffusers import DiffusionPipeline
+
+    from ddpm_hub import DDPMHubPipeline
+
+    out = tmp_path / "student"
+    distill(random_teacher, "--output_dir", out, "--start_steps", 8, "--end_steps", 2, "--steps_per_round", 2,
+            "--eval_rounds", "true", "--eval_features", "efficientnet-lite0-40", "--eval_num_samples", 48,
+            "--eval_metrics", "fid,kid", "--eval_teacher_steps", 16, *DATA)  # fmt: skip
+    pipe = DDPMHubPipeline.from_pretrained(out)
+    assert pipe.default_num_inference_steps == 2 and type(pipe.scheduler).__name__ == "DDIMScheduler"
+    images = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert images.shape == (2, 16, 16, 3) and len(pipe.scheduler.timesteps) == 2
+    stock = DiffusionPipeline.from_pretrained(out)
+    assert stock(batch_size=1, num_inference_steps=2, output_type="np").images.shape == (1, 16, 16, 3)
+    # The card and metrics.json name the teacher, the rounds, the step count and every round's scores.
+    import json
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["distilled_from"] == str(random_teacher) and metrics["distillation_rounds"] == "8 -> 4 -> 2"
+    assert metrics["sampling_steps"] == 2
+    for steps in (4, 2):
+        for row in (f"student ddim {steps}", f"teacher ddim {steps}", f"teacher dpmpp_2m {steps}", "teacher ddim 16"):
+            assert f"round {steps}: {row} fid" in metrics and f"round {steps}: {row} kid_mean" in metrics
+    card = (out / "README.md").read_text()
+    assert str(random_teacher) in card and "8 -> 4 -> 2" in card and "round 2: student ddim 2 fid" in card
