@@ -82,7 +82,9 @@ def main() -> None:
             round_metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
             quality = json.loads((folder / "quality.json").read_text(encoding="utf-8"))
             rounds.append({**round_metrics, **quality})
-    print(f"distillation {metrics['distillation_rounds']} of {teacher}: {seconds / 60:.1f} min; {metrics.get('eval_settings')}")
+    print(
+        f"distillation {metrics['distillation_rounds']} of {teacher}: {seconds / 60:.1f} min; {metrics.get('eval_settings')}"
+    )
     print(format_quality_table(rounds))
 
 

@@ -156,8 +156,8 @@ def test_teacher_not_a_pipeline(capsys, tmp_path):
 @pytest.mark.parametrize(
     ("scheduler", "start_steps", "words"),
     [
-        (dict(prediction_type="epsilon", rescale_betas_zero_snr=True), 8, ["zero-terminal-SNR", "v_prediction"]),
-        (dict(num_train_timesteps=100), 256, ["--start_steps 256", "this one has 100"]),
+        ({"prediction_type": "epsilon", "rescale_betas_zero_snr": True}, 8, ["zero-terminal-SNR", "v_prediction"]),
+        ({"num_train_timesteps": 100}, 256, ["--start_steps 256", "this one has 100"]),
     ],
 )
 def test_teacher_ddim_cannot_run(capsys, tmp_path, scheduler, start_steps, words):
@@ -265,7 +265,9 @@ def test_resume_mid_round_and_after_a_round_ends_bit_identical(tmp_path, random_
     distill(*flags, "--output_dir", tmp_path / "b")
     b = tmp_path / "b"
     for folder in (tmp_path / "a", b):
-        assert (folder / "round-8" / "model_index.json").is_file() and (folder / "round-4" / "model_index.json").is_file()
+        assert (folder / "round-8" / "model_index.json").is_file() and (
+            folder / "round-4" / "model_index.json"
+        ).is_file()
     assert_same_weights(tmp_path / "a", b)
 
     def forget_final_student():

@@ -21,11 +21,15 @@ def check_run_flags(distill: DistillConfig, data, run, hub) -> None:
     if run.max_train_steps is not None:
         raise ValueError("--max_train_steps is for training; a distillation round is --steps_per_round steps long.")
     if run.eval_steps or run.eval_epochs:
-        raise ValueError("--eval_steps and --eval_epochs are for training; each round is scored at its end (--eval_rounds).")
+        raise ValueError(
+            "--eval_steps and --eval_epochs are for training; each round is scored at its end (--eval_rounds)."
+        )
     if distill.eval_rounds:
         from ..evaluation import check_sample_count, parse_metrics
 
-        check_sample_count(run.eval_num_samples, run.eval_features, parse_metrics(run.eval_metrics), "--eval_num_samples")
+        check_sample_count(
+            run.eval_num_samples, run.eval_features, parse_metrics(run.eval_metrics), "--eval_num_samples"
+        )
 
 
 def resolve_teacher(distill: DistillConfig, cache_dir: str | None) -> Path:
@@ -34,7 +38,9 @@ def resolve_teacher(distill: DistillConfig, cache_dir: str | None) -> Path:
     if not path.exists():
         looks_like_repo = distill.teacher.count("/") == 1 and not distill.teacher.startswith((".", "/"))
         if not looks_like_repo:
-            raise ValueError(f"TEACHER {distill.teacher!r} is neither a pipeline folder nor a Hub repo id ('org/name').")
+            raise ValueError(
+                f"TEACHER {distill.teacher!r} is neither a pipeline folder nor a Hub repo id ('org/name')."
+            )
         from huggingface_hub import snapshot_download
 
         try:

@@ -17,7 +17,8 @@ class DistillConfig:
     """What to distil: the teacher, the step counts, the length of a round, and how each round is scored."""
 
     teacher: str = field(
-        default=None, metadata={"help": "The ddpm-hub pipeline to distil: a saved folder or a Hub repo id (positional)."}
+        default=None,
+        metadata={"help": "The ddpm-hub pipeline to distil: a saved folder or a Hub repo id (positional)."},
     )
     teacher_revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of a Hub teacher."})
     start_steps: int = field(
@@ -26,10 +27,13 @@ class DistillConfig:
     end_steps: int = field(default=4, metadata={"help": "DDIM steps of the final student (a power of two, >= 1)."})
     steps_per_round: int = field(
         default=2000,
-        metadata={"help": "Optimizer steps per round (Salimans & Ho 2022 use 50k on CIFAR-10; 2000 suits a small model)."},
+        metadata={
+            "help": "Optimizer steps per round (Salimans & Ho 2022 use 50k on CIFAR-10; 2000 suits a small model)."
+        },
     )
     images_per_round: int | None = field(
-        default=None, metadata={"help": "Instead of --steps_per_round: training images per round (rounded up to steps)."}
+        default=None,
+        metadata={"help": "Instead of --steps_per_round: training images per round (rounded up to steps)."},
     )
     eval_rounds: bool = field(
         default=True,
@@ -74,7 +78,9 @@ def check_teacher_folder(folder: Path, flag: str) -> dict:
         if name not in components or not (folder / name).is_dir():
             raise ValueError(f"{flag} {str(folder)!r} is not a ddpm-hub pipeline: it has no {name}/.")
     if components.get("vae"):
-        raise ValueError(f"{flag} {str(folder)!r} is a latent pipeline; distilling latent teachers is not supported yet.")
+        raise ValueError(
+            f"{flag} {str(folder)!r} is a latent pipeline; distilling latent teachers is not supported yet."
+        )
     return components
 
 

@@ -134,7 +134,9 @@ class DistillRound(Trainer):
             write_json(self.output_dir / QUALITY_FILE, {"settings": scorer.describe(), "scores": table})
             flat = {f"{metric}/{name}": value for name, scores in table.items() for metric, value in scores.items()}
             record_metrics(self.accelerator, self.output_dir, self.state.step, flat)
-            metrics.update({f"{name} {metric}": round(v, 6) for name, scores in table.items() for metric, v in scores.items()})
+            metrics.update(
+                {f"{name} {metric}": round(v, 6) for name, scores in table.items() for metric, v in scores.items()}
+            )
         return metrics
 
     def hyperparameters_of_round(self) -> dict[str, Any]:
@@ -187,7 +189,9 @@ def run_rounds(teacher_dir: Path, distill: DistillConfig, data: DataConfig, run:
         else:
             logger.info("Round %d: distilling %d teacher steps into %d student steps in %s.", plan.index + 1,
                         plan.teacher_steps, plan.student_steps, plan.folder)  # fmt: skip
-            trainer = DistillRound(plan, distill, data, round_run_config(run, plan, steps_per_round(distill, run), overwrite), scorers)
+            trainer = DistillRound(
+                plan, distill, data, round_run_config(run, plan, steps_per_round(distill, run), overwrite), scorers
+            )
             trainer.run()
             if trainer.state.stopped_by:
                 return []  # stopped by a signal: the checkpoint is saved, the next run resumes the round

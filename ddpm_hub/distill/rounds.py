@@ -18,7 +18,7 @@ from diffusers import DDIMScheduler
 from .targets import Level
 
 # Settings of the student's (and of the teacher's distillation-time) DDIM sampler.
-DDIM_OVERRIDES = dict(timestep_spacing="trailing", steps_offset=0)
+DDIM_OVERRIDES = {"timestep_spacing": "trailing", "steps_offset": 0}
 
 
 def is_power_of_two(value: int) -> bool:
@@ -53,7 +53,7 @@ class StepGrid:
     end: Level  # at t'' = t - T // N (alpha 1, sigma 0 past t = 0 with set_alpha_to_one)
 
     def to(self, device) -> StepGrid:
-        move = lambda level: Level(level.alpha.to(device), level.sigma.to(device))  # noqa: E731
+        move = lambda level: Level(level.alpha.to(device), level.sigma.to(device))
         return StepGrid(
             self.timesteps.to(device), self.mid_timesteps.to(device), move(self.start), move(self.mid), move(self.end)
         )
@@ -84,7 +84,9 @@ def check_ddim_can_run(scheduler_config, unet_config, start_steps: int) -> None:
         raise ValueError(f"the teacher's noise schedule cannot be sampled with DDIM: {error}") from error
     config = scheduler.config
     if config.prediction_type not in ("epsilon", "v_prediction", "sample"):
-        raise ValueError(f"the teacher predicts {config.prediction_type!r}; DDIM needs epsilon, v_prediction or sample.")
+        raise ValueError(
+            f"the teacher predicts {config.prediction_type!r}; DDIM needs epsilon, v_prediction or sample."
+        )
     if config.num_train_timesteps < start_steps:
         raise ValueError(
             f"--start_steps {start_steps} needs a teacher of at least {start_steps} training timesteps, "

@@ -63,7 +63,9 @@ class DistillStep:
         self.cuda_graphs = False
         if compile_mode is not None:
             inductor = compile_backend == "inductor"
-            self.loss = torch.compile(self.compute_loss, backend=compile_backend, mode=compile_mode if inductor else None)
+            self.loss = torch.compile(
+                self.compute_loss, backend=compile_backend, mode=compile_mode if inductor else None
+            )
             self.cuda_graphs = inductor and compile_mode in ("reduce-overhead", "max-autotune")
 
     def _predict(self, unet, sample, timesteps, class_labels):
@@ -86,7 +88,9 @@ class DistillStep:
         # 11. x_tilde = (z_t'' - (sigma_t'' / sigma_t) z_t) / (alpha_t'' - (sigma_t'' / sigma_t) alpha_t)
         return x_target(z_t, z_end, start, end)
 
-    def compute_loss(self, x: torch.Tensor, noise: torch.Tensor, index: torch.Tensor, class_labels=None) -> torch.Tensor:
+    def compute_loss(
+        self, x: torch.Tensor, noise: torch.Tensor, index: torch.Tensor, class_labels=None
+    ) -> torch.Tensor:
         """The part that is compiled: lines 7-14 for a batch of images x, noise eps and student step indices."""
         start = _take(self.grid.start, index)
         # 7. z_t = alpha_t x + sigma_t eps
