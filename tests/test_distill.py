@@ -308,8 +308,13 @@ def test_final_student_loads_everywhere_and_samples_at_its_steps(tmp_path, rando
     assert pipe.default_num_inference_steps == 2 and type(pipe.scheduler).__name__ == "DDIMScheduler"
     images = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="np").images
     assert images.shape == (2, 16, 16, 3) and len(pipe.scheduler.timesteps) == 2
+    # Stock diffusers loads it as its DDPMPipeline (which has no default of its own: steps are passed), and with
+    # the pipeline code saved beside the weights as ddpm-hub's pipeline, at the student's default steps.
     stock = DiffusionPipeline.from_pretrained(out)
     assert stock(batch_size=1, num_inference_steps=2, output_type="np").images.shape == (1, 16, 16, 3)
+    remote = DiffusionPipeline.from_pretrained(out, custom_pipeline=str(out), trust_remote_code=True)
+    assert remote(batch_size=1, output_type="np").images.shape == (1, 16, 16, 3)
+    assert len(remote.scheduler.timesteps) == 2
     # The card and metrics.json name the teacher, the rounds, the step count and every round's scores.
     import json
 

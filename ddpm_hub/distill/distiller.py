@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,8 @@ class DistillRound(Trainer):
         )
 
     def student_scheduler(self) -> DDIMScheduler:
-        return ddim_scheduler(self.teacher_config)
+        # No clipping of x_0: the target is the x whose unclipped DDIM step lands on the teacher's z_t''.
+        return ddim_scheduler({**self.teacher_config, "clip_sample": False})
 
     def export(self, folder: Path) -> None:
         """The student as a pipeline: DDIM (trailing spacing) whose default step count is the student's."""
@@ -128,7 +130,8 @@ class DistillRound(Trainer):
             scorer = self.scorer()
             with ema_weights(self.ema, self.base_unet), self.accelerator.autocast():
                 table = scorer.table(
-                    self.base_unet, self.teacher.to(self.accelerator.device), self.teacher_config,
+                    self.base_unet, self.student_scheduler().config, self.teacher.to(self.accelerator.device),
+                    self.teacher_config,
                     self.plan_round.student_steps, self.distill.eval_teacher_steps, self.data.label_names,
                 )  # fmt: skip
             write_json(self.output_dir / QUALITY_FILE, {"settings": scorer.describe(), "scores": table})
@@ -211,7 +214,8 @@ def read_round(folder: Path) -> dict[str, Any]:
 def steps_per_round(distill: DistillConfig, run: TrainConfig) -> int:
     if distill.images_per_round is None:
         return distill.steps_per_round
-    images_per_step = run.train_batch_size * run.gradient_accumulation_steps  # per process; see the docs
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # as the Trainer counts them, before accelerate starts
+    images_per_step = run.train_batch_size * run.gradient_accumulation_steps * processes
     return -(-distill.images_per_round // images_per_step)
 
 

@@ -70,11 +70,13 @@ class RoundScorer:
         with torch.autocast(self.extractor.device.type, enabled=False):  # features in full precision
             return score(self.extractor.extract(images), self.reference, self.metrics, seed=self.run.seed)
 
-    def table(self, student, teacher, scheduler_config, student_steps: int, teacher_steps: int, label_names=None):
-        """{row name: scores} for `quality_rows`."""
-        models = {"student": student, "teacher": teacher}
+    def table(
+        self, student, student_config, teacher, teacher_config, student_steps: int, teacher_steps: int, label_names=None
+    ):
+        """{row name: scores} for `quality_rows`, each model sampled with its own scheduler config."""
+        models = {"student": (student, student_config), "teacher": (teacher, teacher_config)}
         return {
-            name: self.score(models[model], scheduler_config, sampler, steps, label_names)
+            name: self.score(*models[model], sampler, steps, label_names)
             for name, model, sampler, steps in quality_rows(student_steps, teacher_steps)
         }
 
