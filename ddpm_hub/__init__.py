@@ -5,7 +5,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .models import PRESETS, UNetSpec, build_unet, get_preset, resolve_spec
-from .pipeline_ddpm_hub import SAMPLERS, DDPMHubPipeline, DDPMHubPipelineOutput, scheduler_from_name
+from .pipeline import SAMPLERS, DDPMHubPipeline, DDPMHubPipelineOutput, scheduler_from_name
 from .schedules import BETA_SCHEDULES, ScheduleCurves, make_noise_scheduler, plot_schedules, schedule_curves
 
 __all__ = [

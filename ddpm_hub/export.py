@@ -14,11 +14,12 @@ from diffusers import UNet2DModel
 from diffusers.training_utils import EMAModel
 
 from .files import NonFiniteWeightsError, all_finite, replace_directory, writing
-from .pipeline_ddpm_hub import DDPMHubPipeline, scheduler_from_name
+from .pipeline import PIPELINE_SOURCE_FILES, DDPMHubPipeline, scheduler_from_name
 from .sampling import generate_grid
 
-# What a saved pipeline consists of; model_index.json goes last, so a folder that has it is complete.
-PIPELINE_ENTRIES = ("unet", "scheduler", "pipeline.py", "model_index.json")
+# What a saved pipeline consists of (`vae` for latent models only); model_index.json goes last, so a folder that
+# has it is complete. The Hub push (`hub.PIPELINE_FILES`) sends these too.
+PIPELINE_ENTRIES = ("unet", "vae", "scheduler", *PIPELINE_SOURCE_FILES, "model_index.json")
 
 
 @contextlib.contextmanager
@@ -45,15 +46,22 @@ def sample_grid(
     num_inference_steps: int,
     seed: int,
     label_names: list[str] | None = None,
+    vae=None,
+    latent_scaling_factor: float | None = None,
 ):
     """A preview grid from the UNet being trained, with fixed per-image seeds (comparable over training).
 
     A class-conditional UNet gets one row per class (see `generate_grid`). The pipeline's device-side steps (ddpm,
     ddim, dpmpp_2m, euler) keep a preview from syncing with the host at every step; the UNet runs as training left
     it (compiled or not): a second, inference-only compilation would cost more than the few previews of a run save.
+    A latent model's `vae` decodes the grid (on the VAE's own device: it may stay off the accelerator).
     """
     pipeline = DDPMHubPipeline(
-        unet=unet, scheduler=scheduler_from_name(sampler, noise_scheduler.config), label_names=label_names
+        unet=unet,
+        scheduler=scheduler_from_name(sampler, noise_scheduler.config),
+        label_names=label_names,
+        vae=vae,
+        latent_scaling_factor=latent_scaling_factor,
     )
     pipeline.set_progress_bar_config(disable=True)
     was_training = unet.training
@@ -65,9 +73,19 @@ def sample_grid(
 
 
 def export_pipeline(
-    unet: UNet2DModel, noise_scheduler, output_dir: str | os.PathLike, label_names: list[str] | None = None
+    unet: UNet2DModel,
+    noise_scheduler,
+    output_dir: str | os.PathLike,
+    label_names: list[str] | None = None,
+    *,
+    vae=None,
+    latent_scaling_factor: float | None = None,
+    default_num_inference_steps: int | None = None,
 ) -> Path:
-    """Save `DDPMHubPipeline(unet, noise_scheduler, label_names)` into `output_dir`, which may hold other files.
+    """Save `DDPMHubPipeline(unet, noise_scheduler, ...)` into `output_dir`, which may hold other files.
+
+    `vae` (and `latent_scaling_factor`, default the VAE's own) make it a latent pipeline, saved with `vae/`;
+    `default_num_inference_steps` is what `pipe()` takes without `num_inference_steps` (a distilled student's).
 
     The pipeline is written to a temporary folder first and moved into place entry by entry, `model_index.json`
     last, so an interrupted export never leaves a half-written weights file under its final name. Weights holding
@@ -84,9 +102,19 @@ def export_pipeline(
         output_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".pipeline.", suffix=".tmp", dir=output_dir))
         with writing("the pipeline", output_dir, staging=staging):
-            DDPMHubPipeline(unet=unet, scheduler=noise_scheduler, label_names=label_names).save_pretrained(staging)
+            pipeline = DDPMHubPipeline(
+                unet=unet,
+                scheduler=noise_scheduler,
+                label_names=label_names,
+                vae=vae,
+                latent_scaling_factor=latent_scaling_factor,
+                default_num_inference_steps=default_num_inference_steps,
+            )
+            pipeline.save_pretrained(staging)
             for name in PIPELINE_ENTRIES:
                 source = staging / name
+                if not source.exists():
+                    continue  # `vae` of a pixel model
                 if source.is_dir():
                     replace_directory(source, output_dir / name)
                 else:

@@ -1,7 +1,7 @@
 """Sharing trained pipelines on the Hugging Face Hub.
 
-Only the pipeline travels (model_index.json, unet/, scheduler/, pipeline.py, the model card and its sample grid,
-the training settings); checkpoints, tracker logs and optimizer state stay local unless the user asks for
+Only the pipeline travels (model_index.json, unet/, scheduler/, a latent model's vae/, the pipeline's source files,
+the model card and its sample grid, the training settings); checkpoints, tracker logs and optimizer state stay local unless the user asks for
 checkpoints, which then go to a branch of their own. A push uploads a hard-linked snapshot of those files, so
 training can keep rewriting the folder meanwhile. Failed uploads are retried with backoff, then reported; the
 local folder is never touched by a push. The token is passed to the client and never printed or logged.
@@ -170,7 +170,7 @@ class HubPublisher:
         kwargs = dict(
             revision=self.revision,
             # Files gone from the pipeline are deleted in the repo too, but only within the pipeline's own folders.
-            delete_patterns=["unet/*", "scheduler/*"],
+            delete_patterns=["unet/*", "vae/*", "scheduler/*"],
         )
         kwargs.update(upload_kwargs)
         commit = with_retries(

@@ -17,7 +17,8 @@ from .data import open_image, to_model_mode
 from .devices import resolve_device
 from .files import save_image
 from .labels import preview_class_ids
-from .pipeline_ddpm_hub import DDPMHubPipeline, check_compile_options
+from .pipeline import DDPMHubPipeline
+from .pipeline_steps import check_compile_options
 
 
 def grid_shape(count: int) -> tuple[int, int]:
@@ -106,8 +107,8 @@ def render_grid(
         interpolate=interpolate,
         num_frames=num_frames,
     )
-    if edit is not None and (class_labels or guidance_scale is not None):
-        raise ValueError("--class_label and --guidance_scale apply to plain sampling, not to the editing options yet.")
+    if edit is not None and edit.mode == "interpolate" and class_labels and len(class_labels) > 1:
+        raise ValueError(f"--interpolate takes one --class_label (the class of every frame), got {list(class_labels)}.")
     pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision).to(resolve_device(device))
     pipeline.set_sampler(sampler)
     # Checked before any sampling, so a bad label or scale fails at once with the pipeline's one-line error.
@@ -119,7 +120,8 @@ def render_grid(
             pipeline, num_images, num_inference_steps, seed, class_labels=class_labels, guidance_scale=guidance_scale
         )
     else:
-        grid = edit.render(pipeline, num_images, num_inference_steps, seed)
+        labels = list(class_labels) if class_labels else None
+        grid = edit.render(pipeline, num_images, num_inference_steps, seed, labels, guidance_scale)
     return save_image(grid, output)
 
 
@@ -182,8 +184,21 @@ class EditInputs:
         return cls("inpaint", image=image, mask=mask, jump_length=jump_length, jump_n_sample=jump_n_sample)
 
     @torch.no_grad()
-    def render(self, pipeline: DDPMHubPipeline, num_images: int, num_inference_steps: int, seed: int):
-        """The grid (img2img, inpaint: `num_images` results, image i from seed + i) or the strip (interpolate)."""
+    def render(
+        self,
+        pipeline: DDPMHubPipeline,
+        num_images: int,
+        num_inference_steps: int,
+        seed: int,
+        class_labels: list[int | str] | None = None,
+        guidance_scale: float | None = None,
+    ):
+        """The grid (img2img, inpaint: `num_images` results, image i from seed + i) or the strip (interpolate).
+
+        With `class_labels` (a conditional model) img2img and inpaint give one row per label, with seed + j in column
+        j of every row (as `generate_grid`); interpolate takes one label, the class of every frame.
+        """
+        guidance = {"guidance_scale": guidance_scale}
         if self.mode == "interpolate":
             (image_a, seed_a), (image_b, seed_b) = [(None, e) if isinstance(e, int) else (e, None) for e in self.ends]
             frames = pipeline.interpolate(
@@ -193,26 +208,37 @@ class EditInputs:
                 seed_a=seed_a,
                 seed_b=seed_b,
                 num_inference_steps=num_inference_steps,
+                class_labels=class_labels[0] if class_labels else None,
+                **guidance,
             ).images
             return make_image_grid(frames, 1, len(frames))
-        generators = [torch.Generator().manual_seed(seed + i) for i in range(num_images)]
+        if class_labels:
+            rows, columns = len(class_labels), max(2, math.ceil(num_images / len(class_labels)))
+            seeds = [seed + j for _ in range(rows) for j in range(columns)]
+            guidance["class_labels"] = [label for label in class_labels for _ in range(columns)]
+        else:
+            rows, columns = grid_shape(num_images)
+            seeds = [seed + i for i in range(num_images)]
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
         if self.mode == "img2img":
             images = pipeline.img2img(
-                [self.image] * num_images,
+                [self.image] * len(seeds),
                 strength=self.strength,
                 generator=generators,
                 num_inference_steps=num_inference_steps,
+                **guidance,
             ).images
         else:
             images = pipeline.inpaint(
-                [self.image] * num_images,
+                [self.image] * len(seeds),
                 self.mask,
                 generator=generators,
                 num_inference_steps=num_inference_steps,
                 jump_length=self.jump_length,
                 jump_n_sample=self.jump_n_sample,
+                **guidance,
             ).images
-        return make_image_grid(images, *grid_shape(num_images))
+        return make_image_grid(images, rows, columns)
 
 
 def _seed_or_image(value: str, flag: str) -> int | PIL.Image.Image:

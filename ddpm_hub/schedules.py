@@ -12,8 +12,6 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler
 
-from .pipeline_ddpm_hub import PORTABLE_BETA_SCHEDULES
-
 # User-facing names -> diffusers' `beta_schedule`. diffusers' own names are accepted as they are.
 BETA_SCHEDULES: dict[str, str] = {
     "linear": "linear",  # Ho et al. 2020: beta from 1e-4 to 0.02
@@ -26,6 +24,10 @@ BETA_SCHEDULES: dict[str, str] = {
 }
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+# Beta schedules that every scheduler in the pipeline's SAMPLERS can rebuild from its name. Models trained with any
+# other schedule carry `trained_betas` in their scheduler config instead (see `make_noise_scheduler`).
+PORTABLE_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 
 def resolve_beta_schedule(name: str) -> str:

@@ -24,10 +24,10 @@ from diffusers.training_utils import EMAModel
 
 from .data import augment
 from .loss import diffusion_loss
+from .pipeline_steps import COMPILE_MODES  # noqa: F401 (re-exported: config imports it from here)
 
 logger = logging.getLogger("ddpm_hub")
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # The same compilation without CUDA graphs, for where graphs cannot be used.
 _WITHOUT_CUDA_GRAPHS = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
 

@@ -214,7 +214,7 @@ def test_conditional_pipeline_from_the_hub(hub_server, saved_conditional_dir, tm
         "print(type(pipe).__module__, pipe.label_names)\n",
         env=hub_env(hub_server, tmp_path, "cache-2"),
     )
-    assert "ddpm_hub.pipeline_ddpm_hub ['cat', 'dog', 'fish']" in ours
+    assert "ddpm_hub.pipeline ['cat', 'dog', 'fish']" in ours
 
 
 # --- Training -------------------------------------------------------------------------------------------------

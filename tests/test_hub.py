@@ -21,7 +21,8 @@ TINY = [
     "--ddpm_num_inference_steps", "2", "--eval_batch_size", "4", "--logger", "tensorboard", "--logging_steps", "1",
 ]  # fmt: skip
 PIPELINE_FILES = [
-    ".gitattributes", "README.md", "metrics.json", "model_index.json", "pipeline.py", "sample_grid.png",
+    ".gitattributes", "README.md", "metrics.json", "model_index.json", "pipeline.py", "pipeline_editing.py",
+    "pipeline_steps.py", "sample_grid.png",
     "scheduler/scheduler_config.json", "training_config.json", "unet/config.json",
     "unet/diffusion_pytorch_model.safetensors",
 ]  # fmt: skip

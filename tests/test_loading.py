@@ -20,6 +20,8 @@ def test_saved_layout(saved_pipeline_dir):
     assert files == [
         "model_index.json",
         "pipeline.py",
+        "pipeline_editing.py",
+        "pipeline_steps.py",
         "scheduler/scheduler_config.json",
         "unet/config.json",
         "unet/diffusion_pytorch_model.safetensors",
