@@ -16,7 +16,8 @@ from ..evaluation import parse_metrics
 from ..evaluation.evaluate import generate_images, score
 from ..evaluation.features import get_extractor
 from ..evaluation.reference import reference_statistics
-from ..pipeline_ddpm_hub import DDPMHubPipeline, scheduler_from_name
+from ..pipeline import DDPMHubPipeline
+from ..pipeline_steps import scheduler_from_name
 from .rounds import DDIM_OVERRIDES
 
 
