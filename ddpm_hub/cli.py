@@ -7,6 +7,7 @@
     ddpm-hub schedules --output schedules.png
     ddpm-hub eval MODEL --reference DATA [--num_samples 2048] [--metrics fid,kid,pr] [--features efficientnet-lite0]
     ddpm-hub explore [MODEL] [--port 7860] [--host 127.0.0.1] [--share]
+    ddpm-hub distill TEACHER --output_dir OUT [--start_steps 256] [--end_steps 4] [--steps_per_round 2000] [...]
 
 Every subcommand is a dataclass config (`cli_config.py`) parsed by `ddpm_hub.arguments.parse_config`, the parser
 of training, so `--help`, unknown flags (exit 2, with the closest real flag) and bad values (exit 2, one line) look
@@ -41,7 +42,9 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...]]] = {
 }
 
 # Subcommands that live in their own module (dispatched at the top of `main`): (name, help) for `ddpm-hub --help`.
-EXTERNAL_COMMANDS: list[tuple[str, str]] = []
+EXTERNAL_COMMANDS: list[tuple[str, str]] = [
+    ("distill", "Distill a trained pipeline into a few-step student (progressive distillation)."),
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["distill"]:
+        from .distill.command import main as distill_main
+
+        return distill_main(argv[1:])
     # Subcommands in their own modules: one dispatch line each, here (see the module docstring).
     top = build_parser()
     if not argv or argv[0] not in COMMANDS:

@@ -1,0 +1,87 @@
+"""The typed configuration of `ddpm-hub distill`: what to distil (`DistillConfig`), plus training's own data, run and
+Hub configs, whose flags (data sources, learning rate, EMA, precision, --compile, checkpoints, logging, push) mean
+here what they mean in `train_unconditional.py`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import DataConfig, HubConfig, TrainConfig
+from .rounds import is_power_of_two
+
+
+@dataclass
+class DistillConfig:
+    """What to distil: the teacher, the step counts, the length of a round, and how each round is scored."""
+
+    teacher: str = field(
+        default=None,
+        metadata={"help": "The ddpm-hub pipeline to distil: a saved folder or a Hub repo id (positional)."},
+    )
+    teacher_revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of a Hub teacher."})
+    start_steps: int = field(
+        default=256, metadata={"help": "DDIM steps of the teacher in the first round (a power of two)."}
+    )
+    end_steps: int = field(default=4, metadata={"help": "DDIM steps of the final student (a power of two, >= 1)."})
+    steps_per_round: int = field(
+        default=2000,
+        metadata={
+            "help": "Optimizer steps per round (Salimans & Ho 2022 use 50k on CIFAR-10; 2000 suits a small model)."
+        },
+    )
+    images_per_round: int | None = field(
+        default=None,
+        metadata={"help": "Instead of --steps_per_round: training images per round (rounded up to steps)."},
+    )
+    eval_rounds: bool = field(
+        default=True,
+        metadata={
+            "help": "After each round, score (--eval_metrics, --eval_num_samples, --eval_features) the student, the "
+            "teacher with DDIM and with DPM-Solver++ at the student's steps, and the teacher at --eval_teacher_steps."
+        },
+    )
+    eval_teacher_steps: int = field(
+        default=64, metadata={"help": "DDIM steps of the teacher's reference score (50+, the quality to keep)."}
+    )
+
+    def validate(self) -> None:
+        if not self.teacher:
+            raise ValueError("give the TEACHER to distil: ddpm-hub distill TEACHER --output_dir OUT.")
+        if self.end_steps < 1:
+            raise ValueError(f"--end_steps must be at least 1, got {self.end_steps}.")
+        for name in ("start_steps", "end_steps"):
+            if not is_power_of_two(getattr(self, name)):
+                raise ValueError(f"--{name} must be a power of two (1, 2, 4, ... 256), got {getattr(self, name)}.")
+        if self.start_steps <= self.end_steps:
+            raise ValueError(
+                f"--start_steps {self.start_steps} must be more than --end_steps {self.end_steps}: each round halves "
+                "the steps, from the teacher's to the student's."
+            )
+        for name in ("steps_per_round", "images_per_round", "eval_teacher_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be positive, got {value}.")
+
+
+def check_teacher_folder(folder: Path, flag: str) -> dict:
+    """The `model_index.json` of a teacher folder, or a one-sentence `ValueError` saying why it is not a pipeline."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise ValueError(f"{flag} {str(folder)!r} is not a ddpm-hub pipeline: it has no model_index.json.")
+    try:
+        components = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{flag} {str(folder)!r} has an unreadable model_index.json: {error}") from error
+    for name in ("unet", "scheduler"):
+        if name not in components or not (folder / name).is_dir():
+            raise ValueError(f"{flag} {str(folder)!r} is not a ddpm-hub pipeline: it has no {name}/.")
+    if components.get("vae"):
+        raise ValueError(
+            f"{flag} {str(folder)!r} is a latent pipeline; distilling latent teachers is not supported yet."
+        )
+    return components
+
+
+CONFIG_TYPES = (DistillConfig, DataConfig, TrainConfig, HubConfig)

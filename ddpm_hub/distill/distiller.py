@@ -1,0 +1,297 @@
+"""Progressive distillation as a sequence of Trainer runs, one per round (Salimans & Ho 2022, Algorithm 2).
+
+    ddpm-hub distill path/to/teacher --output_dir student --start_steps 256 --end_steps 4 --steps_per_round 2000
+    accelerate launch -m ddpm_hub.cli distill org/teacher --output_dir student --mixed_precision bf16
+
+Round k is a `DistillRound`: the `Trainer` with `DistillStep` as its step and the student's DDIM pipeline as its
+export, trained in `OUT/round-N/` (N the student's steps). Everything training guarantees comes with it: exact
+resume from `OUT/round-N/checkpoint-*`, SIGTERM, the non-finite guard, logging, previews. A round is finished once
+its `metrics.json` is written (after its pipeline); a resumed distillation skips finished rounds, continues the
+first unfinished one from its last checkpoint, and loads every teacher from the previous round's saved pipeline,
+so that an interrupted and an uninterrupted distillation compute the same bits. The final student is exported to
+OUT itself, with a model card naming the teacher, the rounds, the step count and every round's scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import PIL.Image
+from diffusers import DDIMScheduler, UNet2DModel
+
+from ..checkpointing import list_checkpoints
+from ..config import DataConfig, HubConfig, ModelConfig, TrainConfig
+from ..export import ema_weights, export_pipeline
+from ..files import save_image, write_json
+from ..labels import drop_labels
+from ..model_card import CONFIG_FILE, METRICS_FILE, SAMPLE_GRID, card_info_for_run, write_model_card
+from ..training import Trainer, record_metrics
+from .config import DistillConfig
+from .quality import RoundScorer, format_quality_table
+from .rounds import ddim_scheduler, round_step_counts, step_grid
+from .step import DistillStep
+
+logger = logging.getLogger("ddpm_hub")
+
+QUALITY_FILE = "quality.json"  # beside each round's pipeline: its table of scores, {row: {metric: value}}
+
+
+def round_dir(output_dir: Path, student_steps: int) -> Path:
+    return output_dir / f"round-{student_steps}"
+
+
+def round_finished(folder: Path) -> bool:
+    """A round is finished once its metrics.json is written, after its pipeline (model_index.json last)."""
+    return (folder / METRICS_FILE).is_file() and (folder / "model_index.json").is_file()
+
+
+@dataclasses.dataclass
+class RoundPlan:
+    index: int  # 0-based
+    teacher_dir: Path  # the teacher of this round: TEACHER, or the previous round's pipeline
+    teacher_steps: int
+    student_steps: int
+    folder: Path
+
+
+class DistillRound(Trainer):
+    """One round: the student (a copy of the teacher's weights) learns two teacher DDIM steps per step of its own."""
+
+    def __init__(self, plan: RoundPlan, distill: DistillConfig, data: DataConfig, run: TrainConfig, scorers: dict):
+        self.plan_round, self.distill, self.scorers = plan, distill, scorers
+        self.teacher_config = DDIMScheduler.load_config(plan.teacher_dir, subfolder="scheduler")
+        model = ModelConfig(pretrained_model_name_or_path=str(plan.teacher_dir))
+        super().__init__(model, data, run, HubConfig(), step_factory=self.make_step)
+
+    def check(self, cleanup) -> None:
+        super().check(cleanup)
+        # Previews sample the student with DDIM at its own steps, on the grid it is distilled on.
+        self.plan.noise_scheduler = type(self.plan.noise_scheduler).from_config(
+            self.plan.noise_scheduler.config, timestep_spacing="trailing", steps_offset=0
+        )
+
+    def make_step(self, model, noise_scheduler, accelerator, data, config) -> DistillStep:
+        """The StepFactory: the frozen teacher of this round, and the student's grid."""
+        self.teacher = UNet2DModel.from_pretrained(self.plan_round.teacher_dir, subfolder="unet")
+        ddim = ddim_scheduler(self.teacher_config)
+        dropping = None
+        if data.num_classes and config.model.class_dropout_prob:
+            dropping = functools.partial(
+                drop_labels, probability=config.model.class_dropout_prob, null_class_id=data.num_classes
+            )
+        return DistillStep(
+            model,
+            self.teacher,
+            step_grid(self.teacher_config, self.plan_round.student_steps),
+            ddim.config.prediction_type,
+            accelerator,
+            data.to_model_input,
+            random_flip=config.data.random_flip,
+            clip=float(ddim.config.clip_sample_range) if ddim.config.clip_sample else None,
+            drop_labels=dropping,
+            compile_mode=config.compile_mode,
+            compile_backend=config.run.compile_backend,
+        )
+
+    def student_scheduler(self) -> DDIMScheduler:
+        # The teacher's DDIM settings, x_0 clipping included: without it an epsilon student's first step, whose
+        # x_0 = (z - sigma eps) / alpha magnifies every error by 1 / alpha, strays far from its teacher (measured).
+        return ddim_scheduler(self.teacher_config)
+
+    def export(self, folder: Path) -> None:
+        """The student as a pipeline: DDIM (trailing spacing) whose default step count is the student's."""
+        with ema_weights(self.ema, self.base_unet):
+            export_pipeline(
+                self.base_unet, self.student_scheduler(), folder, label_names=self.data.label_names,
+                default_num_inference_steps=self.plan_round.student_steps,
+            )  # fmt: skip
+
+    def hyperparameters(self) -> dict[str, Any]:
+        plan = self.plan_round
+        return {
+            **super().hyperparameters(),
+            "distill_teacher": str(self.distill.teacher),
+            "distill_round": plan.index + 1,
+            "distill_teacher_steps": plan.teacher_steps,
+            "distill_student_steps": plan.student_steps,
+            "distill_loss": "x target, max(SNR, 1) weight (eps teachers: eps target)",
+        }
+
+    def final_metrics(self) -> dict[str, Any]:
+        """The training figures, and the round's quality table (main process, after the export)."""
+        metrics = super().final_metrics()
+        metrics.update(self.hyperparameters_of_round())
+        if self.distill.eval_rounds:
+            scorer = self.scorer()
+            with ema_weights(self.ema, self.base_unet), self.accelerator.autocast():
+                table = scorer.table(
+                    self.base_unet, self.student_scheduler().config, self.teacher.to(self.accelerator.device),
+                    self.teacher_config,
+                    self.plan_round.student_steps, self.distill.eval_teacher_steps, self.data.label_names,
+                )  # fmt: skip
+            write_json(self.output_dir / QUALITY_FILE, {"settings": scorer.describe(), "scores": table})
+            flat = {f"{metric}/{name}": value for name, scores in table.items() for metric, value in scores.items()}
+            record_metrics(self.accelerator, self.output_dir, self.state.step, flat)
+            metrics.update(
+                {f"{name} {metric}": round(v, 6) for name, scores in table.items() for metric, v in scores.items()}
+            )
+        return metrics
+
+    def hyperparameters_of_round(self) -> dict[str, Any]:
+        plan = self.plan_round
+        return {"teacher_steps": plan.teacher_steps, "student_steps": plan.student_steps, "round": plan.index + 1}
+
+    def scorer(self) -> RoundScorer:
+        # One reference-statistics computation per distillation (cached on disk too), shared by the rounds.
+        if "scorer" not in self.scorers:
+            self.scorers["scorer"] = RoundScorer(
+                self.run_config, self.configs.data, self.data, self.plan.resolution, self.accelerator.device
+            )
+        return self.scorers["scorer"]
+
+
+def plan_rounds(teacher_dir: Path, distill: DistillConfig, output_dir: Path) -> list[RoundPlan]:
+    plans, teacher, teacher_steps = [], teacher_dir, distill.start_steps
+    for index, student_steps in enumerate(round_step_counts(distill.start_steps, distill.end_steps)):
+        folder = round_dir(output_dir, student_steps)
+        plans.append(RoundPlan(index, teacher, teacher_steps, student_steps, folder))
+        teacher, teacher_steps = folder, student_steps
+    return plans
+
+
+def round_run_config(run: TrainConfig, plan: RoundPlan, steps: int, overwrite: bool) -> TrainConfig:
+    """Training's run config for one round: its folder, its length, and resume from its own last checkpoint."""
+    resuming = not overwrite and bool(list_checkpoints(plan.folder))
+    return dataclasses.replace(
+        run,
+        output_dir=str(plan.folder),
+        max_train_steps=steps,
+        seed=run.seed + plan.index,  # each round draws its own noise
+        resume_from_checkpoint="latest" if resuming else None,
+        overwrite_output_dir=overwrite,
+        preview_sampler="ddim",
+        ddpm_num_inference_steps=plan.student_steps,
+        eval_steps=None,
+        eval_epochs=None,
+    )
+
+
+def run_rounds(teacher_dir: Path, distill: DistillConfig, data: DataConfig, run: TrainConfig) -> list[dict[str, Any]]:
+    """Train every round not finished yet; returns each round's metrics (read back from finished rounds)."""
+    output_dir, scorers, results = Path(run.output_dir), {}, []
+    overwrite = run.overwrite_output_dir and run.resume_from_checkpoint is None
+    for plan in plan_rounds(teacher_dir, distill, output_dir):
+        if not overwrite and round_finished(plan.folder):
+            logger.info("Round %d (%d -> %d steps) is finished in %s.", plan.index + 1, plan.teacher_steps,
+                        plan.student_steps, plan.folder)  # fmt: skip
+        else:
+            logger.info("Round %d: distilling %d teacher steps into %d student steps in %s.", plan.index + 1,
+                        plan.teacher_steps, plan.student_steps, plan.folder)  # fmt: skip
+            trainer = DistillRound(
+                plan, distill, data, round_run_config(run, plan, steps_per_round(distill, run), overwrite), scorers
+            )
+            trainer.run()
+            if trainer.state.stopped_by:
+                return []  # stopped by a signal: the checkpoint is saved, the next run resumes the round
+        results.append(read_round(plan.folder))
+    return results
+
+
+def read_round(folder: Path) -> dict[str, Any]:
+    """A finished round's metrics.json, with its quality table (`scores`, `settings`) when it was scored."""
+    result = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
+    quality = folder / QUALITY_FILE
+    if quality.is_file():
+        result.update(json.loads(quality.read_text(encoding="utf-8")))
+    return result
+
+
+def steps_per_round(distill: DistillConfig, run: TrainConfig) -> int:
+    if distill.images_per_round is None:
+        return distill.steps_per_round
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # as the Trainer counts them, before accelerate starts
+    images_per_step = run.train_batch_size * run.gradient_accumulation_steps * processes
+    return -(-distill.images_per_round // images_per_step)
+
+
+def finish_distillation(teacher: str, distill: DistillConfig, run: TrainConfig, results: list[dict[str, Any]]) -> Path:
+    """The final student at OUT: its pipeline, settings, the table of every round, the card (main process)."""
+    output_dir = Path(run.output_dir)
+    last = round_dir(output_dir, distill.end_steps)
+    index = json.loads((last / "model_index.json").read_text(encoding="utf-8"))
+    label_names = index.get("label_names")
+    export_pipeline(
+        UNet2DModel.from_pretrained(last, subfolder="unet"), DDIMScheduler.from_pretrained(last, subfolder="scheduler"),
+        output_dir, label_names=label_names, default_num_inference_steps=distill.end_steps,
+    )  # fmt: skip
+    hparams = json.loads((last / CONFIG_FILE).read_text(encoding="utf-8"))
+    hparams["model_source"] = f"distilled from {teacher}"
+    write_json(output_dir / CONFIG_FILE, hparams)
+    metrics = summary_metrics(teacher, distill, results)
+    write_json(output_dir / METRICS_FILE, metrics)
+    if (last / SAMPLE_GRID).is_file():
+        with PIL.Image.open(last / SAMPLE_GRID) as grid:
+            save_image(grid.copy(), output_dir / SAMPLE_GRID)
+    info = card_info_for_run(hparams, metrics)
+    info.has_sample_grid = (output_dir / SAMPLE_GRID).is_file()
+    write_model_card(output_dir, info)
+    table = [r for r in results if "scores" in r]
+    if table:
+        logger.info("Distillation quality:\n%s", format_quality_table(table))
+    return output_dir
+
+
+def summary_metrics(teacher: str, distill: DistillConfig, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Flat values for metrics.json and the card: the teacher, the rounds, the step count, every score."""
+    steps = [distill.start_steps] + [r["student_steps"] for r in results]
+    metrics: dict[str, Any] = {
+        "distilled_from": teacher,
+        "distillation_rounds": " -> ".join(str(s) for s in steps),
+        "sampling_steps": distill.end_steps,
+        "optimizer_steps": sum(r.get("optimizer_steps", 0) for r in results),
+        "training_minutes": round(sum(r.get("training_minutes", 0) for r in results), 2),
+    }
+    for r in results:
+        for name, scores in r.get("scores", {}).items():
+            for metric, value in scores.items():
+                metrics[f"round {r['student_steps']}: {name} {metric}"] = round(value, 6)
+    if results and "settings" in results[-1]:
+        metrics["eval_settings"] = results[-1]["settings"]
+    return metrics
+
+
+def distill_run(distill: DistillConfig, teacher_dir: Path, data: DataConfig, run: TrainConfig, hub: HubConfig) -> Path:
+    """Every round, then the final student at OUT and its upload; returns OUT."""
+    from accelerate import PartialState
+
+    from ..training import PushError, reported_as_setup_errors
+    from ..training.components import make_publisher
+
+    output_dir = Path(run.output_dir)
+    with reported_as_setup_errors():
+        publisher = make_publisher(hub, output_dir)  # fails fast on a bad token or repo id
+    try:
+        results = run_rounds(teacher_dir, distill, data, run)
+        if not results:
+            return output_dir  # stopped by a signal
+        if PartialState().is_main_process:
+            finish_distillation(distill.teacher, distill, run, results)
+            logger.info("Saved the %d-step student to %s", distill.end_steps, output_dir)
+            if publisher is not None:
+                try:
+                    publisher.push_final(f"Distilled {distill.teacher} to {distill.end_steps} steps")
+                except Exception as error:
+                    raise PushError(
+                        f"the student is saved in {output_dir}, but the upload to {publisher.repo_id} failed: "
+                        f"{error}. Push it later with: ddpm-hub push {output_dir} --repo_id {publisher.repo_id}"
+                    ) from error
+    finally:
+        if publisher is not None:
+            publisher.close()
+    return output_dir
