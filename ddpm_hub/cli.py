@@ -133,6 +133,11 @@ def _class_labels(values: list[str] | None) -> list[str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "prepare":  # its own module and config (ddpm_hub/data/prepare.py)
+        from .data.prepare import main as prepare_main
+
+        return prepare_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

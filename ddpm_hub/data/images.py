@@ -22,7 +22,7 @@ import PIL.Image
 import PIL.ImageOps
 import torch
 
-from .labels import LABEL_COLUMN, attach_labels
+from ..labels import LABEL_COLUMN, attach_labels
 
 logger = logging.getLogger(__name__)
 
