@@ -37,6 +37,7 @@ from .arguments import one_line, parse_config
 from .checkpointing import SignalStop, list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
 from .data import ImageBatchDataset, collate_uint8, load_images, split_batch
+from .data.stream import open_stream, stream_batches_per_epoch
 from .evaluation.during_training import Evaluator
 from .export import ema_weights, export_pipeline, sample_grid
 from .files import NonFiniteWeightsError, WriteError, save_image, write_json
@@ -374,8 +375,9 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
 
     # 2. Data: decoded once (main process first, the others reuse its cache).
     channels = plan.unet_config.get("in_channels", 3)
+    streamed = data.is_streamed
     with reported_as_setup_errors(), accelerator.main_process_first():
-        images = load_images(
+        images = open_stream(data, plan.resolution, channels, accelerator) if streamed else load_images(
             data.dataset_name,
             dataset_config_name=data.dataset_config_name,
             train_data_dir=data.train_data_dir,
@@ -393,20 +395,27 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         plan.condition_on(images.num_classes)
     if accelerator.is_main_process:
         with reported_as_setup_errors():
+            if streamed and evaluator.enabled:
+                raise SetupError("--eval_steps/--eval_epochs read the training images up front; with streamed data "
+                                 "evaluate afterwards: ddpm-hub eval MODEL --reference SHARDS.")  # fmt: skip
             evaluator.prepare(images, data, plan.resolution, accelerator.device)  # cached reference statistics
-    batches_per_epoch = len(images) // (run.train_batch_size * accelerator.num_processes)
+    if streamed:
+        with reported_as_setup_errors():
+            batches_per_epoch = stream_batches_per_epoch(images, run, accelerator)
+    else:
+        batches_per_epoch = len(images) // (run.train_batch_size * accelerator.num_processes)
     if batches_per_epoch == 0:
         raise SetupError(
             f"The data set has {len(images)} images, fewer than one batch of {run.train_batch_size} x "
             f"{accelerator.num_processes} processes; lower --train_batch_size."
         )
-    train_dataloader = torch.utils.data.DataLoader(
+    train_dataloader = None if streamed else torch.utils.data.DataLoader(
         ImageBatchDataset(images),
         batch_size=run.train_batch_size,
         shuffle=True,
         drop_last=True,  # equal, static batch shapes: no recompiles, even DDP shards
         collate_fn=collate_uint8,
-        num_workers=data.dataloader_num_workers,
+        num_workers=data.dataloader_num_workers or 0,
         generator=torch.Generator().manual_seed(run.seed),  # iterators draw from it, not from the global RNG
         pin_memory=torch.cuda.is_available(),
     )
@@ -459,7 +468,12 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         num_warmup_steps=run.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=max_train_steps * accelerator.num_processes,
     )
-    unet, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(unet, optimizer, train_dataloader, lr_scheduler)
+    if streamed:  # each process reads its own shards: the loader is not prepared (see ddpm_hub.data.stream)
+        unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+        with reported_as_setup_errors():
+            images.make_loader(accelerator, run.train_batch_size, run.seed)
+    else:
+        unet, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(unet, optimizer, train_dataloader, lr_scheduler)
     noise_scheduler.alphas_cumprod = noise_scheduler.alphas_cumprod.to(accelerator.device)
     base_unet = accelerator.unwrap_model(unet)
     compile_mode = None
@@ -493,6 +507,8 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
             ema.to(accelerator.device)  # loaded onto the CPU
         global_step = state["global_step"]
         evaluator.restore(state)
+        if streamed:
+            images.load_state_dict(state.get("data_position", {}))
         first_epoch, step_in_epoch = divmod(global_step, steps_per_epoch)
         resume_batches = step_in_epoch * run.gradient_accumulation_steps
         if state.get("steps_per_epoch") != steps_per_epoch:
@@ -507,7 +523,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
     hparams = hyperparameters(
         (model_config, data, run, hub),
         plan,
-        dataset_size=len(images),
+        dataset_size=images.num_images if streamed else len(images),
         skipped_images=images.num_skipped,
         num_processes=accelerator.num_processes,
         total_batch_size=total_batch_size,
@@ -524,9 +540,9 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         write_json(output_dir / CONFIG_FILE, hparams)
         accelerator.init_trackers("train_unconditional", config=hparams)
     logger.info(
-        "Training %s (%.1fM parameters) at %dpx on %d images of %s (%d unreadable skipped): %d steps, %d epochs, "
+        "Training %s (%.1fM parameters) at %dpx on %s images of %s (%d unreadable skipped): %d steps, %d epochs, "
         "batch %d per device x %d processes x %d accumulation = %d, precision %s, on %s.",
-        plan.description, hparams["unet_parameters"] / 1e6, plan.resolution, len(images), images.source,
+        plan.description, hparams["unet_parameters"] / 1e6, plan.resolution, hparams["dataset_size"], images.source,
         images.num_skipped, max_train_steps, num_epochs, run.train_batch_size, accelerator.num_processes,
         run.gradient_accumulation_steps, total_batch_size, accelerator.mixed_precision, accelerator.device,
     )  # fmt: skip
@@ -534,7 +550,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
     def training_state(epoch: int) -> dict[str, Any]:
         return dict(
             global_step=global_step, epoch=epoch, steps_per_epoch=steps_per_epoch, total_batch_size=total_batch_size,
-            **evaluator.state(),
+            **evaluator.state(), **({"data_position": images.state_dict()} if streamed else {}),
         )  # fmt: skip
 
     def preview(tag: str) -> Any:
@@ -590,9 +606,12 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
         for epoch in range(first_epoch, num_epochs):
             unet.train()
             epoch_start = time.perf_counter()
-            train_dataloader.set_epoch(epoch)
-            batches = train_dataloader
-            if epoch == first_epoch and resume_batches:
+            if streamed:
+                batches = images.epoch_batches(epoch, resume_batches if epoch == first_epoch else 0)
+            else:
+                train_dataloader.set_epoch(epoch)
+                batches = train_dataloader
+            if not streamed and epoch == first_epoch and resume_batches:
                 batches = accelerator.skip_first_batches(train_dataloader, resume_batches)
             for batch in batches:
                 batch, class_labels = split_batch(batch)

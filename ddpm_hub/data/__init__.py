@@ -4,7 +4,7 @@
 `from ddpm_hub.data import X` keeps working for every name the single module `ddpm_hub/data.py` had.
 """
 
-from .images import (
+from .images import (  # noqa: F401  (private, but importable as before)
     BUILTIN_DATASETS,
     IN_MEMORY_FRACTION,
     METADATA_FILES,
@@ -12,6 +12,8 @@ from .images import (
     BuiltinDataset,
     ImageBatchDataset,
     ImageSet,
+    _describe,
+    _preprocess_batch,
     augment,
     collate_uint8,
     count_ignored_files,
@@ -29,7 +31,6 @@ from .images import (
     to_model_mode,
     twemoji_dir,
 )
-from .images import _describe, _preprocess_batch  # noqa: F401  (private, but importable as before)
 from .shards import MANIFEST_NAME, read_manifest, resolve_shards
 from .stream import ShardStream, StreamedImages, open_streamed_images
 

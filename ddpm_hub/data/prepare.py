@@ -125,7 +125,7 @@ def write_shard(config: PrepareConfig, dataset, column: str, labelled: bool, sta
                 index = start + offset
                 try:
                     payload = _png(config, entry, index)
-                except Exception as error:  # unreadable files are skipped and counted, never fatal
+                except Exception as error:  # noqa: BLE001 (unreadable files are skipped and counted, never fatal)
                     logger.warning(
                         "Skipping unreadable image %s: %s",
                         entry.get("path") if isinstance(entry, dict) else index,

@@ -42,6 +42,8 @@ import torch
 from .images import augment, open_image, resize_and_crop, to_model_mode
 
 logger = logging.getLogger(__name__)
+# torchdata's StatefulDataLoader calls a torch API that torch 2.13 deprecates, once per loader: not the user's concern.
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
 
 DEFAULT_SHUFFLE_BUFFER = 1000
 _READ_BATCH = 64  # examples datasets hands over at a time while reading one shard
@@ -186,7 +188,7 @@ class ShardStream(torch.utils.data.IterableDataset):
     def _decode(self, example: dict[str, Any], rng: np.random.Generator) -> torch.Tensor | None:
         try:
             image = to_model_mode(open_image(example["image"]), self.channels)
-        except Exception as error:  # any unreadable image is skipped and counted, as in the in-memory path
+        except Exception as error:  # noqa: BLE001 (any unreadable image is skipped and counted, as in memory)
             logger.warning("Skipping unreadable image %s: %s", example["key"], error)
             return None
         image = resize_and_crop(image, self.resolution, self.center_crop, rng)
@@ -272,6 +274,14 @@ class StreamedImages:
     @property
     def num_classes(self) -> int:
         return len(self.label_names) if self.label_names is not None else 0
+
+    @property
+    def source(self) -> str:  # as `ImageSet.source`, for the training log and the model card
+        return self.description
+
+    @property
+    def num_images(self) -> int | None:
+        return sum(self.shard_counts) if self.shard_counts is not None else None
 
     @property
     def num_skipped(self) -> int:
@@ -509,3 +519,43 @@ def open_streamed_images(
         shard_counts=counts,
         label_names=label_names,
     )
+
+
+def open_stream(data, resolution: int, channels: int, accelerator) -> StreamedImages:
+    """The streamed source of a training run's `DataConfig` (`--train_shards`, or `--dataset_name --streaming`)."""
+    workers = data.dataloader_num_workers
+    if workers is None:
+        workers = default_num_workers(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
+    return open_streamed_images(
+        train_shards=data.train_shards,
+        dataset_name=data.dataset_name,
+        dataset_config_name=data.dataset_config_name,
+        image_column=data.image_column,
+        class_column=data.class_column,
+        class_conditional=data.class_conditional,
+        cache_dir=data.cache_dir,
+        resolution=resolution,
+        channels=channels,
+        center_crop=data.center_crop,
+        shuffle_buffer_size=data.shuffle_buffer_size,
+        num_workers=workers,
+    )
+
+
+def stream_batches_per_epoch(images: StreamedImages, run, accelerator) -> int:
+    """Batches per process in an epoch of a stream; a stream of unknown length is one endless epoch, which needs
+    `--max_train_steps`."""
+    batches = images.num_batches(run.train_batch_size, accelerator.num_processes)
+    if batches == 0:
+        raise ValueError(
+            f"{images.description} has fewer images per reader ({accelerator.num_processes} processes x "
+            f"{max(1, images.num_workers)} workers) than one batch of {run.train_batch_size}; lower --train_batch_size."
+        )
+    if batches is not None:
+        return batches
+    if run.max_train_steps is None:
+        raise ValueError(
+            f"The length of {images.description} is unknown (no manifest.json beside the shards, which ddpm-hub "
+            "prepare writes), so --num_epochs cannot be counted; pass --max_train_steps."
+        )
+    return run.max_train_steps * run.gradient_accumulation_steps
