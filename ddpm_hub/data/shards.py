@@ -50,7 +50,7 @@ def _filesystem(url: str):
 def _resolve_one(pattern: str) -> list[str]:
     is_url = "://" in pattern
     names = expand_braces(pattern)
-    if len(names) > 1 or pattern.endswith(".tar"):
+    if len(names) > 1 or (pattern.endswith(".tar") and not any(char in pattern for char in "*?[")):
         if not is_url:
             missing = [name for name in names if not _is_file(name)]
             if missing:
@@ -90,8 +90,10 @@ def resolve_shards(patterns: str | Sequence[str]) -> list[str]:
         remote = [shard for shard in shards if "://" in shard]
         if remote:
             fs, path = _filesystem(remote[0])
-            if not fs.exists(path):
-                raise ValueError(f"--train_shards: shard {remote[0]} does not exist.")
+            try:
+                fs.info(path)  # raises the backend's own error (offline, refused, 401); `exists` would hide it
+            except FileNotFoundError as error:
+                raise ValueError(f"--train_shards: shard {remote[0]} does not exist.") from error
     except ValueError:
         raise
     except Exception as error:  # fsspec raises its backends' own errors: offline, refused, 401, unknown protocol
