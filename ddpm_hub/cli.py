@@ -86,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("model", help="Pipeline folder, Hub repo id, or a folder of already generated images.")
     evaluate.add_argument(
-        "--reference", required=True, help="A folder of images, a built-in set (twemoji, shapes), or a Hub/saved data set."
+        "--reference",
+        required=True,
+        help="A folder of images, a built-in set (twemoji, shapes), a Hub/saved data set, or WebDataset shards "
+        "(a pattern, folder or URL as for --train_shards: its first --max_reference_images, default 10000, images).",
     )
     evaluate.add_argument("--reference_config", default=None, help="The reference data set's config, if it has several.")
     evaluate.add_argument("--image_column", default=None, help="The reference data set's image column.")

@@ -139,3 +139,23 @@ def shard_counts(shards: Sequence[str], manifest: dict[str, Any] | None) -> list
         return None
     counts = {entry["name"]: int(entry["num_images"]) for entry in manifest["shards"]}
     return [counts[shard_name(shard)] for shard in shards]
+
+
+def is_shard_reference(value: str) -> bool:
+    """Whether `value` (an `--reference` or data argument) names WebDataset shards rather than images or a data set."""
+    import os
+
+    text = str(value)
+    if text.endswith(".tar") or (".tar" in text and any(char in text for char in "{*?")):
+        return True
+    return os.path.isdir(text) and os.path.isfile(os.path.join(text, MANIFEST_NAME))
+
+
+def shards_fingerprint(value: str) -> tuple[str, str]:
+    """`(description, fingerprint)` of shards: the manifest's sha256s, else the shard names (for a reference cache)."""
+    import hashlib
+
+    shards = resolve_shards(value)
+    manifest = read_manifest(shards)
+    parts = [entry["sha256"] for entry in manifest["shards"]] if manifest is not None else shards
+    return f"{len(shards)} shards of {shard_folder(shards[0])}", hashlib.sha256("\n".join(parts).encode()).hexdigest()

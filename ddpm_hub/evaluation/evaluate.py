@@ -20,6 +20,7 @@ from ..data import image_extensions, is_image_file
 from . import check_sample_count, parse_metrics
 from .features import Features, check_extractor_name, get_extractor
 from .metrics import frechet_distance, gaussian_statistics, inception_score, kid, precision_recall
+from ..data.shards import is_shard_reference
 from .reference import ReferenceStatistics, is_image_folder, reference_statistics
 
 logger = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def evaluate_model(
         raise ValueError(f"MODEL {model!r} is neither a pipeline folder (no model_index.json) nor a folder of images.")
     if not images_folder:
         check_sample_count(num_samples, features, metrics)
-    reference_is_folder = Path(reference).exists() and is_image_folder(reference)
+    reference_is_folder = Path(reference).exists() and is_image_folder(reference) and not is_shard_reference(reference)
     if Path(reference).is_file():
         raise ValueError(f"--reference {reference!r} is a file; give a folder of images, a built-in set or a data set id.")
     if reference_is_folder and not has_images(Path(reference)):
