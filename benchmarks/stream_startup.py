@@ -22,9 +22,27 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN = [sys.executable, str(REPO / "train_unconditional.py"), "--model", "tiny", "--resolution", "64",
-         "--max_train_steps", "1", "--train_batch_size", "16", "--logger", "none", "--save_images_epochs", "1000",
-         "--ddpm_num_inference_steps", "1", "--eval_batch_size", "1", "--overwrite_output_dir"]  # fmt: skip
+TRAIN = [
+    sys.executable,
+    str(REPO / "train_unconditional.py"),
+    "--model",
+    "tiny",
+    "--resolution",
+    "64",
+    "--max_train_steps",
+    "1",
+    "--train_batch_size",
+    "16",
+    "--logger",
+    "none",
+    "--save_images_epochs",
+    "1000",
+    "--ddpm_num_inference_steps",
+    "1",
+    "--eval_batch_size",
+    "1",
+    "--overwrite_output_dir",
+]
 
 
 def make_images(folder: Path, count: int, size: int) -> None:
@@ -50,8 +68,13 @@ _MEASURE = (
 
 def timed(command: list[str]) -> dict:
     """Wall seconds and peak RSS (MB, the largest process of the command) of one command, in a fresh parent."""
-    result = subprocess.run([sys.executable, "-c", _MEASURE, *command], capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *command],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
     seconds, peak_kb = result.stdout.split()

@@ -396,8 +396,10 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
     if accelerator.is_main_process:
         with reported_as_setup_errors():
             if streamed and evaluator.enabled:
-                raise SetupError("--eval_steps/--eval_epochs read the training images up front; with streamed data "
-                                 "evaluate afterwards: ddpm-hub eval MODEL --reference SHARDS.")  # fmt: skip
+                raise SetupError(
+                    "--eval_steps/--eval_epochs read the training images up front; with streamed data "
+                    "evaluate afterwards: ddpm-hub eval MODEL --reference SHARDS."
+                )
             evaluator.prepare(images, data, plan.resolution, accelerator.device)  # cached reference statistics
     if streamed:
         with reported_as_setup_errors():

@@ -23,9 +23,23 @@ from test_train import ACCELERATE, SCRIPT, _free_port, assert_same_weights, laun
 from ddpm_hub.data.prepare import main as prepare_main
 
 TINY = [
-    "--model", "tiny", "--resolution", "16", "--train_batch_size", "8", "--ddpm_num_inference_steps", "2",
-    "--eval_batch_size", "4", "--logging_steps", "2", "--logger", "none", "--save_images_epochs", "100",
-]  # fmt: skip
+    "--model",
+    "tiny",
+    "--resolution",
+    "16",
+    "--train_batch_size",
+    "8",
+    "--ddpm_num_inference_steps",
+    "2",
+    "--eval_batch_size",
+    "4",
+    "--logging_steps",
+    "2",
+    "--logger",
+    "none",
+    "--save_images_epochs",
+    "100",
+]
 PATTERN = "train-{000000..000007}.tar"
 
 
@@ -39,7 +53,7 @@ def shards(tmp_path_factory) -> Path:
 
 def _prepare_cli(*args, timeout=900, **popen):
     command = [sys.executable, "-c", "from ddpm_hub.cli import main; raise SystemExit(main())", "prepare", *args]
-    return subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=timeout, **popen)
+    return subprocess.run(command, check=False, env=clean_env(), capture_output=True, text=True, timeout=timeout, **popen)
 
 
 def test_prepare_writes_shards_and_a_manifest_that_train_by_epochs(shards, tmp_path):
@@ -55,8 +69,22 @@ def test_prepare_writes_shards_and_a_manifest_that_train_by_epochs(shards, tmp_p
     assert PIL.Image.open(io.BytesIO(first)).size == (16, 16)
 
     out = tmp_path / "run"
-    result = ok(launch(*TINY, "--train_shards", str(shards / PATTERN), "--num_epochs", "1", "--output_dir", str(out),
-                       "--dataloader_num_workers", "2", cwd=tmp_path, python=True, timeout=900))  # fmt: skip
+    result = ok(
+        launch(
+            *TINY,
+            "--train_shards",
+            str(shards / PATTERN),
+            "--num_epochs",
+            "1",
+            "--output_dir",
+            str(out),
+            "--dataloader_num_workers",
+            "2",
+            cwd=tmp_path,
+            python=True,
+            timeout=900,
+        )
+    )
     config = json.loads((out / "training_config.json").read_text())
     # 2 workers x 4 shards x 64 images, 8 a batch: the epoch length comes from the manifest.
     assert config["steps_per_epoch"] == 64 and config["max_train_steps"] == 64 and config["dataset_size"] == 512
@@ -86,9 +114,24 @@ if accelerator.is_main_process:
 def test_an_epoch_over_two_processes_with_two_workers_sees_every_sample_once(shards, tmp_path):
     script = tmp_path / "split.py"
     script.write_text(SPLIT_CHECK)
-    command = [ACCELERATE, "launch", "--num_processes", "2", "--num_machines", "1", "--multi_gpu", "--mixed_precision",
-               "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(script), str(shards / PATTERN)]  # fmt: skip
-    result = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=900)
+    command = [
+        ACCELERATE,
+        "launch",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--multi_gpu",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        str(script),
+        str(shards / PATTERN),
+    ]
+    result = subprocess.run(command, check=False, env=clean_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     per_process = json.loads(result.stdout.split("KEYS", 1)[1])
     orders = []
@@ -97,23 +140,56 @@ def test_an_epoch_over_two_processes_with_two_workers_sees_every_sample_once(sha
         assert len(keys) == 512 and len(set(keys)) == 512  # every sample exactly once
         orders.append(keys)
         # the processes read disjoint shards (a key starts with its shard's index)
-        shards_of = [{key.split("/")[0] for e, batch in batches if e == epoch for key in batch} for batches in per_process]
+        shards_of = [
+            {key.split("/")[0] for e, batch in batches if e == epoch for key in batch} for batches in per_process
+        ]
         assert not shards_of[0] & shards_of[1]
     assert orders[0] != orders[1]  # shard order and buffer are reshuffled each epoch
 
 
 def _straight_and_interrupted(tmp_path, shards, how: str):
-    args = [*TINY, "--train_shards", str(shards / PATTERN), "--max_train_steps", "80", "--random_flip",
-            "--dataloader_num_workers", "2", "--shuffle_buffer_size", "32", "--logging_steps", "1"]  # fmt: skip
+    args = [
+        *TINY,
+        "--train_shards",
+        str(shards / PATTERN),
+        "--max_train_steps",
+        "80",
+        "--random_flip",
+        "--dataloader_num_workers",
+        "2",
+        "--shuffle_buffer_size",
+        "32",
+        "--logging_steps",
+        "1",
+    ]
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    ok(launch(*args, "--checkpointing_steps", "1000", "--output_dir", str(straight), cwd=tmp_path, python=True, timeout=900))
+    ok(
+        launch(
+            *args,
+            "--checkpointing_steps",
+            "1000",
+            "--output_dir",
+            str(straight),
+            cwd=tmp_path,
+            python=True,
+            timeout=900,
+        )
+    )
     every = ["--checkpointing_steps", "1000"] if how == "SIGTERM" else ["--checkpointing_steps", "7"]
-    process = subprocess.Popen([sys.executable, SCRIPT, *args, *every, "--output_dir", str(stopped)], cwd=tmp_path,
-                               env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, SCRIPT, *args, *every, "--output_dir", str(stopped)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 600
-    ready = (lambda: (stopped / "metrics.jsonl").exists()) if how == "SIGTERM" else (
-        lambda: any(int(p.name.split("-")[1]) >= 14 for p in stopped.glob("checkpoint-*"))
-    )  # fmt: skip
+    ready = (
+        (lambda: (stopped / "metrics.jsonl").exists())
+        if how == "SIGTERM"
+        else (lambda: any(int(p.name.split("-")[1]) >= 14 for p in stopped.glob("checkpoint-*")))
+    )
     while time.time() < deadline and not ready() and process.poll() is None:
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM if how == "SIGTERM" else signal.SIGKILL)
@@ -122,8 +198,19 @@ def _straight_and_interrupted(tmp_path, shards, how: str):
         assert process.returncode == 0 and "Stopped by SIGTERM" in output, output[-3000:]
     steps = sorted(int(p.name.split("-")[1]) for p in stopped.glob("checkpoint-*"))
     assert steps and steps[-1] < 80, steps
-    ok(launch(*args, *every, "--output_dir", str(stopped), "--resume_from_checkpoint", "latest", cwd=tmp_path,
-              python=True, timeout=900))  # fmt: skip
+    ok(
+        launch(
+            *args,
+            *every,
+            "--output_dir",
+            str(stopped),
+            "--resume_from_checkpoint",
+            "latest",
+            cwd=tmp_path,
+            python=True,
+            timeout=900,
+        )
+    )
     return straight, stopped
 
 
@@ -132,7 +219,9 @@ def test_a_stopped_streamed_run_resumes_bit_identically(shards, tmp_path, how):
     straight, stopped = _straight_and_interrupted(tmp_path, shards, how)
     # 80 steps cross the end of the first epoch (64 steps): the position in the stream, the shuffle buffer and the
     # worker order must all be restored for the weights to match.
-    assert_same_weights(straight / "checkpoint-80" / "model.safetensors", stopped / "checkpoint-80" / "model.safetensors")
+    assert_same_weights(
+        straight / "checkpoint-80" / "model.safetensors", stopped / "checkpoint-80" / "model.safetensors"
+    )
     unet = "unet/diffusion_pytorch_model.safetensors"
     assert_same_weights(straight / unet, stopped / unet)
 
@@ -150,8 +239,22 @@ def test_dataset_name_of_a_local_folder_streams_and_trains(tmp_path):
         image.save(folder / f"{i}.png")
     for name, extra in ((saved, ["--num_epochs", "1"]), (folder, ["--max_train_steps", "3"])):
         out = tmp_path / f"run-{name.name}"
-        ok(launch(*TINY, "--dataset_name", str(name), "--streaming", *extra, "--output_dir", str(out),
-                  "--dataloader_num_workers", "1", cwd=tmp_path, python=True, timeout=900))  # fmt: skip
+        ok(
+            launch(
+                *TINY,
+                "--dataset_name",
+                str(name),
+                "--streaming",
+                *extra,
+                "--output_dir",
+                str(out),
+                "--dataloader_num_workers",
+                "1",
+                cwd=tmp_path,
+                python=True,
+                timeout=900,
+            )
+        )
         config = json.loads((out / "training_config.json").read_text())
         assert config["max_train_steps"] == (8 if name == saved else 3)
         assert (out / "model_index.json").is_file()
@@ -214,9 +317,19 @@ def test_a_corrupt_member_and_an_unreadable_image_are_skipped_and_counted(tmp_pa
     ],
 )
 def test_bad_shards_are_one_line_before_training(tmp_path, shards_arg, expected):
-    result = launch(*TINY, "--train_shards", shards_arg.format(root=tmp_path), "--max_train_steps", "2",
-                    "--output_dir", str(tmp_path / "run"), cwd=tmp_path, python=True,
-                    env=clean_env(HF_HUB_OFFLINE="1"), timeout=900)  # fmt: skip
+    result = launch(
+        *TINY,
+        "--train_shards",
+        shards_arg.format(root=tmp_path),
+        "--max_train_steps",
+        "2",
+        "--output_dir",
+        str(tmp_path / "run"),
+        cwd=tmp_path,
+        python=True,
+        env=clean_env(HF_HUB_OFFLINE="1"),
+        timeout=900,
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and expected in errors[0], result.stderr[-3000:]
@@ -228,8 +341,16 @@ def test_epochs_of_a_stream_without_manifest_are_refused(shards, tmp_path):
     bare.mkdir()
     for tar in sorted(shards.glob("train-*.tar"))[:2]:
         shutil.copy(tar, bare)
-    result = launch(*TINY, "--train_shards", str(bare), "--output_dir", str(tmp_path / "run"), cwd=tmp_path,
-                    python=True, timeout=900)  # fmt: skip
+    result = launch(
+        *TINY,
+        "--train_shards",
+        str(bare),
+        "--output_dir",
+        str(tmp_path / "run"),
+        cwd=tmp_path,
+        python=True,
+        timeout=900,
+    )
     assert result.returncode == 2 and "pass --max_train_steps" in result.stderr, result.stderr[-3000:]
 
 

@@ -308,14 +308,24 @@ class StreamedImages:
                 "%d shards for %d processes x %d workers = %d readers: every reader reads all shards and keeps every "
                 "%d-th sample, so each image is read %d times. Write at least %d shards (ddpm-hub prepare "
                 "--shard_size) or use fewer --dataloader_num_workers.",
-                shards, processes, self._readers_per_process(), readers, readers, readers, readers,
-            )  # fmt: off
+                shards,
+                processes,
+                self._readers_per_process(),
+                readers,
+                readers,
+                readers,
+                readers,
+            )
         elif shards % readers:
             logger.warning(
                 "%d shards do not divide among %d readers (%d processes x %d workers): some read one shard more, and an "
                 "epoch ends with the shortest. Use a multiple of %d shards to see every image every epoch.",
-                shards, readers, processes, self._readers_per_process(), readers,
-            )  # fmt: off
+                shards,
+                readers,
+                processes,
+                self._readers_per_process(),
+                readers,
+            )
         self._accelerator, self._batch_size = accelerator, batch_size
         self._num_batches = self.num_batches(batch_size, processes)
         if self._num_batches == 0:
