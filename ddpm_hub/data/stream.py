@@ -326,7 +326,7 @@ class StreamedImages:
                 self._readers_per_process(),
                 readers,
             )
-        self._accelerator, self._batch_size = accelerator, batch_size
+        self._accelerator, self._batch_size, self._seed = accelerator, batch_size, seed
         self._num_batches = self.num_batches(batch_size, processes)
         if self._num_batches == 0:
             raise ValueError(f"{self.description} has fewer images per reader than one batch of {batch_size}.")
@@ -351,6 +351,9 @@ class StreamedImages:
             drop_last=True,  # equal, static batch shapes, as for in-memory data
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
+            # Its worker seeds come from here, never from the global RNG, whose draws (noise, timesteps, flips)
+            # exact resume restores: a loader made at resume time must not shift them.
+            generator=torch.Generator().manual_seed(self._seed),
         )
 
     def epoch_batches(self, epoch: int, skip_batches: int) -> Iterator[Any]:
