@@ -10,9 +10,11 @@ by `StepMonitor`, which the loop reads only at its logging interval.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel
 
 from .data import augment
+from .labels import drop_labels
 from .loss import diffusion_loss
 
 logger = logging.getLogger("ddpm_hub")
@@ -57,7 +60,9 @@ def choose_compile_mode(requested: str | None, device: torch.device, num_process
         return mode
     fallback = _WITHOUT_CUDA_GRAPHS[mode]
     if requested is not None or device.type == "cuda":
-        logger.info("Compiling with mode %s instead of %s: CUDA graphs are not used because %s.", fallback, mode, reason)
+        logger.info(
+            "Compiling with mode %s instead of %s: CUDA graphs are not used because %s.", fallback, mode, reason
+        )
     return fallback
 
 
@@ -78,10 +83,10 @@ def use_compile_cache(folder: str | Path) -> Path:
 
 
 class TrainStep:
-    """One micro-batch: noise and timestep draw, forward process, UNet, loss, backward.
+    """One micro-batch: noise and timestep draw, forward process, UNet, loss, backward (the first `Step`).
 
     Args:
-        unet (`torch.nn.Module`): the (accelerate-prepared) UNet.
+        unet (`torch.nn.Module`): the (accelerate-prepared) UNet; also the step's `model`.
         noise_scheduler (`DDPMScheduler`): the training schedule; its `alphas_cumprod` should be on the device.
         accelerator (`Accelerator`): runs backward (with fp16 loss scaling when enabled).
         snr_gamma (`float`, *optional*): Min-SNR gamma, `None` for the plain loss.
@@ -89,6 +94,10 @@ class TrainStep:
         channels_last (`bool`, defaults to `False`): hand the UNet channels_last inputs (its weights should be too).
         compile_mode (`str`, *optional*): compile the step with this torch.compile mode; `None` runs it eagerly.
         compile_backend (`str`, defaults to `"inductor"`): torch.compile backend (modes apply to inductor only).
+        to_model_input (`Callable`, *optional*): stored samples -> model input, the step's first random draw
+            (a `DataSource`'s `to_model_input`); defaults to `ddpm_hub.data.augment` (uint8 pixels).
+        drop_labels (`Callable`, *optional*): labels -> labels with some replaced by the null class (classifier-free
+            guidance); `None` keeps every label.
     """
 
     def __init__(
@@ -102,15 +111,21 @@ class TrainStep:
         channels_last: bool = False,
         compile_mode: str | None = None,
         compile_backend: str = "inductor",
+        to_model_input: Callable[[torch.Tensor, bool], torch.Tensor] | None = None,
+        drop_labels: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         self.unet, self.noise_scheduler, self.accelerator = unet, noise_scheduler, accelerator
+        self.to_model_input = to_model_input or augment
+        self.drop_labels = drop_labels
         self.snr_gamma, self.random_flip, self.channels_last = snr_gamma, random_flip, channels_last
         self.num_train_timesteps = noise_scheduler.config.num_train_timesteps
         self.cuda_graphs = False
         self.loss = self.compute_loss
         if compile_mode is not None:
             inductor = compile_backend == "inductor"
-            self.loss = torch.compile(self.compute_loss, backend=compile_backend, mode=compile_mode if inductor else None)
+            self.loss = torch.compile(
+                self.compute_loss, backend=compile_backend, mode=compile_mode if inductor else None
+            )
             self.cuda_graphs = inductor and compile_mode in _WITHOUT_CUDA_GRAPHS
 
     def compute_loss(
@@ -132,13 +147,14 @@ class TrainStep:
         # process alike after DDP's all-reduce, and fp16's GradScaler skips it as it skips an overflow.
         return loss * torch.where(torch.isfinite(loss), 1.0, float("nan"))
 
-    # Set by train() for class-conditional runs: labels -> labels with some replaced by the null class.
-    drop_labels = None
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.unet
 
     def __call__(self, batch: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Forward and backward for a uint8 batch; returns the detached loss (a device scalar, never read here)."""
+        """Forward and backward for a stored batch; returns the detached loss (a device scalar, never read here)."""
         # Drawn eagerly and in this order (flip, eps, t): compiled and eager runs use the same random streams.
-        clean_images = augment(batch, self.random_flip)
+        clean_images = self.to_model_input(batch, self.random_flip)
         if self.channels_last:
             clean_images = clean_images.contiguous(memory_format=torch.channels_last)
         noise = torch.randn_like(clean_images)
@@ -150,6 +166,29 @@ class TrainStep:
         loss = self.loss(clean_images, noise, timesteps, class_labels)
         self.accelerator.backward(loss)
         return loss.detach()
+
+
+def make_train_step(
+    unet: torch.nn.Module, noise_scheduler: DDPMScheduler, accelerator: Accelerator, data, config
+) -> TrainStep:
+    """The default `StepFactory` of the Trainer: a `TrainStep` as the flags say, its input from `data.to_model_input`."""
+    dropping = None
+    if data.num_classes and config.model.class_dropout_prob:
+        dropping = functools.partial(
+            drop_labels, probability=config.model.class_dropout_prob, null_class_id=data.num_classes
+        )
+    return TrainStep(
+        unet,
+        noise_scheduler,
+        accelerator,
+        snr_gamma=config.model.snr_gamma or None,
+        random_flip=config.data.random_flip,
+        channels_last=config.run.channels_last,
+        compile_mode=config.compile_mode,
+        compile_backend=config.run.compile_backend,
+        to_model_input=data.to_model_input,
+        drop_labels=dropping,
+    )
 
 
 def gradient_norm(accelerator: Accelerator, model: torch.nn.Module, max_grad_norm: float) -> torch.Tensor | None:
@@ -219,7 +258,7 @@ class StepMonitor:
 
     def __init__(self, device: torch.device, global_step: int, max_nonfinite_steps: int):
         self.limit = max_nonfinite_steps
-        zeros = lambda dtype: torch.zeros((), dtype=dtype, device=device)  # noqa: E731
+        zeros = lambda dtype: torch.zeros((), dtype=dtype, device=device)
         self.step = zeros(torch.long) + global_step
         self.pending_loss, self.pending_count = zeros(torch.float32), 0
         self.loss_sum, self.loss_count = zeros(torch.float32), zeros(torch.float32)
@@ -248,7 +287,9 @@ class StepMonitor:
     def read(self, accelerator: Accelerator) -> StepReport:
         """Mean loss (over processes) and counts since the last read; resets the interval."""
         loss = accelerator.reduce(self.loss_sum / self.loss_count, reduction="mean")
-        mean_loss, skipped, diverged_at = torch.stack([loss.float(), self.skipped.float(), self.diverged_at.float()]).tolist()
+        mean_loss, skipped, diverged_at = torch.stack(
+            [loss.float(), self.skipped.float(), self.diverged_at.float()]
+        ).tolist()
         self.loss_sum.zero_()
         self.loss_count.zero_()
         self.skipped.zero_()

@@ -258,6 +258,20 @@ def test_conditional_training_on_sub_folders_saves_label_names_and_generates_per
     )
 
 
+def test_best_model_of_a_conditional_run_keeps_its_class_names(labelled_folder, tmp_path, capsys, monkeypatch):
+    # best/ is written through the trainer's one export path, as the final pipeline is: with the label names.
+    monkeypatch.setenv("DDPM_HUB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "best-of-colours"
+    evaluation = ["--eval_steps", "2", "--eval_num_samples", "44", "--eval_features", "efficientnet-lite0-40"]
+    evaluation += ["--eval_num_inference_steps", "1", "--eval_batch_size", "22", "--save_images_epochs", "100"]
+    code = train_main([*folder_args(labelled_folder), "--output_dir", str(out), "--max_train_steps", "2", *evaluation])
+    assert code == 0, capsys.readouterr().err[-3000:]
+    best = json.loads((out / "best" / "model_index.json").read_text())
+    assert best["label_names"] == {"0": "blue", "1": "green", "2": "red"}
+    assert json.loads((out / "best" / "eval_results.json").read_text())["step"] == 2
+    assert DDPMHubPipeline.from_pretrained(out / "best").config.label_names == best["label_names"]
+
+
 def test_resumed_conditional_run_is_bit_identical(labelled_folder, tmp_path):
     # A high dropout rate makes the dropped labels differ from step to step; they must come from the resumed RNG.
     args = [*folder_args(labelled_folder), "--max_train_steps", "5", "--class_dropout_prob", "0.5", "--random_flip",

@@ -174,7 +174,7 @@ def test_checkpoint_on_a_full_disk_ends_with_one_line_and_keeps_the_previous_one
     real_disk = _mount_tmpfs(out, "64m")
     try:
         saved = []
-        real_save = training.save_checkpoint
+        real_save = training.trainer.save_checkpoint
 
         def disk_fills_after_the_first_checkpoint(*args, **kwargs):
             if saved:
@@ -188,7 +188,7 @@ def test_checkpoint_on_a_full_disk_ends_with_one_line_and_keeps_the_previous_one
             saved.append(real_save(*args, **kwargs))
             return saved[-1]
 
-        monkeypatch.setattr(training, "save_checkpoint", disk_fills_after_the_first_checkpoint)
+        monkeypatch.setattr(training.trainer, "save_checkpoint", disk_fills_after_the_first_checkpoint)
         status, lines = train_in_process([*SHORT, "--output_dir", str(out)], capsys)
         monkeypatch.undo()
 

@@ -298,6 +298,14 @@ class StreamedImages:
         readers = num_processes * self._readers_per_process()
         counts = sorted(self.shard_counts)
         least = sum(counts[: len(counts) // readers]) if len(counts) >= readers else sum(counts) // readers
+        if least < batch_size:
+            from ..training.errors import SetupError
+
+            raise SetupError(
+                f"{self.description} has {least} images for some of its {readers} readers ({num_processes} processes x "
+                f"{self._readers_per_process()} workers), fewer than one batch of {batch_size}; lower "
+                "--train_batch_size or --dataloader_num_workers."
+            )
         return self._readers_per_process() * (least // batch_size)
 
     def make_loader(self, accelerator, batch_size: int, seed: int) -> None:
@@ -328,8 +336,6 @@ class StreamedImages:
             )
         self._accelerator, self._batch_size, self._seed = accelerator, batch_size, seed
         self._num_batches = self.num_batches(batch_size, processes)
-        if self._num_batches == 0:
-            raise ValueError(f"{self.description} has fewer images per reader than one batch of {batch_size}.")
         self._dataset = ShardStream(
             self.reader,
             resolution=self.resolution,
@@ -339,7 +345,6 @@ class StreamedImages:
             shuffle_buffer_size=self.shuffle_buffer_size,
             rank=accelerator.process_index,
             num_processes=processes,
-            endless=self._num_batches is None,
         )
 
     def _new_loader(self):
@@ -361,7 +366,7 @@ class StreamedImages:
         resume, self._resume = self._resume, None
         self._dataset.set_epoch(epoch)
         loader, to_skip, done = self._new_loader(), 0, 0
-        if resume is not None and (resume["epoch"] == epoch or self._num_batches is None):
+        if resume is not None and resume["epoch"] == epoch:
             done = resume["batches"]
             if resume.get("loader") is not None:
                 loader.load_state_dict(resume["loader"])
@@ -433,7 +438,7 @@ class StreamedImages:
 
     def reference_images(self, count: int) -> torch.Tensor:
         """The first `count` images of the stream in shard order (centre crops), for FID references."""
-        return first_images(self.reader, count, resolution=self.resolution, channels=self.channels)
+        return first_images(self.reader, count or 10_000, resolution=self.resolution, channels=self.channels)
 
 
 def first_images(reader: StreamReader, count: int, *, resolution: int, channels: int = 3) -> torch.Tensor:
@@ -553,22 +558,3 @@ def open_stream(data, resolution: int, channels: int, accelerator) -> StreamedIm
         shuffle_buffer_size=data.shuffle_buffer_size,
         num_workers=workers,
     )
-
-
-def stream_batches_per_epoch(images: StreamedImages, run, accelerator) -> int:
-    """Batches per process in an epoch of a stream; a stream of unknown length is one endless epoch, which needs
-    `--max_train_steps`."""
-    batches = images.num_batches(run.train_batch_size, accelerator.num_processes)
-    if batches == 0:
-        raise ValueError(
-            f"{images.description} has fewer images per reader ({accelerator.num_processes} processes x "
-            f"{max(1, images.num_workers)} workers) than one batch of {run.train_batch_size}; lower --train_batch_size."
-        )
-    if batches is not None:
-        return batches
-    if run.max_train_steps is None:
-        raise ValueError(
-            f"The length of {images.description} is unknown (no manifest.json beside the shards, which ddpm-hub "
-            "prepare writes), so --num_epochs cannot be counted; pass --max_train_steps."
-        )
-    return run.max_train_steps * run.gradient_accumulation_steps

@@ -1,6 +1,7 @@
 """Quality measured while training: every `--eval_steps` / `--eval_epochs`, the EMA weights are sampled and scored
 against the training data's cached reference statistics; FID/KID go to the trackers and `metrics.jsonl`, and
-whenever FID improves the pipeline is also exported to `<output_dir>/best/`.
+whenever FID improves the trainer exports the pipeline to `<output_dir>/best/` (through its one export path, so
+`best/` is the same pipeline as the final one, class names included) and `save_best` records the score beside it.
 
 The best score and the settings that produced it travel in each checkpoint's `training_state.json`, so a resumed
 run only replaces `best/` with a genuinely better model, measured the same way.
@@ -9,6 +10,7 @@ run only replaces `best/` with a genuinely better model, measured the same way.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +27,17 @@ BEST_DIR = "best"
 BEST_RESULT = "eval_results.json"
 
 
-class _Pixels:
-    """Slices of an `ImageSet` as uint8 tensors, whether it is held in memory or memory-mapped (a `datasets.Dataset`)."""
+@dataclass
+class Evaluation:
+    """The scores of one evaluation, and whether FID improved on the best so far (then the caller saves best/)."""
 
-    def __init__(self, images):
-        from ..data import ImageBatchDataset
+    scores: dict[str, float]  # "fid", "kid_mean", ...
+    improved: bool
 
-        self.batches = ImageBatchDataset(images)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, index: slice):
-        return self.batches.__getitems__(list(range(*index.indices(len(self)))))
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The scores as logged: `eval_fid`, `eval_kid_mean`, ..."""
+        return {f"eval_{k}": v for k, v in self.scores.items()}
 
 
 class Evaluator:
@@ -62,24 +62,31 @@ class Evaluator:
 
     def settings(self) -> dict[str, Any]:
         """What must match for two scores to be compared."""
-        return dict(
-            extractor=self.run.eval_features, num_images=self.run.eval_num_samples, sampler=self.run.eval_sampler,
-            num_inference_steps=self.run.eval_num_inference_steps, seed=self.run.seed,
-        )  # fmt: skip
+        return {
+            "extractor": self.run.eval_features,
+            "num_images": self.run.eval_num_samples,
+            "sampler": self.run.eval_sampler,
+            "num_inference_steps": self.run.eval_num_inference_steps,
+            "seed": self.run.seed,
+        }
 
-    def prepare(self, images, data, resolution: int, device) -> None:
-        """Load the extractor and the reference statistics of the training images (cached); main process only."""
+    def prepare(self, source, data, resolution: int, device) -> None:
+        """Load the extractor and the reference statistics of the training images (cached); main process only.
+
+        `source` is the run's `DataSource` (its `reference_images` are the pixels), `data` its `DataConfig`.
+        """
         if not self.enabled:
             return
         from .reference import reference_statistics
 
         warn_if_few_samples(self.run.eval_num_samples, self.metrics)
         self.extractor = get_extractor(self.run.eval_features, device, self.run.eval_batch_size)
+        images = source.reference_images(None)
         self.reference = reference_statistics(
-            self.extractor, resolution=resolution, channels=images.pixels.shape[1], dataset_name=data.dataset_name,
+            self.extractor, resolution=resolution, channels=images[0:1].shape[1], dataset_name=data.dataset_name,
             train_data_dir=data.train_data_dir, dataset_config_name=data.dataset_config_name,
             image_column=data.image_column, max_images=data.max_train_samples, center_crop=data.center_crop,
-            data_cache_dir=data.cache_dir, images=_Pixels(images),
+            data_cache_dir=data.cache_dir, images=images,
         )  # fmt: skip
 
     def due(self, global_step: int, *, epoch_end: int | None = None, final: bool = False) -> bool:
@@ -94,15 +101,16 @@ class Evaluator:
         return bool(self.run.eval_steps) and global_step % self.run.eval_steps == 0
 
     @torch.no_grad()
-    def evaluate(self, unet, noise_scheduler, global_step: int) -> dict[str, float]:
-        """Sample `unet` (the caller swaps in the EMA weights) and score it; export it to best/ if FID improved.
+    def evaluate(self, unet, noise_scheduler, global_step: int) -> Evaluation:
+        """Sample `unet` (the caller swaps in the EMA weights) and score it; the best score is kept if FID improved.
 
-        Returns the metrics to log, named `eval_fid`, `eval_kid_mean`, ...
+        Returns the scores and whether FID improved (the caller then exports best/ and calls `save_best`).
         """
-        from ..export import export_pipeline
         from ..pipeline_ddpm_hub import DDPMHubPipeline, scheduler_from_name
 
-        pipeline = DDPMHubPipeline(unet=unet, scheduler=scheduler_from_name(self.run.eval_sampler, noise_scheduler.config))
+        pipeline = DDPMHubPipeline(
+            unet=unet, scheduler=scheduler_from_name(self.run.eval_sampler, noise_scheduler.config)
+        )
         pipeline.set_progress_bar_config(disable=True)
         was_training = unet.training
         unet.eval()
@@ -117,12 +125,18 @@ class Evaluator:
             values = score(self.extractor.extract(images), self.reference, self.metrics, seed=self.run.seed)
         self.last_step = global_step
         self.last = {"step": global_step, **values, **self.settings()}
-        if "fid" in values and (self.best is None or values["fid"] < self.best["fid"]):
+        improved = "fid" in values and (self.best is None or values["fid"] < self.best["fid"])
+        if improved:
             self.best = {"fid": values["fid"], "step": global_step, **self.settings()}
-            export_pipeline(unet, noise_scheduler, self.output_dir / BEST_DIR)
-            write_json(self.output_dir / BEST_DIR / BEST_RESULT, {**self.best, "reference": self.reference.source})
-            logger.info("FID improved to %.4g at step %d: saved the pipeline to %s.", values["fid"], global_step, BEST_DIR)
-        return {f"eval_{k}": v for k, v in values.items()}
+        return Evaluation(values, improved)
+
+    def save_best(self, folder: Path | None = None) -> None:
+        """Beside the pipeline just exported to `folder` (`<output_dir>/best`): the best score and how it was measured."""
+        folder = Path(folder) if folder is not None else self.output_dir / BEST_DIR
+        write_json(folder / BEST_RESULT, {**self.best, "reference": self.reference.source})
+        logger.info(
+            "FID improved to %.4g at step %d: saved the pipeline to %s.", self.best["fid"], self.best["step"], BEST_DIR
+        )
 
     def state(self) -> dict[str, Any]:
         """Stored in the checkpoint's training_state.json."""
@@ -152,7 +166,11 @@ class Evaluator:
             f"{settings['extractor']}, {settings['num_images']} samples, {settings['sampler']} "
             f"{settings['num_inference_steps']} steps, reference: {self.reference.source} ({self.reference.num_images} images)"
         )
-        values = {f"final_{k}": round(v, 6) for k, v in self.last.items() if k in ("fid", "kid_mean", "kid_std", "precision", "recall", "inception_score_mean")}
+        values = {
+            f"final_{k}": round(v, 6)
+            for k, v in self.last.items()
+            if k in ("fid", "kid_mean", "kid_std", "precision", "recall", "inception_score_mean")
+        }
         values["final_eval_step"] = self.last["step"]
         if self.best is not None:
             values.update(best_fid=round(self.best["fid"], 6), best_fid_step=self.best["step"])

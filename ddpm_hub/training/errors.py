@@ -1,0 +1,21 @@
+"""The two ways a run ends in a one-line error of its own (besides divergence and write errors)."""
+
+from __future__ import annotations
+
+import contextlib
+
+
+class SetupError(ValueError):
+    """Bad input found before training started: reported in one line, exit status 2."""
+
+
+class PushError(RuntimeError):
+    """Training succeeded and its output is saved, but the Hub upload failed after its retries."""
+
+
+@contextlib.contextmanager
+def reported_as_setup_errors():
+    try:
+        yield
+    except ValueError as error:
+        raise SetupError(str(error)) from error
