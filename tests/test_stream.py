@@ -351,7 +351,7 @@ def test_epochs_of_a_stream_without_manifest_are_refused(shards, tmp_path):
         python=True,
         timeout=900,
     )
-    assert result.returncode == 2 and "pass --max_train_steps" in result.stderr, result.stderr[-3000:]
+    assert result.returncode == 2 and "--max_train_steps" in result.stderr, result.stderr[-3000:]
 
 
 def test_an_interrupted_prepare_leaves_no_partial_shard_and_resumes(tmp_path):

@@ -15,6 +15,9 @@ What does what, and why:
   all readers, which keeps the split disjoint after shuffling). With fewer shards than readers, every reader reads
   all shards and keeps every G-th sample (still disjoint, but each sample is read G times), with a warning.
 - **Shuffling**: shard order per epoch plus a seeded shuffle buffer (`--shuffle_buffer_size`) per reader.
+- **Length**: with a `manifest.json` (written by `ddpm-hub prepare`) every process yields the same number of
+  batches per epoch (the least any reader can count on); without one an epoch is one pass over this process's
+  shards and the run needs `--max_train_steps` (with several processes, give them shards of equal size).
 - **Exact resume**: datasets' `IterableDataset.state_dict` records shard and example positions but drops the
   shuffle buffer's content on resume (its documented limitation), so a resumed run would not see the same next
   samples. Instead each reader's position is `(epoch, samples taken)`, and resuming replays the reader's seeded
