@@ -193,3 +193,25 @@ def test_in_memory_images_are_a_data_source(tmp_path):
     assert reference.dtype == torch.uint8 and tuple(reference.shape) == (20, 3, 16, 16)
     model_input = images.to_model_input(reference[:4], random_flip=False)
     assert model_input.min() >= -1 and model_input.max() <= 1 and model_input.dtype == torch.float32
+
+
+def test_the_schedule_says_what_side_work_is_due_when():
+    from ddpm_hub.evaluation.during_training import Evaluator
+    from ddpm_hub.training import Schedule, SideWork
+
+    every = ["--logging_steps", "2", "--checkpointing_steps", "3", "--save_images_steps", "4"]
+    every += ["--save_images_epochs", "2", "--save_model_epochs", "1", "--eval_steps", "5"]
+    _, _, run, _ = configs(*every, "--eval_num_samples", "50", "--eval_features", "efficientnet-lite0-40")
+    schedule = Schedule(run, Evaluator(run, "unused"), max_train_steps=7, num_epochs=4)
+    assert schedule.after_step(1) == SideWork()
+    assert schedule.after_step(2) == SideWork(log=True)
+    assert schedule.after_step(3) == SideWork(checkpoint=True)
+    assert schedule.after_step(4) == SideWork(log=True, preview=True)
+    assert schedule.after_step(5) == SideWork(evaluate=True)
+    assert schedule.after_step(7) == SideWork(log=True)  # the last step always logs
+    assert schedule.after_epoch(0, 2) == SideWork(export=True)
+    assert schedule.after_epoch(1, 4) == SideWork(preview=True, export=True)
+    assert schedule.after_epoch(2, 7) == SideWork(preview=True)  # the last epoch previews; the finish exports
+    assert not schedule.finished(6) and schedule.finished(7)
+    streamed = Schedule(run, Evaluator(run, "unused"), max_train_steps=7, num_epochs=None)
+    assert streamed.after_epoch(4, 6) == SideWork(export=True) and streamed.after_epoch(5, 7) == SideWork(preview=True)
