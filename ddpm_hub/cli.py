@@ -7,6 +7,7 @@
     ddpm-hub schedules --output schedules.png
     ddpm-hub eval MODEL --reference DATA [--num_samples 2048] [--metrics fid,kid,pr] [--features efficientnet-lite0]
     ddpm-hub explore [MODEL] [--port 7860] [--host 127.0.0.1] [--share]
+    ddpm-hub prepare SRC OUT [--resolution 64] [--shard_size 1000]
     ddpm-hub distill TEACHER --output_dir OUT [--start_steps 256] [--end_steps 4] [--steps_per_round 2000] [...]
 
 Every subcommand is a dataclass config (`cli_config.py`) parsed by `ddpm_hub.arguments.parse_config`, the parser
@@ -44,6 +45,7 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...]]] = {
 # Subcommands that live in their own module (dispatched at the top of `main`): (name, help) for `ddpm-hub --help`.
 EXTERNAL_COMMANDS: list[tuple[str, str]] = [
     ("distill", "Distill a trained pipeline into a few-step student (progressive distillation)."),
+    ("prepare", "Write WebDataset shards (and a manifest) from an image folder or a data set, for --train_shards."),
 ]
 
 
@@ -64,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         from .distill.command import main as distill_main
 
         return distill_main(argv[1:])
+    if argv[:1] == ["prepare"]:
+        from .data.prepare import main as prepare_main
+
+        return prepare_main(argv[1:])
     # Subcommands in their own modules: one dispatch line each, here (see the module docstring).
     top = build_parser()
     if not argv or argv[0] not in COMMANDS:

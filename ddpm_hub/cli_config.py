@@ -128,7 +128,10 @@ class EvalTarget:
         metadata={"positional": True, "help": "Pipeline folder, Hub repo id, or a folder of already generated images."}
     )
     reference: str = field(
-        metadata={"help": "A folder of images, a built-in set (twemoji, shapes), or a Hub/saved data set."}
+        metadata={
+            "help": "A folder of images, a built-in set (twemoji, shapes), a Hub/saved data set, or WebDataset shards "
+            "(a pattern, folder or URL as for --train_shards: its first --max_reference_images, default 10000, images)."
+        }
     )
     reference_config: str | None = field(
         default=None, metadata={"help": "The reference data set's config, if it has several."}

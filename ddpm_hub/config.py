@@ -165,13 +165,44 @@ class DataConfig:
     random_flip: bool = field(default=False, metadata={"help": "Flip images left-right at random."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on a seeded random subset of this size."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes that decode the images once."})
-    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader workers (batches are cheap tensor slices)."})
+    dataloader_num_workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "DataLoader workers. Default: 0 for in-memory data (batches are cheap tensor slices); for streamed "
+            "data, which they decode, the cores per process minus one (1 to 8)."
+        },
+    )
+    # --- streamed data (issue 17) ---
+    train_shards: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Stream WebDataset tar shards instead of decoding a data set up front: a brace pattern "
+            "('data/train-{000000..000099}.tar'), a glob, a folder, several of those, or an fsspec URL (hf://, s3://). "
+            "Write them with `ddpm-hub prepare`."
+        },
+    )
+    streaming: bool = field(
+        default=False, metadata={"help": "Stream --dataset_name (a Hub or local datasets data set) instead of decoding it up front."}
+    )
+    shuffle_buffer_size: int = field(
+        default=1000, metadata={"help": "Streamed data: samples each reader shuffles among (besides the shard order); 0: none."}
+    )
+
+    @property
+    def is_streamed(self) -> bool:
+        return bool(self.train_shards) or self.streaming
 
     def validate(self) -> None:
         if self.dataset_name is not None and self.train_data_dir is not None:
             raise ValueError("Pass either --dataset_name or --train_data_dir, not both.")
         _positive(self, "max_train_samples", "preprocessing_num_workers")
-        _non_negative(self, "dataloader_num_workers")
+        _non_negative(self, "dataloader_num_workers", "shuffle_buffer_size")
+        if self.train_shards and (self.dataset_name is not None or self.train_data_dir is not None):
+            raise ValueError("Pass either --train_shards or --dataset_name / --train_data_dir, not both.")
+        if self.streaming and (self.train_shards or self.dataset_name is None):
+            raise ValueError("--streaming streams --dataset_name; pass a data set name (or use --train_shards alone).")
+        if self.is_streamed and self.max_train_samples is not None:
+            raise ValueError("--max_train_samples needs the whole data set up front; with a stream use --max_train_steps.")
 
 
 @dataclass

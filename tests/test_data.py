@@ -122,7 +122,7 @@ def test_sets_larger_than_memory_are_read_from_the_mapped_cache(monkeypatch):
     import ddpm_hub.data as data
 
     in_memory = load_images("shapes", resolution=8, max_train_samples=12)
-    monkeypatch.setattr(data, "IN_MEMORY_FRACTION", 0.0)  # as if the decoded set did not fit
+    monkeypatch.setattr(data.images, "IN_MEMORY_FRACTION", 0.0)  # as if the decoded set did not fit
     mapped = load_images("shapes", resolution=8, max_train_samples=12)
     assert not isinstance(mapped.pixels, torch.Tensor)
     batch = data.ImageBatchDataset(mapped).__getitems__([3, 0, 7])

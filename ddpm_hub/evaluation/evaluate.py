@@ -18,6 +18,7 @@ import torch
 
 from ..config import EvalConfig
 from ..data import image_extensions, is_image_file
+from ..data.shards import is_shard_reference
 from . import check_sample_count
 from .features import Features, get_extractor
 from .metrics import frechet_distance, gaussian_statistics, inception_score, kid, precision_recall
@@ -208,8 +209,9 @@ def _check_sources(model: str, reference: str) -> tuple[bool, bool]:
         raise ValueError(
             f"MODEL {model!r} is neither a pipeline folder (no model_index.json) nor a folder of images."
         )
-    reference_is_folder = Path(reference).exists() and is_image_folder(reference)
-    if Path(reference).is_file():
+    shards = is_shard_reference(reference)
+    reference_is_folder = Path(reference).exists() and is_image_folder(reference) and not shards
+    if Path(reference).is_file() and not shards:
         raise ValueError(f"--reference {reference!r} is a file; give a folder of images, a built-in set or a data set id.")
     if reference_is_folder and not has_images(Path(reference)):
         raise ValueError(

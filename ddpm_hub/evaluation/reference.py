@@ -20,6 +20,10 @@ from typing import Any
 import numpy as np
 
 from ..data import is_image_file, load_images, load_source, twemoji_dir
+from ..data.shards import is_shard_reference, resolve_shards, shards_fingerprint
+from ..data.stream import first_images, open_webdataset
+
+STREAM_REFERENCE_IMAGES = 10_000  # a streamed --reference without --max_reference_images: its first 10k images
 from ..files import atomic_file
 from .features import FeatureExtractor
 from .metrics import gaussian_statistics
@@ -73,6 +77,8 @@ def is_image_folder(path: str | os.PathLike) -> bool:
 def data_fingerprint(dataset_name: str | None, train_data_dir: str | None, dataset_config_name: str | None = None,
                      cache_dir: str | None = None) -> tuple[str, str]:  # fmt: skip
     """(description, fingerprint) of the data named like training's --dataset_name / --train_data_dir."""
+    if dataset_name is not None and is_shard_reference(dataset_name):  # streamed shards: their manifest's sha256s
+        return shards_fingerprint(dataset_name)
     if train_data_dir is not None:
         if not Path(train_data_dir).is_dir():
             raise ValueError(f"Reference folder {train_data_dir!r} is not a folder.")
@@ -136,6 +142,11 @@ def reference_statistics(
         except (OSError, ValueError, KeyError) as error:
             logger.warning("Ignoring unreadable reference cache %s: %s", cache_file, error)
 
+    if images is None and dataset_name is not None and is_shard_reference(dataset_name):
+        # A stream's first N images (in shard order, centre crops): nothing is decoded beyond them.
+        reader = open_webdataset(resolve_shards(dataset_name), image_column=image_column)
+        count = max_images or STREAM_REFERENCE_IMAGES
+        images = first_images(reader, count, resolution=resolution, channels=channels)
     if images is None:
         images = load_images(
             dataset_name, dataset_config_name=dataset_config_name, train_data_dir=train_data_dir,

@@ -64,7 +64,7 @@ class InMemoryImages:
             class_conditional=data.class_conditional,
             class_column=data.class_column,
         )
-        return cls(images, num_workers=data.dataloader_num_workers)
+        return cls(images, num_workers=data.dataloader_num_workers or 0)  # None: 0 for in-memory data
 
     def __len__(self) -> int:
         return len(self.images)

@@ -31,6 +31,7 @@ from ..checkpointing import SignalStop, load_checkpoint, resolve_checkpoint, sav
 from ..config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
 from ..data import split_batch
 from ..defaults import resolve_defaults, tracker_hparams
+from ..data.stream import open_stream
 from ..evaluation.during_training import BEST_DIR, Evaluator
 from ..export import ema_weights, export_pipeline, sample_grid
 from ..files import NonFiniteWeightsError, WriteError, save_image, write_json
@@ -187,6 +188,13 @@ class Trainer:
         if self.given_data is not None:
             return self.given_data
         channels = self.plan.unet_config.get("in_channels", 3)
+        if self.configs.data.is_streamed:  # --train_shards, --dataset_name --streaming (ddpm_hub.data.stream)
+            if self.evaluator.enabled:  # its reference cache is keyed by --dataset_name / --train_data_dir
+                raise SetupError(
+                    "--eval_steps/--eval_epochs are not available with streamed data yet; evaluate the saved model "
+                    "afterwards: ddpm-hub eval OUTPUT_DIR --reference SHARDS."
+                )
+            return open_stream(self.configs.data, self.plan.resolution, channels, self.accelerator)
         return InMemoryImages.load(
             self.configs.data, resolution=self.plan.resolution, channels=channels, seed=self.run_config.seed
         )

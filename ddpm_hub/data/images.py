@@ -22,7 +22,7 @@ import PIL.Image
 import PIL.ImageOps
 import torch
 
-from .labels import LABEL_COLUMN, attach_labels
+from ..labels import LABEL_COLUMN, attach_labels
 
 logger = logging.getLogger(__name__)
 
@@ -371,6 +371,34 @@ def load_images(
     (torch.Size([4009, 3, 32, 32]), 0)
     ```
     """
+    index = decoded_index_path(
+        dataset_name, train_data_dir, cache_dir,
+        dict(dataset_config_name=dataset_config_name, image_column=image_column, resolution=resolution,
+             channels=channels, center_crop=center_crop, max_train_samples=max_train_samples, seed=seed,
+             class_conditional=class_conditional, class_column=class_column),
+    )
+    decoded = read_decoded_index(index)
+    if decoded is None:
+        decoded = _decode(
+            dataset_name, dataset_config_name, train_data_dir, image_column, cache_dir, resolution, channels,
+            center_crop, max_train_samples, seed, num_proc, class_conditional, class_column,
+        )
+        write_decoded_index(index, *decoded)
+    processed, num_skipped, label_names, source = decoded
+    labels = None
+    if label_names is not None:
+        labels = torch.tensor(processed[LABEL_COLUMN], dtype=torch.long)  # one small int64 vector, always in memory
+    # An explicit dtype keeps uint8: datasets' formatters widen integers to int64 (8x the memory) by default.
+    processed = processed.with_format("torch", columns=["pixels"], dtype=torch.uint8)
+    nbytes = len(processed) * channels * resolution * resolution
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+    pixels = processed[:]["pixels"] if nbytes <= IN_MEMORY_FRACTION * physical else processed
+    return ImageSet(pixels=pixels, num_skipped=num_skipped, source=source, labels=labels, label_names=label_names)
+
+
+def _decode(dataset_name, dataset_config_name, train_data_dir, image_column, cache_dir, resolution, channels,
+            center_crop, max_train_samples, seed, num_proc, class_conditional, class_column):
+    """`(processed, num_skipped, label_names, source)`: the decoded set, as `datasets.map` caches it."""
     import datasets
 
     dataset, source = load_source(dataset_name, dataset_config_name, train_data_dir, cache_dir)
@@ -413,15 +441,7 @@ def load_images(
         raise ValueError(f"None of the {len(dataset)} files of {source} could be read as an image.")
     if num_skipped:
         logger.warning("Skipped %d of %d images of %s that could not be read.", num_skipped, len(dataset), source)
-    labels = None
-    if label_names is not None:
-        labels = torch.tensor(processed[LABEL_COLUMN], dtype=torch.long)  # one small int64 vector, always in memory
-    # An explicit dtype keeps uint8: datasets' formatters widen integers to int64 (8x the memory) by default.
-    processed = processed.with_format("torch", columns=["pixels"], dtype=torch.uint8)
-    nbytes = len(processed) * channels * resolution * resolution
-    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
-    pixels = processed[:]["pixels"] if nbytes <= IN_MEMORY_FRACTION * physical else processed
-    return ImageSet(pixels=pixels, num_skipped=num_skipped, source=source, labels=labels, label_names=label_names)
+    return processed, num_skipped, label_names, source
 
 
 def augment(batch: torch.Tensor, random_flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -431,3 +451,83 @@ def augment(batch: torch.Tensor, random_flip: bool, generator: torch.Generator |
         flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
     return images
+
+
+# --- warm start of image folders (issue 17) ---
+# `load_dataset("imagefolder")` resolves its data files on every run: 68 split patterns, each a glob over the
+# folder (670k stat calls for 10k files, about 4 minutes on a loaded 2-core machine), before `map` finds its cache.
+# An index keyed by the folder's listing (names, sizes, modification times) and the decode settings names the
+# cached Arrow files of the decoded set, so a warm run reads them directly.
+DECODED_INDEX_VERSION = 1
+
+
+def _listing_digest(folder: Path) -> str:
+    """sha256 of the visible files of `folder` (relative path, size, mtime), by `os.scandir` (one stat per file)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(name for name in dirs if not name.startswith((".", "__")))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            stat = os.stat(os.path.join(root, name))
+            digest.update(f"{os.path.relpath(os.path.join(root, name), folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def decoded_index_path(dataset_name, train_data_dir, cache_dir, settings: dict) -> Path | None:
+    """Where the index of a decoded image folder (`--train_data_dir` or the built-in twemoji) is kept, else `None`."""
+    import hashlib
+    import json
+
+    import datasets
+
+    if train_data_dir is not None and Path(train_data_dir).is_dir():
+        folder = Path(train_data_dir)
+    elif train_data_dir is None and dataset_name in (None, "twemoji") and not os.path.exists("twemoji"):
+        try:
+            folder = twemoji_dir()
+        except ValueError:
+            return None
+    else:
+        return None
+    key = json.dumps(
+        {"version": DECODED_INDEX_VERSION, "folder": str(folder.resolve()), "listing": _listing_digest(folder), **settings},
+        sort_keys=True,
+    )
+    root = Path(cache_dir) if cache_dir is not None else Path(datasets.config.HF_DATASETS_CACHE)
+    return root / "ddpm_hub_decoded" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+
+def read_decoded_index(index: Path | None):
+    """`(processed, num_skipped, label_names, source)` from a valid index, else `None` (decode again)."""
+    import json
+
+    import datasets
+
+    if index is None or not index.is_file():
+        return None
+    try:
+        entry = json.loads(index.read_text())
+        files = [Path(name) for name in entry["cache_files"]]
+        if not files or not all(path.is_file() for path in files):
+            return None
+        parts = [datasets.Dataset.from_file(str(path)) for path in files]
+        processed = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    except (OSError, ValueError, KeyError) as error:
+        logger.warning("Ignoring the decoded-set index %s: %s", index, error)
+        return None
+    if entry["num_skipped"]:
+        logger.warning("Skipped %d images of %s that could not be read.", entry["num_skipped"], entry["source"])
+    return processed, entry["num_skipped"], entry["label_names"], entry["source"]
+
+
+def write_decoded_index(index: Path | None, processed, num_skipped: int, label_names, source: str) -> None:
+    from ..files import write_json
+
+    files = [entry["filename"] for entry in processed.cache_files]
+    if index is None or not files:  # an in-memory result (no cache): nothing to point at
+        return
+    index.parent.mkdir(parents=True, exist_ok=True)
+    write_json(index, {"cache_files": files, "num_skipped": num_skipped, "label_names": label_names, "source": source})

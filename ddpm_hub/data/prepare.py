@@ -1,0 +1,207 @@
+"""`ddpm-hub prepare SRC OUT`: write WebDataset shards for `--train_shards` from an image folder, a `datasets` data
+set or a built-in set.
+
+    ddpm-hub prepare shapes data/shapes --resolution 32 --shard_size 128
+    ddpm-hub prepare ./photos data/photos --resolution 64
+    train_unconditional.py --train_shards "data/photos/train-{000000..000009}.tar" --max_train_steps 1000
+
+Each sample is `KEY.png` (8-bit RGB or L, converted as for training: alpha on white, 16-bit rescaled, CMYK, EXIF
+orientation) and, when the source has labels, `KEY.cls` (the class id). Images are resized and cropped to
+`--resolution` (or kept as they are with `--resolution 0`), so workers only decode. Every shard is written to a
+temporary file and renamed, and the progress is recorded after each one: an interrupted prepare leaves no partial
+shard, and running the same command again resumes after the last finished shard. `manifest.json` (written last)
+holds the counts, resolution, source, label names and each shard's sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import sys
+import tarfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..files import atomic_file, write_json
+from .images import TWEMOJI_SOURCE, find_image_column, load_source, open_image, resize_and_crop, to_model_mode
+from .shards import MANIFEST_FORMAT, MANIFEST_NAME
+
+logger = logging.getLogger(__name__)
+PROGRESS_NAME = "prepare-progress.json"
+
+
+@dataclass
+class PrepareConfig:
+    """`ddpm-hub prepare SRC OUT`: shards for `--train_shards`."""
+
+    source: str = field(
+        metadata={"help": "SRC: an image folder, a datasets data set (Hub id or local), or twemoji/shapes."}
+    )
+    output_dir: str = field(metadata={"help": "OUT: the folder the shards and manifest.json are written to."})
+    resolution: int = field(
+        default=64,
+        metadata={"help": "Resize the shorter side and crop a square of this size; 0 keeps images as they are."},
+    )
+    center_crop: bool = field(default=False, metadata={"help": "Crop the centre instead of a seeded random square."})
+    channels: int = field(default=3, metadata={"help": "3 (RGB) or 1 (grayscale)."})
+    shard_size: int = field(
+        default=1000, metadata={"help": "Images per shard (use at least processes x workers shards)."}
+    )
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "The data set's config, if it has several."}
+    )
+    image_column: str | None = field(default=None, metadata={"help": "Column holding the images (default: image)."})
+    class_column: str | None = field(
+        default=None,
+        metadata={"help": "Store this column's classes as .cls labels (default: the 'label' column, if any)."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the random crops."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where datasets are cached."})
+
+    def validate(self) -> None:
+        if self.resolution < 0:
+            raise ValueError(f"--resolution must be 0 (keep) or positive, got {self.resolution}.")
+        if self.shard_size <= 0:
+            raise ValueError(f"--shard_size must be positive, got {self.shard_size}.")
+        if self.channels not in (1, 3):
+            raise ValueError(f"--channels must be 1 or 3, got {self.channels}.")
+
+
+def _open_source(config: PrepareConfig):
+    """`(dataset, image column, label names or None, description)` of SRC."""
+    from ..labels import LABEL_COLUMN, attach_labels
+
+    is_folder = Path(config.source).is_dir() and not (Path(config.source) / "state.json").is_file()
+    is_folder = is_folder and not (Path(config.source) / "dataset_dict.json").is_file()
+    dataset, description = load_source(
+        None if is_folder else config.source,
+        config.dataset_config_name,
+        config.source if is_folder else None,
+        config.cache_dir,
+    )
+    column = find_image_column(dataset, config.image_column)
+    label_names = None
+    if config.class_column is not None or LABEL_COLUMN in dataset.column_names:
+        dataset, label_names = attach_labels(
+            dataset, class_column=config.class_column, image_column=column, twemoji=description == TWEMOJI_SOURCE
+        )
+    import datasets
+
+    if isinstance(dataset.features[column], datasets.Image):
+        dataset = dataset.cast_column(column, datasets.Image(decode=False))
+    return dataset, column, label_names, description
+
+
+def _png(config: PrepareConfig, entry, index: int) -> bytes:
+    image = to_model_mode(open_image(entry), config.channels)
+    if config.resolution:
+        image = resize_and_crop(
+            image, config.resolution, config.center_crop, np.random.default_rng([config.seed, index])
+        )
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(payload), 0, 0o644  # reproducible shards: same input, same sha256
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def write_shard(config: PrepareConfig, dataset, column: str, labelled: bool, start: int, path: Path) -> dict:
+    """Write images `start ... start + shard_size` of `dataset` to the tar `path` atomically; its manifest entry."""
+    from ..labels import LABEL_COLUMN
+
+    rows = dataset[start : start + config.shard_size]
+    written, skipped = 0, 0
+    with atomic_file(path) as tmp:
+        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for offset, entry in enumerate(rows[column]):
+                index = start + offset
+                try:
+                    payload = _png(config, entry, index)
+                except Exception as error:  # noqa: BLE001 (unreadable files are skipped and counted, never fatal)
+                    logger.warning(
+                        "Skipping unreadable image %s: %s",
+                        entry.get("path") if isinstance(entry, dict) else index,
+                        error,
+                    )
+                    skipped += 1
+                    continue
+                _add(tar, f"{index:09d}.png", payload)
+                if labelled:
+                    _add(tar, f"{index:09d}.cls", str(int(rows[LABEL_COLUMN][offset])).encode())
+                written += 1
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    return {"name": path.name, "num_images": written, "num_skipped": skipped, "sha256": digest}
+
+
+def prepare(config: PrepareConfig) -> dict:
+    """Write the shards and manifest of `config`; resumes an interrupted run with the same settings. Returns the manifest."""
+    out = Path(config.output_dir)
+    settings = {key: value for key, value in asdict(config).items() if key not in ("output_dir", "cache_dir")}
+    if (out / MANIFEST_NAME).is_file():
+        manifest = json.loads((out / MANIFEST_NAME).read_text())
+        if manifest.get("settings") == settings:
+            logger.info("%s already holds these shards (manifest.json); nothing to do.", out)
+            return manifest
+        raise ValueError(f"{out} already holds shards made with other settings ({MANIFEST_NAME}); choose another OUT.")
+    dataset, column, label_names, description = _open_source(config)
+    if len(dataset) == 0:
+        raise ValueError(f"The source {config.source!r} is empty.")
+    progress_path = out / PROGRESS_NAME
+    done: list[dict] = []
+    if progress_path.is_file():
+        progress = json.loads(progress_path.read_text())
+        if progress.get("settings") == settings:
+            done = [entry for entry in progress["shards"] if (out / entry["name"]).is_file()]
+            logger.info("Resuming: %d shards of %s were written already.", len(done), out)
+    for stale in out.glob(".train-*.tar.*.tmp"):  # left by a killed writer; never a shard
+        stale.unlink()
+    num_shards = -(-len(dataset) // config.shard_size)
+    width = max(6, len(str(num_shards - 1)))
+    for number in range(len(done), num_shards):
+        path = out / f"train-{number:0{width}d}.tar"
+        done.append(write_shard(config, dataset, column, label_names is not None, number * config.shard_size, path))
+        write_json(progress_path, {"settings": settings, "shards": done})
+        logger.info("Wrote %s (%d images).", path, done[-1]["num_images"])
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "source": description,
+        "resolution": config.resolution or None,
+        "channels": config.channels,
+        "num_images": sum(entry["num_images"] for entry in done),
+        "num_skipped": sum(entry["num_skipped"] for entry in done),
+        "label_names": label_names,
+        "settings": settings,
+        "shards": done,
+    }
+    write_json(out / MANIFEST_NAME, manifest)
+    progress_path.unlink(missing_ok=True)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..arguments import one_line, parse_config
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    positional = [arg for arg in argv[:2] if not arg.startswith("-")]
+    if len(positional) == 2:  # `prepare SRC OUT` as well as `prepare --source SRC --output_dir OUT`
+        argv = ["--source", argv[0], "--output_dir", argv[1], *argv[2:]]
+    (config,) = parse_config([PrepareConfig], argv, prog="ddpm-hub prepare", description=__doc__.split("\n\n")[0])
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        manifest = prepare(config)
+    except ValueError as error:
+        print(f"ddpm-hub prepare: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    print(
+        f"{manifest['num_images']} images in {len(manifest['shards'])} shards of {config.output_dir} "
+        f"({manifest['num_skipped']} unreadable files skipped)."
+    )
+    return 0

@@ -1,0 +1,161 @@
+"""Where WebDataset shards are: `--train_shards` patterns resolved to a list of tar files, and their manifest.
+
+A pattern is a brace range (`data/train-{000000..000099}.tar`, as webdataset writes them), a glob, a folder (its
+`*.tar` files), several of those, or any fsspec URL (`hf://datasets/org/name/train-{000000..000009}.tar`,
+`s3://bucket/shards/`). Local shards are all checked before training; for a URL the first shard (and the
+manifest, when there is one) are, so a typo or an unreachable host is one clear line, not a worker traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "ddpm-hub-shards/1"
+_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+_CHOICE = re.compile(r"\{([^{}]*,[^{}]*)\}")
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """`a-{000..002}.tar` -> `a-000.tar a-001.tar a-002.tar` (zero padding kept); `{x,y}` -> both."""
+    match = _RANGE.search(pattern)
+    if match:
+        first, last = match.group(1), match.group(2)
+        width = len(first) if first.startswith("0") else 0
+        numbers = range(int(first), int(last) + 1)
+        return [
+            name
+            for n in numbers
+            for name in expand_braces(pattern[: match.start()] + str(n).zfill(width) + pattern[match.end() :])
+        ]
+    match = _CHOICE.search(pattern)
+    if match:
+        return [
+            name
+            for choice in match.group(1).split(",")
+            for name in expand_braces(pattern[: match.start()] + choice + pattern[match.end() :])
+        ]
+    return [pattern]
+
+
+def _filesystem(url: str):
+    import fsspec
+
+    return fsspec.core.url_to_fs(url)
+
+
+def _resolve_one(pattern: str) -> list[str]:
+    is_url = "://" in pattern
+    names = expand_braces(pattern)
+    if len(names) > 1 or (pattern.endswith(".tar") and not any(char in pattern for char in "*?[")):
+        if not is_url:
+            missing = [name for name in names if not _is_file(name)]
+            if missing:
+                raise ValueError(
+                    f"--train_shards: shard {missing[0]} does not exist ({len(missing)} of {len(names)} missing)."
+                )
+        return names
+    fs, path = _filesystem(pattern)
+    if any(char in path for char in "*?["):
+        found = sorted(fs.glob(path))
+    elif fs.isdir(path):
+        found = sorted(name for name in fs.ls(path, detail=False) if str(name).endswith(".tar"))
+    else:
+        raise ValueError(
+            f"--train_shards {pattern!r} is not a .tar file, a folder, a glob or a brace pattern that exists."
+        )
+    if not found:
+        raise ValueError(f"--train_shards {pattern!r} matches no .tar shard.")
+    return [fs.unstrip_protocol(name) if is_url else str(name) for name in found]
+
+
+def _is_file(path: str) -> bool:
+    import os
+
+    return os.path.isfile(path)
+
+
+def resolve_shards(patterns: str | Sequence[str]) -> list[str]:
+    """The shard paths or URLs named by `patterns`, in order; raises `ValueError` with one sentence if any is missing,
+    a pattern matches nothing, or a remote location cannot be reached."""
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    shards: list[str] = []
+    try:
+        for pattern in patterns:
+            shards.extend(_resolve_one(str(pattern)))
+        remote = [shard for shard in shards if "://" in shard]
+        if remote:
+            fs, path = _filesystem(remote[0])
+            try:
+                fs.info(path)  # raises the backend's own error (offline, refused, 401); `exists` would hide it
+            except FileNotFoundError as error:
+                raise ValueError(f"--train_shards: shard {remote[0]} does not exist.") from error
+    except ValueError:
+        raise
+    except Exception as error:  # fsspec raises its backends' own errors: offline, refused, 401, unknown protocol
+        message = " ".join(str(error).split())[:300]
+        raise ValueError(
+            f"--train_shards {' '.join(patterns)!r} could not be read: {type(error).__name__}: {message}"
+        ) from error
+    if not shards:
+        raise ValueError("--train_shards names no shard.")
+    return shards
+
+
+def shard_folder(shard: str) -> str:
+    return shard.rsplit("/", 1)[0] if "/" in shard else "."
+
+
+def shard_name(shard: str) -> str:
+    return shard.rsplit("/", 1)[-1]
+
+
+def read_manifest(shards: Sequence[str]) -> dict[str, Any] | None:
+    """The `manifest.json` written by `ddpm-hub prepare` beside the first shard, if there is one and it lists every
+    shard (its per-shard counts give the length of an epoch); `None` otherwise."""
+    import fsspec
+
+    url = f"{shard_folder(shards[0])}/{MANIFEST_NAME}"
+    try:
+        with fsspec.open(url, "r") as handle:
+            manifest = json.load(handle)
+    except (FileNotFoundError, json.JSONDecodeError, IsADirectoryError):
+        return None
+    except Exception:  # noqa: BLE001 (an unreachable manifest only costs the epoch length; the shards were checked already)
+        return None
+    listed = {entry["name"] for entry in manifest.get("shards", [])}
+    if not all(shard_name(shard) in listed for shard in shards):
+        return None
+    return manifest
+
+
+def shard_counts(shards: Sequence[str], manifest: dict[str, Any] | None) -> list[int] | None:
+    """Images in each of `shards` by the manifest, or `None` without one."""
+    if manifest is None:
+        return None
+    counts = {entry["name"]: int(entry["num_images"]) for entry in manifest["shards"]}
+    return [counts[shard_name(shard)] for shard in shards]
+
+
+def is_shard_reference(value: str) -> bool:
+    """Whether `value` (an `--reference` or data argument) names WebDataset shards rather than images or a data set."""
+    import os
+
+    text = str(value)
+    if text.endswith(".tar") or (".tar" in text and any(char in text for char in "{*?")):
+        return True
+    return os.path.isdir(text) and os.path.isfile(os.path.join(text, MANIFEST_NAME))
+
+
+def shards_fingerprint(value: str) -> tuple[str, str]:
+    """`(description, fingerprint)` of shards: the manifest's sha256s, else the shard names (for a reference cache)."""
+    import hashlib
+
+    shards = resolve_shards(value)
+    manifest = read_manifest(shards)
+    parts = [entry["sha256"] for entry in manifest["shards"]] if manifest is not None else shards
+    return f"{len(shards)} shards of {shard_folder(shards[0])}", hashlib.sha256("\n".join(parts).encode()).hexdigest()
