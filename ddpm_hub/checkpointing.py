@@ -258,7 +258,7 @@ class SignalStop:
         self.received = signal.Signals(signum).name
         logger.warning("Received %s: saving a checkpoint at the end of this step, then stopping.", self.received)
 
-    def __enter__(self) -> "SignalStop":
+    def __enter__(self) -> SignalStop:
         if threading.current_thread() is threading.main_thread():
             for sig in self.signals:
                 self._previous[sig] = signal.signal(sig, self._handle)

@@ -54,13 +54,18 @@ class ModelConfig:
 
     model: str = field(default="small", metadata={"help": f"UNet preset: {', '.join(PRESETS)}."})
     model_config_name_or_path: str | None = field(
-        default=None, metadata={"help": "A UNet2DModel config (config.json, its folder, a pipeline folder or Hub id); replaces --model."}
+        default=None,
+        metadata={
+            "help": "A UNet2DModel config (config.json, its folder, a pipeline folder or Hub id); replaces --model."
+        },
     )
     pretrained_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Fine-tune the UNet (and keep the noise schedule) of this pipeline folder or Hub id."}
+        default=None,
+        metadata={"help": "Fine-tune the UNet (and keep the noise schedule) of this pipeline folder or Hub id."},
     )
     resolution: int | None = field(
-        default=None, metadata={"help": "Image size in pixels. Default: the preset's (small: 32, ddpm-64: 64, cats-128: 128)."}
+        default=None,
+        metadata={"help": "Image size in pixels. Default: the preset's (small: 32, ddpm-64: 64, cats-128: 128)."},
     )
     model_channels: int | None = field(default=None, metadata={"help": "Override: channels of the first level."})
     channel_mult: list[int] | None = field(default=None, metadata={"help": "Override: channel multiplier per level."})
@@ -85,10 +90,12 @@ class ModelConfig:
         },
     )
     rescale_betas_zero_snr: bool = field(
-        default=False, metadata={"help": "Rescale the schedule to zero terminal SNR (Lin et al. 2023); use with v_prediction."}
+        default=False,
+        metadata={"help": "Rescale the schedule to zero terminal SNR (Lin et al. 2023); use with v_prediction."},
     )
     snr_gamma: float = field(
-        default=5.0, metadata={"help": "Min-SNR loss weighting gamma (Hang et al. 2023: 5 trains ~3x faster); 0 turns it off."}
+        default=5.0,
+        metadata={"help": "Min-SNR loss weighting gamma (Hang et al. 2023: 5 trains ~3x faster); 0 turns it off."},
     )
     class_dropout_prob: float = field(
         default=0.1,
@@ -148,7 +155,9 @@ class DataConfig:
         },
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's config, if it has several."})
-    train_data_dir: str | None = field(default=None, metadata={"help": "A folder of images (read with datasets' imagefolder)."})
+    train_data_dir: str | None = field(
+        default=None, metadata={"help": "A folder of images (read with datasets' imagefolder)."}
+    )
     image_column: str | None = field(default=None, metadata={"help": "Column holding the images (default: image)."})
     class_conditional: bool = field(
         default=False,
@@ -158,13 +167,20 @@ class DataConfig:
         },
     )
     class_column: str | None = field(
-        default=None, metadata={"help": "Condition on the classes in this column (names or integer ids); implies --class_conditional."}
+        default=None,
+        metadata={
+            "help": "Condition on the classes in this column (names or integer ids); implies --class_conditional."
+        },
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Where datasets and models are cached."})
     center_crop: bool = field(default=False, metadata={"help": "Crop the centre instead of a random square."})
     random_flip: bool = field(default=False, metadata={"help": "Flip images left-right at random."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Train on a seeded random subset of this size."})
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes that decode the images once."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Train on a seeded random subset of this size."}
+    )
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Processes that decode the images once."}
+    )
     dataloader_num_workers: int | None = field(
         default=None,
         metadata={
@@ -182,10 +198,12 @@ class DataConfig:
         },
     )
     streaming: bool = field(
-        default=False, metadata={"help": "Stream --dataset_name (a Hub or local datasets data set) instead of decoding it up front."}
+        default=False,
+        metadata={"help": "Stream --dataset_name (a Hub or local datasets data set) instead of decoding it up front."},
     )
     shuffle_buffer_size: int = field(
-        default=1000, metadata={"help": "Streamed data: samples each reader shuffles among (besides the shard order); 0: none."}
+        default=1000,
+        metadata={"help": "Streamed data: samples each reader shuffles among (besides the shard order); 0: none."},
     )
 
     @property
@@ -202,7 +220,9 @@ class DataConfig:
         if self.streaming and (self.train_shards or self.dataset_name is None):
             raise ValueError("--streaming streams --dataset_name; pass a data set name (or use --train_shards alone).")
         if self.is_streamed and self.max_train_samples is not None:
-            raise ValueError("--max_train_samples needs the whole data set up front; with a stream use --max_train_steps.")
+            raise ValueError(
+                "--max_train_samples needs the whole data set up front; with a stream use --max_train_steps."
+            )
 
 
 @dataclass
@@ -214,7 +234,9 @@ class EvalConfig:
     )
     sampler: str = field(default="ddim", metadata={"help": f"Sampler for the scored images: {', '.join(SAMPLERS)}."})
     num_inference_steps: int = field(default=50, metadata={"help": "Sampling steps for the scored images."})
-    metrics: str = field(default="fid,kid,pr", metadata={"help": "Comma-separated: fid, kid, pr (precision/recall), is."})
+    metrics: str = field(
+        default="fid,kid,pr", metadata={"help": "Comma-separated: fid, kid, pr (precision/recall), is."}
+    )
     features: str = field(
         default=EFFICIENTNET,
         metadata={
@@ -239,33 +261,50 @@ class EvalConfig:
 def _eval_field(name: str, **changes):
     """TrainConfig's `--eval_<name>`: EvalConfig's field (default and help) under the training prefix."""
     source = next(f for f in dataclasses.fields(EvalConfig) if f.name == name)
-    return field(default=changes.get("default", source.default), metadata={"help": changes.get("help", source.metadata["help"])})
+    return field(
+        default=changes.get("default", source.default), metadata={"help": changes.get("help", source.metadata["help"])}
+    )
 
 
 @dataclass
 class TrainConfig:
     """How to run: optimisation, precision, checkpoints, previews and logging."""
 
-    output_dir: str = field(default="ddpm-model", metadata={"help": "Where the pipeline, checkpoints, samples and logs go."})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Start over in an output_dir that holds a run."})
+    output_dir: str = field(
+        default="ddpm-model", metadata={"help": "Where the pipeline, checkpoints, samples and logs go."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start over in an output_dir that holds a run."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed for weights, noise, timesteps, data order and previews."})
     train_batch_size: int = field(default=16, metadata={"help": "Batch size per device."})
     eval_batch_size: int = field(default=16, metadata={"help": "Images in each preview grid."})
     num_epochs: int = field(default=6, metadata={"help": "Passes over the data (ignored if --max_train_steps is set)."})
-    max_train_steps: int | None = field(default=None, metadata={"help": "Optimizer steps to train; overrides --num_epochs."})
+    max_train_steps: int | None = field(
+        default=None, metadata={"help": "Optimizer steps to train; overrides --num_epochs."}
+    )
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
     learning_rate: float | None = field(
-        default=None, metadata={"help": "Peak learning rate after warmup. Default: the preset's (small: 1e-3, ddpm-64: 1e-4), else 1e-4."}
+        default=None,
+        metadata={
+            "help": "Peak learning rate after warmup. Default: the preset's (small: 1e-3, ddpm-64: 1e-4), else 1e-4."
+        },
     )
-    scale_lr: bool = field(default=False, metadata={"help": "Multiply the LR by accumulation x batch size x processes."})
+    scale_lr: bool = field(
+        default=False, metadata={"help": "Multiply the LR by accumulation x batch size x processes."}
+    )
     lr_scheduler: str = field(default="cosine", metadata={"help": f"LR schedule: {', '.join(LR_SCHEDULERS)}."})
-    lr_warmup_steps: int = field(default=100, metadata={"help": "Warmup in optimizer steps (accumulation counted once)."})
+    lr_warmup_steps: int = field(
+        default=100, metadata={"help": "Warmup in optimizer steps (accumulation counted once)."}
+    )
     adam_beta1: float = field(default=0.95, metadata={"help": "AdamW beta1."})
     adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
     adam_weight_decay: float = field(default=1e-6, metadata={"help": "AdamW weight decay."})
     adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Clip gradients to this norm (0 turns clipping off)."})
-    use_ema: bool = field(default=True, metadata={"help": "Keep an EMA of the weights for previews and the saved model."})
+    use_ema: bool = field(
+        default=True, metadata={"help": "Keep an EMA of the weights for previews and the saved model."}
+    )
     ema_inv_gamma: float = field(default=1.0, metadata={"help": "EMA warmup inverse gamma."})
     ema_power: float = field(default=3 / 4, metadata={"help": "EMA warmup power."})
     ema_max_decay: float = field(default=0.9999, metadata={"help": "EMA decay ceiling."})
@@ -274,7 +313,9 @@ class TrainConfig:
     )
     allow_tf32: bool = field(default=False, metadata={"help": "Allow TF32 matmuls on Ampere+ GPUs."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory in the UNet."})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the training step (noise, UNet, loss, backward)."})
+    compile: bool = field(
+        default=False, metadata={"help": "torch.compile the training step (noise, UNet, loss, backward)."}
+    )
     compile_backend: str = field(
         default="inductor", metadata={"help": "torch.compile backend (aot_eager traces without code generation)."}
     )
@@ -294,21 +335,28 @@ class TrainConfig:
     )
     max_nonfinite_steps: int = field(
         default=10,
-        metadata={"help": "Stop after this many consecutive steps skipped for a non-finite loss or gradient (0: never)."},
+        metadata={
+            "help": "Stop after this many consecutive steps skipped for a non-finite loss or gradient (0: never)."
+        },
     )
     enable_xformers_memory_efficient_attention: bool = field(
         default=False, metadata={"help": "Use xformers attention (needs xformers; PyTorch SDPA is used otherwise)."}
     )
-    checkpointing_steps: int = field(default=500, metadata={"help": "Save a resumable checkpoint every N optimizer steps."})
+    checkpointing_steps: int = field(
+        default=500, metadata={"help": "Save a resumable checkpoint every N optimizer steps."}
+    )
     checkpoints_total_limit: int | None = field(default=None, metadata={"help": "Keep at most this many checkpoints."})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": 'A checkpoint folder, or "latest".'})
     save_images_epochs: int = field(default=1, metadata={"help": "Save a preview grid every N epochs."})
     save_images_steps: int | None = field(default=None, metadata={"help": "Also save a preview grid every N steps."})
-    save_model_epochs: int = field(default=10, metadata={"help": "Export the pipeline every N epochs (and at the end)."})
+    save_model_epochs: int = field(
+        default=10, metadata={"help": "Export the pipeline every N epochs (and at the end)."}
+    )
     ddpm_num_inference_steps: int = field(default=50, metadata={"help": "Sampling steps for preview grids."})
     preview_sampler: str = field(default="ddim", metadata={"help": f"Sampler for previews: {', '.join(SAMPLERS)}."})
     eval_steps: int | None = field(
-        default=None, metadata={"help": "Measure sample quality (FID...) of the EMA weights every N steps; keeps the best in best/."}
+        default=None,
+        metadata={"help": "Measure sample quality (FID...) of the EMA weights every N steps; keeps the best in best/."},
     )
     eval_epochs: int | None = field(default=None, metadata={"help": "Measure sample quality every N epochs."})
     eval_num_samples: int = _eval_field("num_samples")
@@ -360,7 +408,9 @@ class TrainConfig:
         if (self.compile_mode or self.compile_cache_dir) and not self.compile:
             raise ValueError("--compile_mode and --compile_cache_dir need --compile.")
         if self.compile_mode and self.compile_backend != "inductor":
-            raise ValueError(f"--compile_mode is for the inductor backend, not --compile_backend {self.compile_backend!r}.")
+            raise ValueError(
+                f"--compile_mode is for the inductor backend, not --compile_backend {self.compile_backend!r}."
+            )
         _one_of("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
         _one_of("preview_sampler", self.preview_sampler, SAMPLERS)
         metrics = self.eval_config().validate(prefix="eval_")

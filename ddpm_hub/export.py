@@ -129,8 +129,10 @@ def export_pipeline(
 def _replace_exported_folder(source: Path, destination: Path) -> None:
     """Move the freshly saved `source` folder onto `destination`, never deleting a file the export did not write."""
     written = {entry.name for entry in source.iterdir()}
-    if not destination.is_dir() or destination.is_symlink() or all(
-        entry.is_file() and not entry.is_symlink() and entry.name in written for entry in destination.iterdir()
+    if (
+        not destination.is_dir()
+        or destination.is_symlink()
+        or all(entry.is_file() and not entry.is_symlink() and entry.name in written for entry in destination.iterdir())
     ):
         replace_directory(source, destination)
         return

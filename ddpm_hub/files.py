@@ -112,8 +112,18 @@ _TORCH_WRITE_FAILURE = ("PytorchStreamWriter failed", "file write failed", "unex
 
 # Errors that mean "this folder cannot take these bytes" (not a missing source file, not the network).
 _WRITE_ERRNOS = {
-    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG, errno.ENAMETOOLONG,
-    errno.ENOTDIR, errno.EISDIR, errno.EMLINK, errno.EXDEV,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EIO,
+    errno.EFBIG,
+    errno.ENAMETOOLONG,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EMLINK,
+    errno.EXDEV,
 }
 
 

@@ -124,7 +124,14 @@ def with_retries(action: Callable[[], T], what: str, attempts: int = RETRY_ATTEM
             if attempt == attempts or not _is_transient(error):
                 raise
             delay = RETRY_DELAY_SECONDS * 2 ** (attempt - 1)
-            logger.warning("%s failed (%s); retrying in %.0fs (attempt %d of %d).", what, _short(error), delay, attempt + 1, attempts)
+            logger.warning(
+                "%s failed (%s); retrying in %.0fs (attempt %d of %d).",
+                what,
+                _short(error),
+                delay,
+                attempt + 1,
+                attempts,
+            )
             time.sleep(delay)
     raise AssertionError("unreachable")
 
@@ -181,7 +188,14 @@ def _links_leaving(folder: Path) -> Callable[[str, list[str]], set[str]]:
 
 
 # Settings that name places on this machine: a reader of the repo needs at most their last part.
-_PATH_SETTINGS = ("output_dir", "train_data_dir", "cache_dir", "logging_dir", "compile_cache_dir", "resume_from_checkpoint")
+_PATH_SETTINGS = (
+    "output_dir",
+    "train_data_dir",
+    "cache_dir",
+    "logging_dir",
+    "compile_cache_dir",
+    "resume_from_checkpoint",
+)
 _ABSOLUTE_PATH = re.compile(r"(?<![\w:/])(?:~|/)[^\s'\"]*")
 
 
@@ -231,7 +245,9 @@ class HubPublisher:
     retries, and returns the commit URL.
     """
 
-    def __init__(self, api: HfApi, repo_id: str, output_dir: Path, revision: str | None = None, push_checkpoints: bool = False):
+    def __init__(
+        self, api: HfApi, repo_id: str, output_dir: Path, revision: str | None = None, push_checkpoints: bool = False
+    ):
         self.api, self.repo_id, self.output_dir = api, repo_id, Path(output_dir)
         self.revision, self.push_checkpoints = revision, push_checkpoints
         self._lock = threading.Lock()
@@ -249,7 +265,7 @@ class HubPublisher:
         private: bool = False,
         revision: str | None = None,
         push_checkpoints: bool = False,
-    ) -> "HubPublisher":
+    ) -> HubPublisher:
         """Check the token, create the repo (private if asked) and the branch; fails fast with a clear error.
 
         `repo_id` may be "name" (in the token's namespace) or "org/name"; it defaults to the folder's name.
@@ -343,7 +359,9 @@ class HubPublisher:
             shutil.copytree(checkpoint, staging / checkpoint.name, copy_function=_link_or_copy)
 
         staging = self._stage(copy_checkpoint)
-        self._upload_later(checkpoint.name, staging, f"Add {checkpoint.name}", revision=CHECKPOINT_BRANCH, delete_patterns=None)
+        self._upload_later(
+            checkpoint.name, staging, f"Add {checkpoint.name}", revision=CHECKPOINT_BRANCH, delete_patterns=None
+        )
 
     def wait(self) -> None:
         worker = self._worker

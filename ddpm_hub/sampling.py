@@ -54,7 +54,11 @@ def generate_grid(
     else:
         rows, columns = len(class_labels), max(2, math.ceil(num_images / len(class_labels)))
         labels = [label for label in class_labels for _ in range(columns)]
-    seeds = [seed + i for i in range(rows * columns)] if labels is None else [seed + j for _ in range(rows) for j in range(columns)]
+    seeds = (
+        [seed + i for i in range(rows * columns)]
+        if labels is None
+        else [seed + j for _ in range(rows) for j in range(columns)]
+    )
     images = pipeline(
         batch_size=rows * columns,
         class_labels=labels,
@@ -117,7 +121,9 @@ def render_grid(
     check_finite_model(pipeline.unet, model)
     pipeline.set_sampler(sampler)
     # Checked before any sampling, so a bad label or scale fails at once with the pipeline's one-line error.
-    pipeline.prepare_class_labels(list(class_labels) if class_labels else None, len(class_labels or [0]), guidance_scale)
+    pipeline.prepare_class_labels(
+        list(class_labels) if class_labels else None, len(class_labels or [0]), guidance_scale
+    )
     if compile:
         pipeline.compile(compile_mode, backend=compile_backend)
     if edit is None:
@@ -155,7 +161,7 @@ class EditInputs:
     @classmethod
     def check(
         cls, *, init_image, strength, mask_image, jump_length, jump_n_sample, interpolate, num_frames
-    ) -> "EditInputs | None":
+    ) -> EditInputs | None:
         """Validate the combination of options and open the images; `None` when no editing option is given."""
         if interpolate is not None:
             if init_image is not None or mask_image is not None or strength is not None:

@@ -54,7 +54,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-
 DEFAULT_TOKEN = "hf_local_test_server_token"
 
 # URL segment -> repo type, as in `/api/datasets/...` and `/datasets/{repo_id}/resolve/...`.
@@ -109,9 +108,7 @@ def needs_lfs(path: str, size: int, sample: bytes) -> bool:
 class HubError(Exception):
     """An error as the Hub reports it: the client picks its exception type from `code` (sent as `X-Error-Code`)."""
 
-    def __init__(
-        self, status: int, message: str, code: str | None = None, headers: Mapping[str, str] | None = None
-    ):
+    def __init__(self, status: int, message: str, code: str | None = None, headers: Mapping[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message

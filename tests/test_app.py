@@ -343,8 +343,10 @@ def test_browser_shows_every_panel_and_the_t_slider_changes_x_t(explore_command,
         return images[0].get_attribute("src") if images and images[0].get_attribute("src") else None
 
     first = _wait(x_t_source, what="the first x_t image")
-    shown = "return [...document.querySelectorAll('#forward-xt img, #forward-strip img')]" \
+    shown = (
+        "return [...document.querySelectorAll('#forward-xt img, #forward-strip img')]"
         ".filter(image => image.naturalWidth > 0).length"
+    )
     _wait(lambda: browser.execute_script(shown) == 2, what="x_t and the strip to be drawn")
     tabs = [tab.get_attribute("textContent").strip() for tab in browser.find_elements(By.CSS_SELECTOR, "[role=tab]")]
     for title in TITLES.values():

@@ -33,7 +33,9 @@ def make_conditional_pipeline(prediction_type: str = "epsilon", seed: int = 0) -
     torch.manual_seed(seed)
     unet = UNet2DModel(**TINY_UNET, num_class_embeds=len(LABELS) + 1).eval()
     torch.nn.init.normal_(unet.class_embedding.weight, std=1.0)  # classes that make a visible difference
-    pipe = DDPMHubPipeline(unet=unet, scheduler=make_noise_scheduler(prediction_type=prediction_type), label_names=LABELS)
+    pipe = DDPMHubPipeline(
+        unet=unet, scheduler=make_noise_scheduler(prediction_type=prediction_type), label_names=LABELS
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -114,7 +116,9 @@ def test_every_kind_of_sampler_takes_labels_and_guidance(sampler):
                   generator=[seeded(0), seeded(1)]).images  # fmt: skip
     assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
     # A list of labels sets the batch size; per-image generators still regenerate one image alone.
-    batch = pipe(class_labels=["cat", "dog"], num_inference_steps=3, output_type="np", generator=[seeded(5), seeded(6)]).images
+    batch = pipe(
+        class_labels=["cat", "dog"], num_inference_steps=3, output_type="np", generator=[seeded(5), seeded(6)]
+    ).images
     alone = pipe(class_labels=["dog"], num_inference_steps=3, output_type="np", generator=[seeded(6)]).images
     assert batch.shape[0] == 2
     np.testing.assert_allclose(alone[0], batch[1], atol=1e-4)
@@ -130,7 +134,11 @@ def test_every_kind_of_sampler_takes_labels_and_guidance(sampler):
         (True, dict(class_labels=-1), r"Class id -1 is out of range"),
         (True, dict(class_labels=1.5), r"must be an id \(int\) or a name \(str\), got 1.5"),
         (True, dict(class_labels=["cat", "dog"], batch_size=3), r"Got 2 `class_labels` for a batch of 3"),
-        (True, dict(class_labels="cat", guidance_scale=-1.0), r"`guidance_scale` must be a finite number >= 0, got -1.0"),
+        (
+            True,
+            dict(class_labels="cat", guidance_scale=-1.0),
+            r"`guidance_scale` must be a finite number >= 0, got -1.0",
+        ),
         (True, dict(class_labels="cat", guidance_scale=float("nan")), r"`guidance_scale` must be a finite number"),
     ],
 )
@@ -179,7 +187,11 @@ for kwargs in (dict(trust_remote_code=True), dict(custom_pipeline=path, trust_re
 
 def test_stock_load_asks_for_remote_code_which_loads_the_full_conditional_pipeline(saved_conditional_dir):
     index = json.loads((saved_conditional_dir / "model_index.json").read_text())
-    assert index["_class_name"] == ["pipeline", "DDPMHubPipeline"] and index["label_names"] == {"0": "cat", "1": "dog", "2": "fish"}
+    assert index["_class_name"] == ["pipeline", "DDPMHubPipeline"] and index["label_names"] == {
+        "0": "cat",
+        "1": "dog",
+        "2": "fish",
+    }
     out = run_python(LOAD_MATRIX.format(path=str(saved_conditional_dir)), without_ddpm_hub=True)
     # A conditional model does not load as a DDPMPipeline that could not pass its labels: diffusers asks for the
     # remote code, and with it (with or without custom_pipeline=) returns the whole pipeline.
@@ -198,7 +210,14 @@ def test_stock_load_asks_for_remote_code_which_loads_the_full_conditional_pipeli
 def test_conditional_pipeline_from_the_hub(hub_server, saved_conditional_dir, tmp_path):
     from test_hub import ddpm_hub_cli, hub_env
 
-    pushed = ddpm_hub_cli("push", str(saved_conditional_dir), "--repo_id", "test-org/colours", env=hub_env(hub_server, tmp_path), cwd=tmp_path)
+    pushed = ddpm_hub_cli(
+        "push",
+        str(saved_conditional_dir),
+        "--repo_id",
+        "test-org/colours",
+        env=hub_env(hub_server, tmp_path),
+        cwd=tmp_path,
+    )
     assert pushed.returncode == 0, pushed.stderr[-3000:]
     remote = run_python(
         "from diffusers import DiffusionPipeline\n"
@@ -225,9 +244,15 @@ def folder_args(folder: Path) -> list[str]:
             "--max_train_samples", "24", "--eval_batch_size", "4"]  # fmt: skip
 
 
-def test_conditional_training_on_sub_folders_saves_label_names_and_generates_per_class(labelled_folder, tmp_path, capsys):
+def test_conditional_training_on_sub_folders_saves_label_names_and_generates_per_class(
+    labelled_folder, tmp_path, capsys
+):
     out = tmp_path / "colours"
-    ok(launch(*folder_args(labelled_folder), "--output_dir", str(out), "--max_train_steps", "3", cwd=tmp_path, python=True))
+    ok(
+        launch(
+            *folder_args(labelled_folder), "--output_dir", str(out), "--max_train_steps", "3", cwd=tmp_path, python=True
+        )
+    )
     index = json.loads((out / "model_index.json").read_text())
     assert index["label_names"] == {"0": "blue", "1": "green", "2": "red"}  # imagefolder's sub-folder names, sorted
     config = json.loads((out / "unet" / "config.json").read_text())
@@ -240,7 +265,9 @@ def test_conditional_training_on_sub_folders_saves_label_names_and_generates_per
 
     pipe = DDPMHubPipeline.from_pretrained(out).set_sampler("ddim")
     pipe.set_progress_bar_config(disable=True)
-    images = pipe(class_labels=["red", "green", "blue"], guidance_scale=2.0, num_inference_steps=2, output_type="np").images
+    images = pipe(
+        class_labels=["red", "green", "blue"], guidance_scale=2.0, num_inference_steps=2, output_type="np"
+    ).images
     assert images.shape == (3, 16, 16, 3) and np.isfinite(images).all()
 
     # The command line: rows for the named classes, ids as digits; unknown names fail in one line, exit 2.
@@ -253,8 +280,11 @@ def test_conditional_training_on_sub_folders_saves_label_names_and_generates_per
     with pytest.raises(SystemExit) as exit:
         cli_main([*command, "--class_label", "purple"])
     assert exit.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
-        "Unknown class label 'purple'; this model knows: blue, green, red."
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .endswith("Unknown class label 'purple'; this model knows: blue, green, red.")
     )
 
 
@@ -280,7 +310,9 @@ def test_resumed_conditional_run_is_bit_identical(labelled_folder, tmp_path):
     ok(launch(*args, "--output_dir", str(straight), cwd=tmp_path, python=True))
     resumed.mkdir()
     shutil.copytree(straight / "checkpoint-2", resumed / "checkpoint-2")
-    result = ok(launch(*args, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True))
+    result = ok(
+        launch(*args, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True)
+    )
     assert "at step 2" in result.stderr
     assert_same_weights(straight / "checkpoint-5" / "model.safetensors", resumed / "checkpoint-5" / "model.safetensors")
     unet = "unet/diffusion_pytorch_model.safetensors"
@@ -290,8 +322,14 @@ def test_resumed_conditional_run_is_bit_identical(labelled_folder, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--dataset_name", "shapes", "--class_conditional"], "--class_conditional needs class labels and this data set has none"),
-        (["--dataset_name", "shapes", "--class_column", "shape"], "--class_column 'shape' is not a column of the data set"),
+        (
+            ["--dataset_name", "shapes", "--class_conditional"],
+            "--class_conditional needs class labels and this data set has none",
+        ),
+        (
+            ["--dataset_name", "shapes", "--class_column", "shape"],
+            "--class_column 'shape' is not a column of the data set",
+        ),
         (["--class_dropout_prob", "1"], r"--class_dropout_prob must lie in \[0, 1\), got 1.0"),
     ],
 )
@@ -311,7 +349,10 @@ def test_fine_tuning_needs_the_same_classes(labelled_folder, saved_pipeline_dir,
     code = train_main([*folder_args(labelled_folder), "--pretrained_model_name_or_path", str(saved_pipeline_dir),
                        "--output_dir", str(tmp_path / "out")])  # fmt: skip
     assert code == 2
-    assert "has no classes (unconditional), the training data 3 classes" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        "has no classes (unconditional), the training data 3 classes"
+        in capsys.readouterr().err.strip().splitlines()[-1]
+    )
 
 
 # --- Label sources ------------------------------------------------------------------------------------------
@@ -343,7 +384,9 @@ def test_class_column_of_a_saved_dataset(tmp_path):
     rng = np.random.default_rng(0)
     pictures = [PIL.Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)) for _ in range(6)]
     saved = tmp_path / "saved"
-    datasets.Dataset.from_dict({"image": pictures, "kind": ["b", "a", "b", "c", "a", "b"], "n": [10, 2, 10, 1, 2, 10]}).save_to_disk(str(saved))
+    datasets.Dataset.from_dict(
+        {"image": pictures, "kind": ["b", "a", "b", "c", "a", "b"], "n": [10, 2, 10, 1, 2, 10]}
+    ).save_to_disk(str(saved))
     by_name = load_images(str(saved), resolution=8, class_column="kind")
     assert by_name.label_names == ["a", "b", "c"] and by_name.labels.tolist() == [1, 0, 1, 2, 0, 1]
     by_number = load_images(str(saved), resolution=8, class_column="n")

@@ -168,9 +168,11 @@ def test_masks_in_every_format_mean_the_same(tiny_pipeline):
         np.kron(mask, np.ones((2, 2), dtype=np.float32)),  # larger masks are resized with the image
     ]
     images = [random_images(1)[0]] * 4 + [torch.nn.functional.interpolate(random_images(1), scale_factor=2)[0]]
-    run = lambda image, mask: tiny_pipeline.inpaint(  # noqa: E731
-        image, mask, generator=seeded(0), num_inference_steps=3, jump_n_sample=1, output_type="np"
-    ).images
+    run = lambda image, mask: (
+        tiny_pipeline.inpaint(  # noqa: E731
+            image, mask, generator=seeded(0), num_inference_steps=3, jump_n_sample=1, output_type="np"
+        ).images
+    )
     results = [run(image, m) for image, m in zip(images, formats)]
     for other in results[1:4]:
         np.testing.assert_array_equal(results[0], other)

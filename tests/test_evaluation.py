@@ -130,7 +130,9 @@ def test_features_from_different_extractors_are_never_compared(tmp_path):
         get_extractor(SMALL), resolution=16, train_data_dir=str(save_shapes(tmp_path / "data", 4)), cache_dir=tmp_path
     )
     images = torch.from_numpy(np.stack([np.asarray(im).transpose(2, 0, 1) for im in draw_shapes(4, size=16, seed=1)]))
-    with pytest.raises(ValueError, match=f"from {SMALL[:-3]}-80 cannot be compared with reference statistics from {SMALL}"):
+    with pytest.raises(
+        ValueError, match=f"from {SMALL[:-3]}-80 cannot be compared with reference statistics from {SMALL}"
+    ):
         score(get_extractor(f"{SMALL[:-3]}-80").extract(images), reference, ("kid",))
     assert score(get_extractor(SMALL).extract(images), reference, ("kid",))["kid_mean"] != 0
 
@@ -190,7 +192,10 @@ def test_eval_cli_inception_score_needs_a_classifier(saved_pipeline_dir, tmp_pat
         (["--features", "clip"], "--features 'clip' is not one of: efficientnet-lite0"),
         (["--metrics", "fid,lpips"], "--metrics 'lpips' is not one of: fid, kid, pr, is"),
         (["--reference", "EMPTY"], "--reference '.*empty' holds no image files"),
-        (["--num_samples", "40"], "--num_samples 40 is too few for FID with efficientnet-lite0-40 .*more than 40 images"),
+        (
+            ["--num_samples", "40"],
+            "--num_samples 40 is too few for FID with efficientnet-lite0-40 .*more than 40 images",
+        ),
         (["--features", "efficientnet-lite0", "--num_samples", "1000"], "1000 is too few for FID .*1280-dimensional"),
         (["--features", "inception", "--metrics", "kid"], "--features inception needs inception-2015-12-05.pt"),
     ],
@@ -250,7 +255,10 @@ def test_training_with_eval_steps_keeps_the_best_model_and_resumes_with_its_scor
     state = json.loads((out / "checkpoint-3" / "training_state.json").read_text())
     assert state["best_fid"]["fid"] == pytest.approx(fids[0]["eval_fid"])
     card_metrics = json.loads((out / "metrics.json").read_text())
-    assert card_metrics["best_fid"] == pytest.approx(fids[0]["eval_fid"], rel=1e-5) and SMALL in card_metrics["eval_settings"]
+    assert (
+        card_metrics["best_fid"] == pytest.approx(fids[0]["eval_fid"], rel=1e-5)
+        and SMALL in card_metrics["eval_settings"]
+    )
     assert "best_fid" in (out / "README.md").read_text()
 
     (out / "best" / "eval_results.json").touch()
@@ -280,13 +288,17 @@ def test_eval_under_accelerate_launch_with_two_processes_matches_one(saved_pipel
     command = [ACCELERATE, "launch", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no", "--multi_gpu", "--main_process_port", str(_free_port()),
                "-m", "ddpm_hub.cli", *args, "--output", str(tmp_path / "two.json")]  # fmt: skip
-    result = subprocess.run(command, cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    result = subprocess.run(
+        command, cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert two["num_images"] == 42 and two["fid"] == pytest.approx(one["fid"], rel=1e-9)
 
 
-def test_an_inception_file_with_the_wrong_digest_is_refused_before_it_is_loaded(tmp_path, monkeypatch, capsys, saved_pipeline_dir):
+def test_an_inception_file_with_the_wrong_digest_is_refused_before_it_is_loaded(
+    tmp_path, monkeypatch, capsys, saved_pipeline_dir
+):
     import torch
 
     wrong = tmp_path / "inception-2015-12-05.pt"

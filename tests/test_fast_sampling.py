@@ -21,7 +21,14 @@ TOLERANCE = dict(rtol=1e-4, atol=1e-4)
 NUM_STEPS = 6  # DPM-Solver++(2M): a first-order step, four second-order ones, a first-order final step
 
 # (sampler, eta): the samplers the device steps cover; eta 1 makes DDIM draw noise at every step.
-DEVICE_SAMPLERS = [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 1.0), ("dpmpp_2m", 0.0), ("dpmpp_2m_karras", 0.0), ("euler", 0.0)]
+DEVICE_SAMPLERS = [
+    ("ddpm", 0.0),
+    ("ddim", 0.0),
+    ("ddim", 1.0),
+    ("dpmpp_2m", 0.0),
+    ("dpmpp_2m_karras", 0.0),
+    ("euler", 0.0),
+]
 
 
 def generators(seeds=(3, 4)) -> list[torch.Generator]:
@@ -100,14 +107,18 @@ def test_trajectory_on_the_device_path_matches_the_scheduler_step():
     ]
     assert runs[0].trajectory_timesteps == runs[1].trajectory_timesteps and len(runs[0].trajectory) == NUM_STEPS
     for name in ("trajectory", "pred_original_trajectory"):
-        torch.testing.assert_close(torch.stack(getattr(runs[0], name)), torch.stack(getattr(runs[1], name)), **TOLERANCE)
+        torch.testing.assert_close(
+            torch.stack(getattr(runs[0], name)), torch.stack(getattr(runs[1], name)), **TOLERANCE
+        )
 
 
 def test_compiled_pipeline_matches_eager_without_recompiling_per_step():
     pipe = make_tiny_pipeline().set_sampler("dpmpp_2m")
-    run = lambda steps: pipe(  # noqa: E731
-        batch_size=2, generator=generators(), num_inference_steps=steps, output_type="pt"
-    ).images
+    run = lambda steps: (
+        pipe(  # noqa: E731
+            batch_size=2, generator=generators(), num_inference_steps=steps, output_type="pt"
+        ).images
+    )
     eager = run(NUM_STEPS)
     pipe.compile(backend="aot_eager")  # traces like inductor, without generating code: seconds, not minutes
     run(1)  # compiles for this batch shape
@@ -123,9 +134,16 @@ def test_sample_cli_compile_gives_the_eager_grid(saved_pipeline_dir, tmp_path, c
     common = ["sample", str(saved_pipeline_dir), "--sampler", "ddim", "--num_inference_steps", "3",
               "--num_images", "2", "--device", "cpu"]  # fmt: skip
     assert ddpm_hub_main([*common, "--output", str(tmp_path / "eager.png")]) == 0
-    assert ddpm_hub_main([*common, "--output", str(tmp_path / "compiled.png"), "--compile", "--compile_backend", "aot_eager"]) == 0
+    assert (
+        ddpm_hub_main(
+            [*common, "--output", str(tmp_path / "compiled.png"), "--compile", "--compile_backend", "aot_eager"]
+        )
+        == 0
+    )
     assert "compiled.png" in capsys.readouterr().out
-    eager, compiled = (np.asarray(PIL.Image.open(tmp_path / name), dtype=np.int16) for name in ("eager.png", "compiled.png"))
+    eager, compiled = (
+        np.asarray(PIL.Image.open(tmp_path / name), dtype=np.int16) for name in ("eager.png", "compiled.png")
+    )
     assert eager.shape == compiled.shape == (16, 32, 3)
     assert np.abs(eager - compiled).max() <= 1  # 8-bit rounding of equal images
 

@@ -72,7 +72,10 @@ def test_train_push_and_load_three_ways(hub_server, tmp_path):
     card = ModelCard(hub_server.read_file(REPO, "README.md").decode())
     assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "unconditional-image-generation"
     assert card.data.license == "cc0-1.0" and "ddpm-hub" in card.data.tags
-    assert f'DiffusionPipeline.from_pretrained("{REPO}")' in card.text and "| prediction_type | v_prediction |" in card.text
+    assert (
+        f'DiffusionPipeline.from_pretrained("{REPO}")' in card.text
+        and "| prediction_type | v_prediction |" in card.text
+    )
     assert "![Samples from the EMA weights](sample_grid.png)" in card.text
 
     # The token is never printed, logged, written, or sent where it does not belong.
@@ -108,7 +111,11 @@ def test_train_push_and_load_three_ways(hub_server, tmp_path):
     assert "DDPMHubPipeline (1, 16, 16, 3)" in ours
     # Private: without a token the repo is not there.
     anonymous = hub_server.client_env(tmp_path / "anon", token=False, base_env=clean_env())
-    denied = run([sys.executable, "-c", f"from diffusers import DiffusionPipeline; DiffusionPipeline.from_pretrained({REPO!r})"], anonymous, tmp_path)
+    denied = run(
+        [sys.executable, "-c", f"from diffusers import DiffusionPipeline; DiffusionPipeline.from_pretrained({REPO!r})"],
+        anonymous,
+        tmp_path,
+    )
     assert denied.returncode != 0 and ("RepositoryNotFoundError" in denied.stderr or "401" in denied.stderr)
 
 
@@ -132,7 +139,9 @@ def test_failed_push_keeps_the_results_and_says_how_to_retry(hub_server, tmp_pat
     assert hub_server.repo_files("test-org/unlucky") == [".gitattributes"]
     assert result.stderr.count("retrying in") == 3
     # Once the Hub is back, the standalone command pushes the kept folder.
-    pushed = ddpm_hub_cli("push", str(out), "--repo_id", "test-org/unlucky", env=hub_env(hub_server, tmp_path), cwd=tmp_path)
+    pushed = ddpm_hub_cli(
+        "push", str(out), "--repo_id", "test-org/unlucky", env=hub_env(hub_server, tmp_path), cwd=tmp_path
+    )
     assert pushed.returncode == 0, pushed.stderr[-3000:]
     assert "Pushed: " in pushed.stdout and hub_server.repo_files("test-org/unlucky") == PIPELINE_FILES
 
@@ -140,7 +149,9 @@ def test_failed_push_keeps_the_results_and_says_how_to_retry(hub_server, tmp_pat
 @pytest.fixture
 def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("trained") / "pipe"
-    result = run([sys.executable, SCRIPT, *TINY, "--output_dir", str(out), "--max_train_steps", "2"], clean_env(), out.parent)
+    result = run(
+        [sys.executable, SCRIPT, *TINY, "--output_dir", str(out), "--max_train_steps", "2"], clean_env(), out.parent
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -158,7 +169,10 @@ def test_push_command_branches_user_notes_and_sampling(hub_server, trained, tmp_
     second = ddpm_hub_cli("push", str(trained), "--repo_id", "test-org/shapes", "--revision", "dev",
                           "--commit_message", "Second take", env=env, cwd=tmp_path)  # fmt: skip
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "Trained for the shapes tutorial, part 2." in hub_server.read_file("test-org/shapes", "README.md", "dev").decode()
+    assert (
+        "Trained for the shapes tutorial, part 2."
+        in hub_server.read_file("test-org/shapes", "README.md", "dev").decode()
+    )
     assert hub_server.commits("test-org/shapes", "dev")[0].title == "Second take"
 
     # revision= reaches the branch; a missing repo, revision or file is the client's own error, not ours.
@@ -232,4 +246,8 @@ def test_hub_dataset_trains_online_then_offline_from_the_cache(hub_server, tmp_p
     missing = run([sys.executable, *args[:1], "--dataset_name", "test-org/never-downloaded", "--output_dir",
                    str(tmp_path / "missing")], offline, tmp_path)  # fmt: skip
     assert missing.returncode == 2, missing.stderr[-3000:]
-    assert missing.stderr.strip().splitlines()[-1].startswith("train_unconditional.py: error: --dataset_name 'test-org/never-downloaded'")
+    assert (
+        missing.stderr.strip()
+        .splitlines()[-1]
+        .startswith("train_unconditional.py: error: --dataset_name 'test-org/never-downloaded'")
+    )

@@ -17,7 +17,6 @@ from pathlib import Path
 from conftest import SUBPROCESS_TIMEOUT
 from hub_server import DEFAULT_TOKEN, HubServer, hub_server  # noqa: F401  (the fixture, until conftest has it)
 
-
 CLIENT_PRELUDE = '''
 import json, sys
 from pathlib import Path

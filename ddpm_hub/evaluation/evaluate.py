@@ -98,7 +98,9 @@ def score(
         values["precision"], values["recall"] = precision_recall(reference.features, generated.features)
     if "is" in metrics:
         if generated.probabilities is None:
-            raise ValueError(f"The Inception Score needs class probabilities, which {reference.extractor} does not give.")
+            raise ValueError(
+                f"The Inception Score needs class probabilities, which {reference.extractor} does not give."
+            )
         values["inception_score_mean"], values["inception_score_std"] = inception_score(generated.probabilities)
     return values
 
@@ -164,11 +166,15 @@ def evaluate_model(
             resolution = _first_image_size(model_path)
         loaded = load_images(train_data_dir=str(model_path), resolution=resolution, center_crop=True).pixels
         generated_images = np.asarray(loaded)
-        num_samples, sampler, num_inference_steps, channels = len(generated_images), "images from folder", None, loaded.shape[1]
+        num_samples, sampler, num_inference_steps, channels = (
+            len(generated_images),
+            "images from folder",
+            None,
+            loaded.shape[1],
+        )
         check_sample_count(num_samples, features, metrics, flag="the number of images in MODEL")
     else:
         from ..pipeline_ddpm_hub import DDPMHubPipeline
-
         from ..safe_loading import check_local_model, weights_kwargs
 
         check_local_model(model, "MODEL")
@@ -177,7 +183,12 @@ def evaluate_model(
         pipeline.set_progress_bar_config(disable=True)
         channels, resolution, _ = pipeline.image_shape  # a latent model's images, not its latents
         generated_images = generate_images(
-            pipeline, num_samples, batch_size=batch_size, seed=seed, num_inference_steps=num_inference_steps, state=state
+            pipeline,
+            num_samples,
+            batch_size=batch_size,
+            seed=seed,
+            num_inference_steps=num_inference_steps,
+            state=state,
         )
     if not state.is_main_process:
         return None
@@ -206,13 +217,13 @@ def _check_sources(model: str, reference: str) -> tuple[bool, bool]:
     model_path = Path(model)
     images_folder = model_path.is_dir() and not (model_path / "model_index.json").is_file()
     if images_folder and not has_images(model_path):
-        raise ValueError(
-            f"MODEL {model!r} is neither a pipeline folder (no model_index.json) nor a folder of images."
-        )
+        raise ValueError(f"MODEL {model!r} is neither a pipeline folder (no model_index.json) nor a folder of images.")
     shards = is_shard_reference(reference)
     reference_is_folder = Path(reference).exists() and is_image_folder(reference) and not shards
     if Path(reference).is_file() and not shards:
-        raise ValueError(f"--reference {reference!r} is a file; give a folder of images, a built-in set or a data set id.")
+        raise ValueError(
+            f"--reference {reference!r} is a file; give a folder of images, a built-in set or a data set id."
+        )
     if reference_is_folder and not has_images(Path(reference)):
         raise ValueError(
             f"--reference {reference!r} holds no image files (none of the {len(image_extensions())} extensions the "
@@ -252,12 +263,20 @@ def format_table(result: dict[str, Any]) -> str:
         "fid": "FID", "kid_mean": "KID (mean)", "kid_std": "KID (std)", "precision": "precision", "recall": "recall",
         "inception_score_mean": "IS (mean)", "inception_score_std": "IS (std)",
     }  # fmt: skip
-    rows = [(label, f"{result[key]:.4f}" if "kid" not in key else f"{result[key]:.6f}") for key, label in names.items() if key in result]
+    rows = [
+        (label, f"{result[key]:.4f}" if "kid" not in key else f"{result[key]:.6f}")
+        for key, label in names.items()
+        if key in result
+    ]
     rows += [
         ("extractor", result["extractor"]),
         ("images", str(result["num_images"])),
         ("resolution", f"{result['resolution']}px"),
-        ("sampler", f"{result['sampler']}" + (f", {result['num_inference_steps']} steps" if result.get("num_inference_steps") else "")),
+        (
+            "sampler",
+            f"{result['sampler']}"
+            + (f", {result['num_inference_steps']} steps" if result.get("num_inference_steps") else ""),
+        ),
         ("reference", f"{result['reference']} ({result['reference_images']} images)"),
     ]
     width = max(len(label) for label, _ in rows)

@@ -116,13 +116,17 @@ class EfficientNetLite0(FeatureExtractor):
         self.name = EFFICIENTNET if block_width is None else f"{EFFICIENTNET}-{block_width}"
         widths = [block._block_args.output_filters for block in self.network._blocks]
         # The last block of the stage with that width; the layers after it are never run.
-        self.last_block = len(widths) - 1 if block_width is None else max(i for i, w in enumerate(widths) if w == block_width)
+        self.last_block = (
+            len(widths) - 1 if block_width is None else max(i for i, w in enumerate(widths) if w == block_width)
+        )
         self.dim = self.network._fc.in_features if block_width is None else block_width
         self.has_probabilities = block_width is None
 
     def _forward(self, pixels):
         # Resize each image to the network's 224 px in float (no second quantisation), TF-Lite's normalisation.
-        x = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False, antialias=True)
+        x = F.interpolate(
+            pixels, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False, antialias=True
+        )
         x = (x.clamp(0, 255) - 127.0) / 128.0
         net = self.network
         x = net._swish(net._bn0(net._conv_stem(x)))

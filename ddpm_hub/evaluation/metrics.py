@@ -58,7 +58,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 def fid(features_a, features_b) -> float:
     """Fréchet Inception Distance between two feature sets (Heusel et al. 2017): eq. 6 on their Gaussian fits.
 
-        FID = |mu_a - mu_b|² + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)),   mu, S = mean and covariance of the features
+    FID = |mu_a - mu_b|² + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)),   mu, S = mean and covariance of the features
     """
     return frechet_distance(*gaussian_statistics(features_a), *gaussian_statistics(features_b))
 
@@ -71,16 +71,20 @@ def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     """The unbiased estimator of MMD² (Gretton et al. 2012, eq. 3; Bińkowski et al. 2018, eq. 1).
 
-        MMD²_u = 1/(m(m-1)) Σ_{i≠j} k(x_i, x_j) + 1/(n(n-1)) Σ_{i≠j} k(y_i, y_j) - 2/(mn) Σ_{i,j} k(x_i, y_j)
+    MMD²_u = 1/(m(m-1)) Σ_{i≠j} k(x_i, x_j) + 1/(n(n-1)) Σ_{i≠j} k(y_i, y_j) - 2/(mn) Σ_{i,j} k(x_i, y_j)
     """
     m, n = len(x), len(y)
     k_xx, k_yy, k_xy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
     return float(
-        (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1)) + (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1)) - 2.0 * k_xy.mean()
+        (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+        + (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+        - 2.0 * k_xy.mean()
     )
 
 
-def kid(features_a, features_b, *, num_subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+def kid(
+    features_a, features_b, *, num_subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD² with k(x, y) = (x·y/d + 1)³.
 
     The estimate is averaged over `num_subsets` random subsets of `min(subset_size, N_a, N_b)` rows of each set, as
@@ -101,18 +105,22 @@ def kid(features_a, features_b, *, num_subsets: int = 100, subset_size: int = 10
 
 def _knn_radii(features: np.ndarray, k: int) -> np.ndarray:
     # Distance from each point to its k-th nearest neighbour in its own set (itself, at distance 0, not counted).
-    return np.concatenate([
-        np.partition(scipy.spatial.distance.cdist(features[i : i + _CHUNK], features), k, axis=1)[:, k]
-        for i in range(0, len(features), _CHUNK)
-    ])
+    return np.concatenate(
+        [
+            np.partition(scipy.spatial.distance.cdist(features[i : i + _CHUNK], features), k, axis=1)[:, k]
+            for i in range(0, len(features), _CHUNK)
+        ]
+    )
 
 
 def _inside_manifold(points: np.ndarray, manifold: np.ndarray, radii: np.ndarray) -> np.ndarray:
     # A point is on the manifold if it falls inside the k-NN ball of at least one manifold point.
-    return np.concatenate([
-        (scipy.spatial.distance.cdist(points[i : i + _CHUNK], manifold) <= radii[None, :]).any(axis=1)
-        for i in range(0, len(points), _CHUNK)
-    ])
+    return np.concatenate(
+        [
+            (scipy.spatial.distance.cdist(points[i : i + _CHUNK], manifold) <= radii[None, :]).any(axis=1)
+            for i in range(0, len(points), _CHUNK)
+        ]
+    )
 
 
 def precision_recall(real_features, fake_features, *, k: int = 3) -> tuple[float, float]:
@@ -125,7 +133,9 @@ def precision_recall(real_features, fake_features, *, k: int = 3) -> tuple[float
     """
     real, fake = _as_float64(real_features, "real_features"), _as_float64(fake_features, "fake_features")
     if min(len(real), len(fake)) <= k:
-        raise ValueError(f"Precision/recall with k={k} needs more than {k} images per set, got {len(real)} and {len(fake)}.")
+        raise ValueError(
+            f"Precision/recall with k={k} needs more than {k} images per set, got {len(real)} and {len(fake)}."
+        )
     precision = _inside_manifold(fake, real, _knn_radii(real, k)).mean()
     recall = _inside_manifold(real, fake, _knn_radii(fake, k)).mean()
     return float(precision), float(recall)

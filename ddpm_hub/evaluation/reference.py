@@ -153,7 +153,9 @@ def reference_statistics(
             image_column=image_column, cache_dir=data_cache_dir, resolution=resolution, channels=channels,
             center_crop=center_crop, max_train_samples=max_images,
         ).pixels  # fmt: skip
-    logger.info("Computing %s reference features of %d images of %s at %dpx.", extractor.name, len(images), source, resolution)
+    logger.info(
+        "Computing %s reference features of %d images of %s at %dpx.", extractor.name, len(images), source, resolution
+    )
     extracted = extractor.extract(images)
     if len(extracted.features) < 2:
         raise ValueError(f"The reference data ({source}) needs at least 2 images, it has {len(extracted.features)}.")

@@ -100,9 +100,7 @@ def plan_model(config: ModelConfig, cache_dir: str | None = None) -> ModelPlan:
                 **kept,
             )
         else:
-            noise_scheduler = DDPMScheduler.from_config(
-                scheduler_config, prediction_type=config.prediction_type
-            )
+            noise_scheduler = DDPMScheduler.from_config(scheduler_config, prediction_type=config.prediction_type)
         resolution = config.resolution or unet_config["sample_size"]
         _check_resolution(unet_config, resolution)
         return ModelPlan(unet_config, noise_scheduler, resolution, f"fine-tuned from {source}", pretrained=source)

@@ -30,8 +30,8 @@ from ..arguments import one_line, parse_config
 from ..checkpointing import SignalStop, load_checkpoint, resolve_checkpoint, save_checkpoint, set_aside_abandoned
 from ..config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
 from ..data import split_batch
-from ..defaults import resolve_defaults, tracker_hparams
 from ..data.stream import open_stream
+from ..defaults import resolve_defaults, tracker_hparams
 from ..evaluation.during_training import BEST_DIR, Evaluator
 from ..export import ema_weights, export_pipeline, sample_grid
 from ..files import NonFiniteWeightsError, WriteError, save_image, write_json
