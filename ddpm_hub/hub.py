@@ -1,10 +1,11 @@
 """Sharing trained pipelines on the Hugging Face Hub.
 
 Only the pipeline travels (model_index.json, unet/, scheduler/, a latent model's vae/, the pipeline's source files,
-the model card and its sample grid, the training settings); checkpoints, tracker logs and optimizer state stay local unless the user asks for
-checkpoints, which then go to a branch of their own. A push uploads a hard-linked snapshot of those files, so
-training can keep rewriting the folder meanwhile. Failed uploads are retried with backoff, then reported; the
-local folder is never touched by a push. The token is passed to the client and never printed or logged.
+the model card and its sample grid, the training settings); checkpoints, tracker logs and optimizer state stay
+local unless the user asks for checkpoints, which then go to a branch of their own. A push uploads a hard-linked
+snapshot of those files, so training can keep rewriting the folder meanwhile. Failed uploads are retried with
+backoff, then reported; the local folder is never touched by a push. The token is passed to the client and never
+printed or logged.
 """
 
 from __future__ import annotations

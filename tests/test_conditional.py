@@ -180,7 +180,8 @@ except ValueError as error:
 for kwargs in (dict(trust_remote_code=True), dict(custom_pipeline=path, trust_remote_code=True)):
     pipe = DiffusionPipeline.from_pretrained(path, **kwargs)
     pipe.set_progress_bar_config(disable=True)
-    images = pipe(class_labels=["fish", 0], num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(3)).images
+    images = pipe(class_labels=["fish", 0], num_inference_steps=2, output_type="np",
+                  generator=torch.Generator().manual_seed(3)).images
     print("remote:", type(pipe).__name__, pipe.label_names, images.shape, repr(images.reshape(-1)[:6].tolist()))
 """
 
@@ -222,7 +223,8 @@ def test_conditional_pipeline_from_the_hub(hub_server, saved_conditional_dir, tm
     remote = run_python(
         "from diffusers import DiffusionPipeline\n"
         "pipe = DiffusionPipeline.from_pretrained('test-org/colours', trust_remote_code=True)\n"
-        "print(type(pipe).__name__, pipe.label_names, pipe(class_labels='dog', num_inference_steps=2, output_type='np').images.shape)\n",
+        "print(type(pipe).__name__, pipe.label_names,"
+        " pipe(class_labels='dog', num_inference_steps=2, output_type='np').images.shape)\n",
         without_ddpm_hub=True,
         env=hub_env(hub_server, tmp_path, "cache-1"),
     )

@@ -206,7 +206,8 @@ def test_eval_bad_input_is_one_line(saved_pipeline_dir, tmp_path, capsys, monkey
     monkeypatch.setenv("DDPM_HUB_INCEPTION", str(tmp_path / "missing" / "inception-2015-12-05.pt"))
     args = [str(tmp_path / "empty") if a == "EMPTY" else a for a in args]
     base = ["eval", str(saved_pipeline_dir), "--reference", "shapes", "--features", SMALL, "--num_samples", "48",
-            "--num_inference_steps", "1", "--cache_dir", str(tmp_path / "cache"), "--output", str(tmp_path / "r.json")]  # fmt: skip
+            "--num_inference_steps", "1", "--cache_dir", str(tmp_path / "cache"),
+            "--output", str(tmp_path / "r.json")]  # fmt: skip
     status, out, err = run_cli(base + args, capsys)
     assert status in (1, 2)
     error = err.strip().splitlines()[-1]
@@ -242,8 +243,8 @@ def test_training_with_eval_steps_keeps_the_best_model_and_resumes_with_its_scor
     env = clean_env(DDPM_HUB_CACHE=str(tmp_path / "cache"))
     out = tmp_path / "run"
     args = [*TINY, "--output_dir", str(out), "--checkpointing_steps", "3", "--save_images_epochs", "100",
-            "--eval_steps", "3", "--eval_num_samples", "44", "--eval_features", SMALL, "--eval_num_inference_steps", "2",
-            "--eval_batch_size", "22"]  # fmt: skip
+            "--eval_steps", "3", "--eval_num_samples", "44", "--eval_features", SMALL,
+            "--eval_num_inference_steps", "2", "--eval_batch_size", "22"]  # fmt: skip
     started = time.perf_counter()
     first = ok(launch(*args, "--max_train_steps", "3", cwd=tmp_path, env=env))
     assert "FID from 44 images is biased" in first.stderr  # the small-sample warning

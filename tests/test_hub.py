@@ -47,9 +47,9 @@ def test_train_push_and_load_three_ways(hub_server, tmp_path):
     # The first commit to main fails once: the upload must be retried, not lost.
     hub_server.fail_next(1, method="POST", path_contains="/commit/main", status=500)
     result = run(
-        [sys.executable, SCRIPT, *TINY, "--output_dir", str(out), "--max_train_steps", "8", "--checkpointing_steps", "4",
-         "--save_model_epochs", "1", "--push_to_hub", "--hub_model_id", REPO, "--hub_private_repo",
-         "--hub_push_checkpoints"],
+        [sys.executable, SCRIPT, *TINY, "--output_dir", str(out), "--max_train_steps", "8",
+         "--checkpointing_steps", "4", "--save_model_epochs", "1", "--push_to_hub", "--hub_model_id", REPO,
+         "--hub_private_repo", "--hub_push_checkpoints"],
         hub_env(hub_server, tmp_path), tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
@@ -96,7 +96,8 @@ def test_train_push_and_load_three_ways(hub_server, tmp_path):
         f"pipe = DiffusionPipeline.from_pretrained({REPO!r})\n"
         f"print(type(pipe).__name__, pipe(num_inference_steps=2, output_type='np').images.shape)\n"
         f"pipe = DiffusionPipeline.from_pretrained({REPO!r}, custom_pipeline={REPO!r}, trust_remote_code=True)\n"
-        f"out = pipe.set_sampler('unipc')(batch_size=2, num_inference_steps=2, output_type='np', return_trajectory=True)\n"
+        f"out = pipe.set_sampler('unipc')(batch_size=2, num_inference_steps=2, output_type='np',"
+        f" return_trajectory=True)\n"
         f"print(type(pipe).__name__, out.images.shape, len(out.trajectory))\n",
         without_ddpm_hub=True,
         env=env,
@@ -197,7 +198,8 @@ def test_push_command_branches_user_notes_and_sampling(hub_server, trained, tmp_
     # Pull and render without retraining.
     grid = tmp_path / "grids" / "shapes.png"
     sampled = ddpm_hub_cli("sample", "test-org/shapes", "--output", str(grid), "--num_images", "4",
-                           "--num_inference_steps", "2", "--sampler", "dpmpp_2m", env=hub_env(hub_server, tmp_path, "s"), cwd=tmp_path)  # fmt: skip
+                           "--num_inference_steps", "2", "--sampler", "dpmpp_2m",
+                           env=hub_env(hub_server, tmp_path, "s"), cwd=tmp_path)  # fmt: skip
     assert sampled.returncode == 0, sampled.stderr[-3000:]
     from PIL import Image
 
@@ -231,7 +233,8 @@ def test_hub_dataset_trains_online_then_offline_from_the_cache(hub_server, tmp_p
         pngs[f"train/img{i}.png"] = buffer.getvalue()
     hub_server.commit_files("test-org/tiny-images", pngs, repo_type="dataset")
     args = [SCRIPT, "--dataset_name", "test-org/tiny-images", "--model", "tiny", "--train_batch_size", "4",
-            "--max_train_steps", "2", "--eval_batch_size", "1", "--ddpm_num_inference_steps", "1", "--logger", "none"]  # fmt: skip
+            "--max_train_steps", "2", "--eval_batch_size", "1", "--ddpm_num_inference_steps", "1",
+            "--logger", "none"]  # fmt: skip
     online = hub_env(hub_server, tmp_path)
     first = run([sys.executable, *args, "--output_dir", str(tmp_path / "online")], online, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -14,8 +14,9 @@ from test_hub import ddpm_hub_cli, hub_env
 
 def saved_run(folder, tmp_path):
     make_tiny_pipeline().save_pretrained(folder)
-    settings = {"output_dir": str(folder), "train_data_dir": str(tmp_path / "my photos"), "cache_dir": str(tmp_path / "cache"),
-                "model_source": f"fine-tuned from {tmp_path}/models/base", "dataset_name": "None", "resolution": 16}  # fmt: skip
+    settings = {"output_dir": str(folder), "train_data_dir": str(tmp_path / "my photos"),
+                "cache_dir": str(tmp_path / "cache"), "model_source": f"fine-tuned from {tmp_path}/models/base",
+                "dataset_name": "None", "resolution": 16}  # fmt: skip
     (folder / "training_config.json").write_text(json.dumps(settings))
     return folder
 
@@ -49,7 +50,8 @@ def test_an_interrupted_push_leaves_no_snapshot_and_the_next_push_cleans_old_one
     env = {**hub_env(hub_server, tmp_path), "DDPM_HUB_RETRY_DELAY": "60"}
     hub_server.fail_next(4, method="POST", path_contains="/commit/", status=503)
     push = subprocess.Popen([sys.executable, "-m", "ddpm_hub.cli", "push", str(out), "--repo_id", "test-org/killed"],
-                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
     deadline = time.monotonic() + 600
     while not [r for r in hub_server.requests if "/commit/" in r.path] and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -123,7 +123,8 @@ def test_resume_of_a_latent_run_is_bit_identical(tmp_path, vaes, flip):
 
 def _unet_folder(tmp_path: Path, channels: int) -> str:
     config = {"in_channels": channels, "out_channels": channels, "block_out_channels": [16, 32], "norm_num_groups": 8,
-              "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"]}  # fmt: skip
+              "down_block_types": ["DownBlock2D", "DownBlock2D"],
+              "up_block_types": ["UpBlock2D", "UpBlock2D"]}  # fmt: skip
     path = tmp_path / "unet.json"
     path.write_text(json.dumps(config))
     return str(path)
@@ -199,7 +200,8 @@ def test_sample_eval_and_explorer_work_on_a_latent_model(tmp_path, vaes, capsys)
         image.save(reference / f"{index}.png")
     status = cli_main(["eval", str(out), "--reference", str(reference), "--features", "efficientnet-lite0-40",
                        "--num_samples", "44", "--num_inference_steps", "2", "--batch_size", "22", "--metrics", "fid",
-                       "--cache_dir", str(tmp_path / "eval-cache"), "--output", str(tmp_path / "eval.json")])  # fmt: skip
+                       "--cache_dir", str(tmp_path / "eval-cache"),
+                       "--output", str(tmp_path / "eval.json")])  # fmt: skip
     assert status == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["resolution"] == 32 and result["fid"] > 0  # decoded 32 px images against 32 px references

@@ -54,7 +54,8 @@ path = {str(saved_pipeline_dir)!r}
 pipe = DiffusionPipeline.from_pretrained(path, custom_pipeline=path, trust_remote_code=True)
 pipe.set_progress_bar_config(disable=True)
 pipe.set_sampler("dpmpp_2m")
-out = pipe(batch_size=2, num_inference_steps=3, output_type="np", return_trajectory=True, generator=torch.Generator().manual_seed(0))
+out = pipe(batch_size=2, num_inference_steps=3, output_type="np", return_trajectory=True,
+           generator=torch.Generator().manual_seed(0))
 print(type(pipe).__name__, type(pipe.scheduler).__name__, out.images.shape, len(out.trajectory))
 try:
     DiffusionPipeline.from_pretrained(path, custom_pipeline=path)

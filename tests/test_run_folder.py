@@ -114,7 +114,8 @@ def test_resuming_an_older_checkpoint_sets_the_abandoned_branch_aside_and_starts
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-2", "checkpoint-4"]
     with caplog.at_level("WARNING"):
         code = train("--output_dir", str(out), "--max_train_steps", "3", "--checkpointing_steps", "2",
-                     "--checkpoints_total_limit", "1", "--resume_from_checkpoint", str(out / "checkpoint-2"))  # fmt: skip
+                     "--checkpoints_total_limit", "1",
+                     "--resume_from_checkpoint", str(out / "checkpoint-2"))  # fmt: skip
     assert code == 0
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-3"]  # the one just written survives rotation
     assert resolve_checkpoint(out, "latest") == out / "checkpoint-3"

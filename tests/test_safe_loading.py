@@ -104,7 +104,8 @@ def test_a_fully_transparent_mask_is_refused(saved_pipeline_dir, tmp_path, capsy
     PIL.Image.new("RGB", (16, 16), (200, 10, 10)).save(tmp_path / "init.png")
     PIL.Image.new("RGBA", (16, 16), (255, 255, 255, 0)).save(tmp_path / "mask.png")
     status, err = sample(capsys, str(saved_pipeline_dir), "--output", str(tmp_path / "grid.png"),
-                         "--init_image", str(tmp_path / "init.png"), "--mask_image", str(tmp_path / "mask.png"))  # fmt: skip
+                         "--init_image", str(tmp_path / "init.png"),
+                         "--mask_image", str(tmp_path / "mask.png"))  # fmt: skip
     assert status == 2 and "is fully transparent, so it marks nothing" in err, err
 
 

@@ -89,7 +89,8 @@ def test_schedules_command(tmp_path):
     from conftest import SUBPROCESS_TIMEOUT, clean_env
 
     result = subprocess.run(
-        [sys.executable, "-m", "ddpm_hub.cli", "schedules", "--output", str(tmp_path / "s.png"), "--schedules", "linear", "cosine"],
+        [sys.executable, "-m", "ddpm_hub.cli", "schedules", "--output", str(tmp_path / "s.png"),
+         "--schedules", "linear", "cosine"],
         env=clean_env(), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

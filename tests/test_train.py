@@ -209,9 +209,9 @@ def test_two_processes_train_one_coherent_model(tmp_path):
 def test_odd_image_folder_trains_and_reports_skips(tmp_path):
     folder = make_odd_image_folder(tmp_path / "images")
     out = tmp_path / "odd"
-    result = ok(launch("--train_data_dir", str(folder), "--model", "tiny", "--train_batch_size", "4", "--max_train_steps", "2",
-                       "--eval_batch_size", "1", "--ddpm_num_inference_steps", "1", "--logger", "none",
-                       "--output_dir", str(out), cwd=tmp_path, python=True))  # fmt: skip
+    result = ok(launch("--train_data_dir", str(folder), "--model", "tiny", "--train_batch_size", "4",
+                       "--max_train_steps", "2", "--eval_batch_size", "1", "--ddpm_num_inference_steps", "1",
+                       "--logger", "none", "--output_dir", str(out), cwd=tmp_path, python=True))  # fmt: skip
     log = (out / "train.log").read_text()
     assert "on 10 images of image folder" in log and "(3 unreadable skipped)" in log
     assert "Skipped 3 of 13 images" in result.stderr and "Skipping 2 files" in result.stderr

@@ -1,4 +1,5 @@
-"""The training step (ddpm_hub/train_step.py): compiled = eager, non-finite steps skipped and counted, divergence stops."""
+"""The training step (ddpm_hub/train_step.py): compiled = eager, non-finite steps skipped and counted, divergence
+stops."""
 
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ def test_absurd_learning_rate_stops_with_one_line_error(tmp_path, capsys):
     # Issue 12's reproduction: --learning_rate 1e8 used to exit 0 and save NaN weights.
     out = tmp_path / "diverged"
     code = train_main([*TINY, "--max_train_steps", "30", "--learning_rate", "1e8", "--no_use_ema",
-                       "--max_nonfinite_steps", "5", "--checkpointing_steps", "25", "--output_dir", str(out)])  # fmt: skip
+                       "--max_nonfinite_steps", "5", "--checkpointing_steps", "25",
+                       "--output_dir", str(out)])  # fmt: skip
     assert code == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("train_unconditional.py: error: training diverged: 5 consecutive steps up to step ")

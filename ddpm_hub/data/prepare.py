@@ -142,7 +142,10 @@ def write_shard(config: PrepareConfig, dataset, column: str, labelled: bool, sta
 
 
 def prepare(config: PrepareConfig) -> dict:
-    """Write the shards and manifest of `config`; resumes an interrupted run with the same settings. Returns the manifest."""
+    """Write the shards and manifest of `config` and return the manifest.
+
+    Resumes an interrupted run with the same settings.
+    """
     out = Path(config.output_dir)
     settings = {key: value for key, value in asdict(config).items() if key not in ("output_dir", "cache_dir")}
     if (out / MANIFEST_NAME).is_file():

@@ -1,4 +1,5 @@
-"""Streamed training data: WebDataset tar shards (`--train_shards`) or a `datasets` stream (`--dataset_name --streaming`).
+"""Streamed training data: WebDataset tar shards (`--train_shards`) or a `datasets` stream
+(`--dataset_name --streaming`).
 
 Nothing is decoded before the first step: DataLoader workers read, decode (`open_image` + `to_model_mode`, the
 same conversion as the in-memory path), resize and crop each sample, and batches arrive as today's uint8 batches,
@@ -329,8 +330,8 @@ class StreamedImages:
             )
         elif shards % readers:
             logger.warning(
-                "%d shards do not divide among %d readers (%d processes x %d workers): some read one shard more, and an "
-                "epoch ends with the shortest. Use a multiple of %d shards to see every image every epoch.",
+                "%d shards do not divide among %d readers (%d processes x %d workers): some read one shard more, "
+                "and an epoch ends with the shortest. Use a multiple of %d shards to see every image every epoch.",
                 shards,
                 readers,
                 processes,
@@ -503,7 +504,8 @@ def open_streamed_images(
         label_names = manifest.get("label_names") if manifest is not None else None
         if labelled and label_names is None:
             raise ValueError(
-                "--class_conditional with --train_shards needs the label names of a manifest.json beside the shards (ddpm-hub prepare writes it)."
+                "--class_conditional with --train_shards needs the label names of a manifest.json beside the shards "
+                "(ddpm-hub prepare writes it)."
             )
         reader = open_webdataset(shards, image_column=image_column, labelled=labelled)
         description = f"{len(shards)} shards of {shard_folder(shards[0])}"
@@ -525,7 +527,8 @@ def open_streamed_images(
         feature = (stream.features or {}).get(label_column)
         if not isinstance(feature, datasets.ClassLabel):
             raise ValueError(
-                f"--class_conditional on a stream needs a ClassLabel column {label_column!r} (its names are the classes)."
+                f"--class_conditional on a stream needs a ClassLabel column {label_column!r} "
+                "(its names are the classes)."
             )
         label_names = list(feature.names)
     reader = StreamReader(stream, image_column=image_column, label_column=label_column)

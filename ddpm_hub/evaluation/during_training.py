@@ -137,7 +137,8 @@ class Evaluator:
         return Evaluation(values, improved)
 
     def save_best(self, folder: Path | None = None) -> None:
-        """Beside the pipeline just exported to `folder` (`<output_dir>/best`): the best score and how it was measured."""
+        """Beside the pipeline just exported to `folder` (`<output_dir>/best`): the best score and how it was
+        measured."""
         folder = Path(folder) if folder is not None else self.output_dir / BEST_DIR
         write_json(folder / BEST_RESULT, {**self.best, "reference": self.reference.source})
         logger.info(
@@ -170,7 +171,8 @@ class Evaluator:
         settings = self.settings()
         described = (
             f"{settings['extractor']}, {settings['num_images']} samples, {settings['sampler']} "
-            f"{settings['num_inference_steps']} steps, reference: {self.reference.source} ({self.reference.num_images} images)"
+            f"{settings['num_inference_steps']} steps, reference: {self.reference.source} "
+            f"({self.reference.num_images} images)"
         )
         values = {
             f"final_{k}": round(v, 6)

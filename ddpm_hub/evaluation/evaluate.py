@@ -85,7 +85,8 @@ def score(
     """The requested metrics of generated features against the reference (same extractor, checked)."""
     if generated.extractor != reference.extractor or generated.features.shape[1] != reference.features.shape[1]:
         raise ValueError(
-            f"Features from {generated.extractor} cannot be compared with reference statistics from {reference.extractor}."
+            f"Features from {generated.extractor} cannot be compared with reference statistics from "
+            f"{reference.extractor}."
         )
     values: dict[str, float] = {}
     if "fid" in metrics:
@@ -199,7 +200,8 @@ def evaluate_model(
     # 3. Features and scores, on the main process.
     stats = reference_statistics(
         extractor, resolution=resolution, channels=channels, cache_dir=cache_dir, max_images=max_reference_images,
-        dataset_name=None if reference_is_folder else reference, train_data_dir=reference if reference_is_folder else None,
+        dataset_name=None if reference_is_folder else reference,
+        train_data_dir=reference if reference_is_folder else None,
         dataset_config_name=reference_config, image_column=image_column,
     )  # fmt: skip
     generated = extractor.extract(generated_images)

@@ -22,12 +22,11 @@ import numpy as np
 from ..data import is_image_file, load_images, load_source, twemoji_dir
 from ..data.shards import is_shard_reference, resolve_shards, shards_fingerprint
 from ..data.stream import first_images, open_webdataset
-
-STREAM_REFERENCE_IMAGES = 10_000  # a streamed --reference without --max_reference_images: its first 10k images
 from ..files import atomic_file
 from .features import FeatureExtractor
 from .metrics import gaussian_statistics
 
+STREAM_REFERENCE_IMAGES = 10_000  # a streamed --reference without --max_reference_images: its first 10k images
 logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when the way features are computed changes

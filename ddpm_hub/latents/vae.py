@@ -62,7 +62,8 @@ class VAEInfo:
         if resolution % self.factor:
             raise ValueError(
                 f"--resolution {resolution} is not divisible by {self.factor}, the downsampling factor of the VAE "
-                f"{self.name}; use a multiple of {self.factor} (e.g. {max(1, round(resolution / self.factor)) * self.factor})."
+                f"{self.name}; use a multiple of {self.factor} "
+                f"(e.g. {max(1, round(resolution / self.factor)) * self.factor})."
             )
         return resolution // self.factor
 
@@ -93,7 +94,8 @@ def read_vae_info(
     class_name = config.get("_class_name")
     if class_name not in VAE_CLASSES:
         raise ValueError(
-            f"--vae_name_or_path {source!r} is not an autoencoder: its config is for {class_name or 'an unnamed model'}, "
+            f"--vae_name_or_path {source!r} is not an autoencoder: its config is for "
+            f"{class_name or 'an unnamed model'}, "
             f"not one of {', '.join(VAE_CLASSES)}{_subfolder_hint(source)}."
         )
     if scaling_factor is not None and not scaling_factor > 0:

@@ -294,7 +294,7 @@ class Text2Image:
         shared = dict(created=datetime.now().isoformat(timespec="seconds"), **sources, **self._run_info(pipeline))
         shared.update(height=size[0], width=size[1], mode=inputs.mode)
         images, metadata = [], []
-        for prompt_index, text in enumerate(inputs.prompts):
+        for prompt_index in range(len(inputs.prompts)):
             pipeline.set_progress_bar_config(
                 desc=f"prompt {prompt_index + 1}/{len(inputs.prompts)}", disable=not progress
             )

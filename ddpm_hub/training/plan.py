@@ -37,7 +37,10 @@ class ModelPlan:
             return
         have = self.unet_config.get("num_class_embeds")
         if have != num_class_embeds:
-            classes = lambda n: f"{n - 1} classes" if n else "no classes (unconditional)"
+
+            def classes(n: int | None) -> str:
+                return f"{n - 1} classes" if n else "no classes (unconditional)"
+
             raise ValueError(
                 f"--pretrained_model_name_or_path {self.pretrained!r} has {classes(have)}, the training data "
                 f"{classes(num_class_embeds)}; fine-tune on data with the same classes."

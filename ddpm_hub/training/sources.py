@@ -13,7 +13,8 @@ from ..data import ImageBatchDataset, ImageSet, augment, collate_uint8, load_ima
 
 
 class _Pixels:
-    """Slices of an `ImageSet` as uint8 tensors, whether it is held in memory or memory-mapped (a `datasets.Dataset`)."""
+    """Slices of an `ImageSet` as uint8 tensors, whether it is held in memory or memory-mapped (a
+    `datasets.Dataset`)."""
 
     def __init__(self, images: ImageSet):
         self.batches = ImageBatchDataset(ImageSet(pixels=images.pixels, num_skipped=0, source=images.source))

@@ -220,7 +220,10 @@ class Trainer:
         return RunSize(steps_per_epoch, max_train_steps, math.ceil(max_train_steps / steps_per_epoch), total_batch_size)
 
     def build_model(self) -> None:
-        """Model, EMA, optimizer, LR schedule, loader and step. Same initial weights on every process; different noise."""
+        """Model, EMA, optimizer, LR schedule, loader and step.
+
+        Same initial weights on every process; different noise.
+        """
         run, accelerator = self.run_config, self.accelerator
         set_seed(run.seed)
         with reported_as_setup_errors():
@@ -279,7 +282,10 @@ class Trainer:
         )  # fmt: skip
 
     def checkpoint_state(self) -> dict[str, Any]:
-        """The `training_state.json` of a checkpoint (JSON-able); extend it in a subclass, read it in `restore_state`."""
+        """The `training_state.json` of a checkpoint (JSON-able).
+
+        Extend it in a subclass, read it in `restore_state`.
+        """
         return dict(
             global_step=self.state.step,
             epoch=self.state.epoch,
