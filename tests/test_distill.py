@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -59,6 +61,13 @@ def test_target_reproduces_two_teacher_ddim_steps(prediction_type):
         torch.testing.assert_close(end.alpha * target + end.sigma * student_eps, z_end, rtol=1e-9, atol=1e-9)
 
 
+def student_step(scheduler, prediction_type: str, sample, t: int, level: Level, x_hat):
+    """diffusers' DDIM step of a student whose output, in its parameterisation, means x_hat (eps consistent)."""
+    eps = (sample - level.alpha * x_hat) / level.sigma
+    output = {"epsilon": eps, "v_prediction": level.alpha * eps - level.sigma * x_hat, "sample": x_hat}
+    return scheduler.step(output[prediction_type], t, sample, eta=0.0).prev_sample
+
+
 @pytest.mark.parametrize("clip_sample", [False, True])
 @pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
 def test_student_predicting_the_target_takes_the_teachers_two_steps_in_diffusers(prediction_type, clip_sample):
@@ -82,14 +91,9 @@ def test_student_predicting_the_target_takes_the_teachers_two_steps_in_diffusers
             target = clipped_x_target(sample, z, start, end, 1.0, reference)
         else:
             target = x_target(sample, z, start, end)
-
-        def student_step(x_hat):
-            eps = (sample - start.alpha * x_hat) / start.sigma
-            output = {"epsilon": eps, "v_prediction": start.alpha * eps - start.sigma * x_hat, "sample": x_hat}
-            return student_ddim.step(output[prediction_type], t, sample, eta=0.0).prev_sample
-
-        torch.testing.assert_close(student_step(target), z, rtol=1e-6, atol=1e-6)
-        plain = student_step(x_target(sample, z, start, end))
+        step = functools.partial(student_step, student_ddim, prediction_type, sample, t, start)
+        torch.testing.assert_close(step(target), z, rtol=1e-6, atol=1e-6)
+        plain = step(x_target(sample, z, start, end))
         plain_misses += not torch.allclose(plain, z, rtol=1e-6, atol=1e-6)
     # Clipped, the plain x target (unclipped DDIM algebra) misses the teacher at some step: the case above is real.
     assert plain_misses > 0 if clip_sample else plain_misses == 0
