@@ -83,7 +83,8 @@ def main() -> None:
             quality = json.loads((folder / "quality.json").read_text(encoding="utf-8"))
             rounds.append({**round_metrics, **quality})
     print(
-        f"distillation {metrics['distillation_rounds']} of {teacher}: {seconds / 60:.1f} min; {metrics.get('eval_settings')}"
+        f"distillation {metrics['distillation_rounds']} of {teacher}: {seconds / 60:.1f} min; "
+        f"{metrics.get('eval_settings')}"
     )
     print(format_quality_table(rounds))
 

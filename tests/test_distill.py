@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
 from ddpm_hub import make_noise_scheduler
 from ddpm_hub.distill.rounds import ddim_scheduler, round_step_counts, step_grid
-from ddpm_hub.distill.targets import Level, ddim_step, distillation_loss, predicted_x0, truncated_snr_weight, x_target
+from ddpm_hub.distill.targets import (
+    Level,
+    clipped_x_target,
+    ddim_step,
+    distillation_loss,
+    predicted_x0,
+    truncated_snr_weight,
+    x_target,
+)
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
@@ -49,6 +59,44 @@ def test_target_reproduces_two_teacher_ddim_steps(prediction_type):
         target = x_target(sample, z_end, start, end)
         student_eps = (sample - start.alpha * target) / start.sigma
         torch.testing.assert_close(end.alpha * target + end.sigma * student_eps, z_end, rtol=1e-9, atol=1e-9)
+
+
+def student_step(scheduler, prediction_type: str, sample, t: int, level: Level, x_hat):
+    """diffusers' DDIM step of a student whose output, in its parameterisation, means x_hat (eps consistent)."""
+    eps = (sample - level.alpha * x_hat) / level.sigma
+    output = {"epsilon": eps, "v_prediction": level.alpha * eps - level.sigma * x_hat, "sample": x_hat}
+    return scheduler.step(output[prediction_type], t, sample, eta=0.0).prev_sample
+
+
+@pytest.mark.parametrize("clip_sample", [False, True])
+@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
+def test_student_predicting_the_target_takes_the_teachers_two_steps_in_diffusers(prediction_type, clip_sample):
+    # A student whose output is exactly the target (in its own parameterisation) reproduces, through diffusers'
+    # DDIMScheduler.step on its 4-step grid, the teacher's two steps on the 8-step grid, x_0 clipping included.
+    config = make_noise_scheduler("linear", 1000, prediction_type, clip_sample=clip_sample).config
+    grid, student_ddim, teacher_ddim = step_grid(config, 4), ddim_scheduler(config, 4), ddim_scheduler(config, 8)
+    alpha_bar = teacher_ddim.alphas_cumprod.double()
+    teacher = gaussian_denoiser(prediction_type, 0.8, 1.5, alpha_bar)  # data beyond [-1, 1]: clipping bites
+    generator = torch.Generator().manual_seed(0)
+    plain_misses = 0
+    for i, t in enumerate(grid.timesteps.tolist()):
+        start, end = (Level(lv.alpha[i].double(), lv.sigma[i].double()) for lv in (grid.start, grid.end))
+        x = 0.8 + 1.5 * torch.randn(4, 3, 8, 8, generator=generator, dtype=torch.float64)
+        sample = start.alpha * x + start.sigma * torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        z = sample
+        for step_t in (t, int(grid.mid_timesteps[i])):
+            z = teacher_ddim.step(teacher(z, step_t), step_t, z, eta=0.0).prev_sample
+        if clip_sample:
+            reference = predicted_x0(prediction_type, sample, teacher(sample, t), start)
+            target = clipped_x_target(sample, z, start, end, 1.0, reference)
+        else:
+            target = x_target(sample, z, start, end)
+        step = functools.partial(student_step, student_ddim, prediction_type, sample, t, start)
+        torch.testing.assert_close(step(target), z, rtol=1e-6, atol=1e-6)
+        plain = step(x_target(sample, z, start, end))
+        plain_misses += not torch.allclose(plain, z, rtol=1e-6, atol=1e-6)
+    # Clipped, the plain x target (unclipped DDIM algebra) misses the teacher at some step: the case above is real.
+    assert plain_misses > 0 if clip_sample else plain_misses == 0
 
 
 def test_last_step_target_is_the_teachers_final_sample():
@@ -254,6 +302,11 @@ def test_one_round_lowers_the_loss_and_reproduces_the_teachers_8_steps(trained_t
     teacher_error = (sample(teacher, 4) - target).pow(2).mean()
     student_error = (sample(student) - target).pow(2).mean()  # at its default 4 steps
     if prediction_type_of(trained_teacher) == "epsilon" and student_error >= 0.8 * teacher_error:
+        # Not the target's math: a student predicting exactly the target lands on the teacher's two steps through
+        # diffusers' clipped DDIM step (test_student_predicting_the_target_...). Measured on this setting (2 CPUs):
+        # 0.00750 vs 0.00739 (0.00764 before the clipped target); plain eps loss at 200-400 steps or lr 1e-3 and
+        # capped max(1, 1/SNR) weights (cap 3, 10) do no better (0.0073-0.0099), and more steps make it worse,
+        # at steps 2 and 3 (t = 499, 249), where the student trains on noised data but samples the teacher's paths.
         pytest.xfail(
             f"known gap: the epsilon student does not yet track the teacher's 8 steps better than its 4 "
             f"({float(student_error):.4g} vs {float(teacher_error):.4g}); v-prediction does"

@@ -53,7 +53,9 @@ class StepGrid:
     end: Level  # at t'' = t - T // N (alpha 1, sigma 0 past t = 0 with set_alpha_to_one)
 
     def to(self, device) -> StepGrid:
-        move = lambda level: Level(level.alpha.to(device), level.sigma.to(device))
+        def move(level: Level) -> Level:
+            return Level(level.alpha.to(device), level.sigma.to(device))
+
         return StepGrid(
             self.timesteps.to(device), self.mid_timesteps.to(device), move(self.start), move(self.mid), move(self.end)
         )
@@ -99,6 +101,6 @@ def check_ddim_can_run(scheduler_config, unet_config, start_steps: int) -> None:
         )
     if unet_config.get("out_channels", 3) != unet_config.get("in_channels", 3):
         raise ValueError(
-            f"the teacher's UNet outputs {unet_config.get('out_channels')} channels for {unet_config.get('in_channels')} "
-            "input channels (learned variances); deterministic DDIM distillation needs a plain prediction."
+            f"the teacher's UNet outputs {unet_config.get('out_channels')} channels for "
+            f"{unet_config.get('in_channels')} input channels (learned variances); deterministic DDIM distillation needs a plain prediction."
         )

@@ -14,7 +14,7 @@ import torch
 from accelerate import Accelerator
 
 from .rounds import StepGrid
-from .targets import Level, ddim_step, distillation_loss, x_target
+from .targets import Level, clipped_x_target, ddim_step, distillation_loss, predicted_x0, x_target
 
 
 def _take(level: Level, index: torch.Tensor) -> Level:
@@ -80,13 +80,17 @@ class DistillStep:
         start, mid, end = _take(grid.start, index), _take(grid.mid, index), _take(grid.end, index)
         with self.accelerator.autocast():
             # 9. z_t' = alpha_t' x_eta(z_t) + sigma_t' eps_eta(z_t)
-            out = self._predict(self.teacher, z_t, grid.timesteps[index], class_labels).float()
-            z_mid = ddim_step(self.prediction_type, z_t, out, start, mid, self.clip)
+            first = self._predict(self.teacher, z_t, grid.timesteps[index], class_labels).float()
+            z_mid = ddim_step(self.prediction_type, z_t, first, start, mid, self.clip)
             # 10. z_t'' = alpha_t'' x_eta(z_t') + sigma_t'' eps_eta(z_t')
             out = self._predict(self.teacher, z_mid, grid.mid_timesteps[index], class_labels).float()
             z_end = ddim_step(self.prediction_type, z_mid, out, mid, end, self.clip)
-        # 11. x_tilde = (z_t'' - (sigma_t'' / sigma_t) z_t) / (alpha_t'' - (sigma_t'' / sigma_t) alpha_t)
-        return x_target(z_t, z_end, start, end)
+        # 11. x_tilde = (z_t'' - (sigma_t'' / sigma_t) z_t) / (alpha_t'' - (sigma_t'' / sigma_t) alpha_t), or, when the
+        # student's sampler clips x_0 (as the teacher's does), the x_hat whose *clipped* step lands on z_t''.
+        if self.clip is None:
+            return x_target(z_t, z_end, start, end)
+        reference = predicted_x0(self.prediction_type, z_t, first, start)
+        return clipped_x_target(z_t, z_end, start, end, self.clip, reference)
 
     def compute_loss(
         self, x: torch.Tensor, noise: torch.Tensor, index: torch.Tensor, class_labels=None

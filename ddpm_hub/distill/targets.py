@@ -13,6 +13,11 @@ Epsilon teachers get the same target expressed as an eps target, eps_tilde = (z_
 with the plain eps loss (x-space weight SNR(t)): max(SNR, 1) in x-space is max(1, 1/SNR) in eps-space, which grows
 without bound as alpha_t -> 0 at the first, pure-noise step, where x_hat = (z_t - sigma_t eps_hat) / alpha_t
 magnifies every error of eps_hat (the instability section 4 of the paper reports for eps students).
+
+When the teacher's sampler clips x_0 (`clip_sample`), the student's does too, and x_tilde is not what it must predict:
+diffusers' DDIM step clamps x_hat but keeps the unclipped eps_hat, so a student predicting an x_tilde beyond the clip
+range does not land on z_t''. `clipped_x_target` gives the x_hat that does (at t = T - 1 on a linear schedule, 80% of
+x_tilde's pixels of a trained tiny teacher are beyond +-1, and up to 30 in size).
 """
 
 from __future__ import annotations
@@ -105,3 +110,36 @@ def distillation_loss(
 
 def _mean_square(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).mean(dim=tuple(range(1, a.ndim)))
+
+
+def clipped_x_target(
+    sample: torch.Tensor,
+    sample_after: torch.Tensor,
+    level: Level,
+    after: Level,
+    clip: float,
+    reference: torch.Tensor,
+) -> torch.Tensor:
+    """The unclipped x_hat whose DDIM step *with x_0 clipping* lands on z_t'' (the sampler the student runs).
+
+    diffusers' `DDIMScheduler.step` with `clip_sample` clamps x_hat but keeps eps_hat = (z_t - alpha_t x_hat) /
+    sigma_t unclipped, so that its step is z_t'' = r z_t + alpha_t'' clamp(x_hat) - r alpha_t x_hat, r = sigma_t'' /
+    sigma_t. Per pixel it has up to three solutions: x_tilde itself when |x_tilde| <= clip, and one on each clipped
+    side, x_hat = (r z_t +- alpha_t'' clip - z_t'') / (r alpha_t) when it is beyond +-clip; at least one exists.
+    Where several do, the one nearest `reference` (the teacher's own unclipped x_hat at z_t) is taken.
+    """
+    ratio = after.sigma / level.sigma
+    inside = x_target(sample, sample_after, level, after)
+    candidates, valid = [inside], [inside.abs() <= clip]
+    slope = ratio * level.alpha
+    safe = torch.where(slope > 0, slope, torch.ones_like(slope))
+    for side in (clip, -clip):
+        x_hat = (ratio * sample + after.alpha * side - sample_after) / safe
+        valid.append((slope > 0) & (x_hat * side >= clip * clip))
+        candidates.append(x_hat)
+    best, best_distance = inside, torch.full_like(inside, float("inf"))
+    for x_hat, ok in zip(candidates, valid):
+        distance = torch.where(ok, (x_hat - reference).abs(), torch.full_like(x_hat, float("inf")))
+        best = torch.where(distance < best_distance, x_hat, best)
+        best_distance = torch.minimum(distance, best_distance)
+    return best
