@@ -102,5 +102,6 @@ def check_ddim_can_run(scheduler_config, unet_config, start_steps: int) -> None:
     if unet_config.get("out_channels", 3) != unet_config.get("in_channels", 3):
         raise ValueError(
             f"the teacher's UNet outputs {unet_config.get('out_channels')} channels for "
-            f"{unet_config.get('in_channels')} input channels (learned variances); deterministic DDIM distillation needs a plain prediction."
+            f"{unet_config.get('in_channels')} input channels (learned variances); deterministic DDIM distillation "
+            "needs a plain prediction."
         )
