@@ -94,10 +94,10 @@ def startup(workdir: Path, count: int) -> dict:
         "--output_dir",
         str(workdir / "run"),
     ]
-    row["in_memory_cold"] = timed(in_memory)
-    row["in_memory_warm"] = timed(in_memory)
+    row["in_memory_cold"] = _progress(count, "in_memory_cold", timed(in_memory))
+    row["in_memory_warm"] = _progress(count, "in_memory_warm", timed(in_memory))
     prepare = [sys.executable, "-m", "ddpm_hub.cli", "prepare", str(images), str(shards), "--resolution", "64"]
-    row["prepare"] = timed(prepare)
+    row["prepare"] = _progress(count, "prepare", timed(prepare))
     stream = [
         *TRAIN,
         "--train_shards",
@@ -107,8 +107,14 @@ def startup(workdir: Path, count: int) -> dict:
         "--output_dir",
         str(workdir / "run"),
     ]
-    row["streamed"] = timed(stream)
+    row["streamed"] = _progress(count, "streamed", timed(stream))
     return row
+
+
+def _progress(count: int, phase: str, result: dict) -> dict:
+    """`result`, also printed to stderr at once, so that a long size still reports the phases it finished."""
+    print(json.dumps({"images": count, phase: result}), file=sys.stderr, flush=True)
+    return result
 
 
 def throughput(workdir: Path, size: int, count: int = 400) -> float:

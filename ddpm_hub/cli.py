@@ -6,7 +6,7 @@
         [--init_image PATH [--strength 0.8] | --init_image PATH --mask_image PATH | --interpolate A B --num_frames 8]
     ddpm-hub schedules --output schedules.png
     ddpm-hub eval MODEL --reference DATA [--num_samples 2048] [--metrics fid,kid,pr] [--features efficientnet-lite0]
-    ddpm-hub explore [MODEL] [--port 7860] [--host 127.0.0.1] [--share]
+    ddpm-hub explore [MODEL] [--port 7860] [--host 127.0.0.1] [--share] [--data SHARDS]
     ddpm-hub prepare SRC OUT [--resolution 64] [--shard_size 1000]
     ddpm-hub distill TEACHER --output_dir OUT [--start_steps 256] [--end_steps 4] [--steps_per_round 2000] [...]
 
@@ -137,6 +137,14 @@ def _explore(config: ExploreConfig) -> int:
     except ImportError:
         print(f"ddpm-hub explore: {INSTALL_HINT}", file=sys.stderr)
         return 1
+    if config.data:  # a missing or unreadable --data is one line before the app starts
+        from .app.panels import resolve_data
+
+        try:
+            resolve_data(config.data, "--data")
+        except ValueError as error:
+            print(f"ddpm-hub explore: {error}", file=sys.stderr)
+            return 2
     explore(
         config.model,
         host=config.host,
@@ -144,6 +152,7 @@ def _explore(config: ExploreConfig) -> int:
         share=config.share,
         outputs_dir=config.outputs_dir,
         allow=config.allow,
+        data=config.data,
     )
     return 0
 

@@ -179,6 +179,15 @@ class ExploreConfig:
             "help": "Beyond 127.0.0.1, a further model, run folder or Hub id visitors may open (repeatable).",
         },
     )
+    # --- streamed data (issue 17) ---
+    data: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "SHARDS",
+            "help": "A streamed data set (WebDataset shards: a pattern, folder or URL, as for --train_shards) whose "
+            "first images the Forward process panel offers.",
+        },
+    )
 
     def validate(self) -> None:
         if self.port is not None and not 0 < self.port < 65536:

@@ -3,6 +3,8 @@
 Space variables (Settings -> Variables):
     DDPM_HUB_MODEL             the DDPMHubPipeline to explore, a Hub id like "your-name/emoji-ddpm" (optional)
     DDPM_HUB_TEXT2IMAGE_MODEL  the Stable Diffusion model of the Text to image panel (optional)
+    DDPM_HUB_DATA              streamed shards whose first images the Forward process panel offers, e.g.
+                               "hf://datasets/your-name/emoji-shards/train-{000000..000003}.tar" (optional)
 
 Run it locally the same way: `DDPM_HUB_MODEL=ddpm-model python space/app.py`.
 """
@@ -16,6 +18,7 @@ demo = build_app(
     os.environ.get("DDPM_HUB_MODEL") or None,
     text2image_model=os.environ.get("DDPM_HUB_TEXT2IMAGE_MODEL") or None,
     outputs_dir=os.environ.get("DDPM_HUB_OUTPUTS", "outputs"),
+    data=os.environ.get("DDPM_HUB_DATA") or None,
 )
 
 if __name__ == "__main__":

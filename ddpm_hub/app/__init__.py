@@ -55,10 +55,12 @@ def explore(
     outputs_dir: str = "outputs",
     search_dir: str | os.PathLike = ".",
     allow: list[str] | tuple[str, ...] = (),
+    data: str | None = None,
 ) -> None:
     """Build the explorer for `model` (or the newest training output here) and serve it until Ctrl+C.
 
-    Beyond 127.0.0.1 (or with `share`), visitors may open only `model`, its run folder and the names in `allow`.
+    Beyond 127.0.0.1 (or with `share`), visitors may open only `model`, its run folder, `data` (a streamed set whose
+    first images the Forward process panel offers) and the names in `allow`.
     """
     from .access import is_exposed
 
@@ -66,7 +68,9 @@ def explore(
     model, run_dir = resolve_targets(model, search_dir)
     if model:
         print(f"Loading {model} ...", flush=True)
-    demo = ui.build_app(model, run_dir=run_dir, outputs_dir=outputs_dir, exposed=is_exposed(host, share), allow=allow)
+    demo = ui.build_app(
+        model, run_dir=run_dir, outputs_dir=outputs_dir, exposed=is_exposed(host, share), allow=allow, data=data
+    )
     print(demo.explorer.status, flush=True)
     ui.launch(demo, host=host, port=port, share=share)
 

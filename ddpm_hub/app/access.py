@@ -40,6 +40,8 @@ class Limits:
     max_text2image_pixels: int = 768 * 768  # height x width (1024 x 1024 takes minutes on a CPU)
     max_upload_bytes: int = 20 * 2**20
     max_image_pixels: int = 4096 * 4096  # of an uploaded image, checked from its header before decoding
+    max_data_images: int = 64  # first images of a streamed data set offered (each set is read once)
+    max_data_sets: int = 4  # streamed data sets whose images are kept at once (the oldest goes first)
     queue_size: int = 16  # requests waiting; more are refused ("the queue is full") rather than kept
     concurrency: int = 1  # model work running at once, across all visitors
     session_seconds: int = 3600  # a session's own loaded model is dropped after this long unused

@@ -61,6 +61,43 @@ def builtin_image(name: str) -> PIL.Image.Image:
     raise ValueError(f"Unknown built-in image {name!r}; choose one of: {', '.join(BUILTIN_IMAGES)}.")
 
 
+DATA_IMAGE_SIZE = 256  # pixels of a streamed set's images when its manifest does not give their resolution
+
+
+def resolve_data(data: str, name: str = "The data set") -> list[str]:
+    """The shards of a streamed set, as `--train_shards` resolves them; its errors say `name` instead of the flag."""
+    from ..data.shards import resolve_shards
+
+    try:
+        return resolve_shards(data.strip())
+    except ValueError as error:
+        message = str(error).replace("--train_shards: ", "").replace("--train_shards ", "")
+        raise ValueError(f"{name}: {message}") from None
+
+
+def data_images(data: str, count: int) -> list[PIL.Image.Image]:
+    """The first `count` readable images of a streamed set (WebDataset shards: a pattern, folder or URL, as for
+    `--train_shards`), in shard order, centre-cropped to the manifest's resolution (else `DATA_IMAGE_SIZE`).
+
+    Only those images are decoded (as `ddpm-hub eval --reference SHARDS` reads its first N); `ValueError` in one
+    line when the shards cannot be found or read, or hold no readable image.
+    """
+    from ..data.shards import read_manifest
+    from ..data.stream import first_images, open_webdataset
+
+    shards = resolve_data(data)
+    resolution = (read_manifest(shards) or {}).get("resolution") or DATA_IMAGE_SIZE
+    try:
+        pixels = first_images(open_webdataset(shards), count, resolution=int(resolution))
+    except ValueError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the datasets/fsspec readers raise their backends' own errors
+        raise ValueError(
+            f"Cannot read the data set: {type(error).__name__}: {' '.join(str(error).split())[:200]}"
+        ) from None
+    return [PIL.Image.fromarray(image.permute(1, 2, 0).numpy()) for image in pixels]
+
+
 def open_upload(path: str | Path, *, max_bytes: int | None = None, max_pixels: int | None = None) -> PIL.Image.Image:
     """An uploaded file as an RGB image; `ValueError` when it is not a readable image or is over the limits.
 

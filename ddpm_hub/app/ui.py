@@ -6,9 +6,11 @@ Errors become `gr.Error` messages in the page; nothing a user types or uploads c
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 # Gradio reports usage to its servers unless told not to; the explorer must work, and stay quiet, offline.
@@ -102,13 +104,17 @@ class Explorer:
         *,
         access: Access | None = None,
         limits: Limits | None = None,
+        data: str | None = None,
     ):
         self.pipeline = None
         self.source = None
         self.status = "No model loaded: the Forward process, Schedules and Training monitor panels work without one."
         self.run_dir = run_dir
         self.access = access or Access()
-        self.access.allow([model, run_dir])  # what the server was started with may always be opened
+        self.access.allow([model, run_dir, data])  # what the server was started with may always be opened
+        self.data = data
+        self._data_images: collections.OrderedDict[str, list] = collections.OrderedDict()  # newest last
+        self._data_lock = threading.Lock()
         self.limits = limits or Limits()
         self._shared: dict = {}  # model name -> pipeline, when exposed
         self.text2image = panels.TextToImagePanel(Path(outputs_dir))
@@ -146,6 +152,24 @@ class Explorer:
             self.status = f"Error: {error}{kept}"
         return self.status
 
+    def data_image(self, data: str, index: int):
+        """Image `index` of the first `limits.max_data_images` of a streamed set; each set is read once and kept
+        (at most `limits.max_data_sets` of them). A shared explorer opens only the sets it was started with."""
+        data = data.strip()
+        self.access.check(data, "data sets")
+        if not 0 <= int(index) < self.limits.max_data_images:
+            raise ValueError(f"The image number must be between 0 and {self.limits.max_data_images - 1}, got {index}.")
+        with self._data_lock:  # one reading per set, even when two visitors ask for it at once
+            if data not in self._data_images:
+                self._data_images[data] = panels.data_images(data, self.limits.max_data_images)
+                while len(self._data_images) > self.limits.max_data_sets:
+                    self._data_images.popitem(last=False)
+            self._data_images.move_to_end(data)
+            images = self._data_images[data]
+        if int(index) >= len(images):
+            raise ValueError(f"The data set has {len(images)} images; choose a number from 0 to {len(images) - 1}.")
+        return images[int(index)]
+
     def require_model(self, session: Session | None = None):
         pipeline = self.pipeline_of(session)
         if pipeline is None:
@@ -166,11 +190,16 @@ def build_app(
     exposed: bool | None = None,
     allow: tuple[str, ...] | list[str] = (),
     limits: Limits | None = None,
+    data: str | None = None,
 ) -> gr.Blocks:
     """The explorer as a `gr.Blocks`; `model` (folder or Hub id) and `run_dir` (a training output) are optional.
 
-    `exposed` (default: on a Space) restricts what visitors may load to `model`, `run_dir`, `text2image_model` and
-    `allow`; `launch` on an address other than 127.0.0.1 turns it on too. `limits` bounds every request.
+    `data` (optional) is a streamed set (WebDataset shards: a pattern, folder or URL, as for `--train_shards`) whose
+    first images the Forward process panel offers.
+
+    `exposed` (default: on a Space) restricts what visitors may load to `model`, `run_dir`, `data`,
+    `text2image_model` and `allow`; `launch` on an address other than 127.0.0.1 turns it on too. `limits` bounds
+    every request.
 
     Example:
 
@@ -183,7 +212,7 @@ def build_app(
 
     access = Access(exposed=is_exposed(None) if exposed is None else exposed)
     access.allow([text2image_model or DEFAULT_MODEL, *allow])
-    explorer = Explorer(model, run_dir, outputs_dir, access=access, limits=limits)
+    explorer = Explorer(model, run_dir, outputs_dir, access=access, limits=limits, data=data)
     limits = explorer.limits
     shown = functools.partial(_shown_as_message, access=access)
     model_work = {"concurrency_id": "model", "concurrency_limit": limits.concurrency}  # one queue for heavy work
@@ -211,6 +240,18 @@ def build_app(
                                               label="Built-in image")  # fmt: skip
                         # A file, not gr.Image: an unreadable upload reaches `open_upload`, whose message is one line.
                         upload = gr.File(label="Or upload an image", file_types=["image"], type="filepath", height=100)
+                        data_box = gr.Textbox(
+                            data or "",
+                            label="Or a streamed data set (shards: pattern, folder or URL)",
+                            placeholder="data/shapes/train-{000000..000003}.tar",
+                        )
+                        data_index = gr.Slider(
+                            0,
+                            explorer.limits.max_data_images - 1,
+                            value=0,
+                            step=1,
+                            label="Image number in the data set",
+                        )
                         schedule = gr.Dropdown(explorer.schedule_choices(), value="linear", label="Schedule")
                         forward_T = gr.Slider(10, 4000, value=1000, step=10, label="T (training timesteps)")
                         forward_zero_snr = gr.Checkbox(False, label="Zero terminal SNR (rescaled)")
@@ -311,13 +352,18 @@ def build_app(
         model_box.submit(load, [model_box, session], load_outputs, api_visibility="private", **model_work)
 
         @shown
-        def forward(builtin_name, upload_path, schedule_name, T, zero_snr, t, noise_seed, current):
+        def forward(
+            builtin_name, upload_path, schedule_name, T, zero_snr, t, noise_seed, data_name, image_number, current
+        ):
             T = limits.check_timesteps(T)
-            image = (
-                panels.open_upload(upload_path, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_image_pixels)
-                if upload_path
-                else panels.builtin_image(builtin_name)
-            )
+            if upload_path:  # the image shown: an upload, else the data set's, else the built-in one
+                image = panels.open_upload(
+                    upload_path, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_image_pixels
+                )
+            elif data_name and str(data_name).strip():
+                image = explorer.data_image(str(data_name), int(image_number or 0))
+            else:
+                image = panels.builtin_image(builtin_name)
             pipeline = explorer.pipeline_of(current) if schedule_name == panels.MODEL_SCHEDULE else None
             if schedule_name == panels.MODEL_SCHEDULE:
                 T = explorer.require_model(current).scheduler.config.num_train_timesteps
@@ -328,11 +374,22 @@ def build_app(
             )  # fmt: skip
             return result.noisy, result.values, result.strip, gr.Slider(maximum=int(T) - 1, value=t)
 
-        forward_inputs = [builtin, upload, schedule, forward_T, forward_zero_snr, t_slider, noise_seed, session]
+        forward_inputs = [
+            builtin,
+            upload,
+            schedule,
+            forward_T,
+            forward_zero_snr,
+            t_slider,
+            noise_seed,
+            data_box,
+            data_index,
+            session,
+        ]
         gr.on(
             # `input`/`release` fire on the user's own changes only, not when this function updates the t slider.
             [demo.load, builtin.input, upload.change, schedule.input, forward_T.release, forward_zero_snr.input,
-             t_slider.input, t_slider.release, noise_seed.submit],
+             t_slider.input, t_slider.release, noise_seed.submit, data_box.submit, data_index.release],
             forward, forward_inputs, [noisy, values, strip, t_slider], api_name="forward_process",
             trigger_mode="always_last", show_progress="minimal", **model_work,
         )  # fmt: skip
