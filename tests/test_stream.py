@@ -376,3 +376,158 @@ def test_an_interrupted_prepare_leaves_no_partial_shard_and_resumes(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["num_images"] + manifest["num_skipped"] == 4009 and len(manifest["shards"]) == 41
     assert not list(out.glob(".*.tmp")) and not (out / "prepare-progress.json").exists()
+
+
+# ---- two processes: exact resume after SIGTERM and SIGKILL, and a resume on another number of processes ----------
+
+# 64 images in 8 shards of 8; 2 processes x 2 workers = 4 readers of 2 shards: 2 batches of 8 per reader, 4 steps an
+# epoch. 40 steps are 10 epochs: a stop lands mid-epoch or on a boundary, and the resumed run crosses epochs.
+SMALL_STEPS = 40
+
+
+@pytest.fixture(scope="module")
+def small_shards(tmp_path_factory) -> Path:
+    from ddpm_hub.data import draw_shapes
+
+    root = tmp_path_factory.mktemp("small")
+    (root / "images").mkdir()
+    for i, image in enumerate(draw_shapes(64, size=16, seed=3)):
+        image.save(root / "images" / f"{i:03d}.png")
+    assert prepare_main([str(root / "images"), str(root / "shards"), "--resolution", "16", "--shard_size", "8"]) == 0
+    assert len(list((root / "shards").glob("train-*.tar"))) == 8
+    return root / "shards"
+
+
+def _two_process_args(shards: Path) -> list[str]:
+    return [
+        *TINY,
+        "--train_shards",
+        str(shards / PATTERN),
+        "--max_train_steps",
+        str(SMALL_STEPS),
+        "--random_flip",
+        "--dataloader_num_workers",
+        "2",
+        "--shuffle_buffer_size",
+        "8",
+        "--logging_steps",
+        "1",
+        "--checkpointing_steps",
+        "2",
+    ]
+
+
+def _accelerate_two(*args) -> list[str]:
+    return [
+        ACCELERATE,
+        "launch",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--multi_gpu",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        SCRIPT,
+        *args,
+    ]
+
+
+@pytest.fixture(scope="module")
+def straight_two(small_shards, tmp_path_factory) -> Path:
+    """An uninterrupted two-process run of `SMALL_STEPS` steps, a checkpoint every 2 steps."""
+    out = tmp_path_factory.mktemp("straight2") / "run"
+    ok(launch(*_two_process_args(small_shards), "--output_dir", str(out), cwd=out.parent, processes=2))
+    return out
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (the training processes of an `accelerate launch`)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _steps_logged(output_dir: Path) -> int:
+    try:
+        lines = (output_dir / "metrics.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return 0
+    return max((json.loads(line).get("step", 0) for line in lines if line.strip().endswith("}")), default=0)
+
+
+def _checkpoint_steps(output_dir: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in output_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit())
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_stopped_two_process_streamed_run_resumes_bit_identically(small_shards, straight_two, tmp_path, how):
+    import os
+
+    args = _two_process_args(small_shards)
+    stopped = tmp_path / "stopped"
+    process = subprocess.Popen(
+        _accelerate_two(*args, "--output_dir", str(stopped)),
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: SIGKILL takes the launcher, ranks and workers at once
+    )
+    deadline = time.time() + SUBPROCESS_TIMEOUT
+    # Into the second epoch (steps 5-8), so that the resumed run starts from a position within a later epoch.
+    while time.time() < deadline and _steps_logged(stopped) < 5 and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, process.communicate()[0][-3000:]
+    if how == "SIGTERM":  # as a cluster scheduler does: every training process gets it
+        ranks = _children(process.pid)
+        assert len(ranks) == 2, ranks
+        for rank in ranks:
+            os.kill(rank, signal.SIGTERM)
+    else:
+        os.killpg(process.pid, signal.SIGKILL)
+    output, _ = process.communicate(timeout=SUBPROCESS_TIMEOUT)
+    steps = _checkpoint_steps(stopped)
+    if how == "SIGTERM":
+        assert process.returncode == 0 and "Stopped by SIGTERM" in output, output[-3000:]
+        assert "Traceback" not in output, output[-3000:]
+        assert not (stopped / "model_index.json").exists()
+    assert steps and 4 <= steps[-1] < SMALL_STEPS, (steps, output[-3000:])
+    resumed = ok(
+        launch(*args, "--output_dir", str(stopped), "--resume_from_checkpoint", "latest", cwd=tmp_path, processes=2)
+    )
+    assert f"checkpoint-{steps[-1]}" in resumed.stderr
+    assert "approximately" not in resumed.stderr  # the same 2 processes x 2 workers: the exact position
+    last = f"checkpoint-{SMALL_STEPS}/model.safetensors"
+    assert_same_weights(straight_two / last, stopped / last)
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    assert_same_weights(straight_two / unet, stopped / unet)
+
+
+def test_a_resume_on_another_number_of_processes_warns_that_the_position_is_approximate(
+    small_shards, straight_two, tmp_path
+):
+    out = tmp_path / "one"
+    out.mkdir()
+    shutil.copytree(straight_two / "checkpoint-6", out / "checkpoint-6")
+    args = [*_two_process_args(small_shards), "--max_train_steps", "10"]
+    result = ok(
+        launch(*args, "--output_dir", str(out), "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True)
+    )
+    # The checkpoint is of 2 processes x 2 workers, this run 1 x 2: allowed, and said in one warning.
+    assert "stream position is of 2 processes x 2 workers, this run has 1 x 2" in result.stderr, result.stderr[-3000:]
+    assert "approximately, not exactly" in result.stderr
+    assert "approximately, not exactly" in (out / "train.log").read_text()
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert _checkpoint_steps(out)[-1] == 10

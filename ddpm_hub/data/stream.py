@@ -424,12 +424,15 @@ class StreamedImages:
             return
         processes = state["processes"]
         if state["num_processes"] != self._accelerator.num_processes or processes[0]["num_workers"] != self.num_workers:
-            warnings.warn(
-                f"The checkpoint's stream position is of {state['num_processes']} processes x "
-                f"{processes[0]['num_workers']} workers, this run has {self._accelerator.num_processes} x "
-                f"{self.num_workers}: resuming at the same batch of the epoch, but the samples are approximately, "
-                "not exactly, those an uninterrupted run would see.",
-                stacklevel=2,
+            # The run log's (train.log) and stderr's, once (only the first process logs warnings).
+            logger.warning(
+                "The checkpoint's stream position is of %d processes x %d workers, this run has %d x %d: resuming at "
+                "the same batch of the epoch, but the samples are approximately, not exactly, those an uninterrupted "
+                "run would see.",
+                state["num_processes"],
+                processes[0]["num_workers"],
+                self._accelerator.num_processes,
+                self.num_workers,
             )
             self._resume = {"epoch": processes[0]["epoch"], "batches": processes[0]["batches"], "loader": None}
             self._skipped_before = processes[0]["skipped"]
