@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
-from conftest import clean_env
+from conftest import SUBPROCESS_TIMEOUT, clean_env
 from test_train import ACCELERATE, SCRIPT, _free_port, assert_same_weights, launch, ok
 
 from ddpm_hub.data.prepare import main as prepare_main
@@ -472,8 +473,6 @@ def _checkpoint_steps(output_dir: Path) -> list[int]:
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 def test_a_stopped_two_process_streamed_run_resumes_bit_identically(small_shards, straight_two, tmp_path, how):
-    import os
-
     args = _two_process_args(small_shards)
     stopped = tmp_path / "stopped"
     process = subprocess.Popen(
