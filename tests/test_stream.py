@@ -459,6 +459,11 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _descendants(pid: int) -> list[int]:
+    children = _children(pid)
+    return [*children, *(grandchild for child in children for grandchild in _descendants(child))]
+
+
 def _steps_logged(output_dir: Path) -> int:
     try:
         lines = (output_dir / "metrics.jsonl").read_text().splitlines()
@@ -482,7 +487,6 @@ def test_a_stopped_two_process_streamed_run_resumes_bit_identically(small_shards
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        start_new_session=True,  # its own process group: SIGKILL takes the launcher, ranks and workers at once
     )
     deadline = time.time() + SUBPROCESS_TIMEOUT
     # Into the second epoch (steps 5-8), so that the resumed run starts from a position within a later epoch.
@@ -494,8 +498,10 @@ def test_a_stopped_two_process_streamed_run_resumes_bit_identically(small_shards
         assert len(ranks) == 2, ranks
         for rank in ranks:
             os.kill(rank, signal.SIGTERM)
-    else:
-        os.killpg(process.pid, signal.SIGKILL)
+    else:  # as a crash does: the launcher, the training processes and their DataLoader workers at once
+        # (torch's launcher starts each training process in a session of its own: a process group is not enough)
+        for pid in [process.pid, *_descendants(process.pid)]:
+            os.kill(pid, signal.SIGKILL)
     output, _ = process.communicate(timeout=SUBPROCESS_TIMEOUT)
     steps = _checkpoint_steps(stopped)
     if how == "SIGTERM":
