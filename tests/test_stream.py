@@ -509,11 +509,17 @@ def test_a_stopped_two_process_streamed_run_resumes_bit_identically(small_shards
         assert "Traceback" not in output, output[-3000:]
         assert not (stopped / "model_index.json").exists()
     assert steps and 4 <= steps[-1] < SMALL_STEPS, (steps, output[-3000:])
+    if how == "SIGKILL":  # resume within an epoch: from the last checkpoint that is not on an epoch's boundary
+        per_epoch = json.loads((straight_two / "training_config.json").read_text())["steps_per_epoch"]
+        assert per_epoch == 4
+        while steps[-1] % per_epoch == 0:
+            shutil.rmtree(stopped / f"checkpoint-{steps.pop()}")
     resumed = ok(
         launch(*args, "--output_dir", str(stopped), "--resume_from_checkpoint", "latest", cwd=tmp_path, processes=2)
     )
     assert f"checkpoint-{steps[-1]}" in resumed.stderr
     assert "approximately" not in resumed.stderr  # the same 2 processes x 2 workers: the exact position
+    assert _checkpoint_steps(stopped)[-1] == SMALL_STEPS  # the resumed run did all the steps
     last = f"checkpoint-{SMALL_STEPS}/model.safetensors"
     assert_same_weights(straight_two / last, stopped / last)
     unet = "unet/diffusion_pytorch_model.safetensors"
