@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+import PIL.Image
 import pytest
 import torch
 from conftest import run_python
@@ -83,6 +84,9 @@ def test_a_latent_run_exports_a_pipeline_that_samples_images(tmp_path, vaes, enc
     card = (out / "README.md").read_text()
     assert "latent image diffusion model" in card and str(vaes[kind]) in card and "licence" in card
     assert "| resolution | 32 |" in card
+    # The preview grid is decoded: 2 x 2 images of 32 px (latents would make it 2 x 2 of 16).
+    with PIL.Image.open(out / "sample_grid.png") as grid:
+        assert grid.size == (64, 64) and grid.mode == "RGB"
 
     # The second run with the same settings reads the cache; another resolution encodes again.
     train(tmp_path, vaes[kind], "--max_train_steps", "1", "--random_flip", out="again")

@@ -16,10 +16,8 @@ from typing import Any
 import torch
 
 from ..evaluation.during_training import Evaluator
-from ..export import ema_weights, export_pipeline, sample_grid
-from ..files import save_image
+from ..export import ema_weights, export_pipeline
 from ..training import Trainer, plan_model, reported_as_setup_errors
-from ..training.records import log_grid
 from ..training.sources import InMemoryImages
 from .cache import cached_latents, default_cache_root
 from .plan import plan_latent_model
@@ -103,23 +101,11 @@ class LatentTrainer(Trainer):
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
-    def preview(self) -> None:
-        run = self.run_config
-        with ema_weights(self.ema, self.base_unet), self.accelerator.autocast(), self.vae_on_device() as vae:
-            grid = sample_grid(
-                self.base_unet,
-                self.noise_scheduler,
-                num_images=run.eval_batch_size,
-                sampler=run.preview_sampler,
-                num_inference_steps=run.ddpm_num_inference_steps,
-                seed=run.seed,
-                label_names=self.data.label_names,
-                vae=vae,
-                latent_scaling_factor=self.vae_info.scaling_factor,
-            )
-        save_image(grid, self.output_dir / "samples" / f"step-{self.state.step:07d}.png")
-        log_grid(self.accelerator, grid, self.state.step)
-        self.state.preview = grid
+    @contextlib.contextmanager
+    def sampling_extras(self):
+        """Previews decode: the VAE (on the accelerator while the grid is drawn) and the run's scaling factor."""
+        with self.vae_on_device() as vae:
+            yield {"vae": vae, "latent_scaling_factor": self.vae_info.scaling_factor}
 
     def export(self, folder: Path) -> None:
         """The pipeline with its `vae/` (saved from the CPU copy) and the run's latent scaling factor."""

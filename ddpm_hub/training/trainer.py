@@ -528,9 +528,16 @@ class Trainer:
             self.state.best_score = evaluation.scores["fid"]
         record_metrics(self.accelerator, self.output_dir, self.state.step, evaluation.metrics)
 
+    @contextlib.contextmanager
+    def sampling_extras(self):
+        """Extra `sample_grid` arguments while a preview is drawn: none for pixel models (a latent run lends its
+        VAE, on the accelerator for the duration)."""
+        yield {}
+
     def preview(self) -> None:
         run = self.run_config
-        with ema_weights(self.ema, self.base_unet), self.accelerator.autocast():
+        ema = ema_weights(self.ema, self.base_unet)
+        with ema, self.accelerator.autocast(), self.sampling_extras() as extras:
             grid = sample_grid(
                 self.base_unet,
                 self.noise_scheduler,
@@ -539,6 +546,7 @@ class Trainer:
                 num_inference_steps=run.ddpm_num_inference_steps,
                 seed=run.seed,
                 label_names=self.data.label_names,
+                **extras,
             )
         save_image(grid, self.output_dir / "samples" / f"step-{self.state.step:07d}.png")
         log_grid(self.accelerator, grid, self.state.step)
