@@ -9,7 +9,7 @@ from ..pipeline_ddpm_hub import DDPMHubPipeline
 from ..safe_loading import check_local_model, weights_kwargs
 
 PIPELINE_INDEX = "model_index.json"
-# Files a training run writes before its first export (see ddpm_hub/training.py).
+# Files a training run writes before its first export (see ddpm_hub/training/).
 RUN_MARKERS = ("metrics.jsonl", "training_config.json", "samples")
 
 

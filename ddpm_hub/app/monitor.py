@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .models import is_training_output
 
-METRICS_LOG = "metrics.jsonl"  # one JSON object per logging step (ddpm_hub/training.py: record_metrics)
+METRICS_LOG = "metrics.jsonl"  # one JSON object per logging step (ddpm_hub/training/records.py: record_metrics)
 CONFIG_FILE = "training_config.json"
 SUMMARY_FILE = "metrics.json"  # written when the run ends
 PREVIEW_PATTERN = re.compile(r"step-(\d+)\.png$")
