@@ -37,6 +37,7 @@ class CardInfo:
         has_sample_grid (`bool`): whether `sample_grid.png` sits beside the card.
         vae (`str`, *optional*): a latent model's autoencoder (folder or Hub id, and subfolder), stored in `vae/`.
         vae_license (`str`, *optional*): that autoencoder's licence, from its own model card.
+        label_names (`list[str]`, *optional*): a class-conditional model's class names, by id.
     """
 
     repo_id: str | None = None
@@ -49,6 +50,7 @@ class CardInfo:
     has_sample_grid: bool = True
     vae: str | None = None
     vae_license: str | None = None
+    label_names: list[str] | None = None
 
 
 # Training settings shown in the card's table, in this order, when the run recorded them.
@@ -94,6 +96,7 @@ def card_info_for_run(
         metrics=metrics or {},
         vae=hparams.get("vae") or None,
         vae_license=hparams.get("vae_license") or None,
+        label_names=hparams.get("label_names") or None,
     )
 
 
@@ -137,6 +140,9 @@ def build_model_card(info: CardInfo, user_notes: str | None = None) -> ModelCard
     if info.vae:
         licence = f"`{info.vae_license}`" if info.vae_license else "not stated in its model card; see its page"
         sections.append(f"The autoencoder is `{info.vae}` (licence: {licence}); its terms apply to `vae/` as well.")
+    if info.label_names:
+        names = ", ".join(f"`{name}`" for name in info.label_names)
+        sections.append(f"Its classes, by id from 0 (`label_names` in `model_index.json`): {names}.")
     if info.has_sample_grid:
         sections.append(
             f"![Samples from the EMA weights]({SAMPLE_GRID})" + (", one row per class" if num_classes else "")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..arguments import one_line, parse_config
-from .config import CONFIG_TYPES, DistillConfig, check_teacher_folder
+from .config import CONFIG_TYPES, DistillConfig, check_latent_teacher, check_teacher_folder
 from .rounds import check_ddim_can_run
 
 logger = logging.getLogger("ddpm_hub")
@@ -33,7 +33,7 @@ def check_run_flags(distill: DistillConfig, data, run, hub) -> None:
 
 
 def resolve_teacher(distill: DistillConfig, cache_dir: str | None) -> Path:
-    """The teacher's local folder: the path given, or a download of the Hub repo; checked to be a pixel pipeline."""
+    """The teacher's local folder: the path given, or a download of the Hub repo; checked to be a pipeline DDIM runs."""
     path = Path(distill.teacher)
     if not path.exists():
         looks_like_repo = distill.teacher.count("/") == 1 and not distill.teacher.startswith((".", "/"))
@@ -49,7 +49,7 @@ def resolve_teacher(distill: DistillConfig, cache_dir: str | None) -> Path:
             raise ValueError(f"TEACHER {distill.teacher!r} could not be downloaded: {one_line(error)}") from error
     elif not path.is_dir():
         raise ValueError(f"TEACHER {distill.teacher!r} is a file, not a pipeline folder.")
-    check_teacher_folder(path, "TEACHER")
+    components = check_teacher_folder(path, "TEACHER")
     try:
         scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
         unet_config = json.loads((path / "unet" / "config.json").read_text(encoding="utf-8"))
@@ -59,6 +59,8 @@ def resolve_teacher(distill: DistillConfig, cache_dir: str | None) -> Path:
         check_ddim_can_run(scheduler_config, unet_config, distill.start_steps)
     except ValueError as error:
         raise ValueError(f"TEACHER {distill.teacher!r}: {error}") from error
+    if components.get("vae"):  # a latent teacher: distilled on its own VAE's latents (ddpm_hub.distill.latent)
+        check_latent_teacher(path, components, unet_config, "TEACHER")
     return path
 
 

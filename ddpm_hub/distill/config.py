@@ -77,11 +77,25 @@ def check_teacher_folder(folder: Path, flag: str) -> dict:
     for name in ("unet", "scheduler"):
         if name not in components or not (folder / name).is_dir():
             raise ValueError(f"{flag} {str(folder)!r} is not a ddpm-hub pipeline: it has no {name}/.")
-    if components.get("vae"):
-        raise ValueError(
-            f"{flag} {str(folder)!r} is a latent pipeline; distilling latent teachers is not supported yet."
-        )
+    if components.get("vae") and not (folder / "vae" / "config.json").is_file():
+        raise ValueError(f"{flag} {str(folder)!r} is a latent pipeline without its vae/ folder.")
     return components
+
+
+def check_latent_teacher(folder: Path, components: dict, unet_config: dict, flag: str) -> None:
+    """A latent teacher's `vae/` is an autoencoder ddpm-hub trains on, and its UNet takes that VAE's latents."""
+    from ..latents import VAE_CLASSES, read_vae_info
+
+    try:
+        info = read_vae_info(str(folder), "vae", components.get("latent_scaling_factor"))
+    except ValueError as error:
+        raise ValueError(f"{flag} {str(folder)!r} has a vae/ that is not one of {', '.join(VAE_CLASSES)}.") from error
+    have = (unet_config.get("in_channels", 3), unet_config.get("out_channels", 3))
+    if have != (info.latent_channels, info.latent_channels):
+        raise ValueError(
+            f"{flag} {str(folder)!r}: its UNet has in/out channels {have[0]}/{have[1]}, but the latents of its "
+            f"vae/ have {info.latent_channels} channels."
+        )
 
 
 CONFIG_TYPES = (DistillConfig, DataConfig, TrainConfig, HubConfig)

@@ -58,6 +58,7 @@ class RoundPlan:
     teacher_steps: int
     student_steps: int
     folder: Path
+    vae_source: Path | None = None  # a latent teacher: the TEACHER folder whose vae/ every round encodes with
 
 
 class DistillRound(Trainer):
@@ -66,8 +67,22 @@ class DistillRound(Trainer):
     def __init__(self, plan: RoundPlan, distill: DistillConfig, data: DataConfig, run: TrainConfig, scorers: dict):
         self.plan_round, self.distill, self.scorers = plan, distill, scorers
         self.teacher_config = DDIMScheduler.load_config(plan.teacher_dir, subfolder="scheduler")
-        model = ModelConfig(pretrained_model_name_or_path=str(plan.teacher_dir))
-        super().__init__(model, data, run, HubConfig(), step_factory=self.make_step)
+        super().__init__(self.model_config(), data, run, HubConfig(), step_factory=self.make_step)
+
+    def model_config(self) -> ModelConfig:
+        """What to train: the teacher's UNet and schedule (a latent round adds its VAE)."""
+        return ModelConfig(pretrained_model_name_or_path=str(self.plan_round.teacher_dir))
+
+    def data_seed(self) -> int:
+        # Every round decodes the same images (and a latent round reads the latents the first one encoded): the
+        # distillation's seed, not the round's, which differs so that each round draws its own noise.
+        return self.run_config.seed - self.plan_round.index
+
+    def load_data(self):
+        """The training data (pixels, or a latent round's cached latents), whose classes must be the teacher's."""
+        data = super().load_data()
+        check_label_names(self.plan_round.teacher_dir, data.label_names)
+        return data
 
     def check(self, cleanup) -> None:
         super().check(cleanup)
@@ -104,12 +119,20 @@ class DistillRound(Trainer):
         # x_0 = (z - sigma eps) / alpha magnifies every error by 1 / alpha, strays far from its teacher (measured).
         return ddim_scheduler(self.teacher_config)
 
+    def pipeline_vae(self) -> dict[str, Any]:
+        """What makes the exported student a latent pipeline: nothing for a pixel teacher (see `latent.py`)."""
+        return {}
+
+    def image_size(self) -> int:
+        """The side of the images scored after the round (a latent round's are decoded, larger than its latents)."""
+        return self.plan.resolution
+
     def export(self, folder: Path) -> None:
         """The student as a pipeline: DDIM (trailing spacing) whose default step count is the student's."""
         with ema_weights(self.ema, self.base_unet):
             export_pipeline(
                 self.base_unet, self.student_scheduler(), folder, label_names=self.data.label_names,
-                default_num_inference_steps=self.plan_round.student_steps,
+                default_num_inference_steps=self.plan_round.student_steps, **self.pipeline_vae(),
             )  # fmt: skip
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -129,11 +152,12 @@ class DistillRound(Trainer):
         metrics.update(self.hyperparameters_of_round())
         if self.distill.eval_rounds:
             scorer = self.scorer()
-            with ema_weights(self.ema, self.base_unet), self.accelerator.autocast():
+            # A latent round's samples are decoded by its VAE (`sampling_extras`, on the accelerator meanwhile).
+            with ema_weights(self.ema, self.base_unet), self.accelerator.autocast(), self.sampling_extras() as decoder:
                 table = scorer.table(
                     self.base_unet, self.student_scheduler().config, self.teacher.to(self.accelerator.device),
                     self.teacher_config,
-                    self.plan_round.student_steps, self.distill.eval_teacher_steps, self.data.label_names,
+                    self.plan_round.student_steps, self.distill.eval_teacher_steps, self.data.label_names, **decoder,
                 )  # fmt: skip
             write_json(self.output_dir / QUALITY_FILE, {"settings": scorer.describe(), "scores": table})
             flat = {f"{metric}/{name}": value for name, scores in table.items() for metric, value in scores.items()}
@@ -151,18 +175,43 @@ class DistillRound(Trainer):
         # One reference-statistics computation per distillation (cached on disk too), shared by the rounds.
         if "scorer" not in self.scorers:
             self.scorers["scorer"] = RoundScorer(
-                self.run_config, self.configs.data, self.data, self.plan.resolution, self.accelerator.device
+                self.run_config, self.configs.data, self.data, self.image_size(), self.accelerator.device
             )
         return self.scorers["scorer"]
 
 
 def plan_rounds(teacher_dir: Path, distill: DistillConfig, output_dir: Path) -> list[RoundPlan]:
     plans, teacher, teacher_steps = [], teacher_dir, distill.start_steps
+    index_file = json.loads((teacher_dir / "model_index.json").read_text(encoding="utf-8"))
+    vae_source = teacher_dir if index_file.get("vae") else None
     for index, student_steps in enumerate(round_step_counts(distill.start_steps, distill.end_steps)):
         folder = round_dir(output_dir, student_steps)
-        plans.append(RoundPlan(index, teacher, teacher_steps, student_steps, folder))
+        plans.append(RoundPlan(index, teacher, teacher_steps, student_steps, folder, vae_source))
         teacher, teacher_steps = folder, student_steps
     return plans
+
+
+def make_round(plan: RoundPlan, distill: DistillConfig, data: DataConfig, run: TrainConfig, scorers: dict):
+    """The Trainer of one round: a `DistillRound`, or for a latent teacher a `LatentDistillRound`."""
+    if plan.vae_source is None:
+        return DistillRound(plan, distill, data, run, scorers)
+    from .latent import LatentDistillRound  # it builds on this module
+
+    return LatentDistillRound(plan, distill, data, run, scorers)
+
+
+def check_label_names(teacher_dir: Path, label_names: list[str] | None) -> None:
+    """The data's class names (by id) are the teacher's: otherwise each label would teach another class."""
+    index = json.loads((teacher_dir / "model_index.json").read_text(encoding="utf-8"))
+    teacher_names = index.get("label_names")
+    if not teacher_names or label_names is None:
+        return
+    teacher_names = [teacher_names[key] for key in sorted(teacher_names, key=int)]
+    if [str(name) for name in label_names] != teacher_names:
+        raise ValueError(
+            f"the data's classes {label_names} are not the teacher's {teacher_names} (by id); distil the teacher on "
+            "its own labelled data."
+        )
 
 
 def round_run_config(run: TrainConfig, plan: RoundPlan, steps: int, overwrite: bool) -> TrainConfig:
@@ -193,7 +242,7 @@ def run_rounds(teacher_dir: Path, distill: DistillConfig, data: DataConfig, run:
         else:
             logger.info("Round %d: distilling %d teacher steps into %d student steps in %s.", plan.index + 1,
                         plan.teacher_steps, plan.student_steps, plan.folder)  # fmt: skip
-            trainer = DistillRound(
+            trainer = make_round(
                 plan, distill, data, round_run_config(run, plan, steps_per_round(distill, run), overwrite), scorers
             )
             trainer.run()
@@ -226,9 +275,14 @@ def finish_distillation(teacher: str, distill: DistillConfig, run: TrainConfig, 
     last = round_dir(output_dir, distill.end_steps)
     index = json.loads((last / "model_index.json").read_text(encoding="utf-8"))
     label_names = index.get("label_names")
+    decoder = {}
+    if index.get("vae"):  # a latent student: the same vae/ and latent scaling factor
+        from .latent import saved_vae
+
+        decoder = saved_vae(last, index)
     export_pipeline(
         UNet2DModel.from_pretrained(last, subfolder="unet"), DDIMScheduler.from_pretrained(last, subfolder="scheduler"),
-        output_dir, label_names=label_names, default_num_inference_steps=distill.end_steps,
+        output_dir, label_names=label_names, default_num_inference_steps=distill.end_steps, **decoder,
     )  # fmt: skip
     hparams = json.loads((last / CONFIG_FILE).read_text(encoding="utf-8"))
     hparams["model_source"] = f"distilled from {teacher}"

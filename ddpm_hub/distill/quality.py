@@ -38,7 +38,7 @@ class RoundScorer:
         run (`TrainConfig`): reads `eval_features`, `eval_metrics`, `eval_num_samples`, `eval_batch_size`, `seed`.
         data (`DataConfig`): the training data (the reference statistics' cache key).
         source (`DataSource`): the run's data source; its `reference_images` are the reference pixels.
-        resolution (`int`): the model's image size.
+        resolution (`int`): the model's image size (a latent model's decoded images', not its latents').
         device (`torch.device`): where to sample and extract features.
     """
 
@@ -54,10 +54,13 @@ class RoundScorer:
         )  # fmt: skip
 
     @torch.no_grad()
-    def score(self, unet, scheduler_config, sampler: str, steps: int, label_names=None) -> dict[str, float]:
-        """FID/KID/... of `unet` sampled with `sampler` at `steps` (trailing spacing, seeds seed .. seed + N - 1)."""
+    def score(self, unet, scheduler_config, sampler: str, steps: int, label_names=None, **decoder) -> dict[str, float]:
+        """FID/KID/... of `unet` sampled with `sampler` at `steps` (trailing spacing, seeds seed .. seed + N - 1).
+
+        A latent model's `decoder` (`vae`, `latent_scaling_factor`) decodes its samples, so that pixels are scored.
+        """
         scheduler = scheduler_from_name(sampler, scheduler_config, **DDIM_OVERRIDES)
-        pipeline = DDPMHubPipeline(unet=unet, scheduler=scheduler, label_names=label_names)
+        pipeline = DDPMHubPipeline(unet=unet, scheduler=scheduler, label_names=label_names, **decoder)
         pipeline.set_progress_bar_config(disable=True)
         was_training = unet.training
         unet.eval()
@@ -72,12 +75,20 @@ class RoundScorer:
             return score(self.extractor.extract(images), self.reference, self.metrics, seed=self.run.seed)
 
     def table(
-        self, student, student_config, teacher, teacher_config, student_steps: int, teacher_steps: int, label_names=None
+        self,
+        student,
+        student_config,
+        teacher,
+        teacher_config,
+        student_steps: int,
+        teacher_steps: int,
+        label_names=None,
+        **decoder,
     ):
-        """{row name: scores} for `quality_rows`, each model sampled with its own scheduler config."""
+        """{row name: scores} for `quality_rows`, each model sampled with its own scheduler config (and `decoder`)."""
         models = {"student": (student, student_config), "teacher": (teacher, teacher_config)}
         return {
-            name: self.score(*models[model], sampler, steps, label_names)
+            name: self.score(*models[model], sampler, steps, label_names, **decoder)
             for name, model, sampler, steps in quality_rows(student_steps, teacher_steps)
         }
 

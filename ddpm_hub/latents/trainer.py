@@ -69,7 +69,7 @@ class LatentTrainer(Trainer):
         data, info, accelerator = self.configs.data, self.vae_info, self.accelerator
         channels = info.config.get("in_channels", 3)
         images = InMemoryImages.load(
-            data, resolution=self.image_resolution, channels=channels, seed=self.run_config.seed
+            data, resolution=self.image_resolution, channels=channels, seed=self.data_seed()
         )
         self.vae = load_vae(info, data.cache_dir)
         stats, self.latent_cache, _ = cached_latents(

@@ -196,8 +196,12 @@ class Trainer:
                 )
             return open_stream(self.configs.data, self.plan.resolution, channels, self.accelerator)
         return InMemoryImages.load(
-            self.configs.data, resolution=self.plan.resolution, channels=channels, seed=self.run_config.seed
+            self.configs.data, resolution=self.plan.resolution, channels=channels, seed=self.data_seed()
         )
+
+    def data_seed(self) -> int:
+        """The seed of the images' decoding (random crops, the --max_train_samples subset): the run's own."""
+        return self.run_config.seed
 
     def size_run(self) -> RunSize:
         run, processes = self.run_config, self.accelerator.num_processes
@@ -332,6 +336,7 @@ class Trainer:
             mixed_precision_effective=self.accelerator.mixed_precision,
             compile_mode_effective=self.compile_mode or "none",
             num_classes=data.num_classes,
+            label_names=data.label_names,
         )
 
     def start(self) -> None:
