@@ -68,9 +68,7 @@ class LatentTrainer(Trainer):
         its cache; `setup` calls this inside `accelerator.main_process_first()`)."""
         data, info, accelerator = self.configs.data, self.vae_info, self.accelerator
         channels = info.config.get("in_channels", 3)
-        images = InMemoryImages.load(
-            data, resolution=self.image_resolution, channels=channels, seed=self.data_seed()
-        )
+        images = InMemoryImages.load(data, resolution=self.image_resolution, channels=channels, seed=self.data_seed())
         self.vae = load_vae(info, data.cache_dir)
         stats, self.latent_cache, _ = cached_latents(
             images.images.pixels,
