@@ -126,6 +126,26 @@ def test_a_latent_rounds_scores_are_of_decoded_images(tmp_path, latent_teacher, 
     assert "round 4: student ddim 4 kid_mean" in json.loads((out / "metrics.json").read_text())
 
 
+def test_a_resumed_latent_distillation_reads_the_cache_and_ends_bit_identical(tmp_path, latent_teacher, vae_calls):
+    import shutil
+
+    flags = "--start_steps 8 --end_steps 2 --eval_rounds false --checkpointing_steps 1".split()
+    flags += ["--cache_dir", str(tmp_path / "cache"), *DATA]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    distill(latent_teacher, "--output_dir", straight, *flags)
+    # As after a SIGKILL in round 2 just after its checkpoint-1: round 1 finished, nothing of round 2 but that.
+    resumed.mkdir()
+    shutil.copytree(straight / "round-4", resumed / "round-4")
+    (resumed / "round-2").mkdir()
+    shutil.copytree(straight / "round-2" / "checkpoint-1", resumed / "round-2" / "checkpoint-1")
+    distill(latent_teacher, "--output_dir", resumed, *flags, "--resume_from_checkpoint", "latest")
+    assert vae_calls["encode"] == 24  # the first run's cache served the resumed round
+    logged = [json.loads(line) for line in (resumed / "round-2" / "metrics.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in logged if "loss" in entry] == [2]  # round 2 resumed after its step 1
+    for name in ("unet", "vae"):
+        assert_same_tensors(tensors(resumed, name), tensors(straight, name))
+
+
 def test_a_latent_teacher_without_a_usable_vae_is_refused_in_one_line(tmp_path, latent_teacher, capsys):
     import shutil
 
