@@ -4,6 +4,7 @@
 - `rounds.py`: the rounds' step counts, the DDIM grid each distils, and which teachers DDIM can run.
 - `step.py`: `DistillStep`, the Trainer's `Step` for one micro-batch.
 - `distiller.py`: `DistillRound` (a `Trainer` per round) and the sequence of rounds; `quality.py`: each round's scores.
+- `latent.py`: `LatentDistillRound`, the round of a latent teacher (a `DistillRound` that is also a `LatentTrainer`).
 - `config.py`: `DistillConfig`; `command.py`: `main(argv)`, the command's body.
 """
 

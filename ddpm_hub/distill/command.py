@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..arguments import one_line, parse_config
-from .config import CONFIG_TYPES, DistillConfig, check_latent_teacher, check_teacher_folder
+from .config import CONFIG_TYPES, DistillConfig, check_latent_teacher, check_teacher_folder, is_latent_pipeline
 from .rounds import check_ddim_can_run
 
 logger = logging.getLogger("ddpm_hub")
@@ -59,7 +59,7 @@ def resolve_teacher(distill: DistillConfig, cache_dir: str | None) -> Path:
         check_ddim_can_run(scheduler_config, unet_config, distill.start_steps)
     except ValueError as error:
         raise ValueError(f"TEACHER {distill.teacher!r}: {error}") from error
-    if components.get("vae"):  # a latent teacher: distilled on its own VAE's latents (ddpm_hub.distill.latent)
+    if is_latent_pipeline(components):  # a latent teacher: distilled on its own VAE's latents (ddpm_hub.distill.latent)
         check_latent_teacher(path, components, unet_config, "TEACHER")
     return path
 

@@ -77,9 +77,15 @@ def check_teacher_folder(folder: Path, flag: str) -> dict:
     for name in ("unet", "scheduler"):
         if name not in components or not (folder / name).is_dir():
             raise ValueError(f"{flag} {str(folder)!r} is not a ddpm-hub pipeline: it has no {name}/.")
-    if components.get("vae") and not (folder / "vae" / "config.json").is_file():
+    if is_latent_pipeline(components) and not (folder / "vae" / "config.json").is_file():
         raise ValueError(f"{flag} {str(folder)!r} is a latent pipeline without its vae/ folder.")
     return components
+
+
+def is_latent_pipeline(index: dict) -> bool:
+    """Whether a `model_index.json` names a `vae` (diffusers writes `[null, null]` for an absent optional one)."""
+    vae = index.get("vae")
+    return isinstance(vae, (list, tuple)) and any(vae)
 
 
 def check_latent_teacher(folder: Path, components: dict, unet_config: dict, flag: str) -> None:

@@ -4,12 +4,14 @@
     accelerate launch -m ddpm_hub.cli distill org/teacher --output_dir student --mixed_precision bf16
 
 Round k is a `DistillRound`: the `Trainer` with `DistillStep` as its step and the student's DDIM pipeline as its
-export, trained in `OUT/round-N/` (N the student's steps). Everything training guarantees comes with it: exact
-resume from `OUT/round-N/checkpoint-*`, SIGTERM, the non-finite guard, logging, previews. A round is finished once
-its `metrics.json` is written (after its pipeline); a resumed distillation skips finished rounds, continues the
-first unfinished one from its last checkpoint, and loads every teacher from the previous round's saved pipeline,
-so that an interrupted and an uninterrupted distillation compute the same bits. The final student is exported to
-OUT itself, with a model card naming the teacher, the rounds, the step count and every round's scores.
+export, trained in `OUT/round-N/` (N the student's steps); a latent teacher's rounds are `LatentDistillRound`s
+(`latent.py`), which train on the teacher's VAE's cached latents and export latent students. Everything training
+guarantees comes with it: exact resume from `OUT/round-N/checkpoint-*`, SIGTERM, the non-finite guard, logging,
+previews. A round is finished once its `metrics.json` is written (after its pipeline); a resumed distillation skips
+finished rounds, continues the first unfinished one from its last checkpoint, and loads every teacher from the
+previous round's saved pipeline, so that an interrupted and an uninterrupted distillation compute the same bits. The
+final student is exported to OUT itself, with a model card naming the teacher, the rounds, the step count and every
+round's scores.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ..files import save_image, write_json
 from ..labels import drop_labels
 from ..model_card import CONFIG_FILE, METRICS_FILE, SAMPLE_GRID, card_info_for_run, write_model_card
 from ..training import Trainer, record_metrics
-from .config import DistillConfig
+from .config import DistillConfig, is_latent_pipeline
 from .quality import RoundScorer, format_quality_table
 from .rounds import ddim_scheduler, round_step_counts, step_grid
 from .step import DistillStep
@@ -183,7 +185,7 @@ class DistillRound(Trainer):
 def plan_rounds(teacher_dir: Path, distill: DistillConfig, output_dir: Path) -> list[RoundPlan]:
     plans, teacher, teacher_steps = [], teacher_dir, distill.start_steps
     index_file = json.loads((teacher_dir / "model_index.json").read_text(encoding="utf-8"))
-    vae_source = teacher_dir if index_file.get("vae") else None
+    vae_source = teacher_dir if is_latent_pipeline(index_file) else None
     for index, student_steps in enumerate(round_step_counts(distill.start_steps, distill.end_steps)):
         folder = round_dir(output_dir, student_steps)
         plans.append(RoundPlan(index, teacher, teacher_steps, student_steps, folder, vae_source))
@@ -276,7 +278,7 @@ def finish_distillation(teacher: str, distill: DistillConfig, run: TrainConfig, 
     index = json.loads((last / "model_index.json").read_text(encoding="utf-8"))
     label_names = index.get("label_names")
     decoder = {}
-    if index.get("vae"):  # a latent student: the same vae/ and latent scaling factor
+    if is_latent_pipeline(index):  # a latent student: the same vae/ and latent scaling factor
         from .latent import saved_vae
 
         decoder = saved_vae(last, index)
