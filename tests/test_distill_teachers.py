@@ -183,11 +183,15 @@ def labelled_folder(tmp_path_factory) -> Path:
     return folder
 
 
-def conditional_teacher(label_names=tuple(COLOURS), **scheduler) -> DDPMHubPipeline:
+def conditional_teacher(label_names=tuple(COLOURS), latent: bool = False, **scheduler) -> DDPMHubPipeline:
+    """A random class-conditional teacher of 16 px images (a latent one: of 4x8x8 latents, with its tiny VAE)."""
     torch.manual_seed(0)
-    unet = UNet2DModel(**TINY_UNET, num_class_embeds=len(COLOURS) + 1).eval()
+    unet = UNet2DModel(**(LATENT_UNET if latent else TINY_UNET), num_class_embeds=len(COLOURS) + 1).eval()
     torch.nn.init.normal_(unet.class_embedding.weight, std=1.0)  # classes that make a visible difference
-    pipe = DDPMHubPipeline(unet=unet, scheduler=make_noise_scheduler(**scheduler), label_names=list(label_names))
+    vae = AutoencoderKL(**TINY_KL).eval() if latent else None
+    pipe = DDPMHubPipeline(
+        unet=unet, scheduler=make_noise_scheduler(**scheduler), label_names=list(label_names), vae=vae
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -196,11 +200,12 @@ def labelled_data(folder: Path) -> list[str]:
     return [*DATA[DATA.index("--max_train_samples") :], "--train_data_dir", str(folder), "--class_conditional"]
 
 
-def test_a_class_conditional_teacher_gives_a_class_conditional_student(tmp_path, labelled_folder):
+@pytest.mark.parametrize("latent", [False, True], ids=["pixel", "latent"])
+def test_a_class_conditional_teacher_gives_a_class_conditional_student(tmp_path, labelled_folder, latent):
     teacher = tmp_path / "teacher"
-    conditional_teacher(prediction_type="v_prediction").save_pretrained(teacher)
+    conditional_teacher(latent=latent, prediction_type="v_prediction").save_pretrained(teacher)
     out = tmp_path / "student"
-    flags = "--start_steps 8 --end_steps 4 --eval_rounds false".split()
+    flags = f"--start_steps 8 --end_steps 4 --eval_rounds false --cache_dir {tmp_path / 'cache'}".split()
     distill(teacher, "--output_dir", out, *flags, *labelled_data(labelled_folder))
     assert json.loads((out / "unet" / "config.json").read_text())["num_class_embeds"] == 4
     names = {"0": "blue", "1": "green", "2": "red"}
@@ -209,6 +214,7 @@ def test_a_class_conditional_teacher_gives_a_class_conditional_student(tmp_path,
     pipe = DDPMHubPipeline.from_pretrained(out)
     pipe.set_progress_bar_config(disable=True)
     assert pipe.label_names == list(COLOURS) and pipe.default_num_inference_steps == 4
+    assert (pipe.vae is not None) == latent
 
     def run(**kwargs):
         return pipe(generator=[seeded(1), seeded(2)], output_type="np", **kwargs).images
