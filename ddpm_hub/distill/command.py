@@ -59,6 +59,12 @@ def resolve_teacher(distill: DistillConfig, cache_dir: str | None) -> Path:
         check_ddim_can_run(scheduler_config, unet_config, distill.start_steps)
     except ValueError as error:
         raise ValueError(f"TEACHER {distill.teacher!r}: {error}") from error
+    if scheduler_config.get("prediction_type", "epsilon") == "epsilon":
+        logger.warning(
+            "TEACHER predicts epsilon: its first, high-noise DDIM steps carry its own epsilon error into every "
+            "sample, and students of epsilon teachers follow them less well than those of v_prediction teachers "
+            "(see 'Epsilon teachers' in docs/distillation.md); compare the rounds' scores with the teacher's."
+        )
     return path
 
 
