@@ -61,6 +61,12 @@ def resolve_teacher(distill: DistillConfig, cache_dir: str | None) -> Path:
         raise ValueError(f"TEACHER {distill.teacher!r}: {error}") from error
     if is_latent_pipeline(components):  # a latent teacher: distilled on its own VAE's latents (ddpm_hub.distill.latent)
         check_latent_teacher(path, components, unet_config, "TEACHER")
+    if scheduler_config.get("prediction_type", "epsilon") == "epsilon":
+        logger.warning(
+            "TEACHER predicts epsilon: its first, high-noise DDIM steps carry its own epsilon error into every "
+            "sample, and students of epsilon teachers follow them less well than those of v_prediction teachers "
+            "(see 'Epsilon teachers' in docs/distillation.md); compare the rounds' scores with the teacher's."
+        )
     return path
 
 
