@@ -183,6 +183,8 @@ def test_resume_on_latent_shards_is_bit_identical(shards, tmp_path):
     shutil.copytree(straight / "checkpoint-4", resumed / "checkpoint-4")  # as if the first run had died here
     resume = ["--checkpointing_steps", "4", "--resume_from_checkpoint", "latest"]
     assert train_main([*args, *resume, "--output_dir", str(resumed)]) == 0
+    logged = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert min(logged) == 5 and max(logged) == 8  # it did resume at step 4
     assert_same_weights(straight / "checkpoint-8" / "model.safetensors", resumed / "checkpoint-8" / "model.safetensors")
 
 
@@ -234,3 +236,36 @@ def test_a_copy_of_the_shards_vae_elsewhere_is_accepted(shards, vae, tmp_path):
     args = [*TRAIN, "--train_shards", str(shards), "--max_train_steps", "1", "--vae_name_or_path", str(copy)]
     assert train_main([*args, "--output_dir", str(tmp_path / "run")]) == 0
     assert json.loads((tmp_path / "run" / "training_config.json").read_text())["vae_name_or_path"] == str(copy)
+
+
+def test_an_interrupted_latent_prepare_resumes_and_writes_the_same_shards(shards, photos, vae, tmp_path):
+    out = tmp_path / "again"
+    shutil.copytree(shards, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    # As if prepare had been stopped after its second shard: progress recorded, no third shard, no manifest.
+    progress = {"settings": manifest["settings"], "shards": manifest["shards"][:2]}
+    (out / "prepare-progress.json").write_text(json.dumps(progress))
+    (out / "manifest.json").unlink()
+    (out / "train-000002.tar").unlink()
+    args = [str(photos), str(out), "--resolution", "16", "--shard_size", "8", "--vae_name_or_path", str(vae)]
+    assert prepare_main(args) == 0
+    assert json.loads((out / "manifest.json").read_text())["shards"] == manifest["shards"]  # same sha256s
+    assert not (out / "prepare-progress.json").exists()
+
+
+def test_a_vq_vae_stores_one_latent_per_view_and_trains(photos, tmp_path):
+    vq = save_tiny_vae(tmp_path / "vq", "vq")
+    out = tmp_path / "vq-shards"
+    assert (
+        prepare_main([str(photos), str(out), "--resolution", "16", "--shard_size", "24", "--vae_name_or_path", str(vq)])
+        == 0
+    )
+    latents = json.loads((out / "manifest.json").read_text())["latents"]
+    assert (
+        latents["moments"] == ["latent"] and latents["latent_shape"] == [3, 8, 8] and latents["vae_class"] == "VQModel"
+    )
+    sample = next(iter(members(out / "train-000000.tar").values()))
+    assert read_sample_latents(sample["latents.safetensors"]).shape == (2, 1, 3, 8, 8)
+    args = [*TRAIN, "--train_shards", str(out), "--random_flip", "--max_train_steps", "2"]
+    assert train_main([*args, "--output_dir", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "vae" / "config.json").read_text())["_class_name"] == "VQModel"
