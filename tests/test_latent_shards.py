@@ -269,3 +269,19 @@ def test_a_vq_vae_stores_one_latent_per_view_and_trains(photos, tmp_path):
     args = [*TRAIN, "--train_shards", str(out), "--random_flip", "--max_train_steps", "2"]
     assert train_main([*args, "--output_dir", str(tmp_path / "run")]) == 0
     assert json.loads((tmp_path / "run" / "vae" / "config.json").read_text())["_class_name"] == "VQModel"
+
+
+def test_shards_whose_vae_is_gone_say_so_in_one_line(shards, tmp_path, capsys):
+    moved = shutil.copytree(shards, tmp_path / "moved")
+    manifest = json.loads((moved / "manifest.json").read_text())
+    manifest["latents"]["vae_name_or_path"] = str(tmp_path / "gone")
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    args = [*TRAIN, "--train_shards", str(moved), "--max_train_steps", "1", "--output_dir", str(tmp_path / "run")]
+    assert train_main(args) == 2
+    err = capsys.readouterr().err
+    assert re.search(
+        r"error: the latent shards' VAE \S+gone \(named by their manifest.json\) could not be read .*; "
+        r"pass --vae_name_or_path with a copy of it.$",
+        err.strip(),
+    ), err[-2000:]

@@ -288,8 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"ddpm-hub prepare: error: {one_line(error)}", file=sys.stderr)
         return 2
+    latents = manifest.get("latents")
+    with_latents = f", with their latents under the VAE {latents['vae_name_or_path']}" if latents else ""
     print(
-        f"{manifest['num_images']} images in {len(manifest['shards'])} shards of {config.output_dir} "
+        f"{manifest['num_images']} images in {len(manifest['shards'])} shards of {config.output_dir}{with_latents} "
         f"({manifest['num_skipped']} unreadable files skipped)."
     )
     return 0

@@ -29,7 +29,7 @@ from .cache import cached_latents, default_cache_root
 from .plan import plan_latent_model
 from .shards import check_shards_vae, latent_shards_manifest, plan_latent_shards
 from .source import LatentImages, StreamedLatents
-from .vae import load_vae, read_vae_info, vae_license
+from .vae import VAEInfo, load_vae, read_vae_info, vae_license
 
 logger = logging.getLogger("ddpm_hub")
 
@@ -60,17 +60,17 @@ class LatentTrainer(Trainer):
         with reported_as_setup_errors():
             if data_config.is_streamed:  # latent shards: their VAE and resolution (before anything heavy)
                 self.shards_manifest = latent_shards_manifest(data_config)
-                given_vae = model_config.vae_name_or_path is not None
+                implied = model_config.vae_name_or_path is None
                 model_config = plan_latent_shards(self.shards_manifest, model_config, data_config)
                 self.configs = dataclasses.replace(self.configs, model=model_config)
-            self.vae_info = read_vae_info(
-                model_config.vae_name_or_path,
-                model_config.vae_subfolder,
-                model_config.latent_scaling_factor,
-                data_config.cache_dir,
-            )
-            if self.shards_manifest is not None:
-                self.check_shards_vae(given_vae)
+                self.vae_info = self.shards_vae(model_config, implied)
+            else:
+                self.vae_info = read_vae_info(
+                    model_config.vae_name_or_path,
+                    model_config.vae_subfolder,
+                    model_config.latent_scaling_factor,
+                    data_config.cache_dir,
+                )
             plan, self.image_resolution = plan_latent_model(
                 model_config, self.vae_info, plan_model, data_config.cache_dir
             )
@@ -78,21 +78,25 @@ class LatentTrainer(Trainer):
         self.plan = plan  # the UNet sized for the latents (plan.resolution is the latent grid's side)
         self.evaluator = LatentEvaluator(self.run_config, self.output_dir, self)
 
-    def check_shards_vae(self, given: bool) -> None:
-        """The VAE of latent shards: the one their manifest names (loaded here, to compare its fingerprint), or a
-        given `--vae_name_or_path` that must be the same; one line when it is not."""
-        info = self.vae_info
-        check_shards_vae(self.shards_manifest, info, None)  # the config first: no weights loaded for a wrong class
+    def shards_vae(self, model_config, implied: bool) -> VAEInfo:
+        """The VAE of latent shards (loaded here, to compare its fingerprint): the one their manifest names, or a
+        given `--vae_name_or_path` that must be the same; one line when it is not, or cannot be read."""
+        cache_dir = self.configs.data.cache_dir
         try:
-            self.vae = load_vae(info, self.configs.data.cache_dir)
+            info = read_vae_info(
+                model_config.vae_name_or_path, model_config.vae_subfolder, model_config.latent_scaling_factor, cache_dir
+            )
+            check_shards_vae(self.shards_manifest, info, None)  # the config first: no weights loaded for a wrong class
+            self.vae = load_vae(info, cache_dir)
         except ValueError as error:
-            if given:
+            if not implied:
                 raise
             raise ValueError(
-                f"the latent shards' VAE {info.name} (from their manifest.json) could not be loaded ({error}); pass "
-                "--vae_name_or_path with a copy of it."
+                f"the latent shards' VAE {model_config.vae_name_or_path} (named by their manifest.json) could not be "
+                f"read ({error}); pass --vae_name_or_path with a copy of it."
             ) from error
         check_shards_vae(self.shards_manifest, info, self.vae)
+        return info
 
     def load_data(self) -> LatentImages | StreamedLatents:
         """Decode the images at the image resolution, then encode them once (main process first: the others read
