@@ -110,7 +110,8 @@ class ModelConfig:
         metadata={
             "help": "Train on the latents of this autoencoder (AutoencoderKL or VQModel; a folder or Hub id, offline "
             "from the cache), e.g. stabilityai/sd-vae-ft-mse. --resolution stays the image size; the UNet's sample "
-            "size and channels follow the VAE. See docs/latent.md."
+            "size and channels follow the VAE. Latent shards (ddpm-hub prepare --vae_name_or_path) imply their own "
+            "VAE: leave it out, or give a copy of the same one. See docs/latent.md."
         },
     )
     vae_subfolder: str | None = field(
@@ -194,7 +195,8 @@ class DataConfig:
         metadata={
             "help": "Stream WebDataset tar shards instead of decoding a data set up front: a brace pattern "
             "('data/train-{000000..000099}.tar'), a glob, a folder, several of those, or an fsspec URL (hf://, s3://). "
-            "Write them with `ddpm-hub prepare`."
+            "Write them with `ddpm-hub prepare`; shards written with --vae_name_or_path train a latent model on "
+            "their stored latents (no encoding, the VAE and resolution from their manifest)."
         },
     )
     streaming: bool = field(

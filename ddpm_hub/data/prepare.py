@@ -11,6 +11,12 @@ orientation) and, when the source has labels, `KEY.cls` (the class id). Images a
 temporary file and renamed, and the progress is recorded after each one: an interrupted prepare leaves no partial
 shard, and running the same command again resumes after the last finished shard. `manifest.json` (written last)
 holds the counts, resolution, source, label names and each shard's sha256.
+
+With `--vae_name_or_path`, each sample also holds the latents of the image and of its left-right flip (the latent
+cache's encoding, in batches on the accelerator if there is one), and the manifest names the VAE: `--train_shards`
+then trains a latent model without encoding again (`ddpm_hub.latents.shards`, docs/latent.md).
+
+    ddpm-hub prepare shapes data/shapes-latents --resolution 32 --vae_name_or_path stabilityai/sd-vae-ft-mse
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..files import atomic_file, write_json
 from .images import TWEMOJI_SOURCE, find_image_column, load_source, open_image, resize_and_crop, to_model_mode
@@ -32,6 +39,7 @@ from .shards import MANIFEST_FORMAT, MANIFEST_NAME
 
 logger = logging.getLogger(__name__)
 PROGRESS_NAME = "prepare-progress.json"
+VAE_SETTINGS = ("vae_name_or_path", "vae_subfolder")  # in the settings only when given, as before they existed
 
 
 @dataclass
@@ -61,6 +69,22 @@ class PrepareConfig:
     )
     seed: int = field(default=0, metadata={"help": "Seed of the random crops."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where datasets are cached."})
+    # --- latent shards (issue 17, item 5) ---
+    vae_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also store each image's latents (and its left-right flip's) under this autoencoder "
+            "(AutoencoderKL or VQModel, a folder or Hub id): --train_shards then trains a latent model on them, "
+            "without encoding again and without --vae_name_or_path. Needs a --resolution. See docs/latent.md."
+        },
+    )
+    vae_subfolder: str | None = field(
+        default=None, metadata={"help": "The VAE's subfolder in --vae_name_or_path (vae in a Stable Diffusion repo)."}
+    )
+    device: str = field(
+        default="auto",
+        metadata={"help": "Where the VAE encodes: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."},
+    )
 
     def validate(self) -> None:
         if self.resolution < 0:
@@ -69,6 +93,10 @@ class PrepareConfig:
             raise ValueError(f"--shard_size must be positive, got {self.shard_size}.")
         if self.channels not in (1, 3):
             raise ValueError(f"--channels must be 1 or 3, got {self.channels}.")
+        if self.vae_subfolder is not None and self.vae_name_or_path is None:
+            raise ValueError("--vae_subfolder needs --vae_name_or_path.")
+        if self.vae_name_or_path is not None and not self.resolution:
+            raise ValueError("--vae_name_or_path needs images of one size: pass --resolution (not 0).")
 
 
 def _open_source(config: PrepareConfig):
@@ -96,7 +124,8 @@ def _open_source(config: PrepareConfig):
     return dataset, column, label_names, description
 
 
-def _png(config: PrepareConfig, entry, index: int) -> bytes:
+def _png(config: PrepareConfig, entry, index: int) -> tuple[bytes, np.ndarray]:
+    """The PNG of one sample and its uint8 (C, H, W) pixels (what the VAE encodes: the PNG decodes to the same)."""
     image = to_model_mode(open_image(entry), config.channels)
     if config.resolution:
         image = resize_and_crop(
@@ -104,7 +133,25 @@ def _png(config: PrepareConfig, entry, index: int) -> bytes:
         )
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    array = np.asarray(image, dtype=np.uint8)
+    return buffer.getvalue(), array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _readable(config: PrepareConfig, entries, start: int) -> tuple[list[tuple[int, bytes, np.ndarray]], int]:
+    """`(index, PNG, pixels)` of each readable image of `entries` (images `start, start + 1, ...`), and the number
+    of unreadable ones, skipped."""
+    samples, skipped = [], 0
+    for offset, entry in enumerate(entries):
+        try:
+            samples.append((start + offset, *_png(config, entry, start + offset)))
+        except Exception as error:  # noqa: BLE001 (unreadable files are skipped and counted, never fatal)
+            logger.warning(
+                "Skipping unreadable image %s: %s",
+                entry.get("path") if isinstance(entry, dict) else start + offset,
+                error,
+            )
+            skipped += 1
+    return samples, skipped
 
 
 def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
@@ -113,41 +160,77 @@ def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     tar.addfile(info, io.BytesIO(payload))
 
 
-def write_shard(config: PrepareConfig, dataset, column: str, labelled: bool, start: int, path: Path) -> dict:
-    """Write images `start ... start + shard_size` of `dataset` to the tar `path` atomically; its manifest entry."""
+def write_shard(
+    config: PrepareConfig, dataset, column: str, labelled: bool, start: int, path: Path, encoder=None
+) -> dict:
+    """Write images `start ... start + shard_size` of `dataset` to the tar `path` atomically; its manifest entry.
+
+    `encoder` (`(vae, device)`, for latent shards) adds each sample's `KEY.latents.safetensors`, encoded in batches.
+    """
     from ..labels import LABEL_COLUMN
 
     rows = dataset[start : start + config.shard_size]
-    written, skipped = 0, 0
+    samples, skipped = _readable(config, rows[column], start)
+    latents = None
+    if encoder is not None and samples:  # before the tar is opened: non-finite latents leave no shard
+        from ..latents.shards import LATENTS_MEMBER, sample_latents_payloads
+
+        vae, device = encoder
+        latents = sample_latents_payloads(vae, torch.from_numpy(np.stack([s[2] for s in samples])), device)
     with atomic_file(path) as tmp:
         with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for offset, entry in enumerate(rows[column]):
-                index = start + offset
-                try:
-                    payload = _png(config, entry, index)
-                except Exception as error:  # noqa: BLE001 (unreadable files are skipped and counted, never fatal)
-                    logger.warning(
-                        "Skipping unreadable image %s: %s",
-                        entry.get("path") if isinstance(entry, dict) else index,
-                        error,
-                    )
-                    skipped += 1
-                    continue
-                _add(tar, f"{index:09d}.png", payload)
+            for number, (index, png, _) in enumerate(samples):
+                _add(tar, f"{index:09d}.png", png)
                 if labelled:
-                    _add(tar, f"{index:09d}.cls", str(int(rows[LABEL_COLUMN][offset])).encode())
-                written += 1
+                    _add(tar, f"{index:09d}.cls", str(int(rows[LABEL_COLUMN][index - start])).encode())
+                if latents is not None:
+                    _add(tar, f"{index:09d}.{LATENTS_MEMBER}", latents[number])  # KEY.latents.safetensors
         digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    return {"name": path.name, "num_images": written, "num_skipped": skipped, "sha256": digest}
+    return {"name": path.name, "num_images": len(samples), "num_skipped": skipped, "sha256": digest}
+
+
+def _open_encoder(config: PrepareConfig) -> tuple[tuple | None, dict | None]:
+    """`((vae, device), the manifest's latents record)` for `--vae_name_or_path`, checked before the source is
+    read; `(None, None)` without it."""
+    if config.vae_name_or_path is None:
+        return None, None
+    from ..devices import resolve_device
+    from ..latents import load_vae, read_vae_info
+    from ..latents.shards import latents_record
+
+    info = read_vae_info(config.vae_name_or_path, config.vae_subfolder, cache_dir=config.cache_dir)
+    channels = info.config.get("in_channels", 3)
+    if channels != config.channels:
+        raise ValueError(f"--channels {config.channels}, but the VAE {info.name} encodes {channels}-channel images.")
+    info.latent_size(config.resolution)  # the resolution divides by the VAE's factor
+    device = resolve_device(config.device)
+    vae = load_vae(info, config.cache_dir)
+    record = latents_record(info, vae, config.resolution)
+    shape = "x".join(map(str, record["latent_shape"]))
+    logger.info(
+        "Storing the latents of the %s %s (%s per image and flip), encoded on %s.",
+        info.class_name,
+        info.name,
+        shape,
+        device,
+    )
+    return (vae, device), record
 
 
 def prepare(config: PrepareConfig) -> dict:
     """Write the shards and manifest of `config` and return the manifest.
 
-    Resumes an interrupted run with the same settings.
+    Resumes an interrupted run with the same settings (with latents: the same VAE, by fingerprint).
     """
     out = Path(config.output_dir)
-    settings = {key: value for key, value in asdict(config).items() if key not in ("output_dir", "cache_dir")}
+    settings = {
+        key: value
+        for key, value in asdict(config).items()
+        if key not in ("output_dir", "cache_dir", "device") and not (key in VAE_SETTINGS and value is None)
+    }
+    encoder, latents = _open_encoder(config)
+    if latents is not None:
+        settings["vae_fingerprint"] = latents["vae_fingerprint"]
     if (out / MANIFEST_NAME).is_file():
         manifest = json.loads((out / MANIFEST_NAME).read_text())
         if manifest.get("settings") == settings:
@@ -170,7 +253,8 @@ def prepare(config: PrepareConfig) -> dict:
     width = max(6, len(str(num_shards - 1)))
     for number in range(len(done), num_shards):
         path = out / f"train-{number:0{width}d}.tar"
-        done.append(write_shard(config, dataset, column, label_names is not None, number * config.shard_size, path))
+        start = number * config.shard_size
+        done.append(write_shard(config, dataset, column, label_names is not None, start, path, encoder))
         write_json(progress_path, {"settings": settings, "shards": done})
         logger.info("Wrote %s (%d images).", path, done[-1]["num_images"])
     manifest = {
@@ -181,6 +265,7 @@ def prepare(config: PrepareConfig) -> dict:
         "num_images": sum(entry["num_images"] for entry in done),
         "num_skipped": sum(entry["num_skipped"] for entry in done),
         "label_names": label_names,
+        **({"latents": latents} if latents is not None else {}),
         "settings": settings,
         "shards": done,
     }
@@ -203,8 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"ddpm-hub prepare: error: {one_line(error)}", file=sys.stderr)
         return 2
+    latents = manifest.get("latents")
+    with_latents = f", with their latents under the VAE {latents['vae_name_or_path']}" if latents else ""
     print(
-        f"{manifest['num_images']} images in {len(manifest['shards'])} shards of {config.output_dir} "
+        f"{manifest['num_images']} images in {len(manifest['shards'])} shards of {config.output_dir}{with_latents} "
         f"({manifest['num_skipped']} unreadable files skipped)."
     )
     return 0

@@ -71,9 +71,17 @@ def _image_column(features, wanted: str | None) -> str:
 
 
 class StreamReader:
-    """One `datasets.IterableDataset`, read one data shard at a time, as `{"key", "image", "label"}` examples."""
+    """One `datasets.IterableDataset`, read one data shard at a time, as `{"key", "image", "label", "latents"}`
+    examples (`latents`: the raw bytes of `latents_column`, the latent statistics of latent shards, else `None`)."""
 
-    def __init__(self, dataset, *, image_column: str | None = None, label_column: str | None = None):
+    def __init__(
+        self,
+        dataset,
+        *,
+        image_column: str | None = None,
+        label_column: str | None = None,
+        latents_column: str | None = None,
+    ):
         import datasets
 
         if dataset.features is None:
@@ -81,7 +89,7 @@ class StreamReader:
         self.image_column = _image_column(dataset.features, image_column)
         if isinstance(dataset.features[self.image_column], datasets.Image):
             dataset = dataset.cast_column(self.image_column, datasets.Image(decode=False))
-        self.label_column = label_column
+        self.label_column, self.latents_column = label_column, latents_column
         self.dataset = dataset
         self.num_shards = dataset.num_shards
 
@@ -96,6 +104,7 @@ class StreamReader:
                     "key": f"{index}/{key}",
                     "image": batch[self.image_column][row],
                     "label": self._label(batch, row),
+                    "latents": batch[self.latents_column][row] if self.latents_column else None,
                 }
                 position += 1
 
@@ -108,8 +117,11 @@ class StreamReader:
         return None if value is None else int(value)
 
 
-def open_webdataset(shards: list[str], *, image_column: str | None = None, labelled: bool = False) -> StreamReader:
-    """A reader of WebDataset tars through datasets' `webdataset` builder (members `KEY.png`, `KEY.cls`, `KEY.json`)."""
+def open_webdataset(
+    shards: list[str], *, image_column: str | None = None, labelled: bool = False, latents_column: str | None = None
+) -> StreamReader:
+    """A reader of WebDataset tars through datasets' `webdataset` builder (members `KEY.png`, `KEY.cls`, `KEY.json`,
+    and `KEY.latents.safetensors` in latent shards, read as `latents_column`)."""
     import datasets
 
     dataset = datasets.load_dataset("webdataset", data_files={"train": shards}, split="train", streaming=True)
@@ -118,13 +130,19 @@ def open_webdataset(shards: list[str], *, image_column: str | None = None, label
         label_column = next((name for name in ("cls", "json") if name in dataset.features), None)
         if label_column is None:
             raise ValueError("--class_conditional needs a .cls or .json label member in every shard sample.")
-    return StreamReader(dataset, image_column=image_column, label_column=label_column)
+    if latents_column is not None and latents_column not in dataset.features:
+        raise ValueError(
+            f"The latent shards' samples have no {latents_column} member; write them with ddpm-hub prepare."
+        )
+    return StreamReader(dataset, image_column=image_column, label_column=label_column, latents_column=latents_column)
 
 
 class ShardStream(torch.utils.data.IterableDataset):
     """Decoded uint8 samples of this process and DataLoader worker, in a seeded order; see the module docstring.
 
-    Each sample is `{"pixels": uint8 (C, H, W), "label": int (-1 without), "key": str, "reader": int, "skipped": int}`.
+    Each sample is `{"pixels": uint8 (C, H, W), "label": int (-1 without), "key": str, "reader": int, "skipped": int}`;
+    with `latents=True` (latent shards) `"latents"`, the sample's latent statistics (F, M, C, h, w) as
+    `ddpm_hub.latents.shards.read_sample_latents` gives them, replaces `"pixels"` (the image is not decoded).
     `state_dict()` (in the worker) is this reader's position; `load_state_dict` makes the next `__iter__` resume there.
     """
 
@@ -141,7 +159,9 @@ class ShardStream(torch.utils.data.IterableDataset):
         rank: int = 0,
         num_processes: int = 1,
         endless: bool = False,
+        latents: bool = False,
     ):
+        self.latents = latents
         self.reader, self.resolution, self.channels, self.center_crop = reader, resolution, channels, center_crop
         self.seed, self.shuffle_buffer_size, self.shuffle = seed, shuffle_buffer_size, shuffle
         self.rank, self.num_processes, self.endless = rank, num_processes, endless
@@ -190,6 +210,14 @@ class ShardStream(torch.utils.data.IterableDataset):
         yield from buffer
 
     def _decode(self, example: dict[str, Any], rng: np.random.Generator) -> torch.Tensor | None:
+        if self.latents:
+            from ..latents.shards import read_sample_latents
+
+            try:
+                return read_sample_latents(example["latents"])
+            except Exception as error:  # noqa: BLE001 (a corrupt latents member is skipped and counted, as an image)
+                logger.warning("Skipping unreadable latents %s: %s", example["key"], error)
+                return None
         try:
             image = to_model_mode(open_image(example["image"]), self.channels)
         except Exception as error:  # noqa: BLE001 (any unreadable image is skipped and counted, as in memory)
@@ -219,7 +247,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                 yielded = True
                 label = example["label"]
                 yield {
-                    "pixels": pixels,
+                    "latents" if self.latents else "pixels": pixels,
                     "label": -1 if label is None else label,
                     "key": example["key"],
                     "reader": reader,
@@ -249,6 +277,8 @@ class StreamedImages:
         shard_counts (`list[int]`, *optional*): images per shard (from the manifest); without it the length of an
             epoch is unknown and the stream runs on until `--max_train_steps`.
         label_names (`list[str]`, *optional*): class names by id for a labelled set.
+        latents (`bool`, defaults to `False`): batches are the latent statistics of latent shards, not pixels (see
+            `ddpm_hub.latents.source.StreamedLatents`, which turns them into model input).
     """
 
     def __init__(
@@ -263,8 +293,9 @@ class StreamedImages:
         num_workers: int = 0,
         shard_counts: list[int] | None = None,
         label_names: list[str] | None = None,
+        latents: bool = False,
     ):
-        self.reader, self.description = reader, description
+        self.reader, self.description, self.latents = reader, description, latents
         self.resolution, self.channels, self.center_crop = resolution, channels, center_crop
         self.shuffle_buffer_size, self.num_workers, self.shard_counts = shuffle_buffer_size, num_workers, shard_counts
         self.label_names = label_names
@@ -349,6 +380,7 @@ class StreamedImages:
             shuffle_buffer_size=self.shuffle_buffer_size,
             rank=accelerator.process_index,
             num_processes=processes,
+            latents=self.latents,
         )
 
     def _new_loader(self):
@@ -398,7 +430,7 @@ class StreamedImages:
 
     def _to_device(self, batch: dict[str, Any]):
         device = self._accelerator.device
-        pixels = batch["pixels"].to(device, non_blocking=True)
+        pixels = batch["latents" if self.latents else "pixels"].to(device, non_blocking=True)
         if self.label_names is None:
             return pixels
         return pixels, batch["label"].to(device, non_blocking=True)
@@ -493,9 +525,16 @@ def open_streamed_images(
     center_crop: bool = False,
     shuffle_buffer_size: int = DEFAULT_SHUFFLE_BUFFER,
     num_workers: int = 0,
+    latents_column: str | None = None,
+    source_class: type[StreamedImages] | None = None,
+    **source_kwargs: Any,
 ) -> StreamedImages:
     """The streamed `DataSource` of `--train_shards` or `--dataset_name --streaming`; raises `ValueError` in one
-    sentence for a missing shard, a pattern matching nothing, an unreachable URL or an unknown data set."""
+    sentence for a missing shard, a pattern matching nothing, an unreachable URL or an unknown data set.
+
+    Latent shards: `latents_column` names their latents member, and the source is `source_class(reader, ...,
+    **source_kwargs)` (`ddpm_hub.latents.source.StreamedLatents`) instead of a `StreamedImages`.
+    """
     import datasets
 
     from .shards import read_manifest, resolve_shards, shard_counts, shard_folder
@@ -510,9 +549,9 @@ def open_streamed_images(
                 "--class_conditional with --train_shards needs the label names of a manifest.json beside the shards "
                 "(ddpm-hub prepare writes it)."
             )
-        reader = open_webdataset(shards, image_column=image_column, labelled=labelled)
+        reader = open_webdataset(shards, image_column=image_column, labelled=labelled, latents_column=latents_column)
         description = f"{len(shards)} shards of {shard_folder(shards[0])}"
-        return StreamedImages(
+        return (source_class or StreamedImages)(
             reader,
             description=description,
             resolution=resolution,
@@ -522,6 +561,7 @@ def open_streamed_images(
             num_workers=num_workers,
             shard_counts=shard_counts(shards, manifest),
             label_names=label_names if labelled else None,
+            **source_kwargs,
         )
     stream, counts = _datasets_stream(dataset_name, dataset_config_name, cache_dir)
     label_column, label_names = None, None
@@ -548,8 +588,9 @@ def open_streamed_images(
     )
 
 
-def open_stream(data, resolution: int, channels: int, accelerator) -> StreamedImages:
-    """The streamed source of a training run's `DataConfig` (`--train_shards`, or `--dataset_name --streaming`)."""
+def open_stream(data, resolution: int, channels: int, accelerator, **latent_shards: Any) -> StreamedImages:
+    """The streamed source of a training run's `DataConfig` (`--train_shards`, or `--dataset_name --streaming`);
+    `latent_shards` are `open_streamed_images`' arguments for latent shards."""
     workers = data.dataloader_num_workers
     if workers is None:
         workers = default_num_workers(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
@@ -566,4 +607,5 @@ def open_stream(data, resolution: int, channels: int, accelerator) -> StreamedIm
         center_crop=data.center_crop,
         shuffle_buffer_size=data.shuffle_buffer_size,
         num_workers=workers,
+        **latent_shards,
     )

@@ -4,6 +4,7 @@ A batch holds each image's cached encoder statistics, `(B, F, M, C, h, w)`: F vi
 the flipped image) and M moments (mean and std of an `AutoencoderKL`'s posterior, or the one latent of a
 `VQModel`). `to_model_input` turns it into what the UNet trains on, on the device, inside the step: first the view
 (the step's first random draw, as the pixel path's flip), then a fresh sample of the posterior, then the scaling.
+`LatentImages` serves the encode-once cache from memory, `StreamedLatents` streams latent shards (`shards.py`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 
 from ..data import ImageSet, collate_uint8
+from ..data.stream import StreamedImages
 from ..training.sources import InMemoryImages
 from .cache import LatentStats
 from .vae import VAEInfo
@@ -131,3 +133,24 @@ class LatentImages:
         """The training images' uint8 *pixels* (FID compares decoded samples with them), as the pixel source gives
         them: at most `count`, all when `None`."""
         return InMemoryImages(self.images).reference_images(count)
+
+
+class StreamedLatents(StreamedImages):
+    """Latent shards streamed (`--train_shards` written by `ddpm-hub prepare --vae_name_or_path`): the stream's
+    batches are each sample's latent statistics (F, M, C, h, w), which `to_model_input` samples as `LatentImages`
+    does; the images in the shards stay the FID references (`reference_images`).
+
+    Args:
+        reader, **kwargs: as for `StreamedImages` (`resolution` and `channels` are the images').
+        vae (`VAEInfo`): the shards' autoencoder (its scaling factor, possibly overridden, and name).
+        latent_shape (`tuple[int, int, int]`): (C, h, w) of one latent, from the manifest.
+    """
+
+    def __init__(self, reader, *, vae: VAEInfo, latent_shape: tuple[int, int, int], **kwargs):
+        super().__init__(reader, latents=True, **kwargs)
+        self.vae, self.scaling_factor = vae, vae.scaling_factor
+        self.sample_shape = tuple(latent_shape)
+        self.description = f"{self.description}, as latents of the VAE {vae.name}"
+
+    def to_model_input(self, samples: torch.Tensor, random_flip: bool) -> torch.Tensor:
+        return sample_latents(samples, random_flip, self.scaling_factor)

@@ -4,25 +4,32 @@ It changes only what a latent run does differently: the plan (the UNet's sample 
 checked before anything heavy), the data (`LatentImages`, encoded once and cached), and every place that turns
 latents into pixels (previews, evaluation, the exported pipeline with its `vae/`, the model card). The VAE stays on
 the CPU during training and visits the accelerator only to encode, and to decode previews and evaluation samples.
+
+On latent shards (`--train_shards` written by `ddpm-hub prepare --vae_name_or_path`) nothing is encoded: the VAE
+and the image resolution come from the shards' manifest (`--vae_name_or_path`, if given, must be the same VAE),
+and the data are `StreamedLatents`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..data.stream import open_stream
 from ..evaluation.during_training import Evaluator
 from ..export import ema_weights, export_pipeline
 from ..training import Trainer, plan_model, reported_as_setup_errors
 from ..training.sources import InMemoryImages
 from .cache import cached_latents, default_cache_root
 from .plan import plan_latent_model
-from .source import LatentImages
-from .vae import load_vae, read_vae_info, vae_license
+from .shards import check_shards_vae, latent_shards_manifest, plan_latent_shards
+from .source import LatentImages, StreamedLatents
+from .vae import VAEInfo, load_vae, read_vae_info, vae_license
 
 logger = logging.getLogger("ddpm_hub")
 
@@ -49,13 +56,21 @@ class LatentTrainer(Trainer):
 
     def check(self, cleanup: contextlib.ExitStack) -> None:
         model_config, data_config = self.configs.model, self.configs.data
+        self.shards_manifest, self.vae = None, None
         with reported_as_setup_errors():
-            self.vae_info = read_vae_info(
-                model_config.vae_name_or_path,
-                model_config.vae_subfolder,
-                model_config.latent_scaling_factor,
-                data_config.cache_dir,
-            )
+            if data_config.is_streamed:  # latent shards: their VAE and resolution (before anything heavy)
+                self.shards_manifest = latent_shards_manifest(data_config)
+                implied = model_config.vae_name_or_path is None
+                model_config = plan_latent_shards(self.shards_manifest, model_config, data_config)
+                self.configs = dataclasses.replace(self.configs, model=model_config)
+                self.vae_info = self.shards_vae(model_config, implied)
+            else:
+                self.vae_info = read_vae_info(
+                    model_config.vae_name_or_path,
+                    model_config.vae_subfolder,
+                    model_config.latent_scaling_factor,
+                    data_config.cache_dir,
+                )
             plan, self.image_resolution = plan_latent_model(
                 model_config, self.vae_info, plan_model, data_config.cache_dir
             )
@@ -63,13 +78,51 @@ class LatentTrainer(Trainer):
         self.plan = plan  # the UNet sized for the latents (plan.resolution is the latent grid's side)
         self.evaluator = LatentEvaluator(self.run_config, self.output_dir, self)
 
-    def load_data(self) -> LatentImages:
+    def shards_vae(self, model_config, implied: bool) -> VAEInfo:
+        """The VAE of latent shards (loaded here, to compare its fingerprint): the one their manifest names, or a
+        given `--vae_name_or_path` that must be the same; one line when it is not, or cannot be read."""
+        cache_dir = self.configs.data.cache_dir
+        try:
+            info = read_vae_info(
+                model_config.vae_name_or_path, model_config.vae_subfolder, model_config.latent_scaling_factor, cache_dir
+            )
+            check_shards_vae(self.shards_manifest, info, None)  # the config first: no weights loaded for a wrong class
+            self.vae = load_vae(info, cache_dir)
+        except ValueError as error:
+            if not implied:
+                raise
+            raise ValueError(
+                f"the latent shards' VAE {model_config.vae_name_or_path} (named by their manifest.json) could not be "
+                f"read ({error}); pass --vae_name_or_path with a copy of it."
+            ) from error
+        check_shards_vae(self.shards_manifest, info, self.vae)
+        return info
+
+    def load_data(self) -> LatentImages | StreamedLatents:
         """Decode the images at the image resolution, then encode them once (main process first: the others read
-        its cache; `setup` calls this inside `accelerator.main_process_first()`)."""
+        its cache; `setup` calls this inside `accelerator.main_process_first()`); or stream latent shards."""
         data, info, accelerator = self.configs.data, self.vae_info, self.accelerator
         channels = info.config.get("in_channels", 3)
+        if self.shards_manifest is not None:
+            self.refuse_evaluation_on_streams()
+            record = self.shards_manifest["latents"]
+            self.latent_cache = f"the latents in {data.train_shards[0]}"
+            if data.random_flip and "flipped" not in record["views"]:
+                raise ValueError("--random_flip needs the flipped images' latents, which these shards do not hold.")
+            source = open_stream(
+                data,
+                self.image_resolution,
+                channels,
+                accelerator,
+                latents_column=record["member"],
+                source_class=StreamedLatents,
+                vae=info,
+                latent_shape=tuple(record["latent_shape"]),
+            )
+            logger.info("Latent diffusion on latent shards: %s (no encoding).", source.description)
+            return source
         images = InMemoryImages.load(data, resolution=self.image_resolution, channels=channels, seed=self.data_seed())
-        self.vae = load_vae(info, data.cache_dir)
+        self.vae = load_vae(info, data.cache_dir) if self.vae is None else self.vae
         stats, self.latent_cache, _ = cached_latents(
             images.images.pixels,
             self.vae,

@@ -189,11 +189,7 @@ class Trainer:
             return self.given_data
         channels = self.plan.unet_config.get("in_channels", 3)
         if self.configs.data.is_streamed:  # --train_shards, --dataset_name --streaming (ddpm_hub.data.stream)
-            if self.evaluator.enabled:  # its reference cache is keyed by --dataset_name / --train_data_dir
-                raise SetupError(
-                    "--eval_steps/--eval_epochs are not available with streamed data yet; evaluate the saved model "
-                    "afterwards: ddpm-hub eval OUTPUT_DIR --reference SHARDS."
-                )
+            self.refuse_evaluation_on_streams()
             return open_stream(self.configs.data, self.plan.resolution, channels, self.accelerator)
         return InMemoryImages.load(
             self.configs.data, resolution=self.plan.resolution, channels=channels, seed=self.data_seed()
@@ -202,6 +198,13 @@ class Trainer:
     def data_seed(self) -> int:
         """The seed of the images' decoding (random crops, the --max_train_samples subset): the run's own."""
         return self.run_config.seed
+
+    def refuse_evaluation_on_streams(self) -> None:
+        if self.evaluator.enabled:  # its reference cache is keyed by --dataset_name / --train_data_dir
+            raise SetupError(
+                "--eval_steps/--eval_epochs are not available with streamed data yet; evaluate the saved model "
+                "afterwards: ddpm-hub eval OUTPUT_DIR --reference SHARDS."
+            )
 
     def size_run(self) -> RunSize:
         run, processes = self.run_config, self.accelerator.num_processes
@@ -620,7 +623,10 @@ class Trainer:
 
 def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: HubConfig) -> Path:
     """Train a DDPM as the configs say; returns the output folder holding the saved pipeline."""
-    if model_config.vae_name_or_path is not None:  # latent diffusion (issue 16): the same loop on VAE latents
+    from ..latents.shards import latent_shards_manifest
+
+    # Latent diffusion (issue 16): the same loop on VAE latents, encoded once, or read from latent shards.
+    if model_config.vae_name_or_path is not None or latent_shards_manifest(data) is not None:
         from ..latents.trainer import LatentTrainer
 
         return LatentTrainer(model_config, data, run, hub).run()
