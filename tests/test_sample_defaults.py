@@ -98,3 +98,23 @@ def test_zero_steps_is_still_refused(student_dir, tmp_path, capsys):
         ddpm_hub_main(["sample", str(student_dir), "--num_inference_steps", "0"])
     assert exit_info.value.code == 2
     assert "--num_inference_steps must be positive, got 0." in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["student", "trained"])
+def test_eval_scores_a_student_at_its_steps_and_a_trained_model_at_50(model, student_dir, saved_pipeline_dir, tmp_path):
+    import json
+
+    from test_evaluation import SMALL, save_shapes
+
+    folder, steps = (student_dir, STUDENT_STEPS) if model == "student" else (saved_pipeline_dir, 50)
+    argv = ["eval", str(folder), "--reference", str(save_shapes(tmp_path / "reference", 4)), "--features", SMALL,
+            "--num_samples", "4", "--batch_size", "4", "--metrics", "kid", "--cache_dir", str(tmp_path / "cache"),
+            "--device", "cpu", "--output", str(tmp_path / "result.json")]  # fmt: skip
+    with counted_unet_calls() as calls:
+        assert ddpm_hub_main(argv) == 0
+    assert len(calls) == steps  # one batch: one UNet call per step
+    assert json.loads((tmp_path / "result.json").read_text())["num_inference_steps"] == steps
+    if model == "student":  # the flag still wins
+        with counted_unet_calls() as calls:
+            assert ddpm_hub_main([*argv, "--num_inference_steps", "2"]) == 0
+        assert len(calls) == 2
