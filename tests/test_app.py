@@ -187,8 +187,9 @@ def test_samplers_compared_side_by_side_with_their_times(client):
     assert all(row[1] > 0 for row in table["data"])
 
 
-def test_step_sliders_start_at_the_models_own_count(app, saved_pipeline_dir, tmp_path):
+def test_step_sliders_start_at_the_models_own_count(app, saved_pipeline_dir, tiny_run, tmp_path):
     # A distilled student records its step count (`default_num_inference_steps`); a trained model records none: 20.
+    assert "default_num_inference_steps" not in json.loads((tiny_run / "model_index.json").read_text())
     from ddpm_hub import DDPMHubPipeline
     from ddpm_hub.app.ui import build_app
 
