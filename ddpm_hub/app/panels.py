@@ -23,7 +23,7 @@ from diffusers.utils import make_image_grid
 
 from ..data import draw_shapes, resize_and_crop, to_model_mode, twemoji_dir
 from ..pipeline_ddpm_hub import SAMPLERS, DDPMHubPipeline
-from ..sampling import default_steps as recorded_or
+from ..sampling import default_steps as sampling_default_steps
 from ..schedules import ScheduleCurves, make_noise_scheduler, schedule_curves, scheduler_curves
 
 # The schedules the Forward process and Schedules panels offer by name (ddpm_hub.schedules.BETA_SCHEDULES keys).
@@ -284,7 +284,7 @@ class Trajectory:
 
 def default_steps(pipeline: DDPMHubPipeline | None) -> int:
     """The panels' steps when not told: the model's own count if it records one (a distilled student's), else 20."""
-    return EXPLORER_STEPS if pipeline is None else recorded_or(pipeline, EXPLORER_STEPS)
+    return EXPLORER_STEPS if pipeline is None else sampling_default_steps(pipeline, EXPLORER_STEPS)
 
 
 def with_sampler(pipeline: DDPMHubPipeline, sampler: str) -> DDPMHubPipeline:
