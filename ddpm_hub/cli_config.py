@@ -37,7 +37,13 @@ class SampleConfig:
     revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of a Hub repo."})
     output: str = field(default="samples.png", metadata={"help": "Where to write the grid (PNG)."})
     sampler: str = field(default="ddim", metadata={"help": f"Sampler: {', '.join(SAMPLERS)}."})
-    num_inference_steps: int = field(default=50, metadata={"help": "Sampling steps."})
+    num_inference_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Sampling steps (default: the model's own count if it records one, as a distilled student does, "
+            "else 50; inpainting: 50)."
+        },
+    )
     num_images: int = field(default=16, metadata={"help": "Images in the grid."})
     seed: int = field(default=0, metadata={"help": "Image i uses seed + i."})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps..."})
@@ -93,7 +99,7 @@ class SampleConfig:
 
     def validate(self) -> None:
         for name in ("num_inference_steps", "num_images"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}.")
         _one_of("sampler", self.sampler, SAMPLERS)
         _one_of("compile_mode", self.compile_mode, COMPILE_MODES)

@@ -235,7 +235,13 @@ class EvalConfig:
         default=2048, metadata={"help": "Images to generate and score (FID needs more than the feature dimension)."}
     )
     sampler: str = field(default="ddim", metadata={"help": f"Sampler for the scored images: {', '.join(SAMPLERS)}."})
-    num_inference_steps: int = field(default=50, metadata={"help": "Sampling steps for the scored images."})
+    num_inference_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Sampling steps for the scored images (default: the model's own count if it records one, as a "
+            "distilled student does, else 50)."
+        },
+    )
     metrics: str = field(
         default="fid,kid,pr", metadata={"help": "Comma-separated: fid, kid, pr (precision/recall), is."}
     )
@@ -255,7 +261,7 @@ class EvalConfig:
         _one_of(f"{prefix}features", self.features, EXTRACTORS)
         _one_of(f"{prefix}sampler", self.sampler, SAMPLERS)
         for name in ("num_samples", "num_inference_steps", "batch_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{prefix}{name} must be positive, got {getattr(self, name)}.")
         return metrics
 
@@ -363,7 +369,10 @@ class TrainConfig:
     eval_epochs: int | None = field(default=None, metadata={"help": "Measure sample quality every N epochs."})
     eval_num_samples: int = _eval_field("num_samples")
     eval_sampler: str = _eval_field("sampler")
-    eval_num_inference_steps: int = _eval_field("num_inference_steps")
+    # Training scores its own model, which records no step count of its own: 50, as `ddpm-hub eval` gives it.
+    eval_num_inference_steps: int = _eval_field(
+        "num_inference_steps", default=50, help="Sampling steps for the scored images."
+    )
     eval_features: str = _eval_field("features")
     # Precision/recall's k-nearest neighbours are the slowest metric: left out of the evaluations during training.
     eval_metrics: str = _eval_field("metrics", default="fid,kid")

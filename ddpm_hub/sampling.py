@@ -22,6 +22,18 @@ from .pipeline import DDPMHubPipeline
 from .pipeline_steps import check_compile_options
 from .safe_loading import check_local_model, weights_kwargs
 
+# Steps of `ddpm-hub sample` (and `ddpm-hub eval`) when neither the user nor the pipeline says how many.
+SAMPLE_STEPS = 50
+
+
+def default_steps(pipeline: DDPMHubPipeline, fallback: int = SAMPLE_STEPS) -> int:
+    """The steps a front end samples with when the user gives none: the count the pipeline records as its own
+    (`default_num_inference_steps`, e.g. a distilled student's 4, what `pipe()` takes), else the front end's `fallback`.
+
+    A pipeline that records none (every trained one) keeps `fallback` rather than `pipe()`'s 1000.
+    """
+    return pipeline.config.get("default_num_inference_steps") or fallback
+
 
 def grid_shape(count: int) -> tuple[int, int]:
     """Rows and columns of the squarest grid holding exactly `count` images."""
@@ -76,7 +88,7 @@ def render_grid(
     *,
     revision: str | None = None,
     sampler: str = "ddim",
-    num_inference_steps: int = 50,
+    num_inference_steps: int | None = None,
     num_images: int = 16,
     seed: int = 0,
     device: str = "auto",
@@ -100,7 +112,9 @@ def render_grid(
     says otherwise); the grid is the same, to floating-point rounding. With `init_image` the grid holds
     `num_images` img2img results (`strength`, seeds seed + i); with `mask_image` too, inpainted ones (RePaint,
     `jump_length`, `jump_n_sample`); with `interpolate` (two image paths or seeds) a strip of `num_frames` frames.
-    Options and images are checked before the model loads.
+    `num_inference_steps` defaults to the pipeline's own count (`default_steps`: a distilled student's, else 50);
+    inpainting, whose RePaint jumps need many levels, defaults to 50 for every model. Options and images are
+    checked before the model loads.
     """
     check_output_file(output)  # a folder, an unknown suffix or an unwritable place fails before any sampling
     if compile:
@@ -126,6 +140,9 @@ def render_grid(
     )
     if compile:
         pipeline.compile(compile_mode, backend=compile_backend)
+    if num_inference_steps is None:
+        inpaint = edit is not None and edit.mode == "inpaint"
+        num_inference_steps = SAMPLE_STEPS if inpaint else default_steps(pipeline)
     if edit is None:
         grid = generate_grid(
             pipeline, num_images, num_inference_steps, seed, class_labels=class_labels, guidance_scale=guidance_scale

@@ -98,8 +98,8 @@ def client(app) -> Client:
 
 def test_every_panel_has_an_api_name(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    for name in ("load_model", "forward_process", "schedules", "step_by_step", "scrub", "compare_samplers",
-                 "text_to_image", "training_monitor"):  # fmt: skip
+    for name in ("load_model", "model_steps", "forward_process", "schedules", "step_by_step", "scrub",
+                 "compare_samplers", "text_to_image", "training_monitor"):  # fmt: skip
         assert f"/{name}" in endpoints
 
 
@@ -185,6 +185,32 @@ def test_samplers_compared_side_by_side_with_their_times(client):
     assert np.abs(images[0] - images[1]).mean() > 1  # different samplers, different images
     assert [row[0] for row in table["data"]] == ["ddim", "euler", "dpmpp_2m"]
     assert all(row[1] > 0 for row in table["data"])
+
+
+def test_step_sliders_start_at_the_models_own_count(app, saved_pipeline_dir, tiny_run, tmp_path):
+    # A distilled student records its step count (`default_num_inference_steps`); a trained model records none: 20.
+    assert "default_num_inference_steps" not in json.loads((tiny_run / "model_index.json").read_text())
+    from ddpm_hub import DDPMHubPipeline
+    from ddpm_hub.app.ui import build_app
+
+    tiny = DDPMHubPipeline.from_pretrained(saved_pipeline_dir)
+    student = tmp_path / "student"
+    DDPMHubPipeline(tiny.unet, tiny.scheduler, default_num_inference_steps=3).save_pretrained(student)
+
+    def sliders(demo) -> list[int]:
+        blocks = {block.elem_id: block for block in demo.blocks.values()}
+        return [blocks["steps"].value, blocks["compare-steps"].value]
+
+    assert sliders(build_app(str(student))) == [3, 3] and sliders(app[0]) == [20, 20]
+    # Loading a model sets this visitor's sliders to its count; the panels, given no count, sample at it too.
+    visitor = Client(app[1].src, verbose=False)
+    visitor.predict(str(student), api_name="/load_model")
+    assert list(visitor.predict(api_name="/model_steps")) == [3, 3]
+    visitor.predict(str(saved_pipeline_dir), api_name="/load_model")
+    assert list(visitor.predict(api_name="/model_steps")) == [20, 20]
+    student_pipe = DDPMHubPipeline.from_pretrained(student)
+    assert len(panels.sample_trajectory(student_pipe).timesteps) == 3
+    assert len(panels.sample_trajectory(tiny, num_inference_steps=2).timesteps) == 2
 
 
 def test_training_monitor_follows_a_run(client, tiny_run):

@@ -61,8 +61,10 @@ def test_trackers_get_scalars_but_the_record_keeps_null():
 
 def test_training_eval_flags_are_eval_config_fields():
     defaults, run = EvalConfig(), TrainConfig()
-    for name in ("num_samples", "sampler", "num_inference_steps", "features"):
+    for name in ("num_samples", "sampler", "features"):
         assert getattr(run, f"eval_{name}") == getattr(defaults, name)
+    # `ddpm-hub eval` takes the model's own step count unless told (else 50); training scores its model at 50.
+    assert defaults.num_inference_steps is None and run.eval_num_inference_steps == 50
     assert run.eval_metrics == "fid,kid" and defaults.metrics == "fid,kid,pr"
     assert dataclasses.asdict(run.eval_config()) == dict(
         num_samples=2048, sampler="ddim", num_inference_steps=50, metrics="fid,kid", features="efficientnet-lite0",

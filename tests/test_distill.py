@@ -391,3 +391,7 @@ def test_final_student_loads_everywhere_and_samples_at_its_steps(tmp_path, rando
             assert f"round {steps}: {row} fid" in metrics and f"round {steps}: {row} kid_mean" in metrics
     card = (out / "README.md").read_text()
     assert str(random_teacher) in card and "8 -> 4 -> 2" in card and "round 2: student ddim 2 fid" in card
+    # `ddpm-hub sample` without --num_inference_steps samples at the student's 2 steps too.
+    from test_sample_defaults import sample
+
+    assert sample(out, tmp_path) == 2

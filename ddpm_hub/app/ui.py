@@ -216,6 +216,7 @@ def build_app(
     limits = explorer.limits
     shown = functools.partial(_shown_as_message, access=access)
     model_work = {"concurrency_id": "model", "concurrency_limit": limits.concurrency}  # one queue for heavy work
+    served_steps = panels.default_steps(explorer.pipeline)  # a distilled student's own count, else 20; Load resets it
     # delete_cache: files Gradio copies for the page (images, GIFs) go after a day, so a long-lived Space stays small.
     with gr.Blocks(title="ddpm-hub explorer", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# ddpm-hub explorer\nWatch diffusion happen: noise added step by step, schedules compared, "
@@ -279,7 +280,7 @@ def build_app(
                             "clean image $x_0$ at every step.", latex_delimiters=INLINE_MATH)  # fmt: skip
                 with gr.Row():
                     sampler = gr.Dropdown(list(SAMPLERS), value="ddim", label="Sampler")
-                    steps = gr.Slider(1, 200, value=20, step=1, label="Steps")
+                    steps = gr.Slider(1, 200, value=served_steps, step=1, label="Steps", elem_id="steps")
                     eta = gr.Slider(0, 1, value=0, step=0.05, label="eta (DDIM)")
                     seed = gr.Number(0, precision=0, label="Seed")
                 generate = gr.Button("Generate", variant="primary")
@@ -297,7 +298,9 @@ def build_app(
                 gr.Markdown(f"## {TITLES['compare']}\nThe same seed and number of steps through each sampler.")
                 with gr.Row():
                     compared = gr.CheckboxGroup(list(SAMPLERS), value=COMPARED_SAMPLERS, label="Samplers")
-                    compare_steps = gr.Slider(1, 200, value=20, step=1, label="Steps")
+                    compare_steps = gr.Slider(
+                        1, 200, value=served_steps, step=1, label="Steps", elem_id="compare-steps"
+                    )
                     compare_seed = gr.Number(0, precision=0, label="Seed")
                 compare_button = gr.Button("Compare", variant="primary")
                 comparison = gr.Gallery(label="Samples", columns=5, height="auto", format="png")
@@ -347,9 +350,16 @@ def build_app(
             loaded, status = explorer.load_session(model, current)
             return status, gr.Dropdown(choices=explorer.schedule_choices(loaded)), loaded
 
+        def model_steps(current: Session | None):
+            """The step sliders at the session's model's own count (a distilled student's), else 20."""
+            count = panels.default_steps(explorer.pipeline_of(current))
+            return count, count
+
         load_outputs = [model_status, schedule, session]
-        load_button.click(load, [model_box, session], load_outputs, api_name="load_model", **model_work)
-        model_box.submit(load, [model_box, session], load_outputs, api_visibility="private", **model_work)
+        loaded = load_button.click(load, [model_box, session], load_outputs, api_name="load_model", **model_work)
+        loaded.then(model_steps, session, [steps, compare_steps], api_name="model_steps")
+        submitted = model_box.submit(load, [model_box, session], load_outputs, api_visibility="private", **model_work)
+        submitted.then(model_steps, session, [steps, compare_steps], api_visibility="private")
 
         @shown
         def forward(

@@ -123,7 +123,7 @@ def evaluate_model(
     *,
     num_samples: int = _DEFAULTS.num_samples,
     sampler: str = _DEFAULTS.sampler,
-    num_inference_steps: int = _DEFAULTS.num_inference_steps,
+    num_inference_steps: int | None = _DEFAULTS.num_inference_steps,
     metrics: str | tuple[str, ...] = _DEFAULTS.metrics,
     features: str = _DEFAULTS.features,
     batch_size: int = _DEFAULTS.batch_size,
@@ -139,7 +139,8 @@ def evaluate_model(
 ) -> dict[str, Any] | None:
     """Sample (or read) images of `model` and score them against `reference`; see `ddpm-hub eval --help`.
 
-    The scoring arguments are the fields of `ddpm_hub.config.EvalConfig` (`**dataclasses.asdict(eval_config)`).
+    The scoring arguments are the fields of `ddpm_hub.config.EvalConfig` (`**dataclasses.asdict(eval_config)`);
+    `num_inference_steps=None` samples at the pipeline's own count (a distilled student's), else 50.
     Returns the result record on the main process and `None` on the others.
     """
     # 1. Arguments, checked before anything is loaded.
@@ -183,6 +184,10 @@ def evaluate_model(
         pipeline.set_sampler(sampler)
         pipeline.set_progress_bar_config(disable=True)
         channels, resolution, _ = pipeline.image_shape  # a latent model's images, not its latents
+        if num_inference_steps is None:
+            from ..sampling import default_steps
+
+            num_inference_steps = default_steps(pipeline)
         generated_images = generate_images(
             pipeline,
             num_samples,
