@@ -38,6 +38,8 @@ class CardInfo:
         vae (`str`, *optional*): a latent model's autoencoder (folder or Hub id, and subfolder), stored in `vae/`.
         vae_license (`str`, *optional*): that autoencoder's licence, from its own model card.
         label_names (`list[str]`, *optional*): a class-conditional model's class names, by id.
+        distilled_from (`str`, *optional*): a distilled student's teacher (`ddpm-hub distill`).
+        sampling_steps (`int`, *optional*): a distilled student's DDIM steps, its default; the snippets use them.
     """
 
     repo_id: str | None = None
@@ -51,6 +53,8 @@ class CardInfo:
     vae: str | None = None
     vae_license: str | None = None
     label_names: list[str] | None = None
+    distilled_from: str | None = None
+    sampling_steps: int | None = None
 
 
 # Training settings shown in the card's table, in this order, when the run recorded them.
@@ -97,6 +101,8 @@ def card_info_for_run(
         vae=hparams.get("vae") or None,
         vae_license=hparams.get("vae_license") or None,
         label_names=hparams.get("label_names") or None,
+        distilled_from=(metrics or {}).get("distilled_from"),
+        sampling_steps=(metrics or {}).get("sampling_steps"),
     )
 
 
@@ -137,6 +143,13 @@ def build_model_card(info: CardInfo, user_notes: str | None = None) -> ModelCard
         f"{kind} image diffusion model (DDPM, {resolution}x{resolution} pixels{space}) trained with "
         f"[ddpm-hub](https://github.com/ddpm-hub/ddpm-hub) on {info.dataset_description}.",
     ]
+    if info.sampling_steps:
+        rounds = info.metrics.get("distillation_rounds", "")
+        sections.append(
+            f"A few-step student, distilled from `{info.distilled_from}` by progressive distillation"
+            + (f" (steps {rounds})" if rounds else "")
+            + f": it samples in {info.sampling_steps} DDIM steps, its default when `num_inference_steps` is not given."
+        )
     if info.vae:
         licence = f"`{info.vae_license}`" if info.vae_license else "not stated in its model card; see its page"
         sections.append(f"The autoencoder is `{info.vae}` (licence: {licence}); its terms apply to `vae/` as well.")
@@ -147,7 +160,9 @@ def build_model_card(info: CardInfo, user_notes: str | None = None) -> ModelCard
         sections.append(
             f"![Samples from the EMA weights]({SAMPLE_GRID})" + (", one row per class" if num_classes else "")
         )
-    if num_classes or info.vae:
+    if info.sampling_steps:
+        sections += ["## Usage", *_student_usage(repo, num_classes, bool(info.vae), info.sampling_steps)]
+    elif num_classes or info.vae:
         # model_index.json names the pipeline.py stored here: DDPMPipeline could not pass the class labels.
         sections += [
             "## Usage",
@@ -184,6 +199,22 @@ def build_model_card(info: CardInfo, user_notes: str | None = None) -> ModelCard
     ]
     content = f"---\n{card_data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
     return ModelCard(content)
+
+
+def _student_usage(repo: str, num_classes: int, latent: bool, steps: int) -> list[str]:
+    """Usage of a distilled student at its own DDIM steps, the default of the pipeline code stored in this repo."""
+    labels = "class_labels=[pipe.label_names[0]] * 4, guidance_scale=3.0" if num_classes else "batch_size=4"
+    # An unconditional pixel student's model_index.json names the stock DDPMPipeline, which has no default steps.
+    code = "" if num_classes or latent else f'custom_pipeline="{repo}", '
+    load = f'DiffusionPipeline.from_pretrained(\n    "{repo}", {code}trust_remote_code=True\n)'
+    return [
+        f"Sample at the student's {steps} DDIM steps (other samplers and step counts run, but it was distilled for "
+        "these). With diffusers alone, from the code in this repo:",
+        f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = {load}\n"
+        f"images = pipe({labels}).images  # {steps} DDIM steps, its default\n```",
+        f'```python\nfrom ddpm_hub import DDPMHubPipeline\n\npipe = DDPMHubPipeline.from_pretrained("{repo}")\n'
+        f"images = pipe({labels}).images  # {steps} DDIM steps\n```",
+    ]
 
 
 def _conditional_usage(repo: str, num_classes: int) -> list[str]:

@@ -391,6 +391,15 @@ def test_final_student_loads_everywhere_and_samples_at_its_steps(tmp_path, rando
             assert f"round {steps}: {row} fid" in metrics and f"round {steps}: {row} kid_mean" in metrics
     card = (out / "README.md").read_text()
     assert str(random_teacher) in card and "8 -> 4 -> 2" in card and "round 2: student ddim 2 fid" in card
+    # Its usage snippets run as written and sample at the student's 2 steps.
+    import re
+
+    snippets = re.findall(r"```python\n(.*?)```", card, re.S)
+    assert len(snippets) == 2 and "samples in 2 DDIM steps" in card
+    for code in snippets:
+        scope = {}
+        exec(code.replace("path/to/this/folder", str(out)).replace("batch_size=4", "batch_size=1"), scope)
+        assert scope["images"][0].size == (16, 16) and len(scope["pipe"].scheduler.timesteps) == 2
     # `ddpm-hub sample` without --num_inference_steps samples at the student's 2 steps too.
     from test_sample_defaults import sample
 
