@@ -13,7 +13,7 @@ import importlib.resources
 import io
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -375,39 +375,21 @@ def load_images(
     (torch.Size([4009, 3, 32, 32]), 0)
     ```
     """
-    index = decoded_index_path(
-        dataset_name,
-        train_data_dir,
-        cache_dir,
-        dict(
-            dataset_config_name=dataset_config_name,
-            image_column=image_column,
-            resolution=resolution,
-            channels=channels,
-            center_crop=center_crop,
-            max_train_samples=max_train_samples,
-            seed=seed,
-            class_conditional=class_conditional,
-            class_column=class_column,
-        ),
+    settings = DecodeSettings(
+        dataset_config_name=dataset_config_name,
+        image_column=image_column,
+        resolution=resolution,
+        channels=channels,
+        center_crop=center_crop,
+        max_train_samples=max_train_samples,
+        seed=seed,
+        class_conditional=class_conditional,
+        class_column=class_column,
     )
+    index = decoded_index_path(dataset_name, train_data_dir, cache_dir, asdict(settings))
     decoded = read_decoded_index(index)
     if decoded is None:
-        decoded = _decode(
-            dataset_name,
-            dataset_config_name,
-            train_data_dir,
-            image_column,
-            cache_dir,
-            resolution,
-            channels,
-            center_crop,
-            max_train_samples,
-            seed,
-            num_proc,
-            class_conditional,
-            class_column,
-        )
+        decoded = _decode(dataset_name, train_data_dir, cache_dir, settings, num_proc)
         write_decoded_index(index, *decoded)
     processed, num_skipped, label_names, source = decoded
     labels = None
@@ -421,40 +403,43 @@ def load_images(
     return ImageSet(pixels=pixels, num_skipped=num_skipped, source=source, labels=labels, label_names=label_names)
 
 
-def _decode(
-    dataset_name,
-    dataset_config_name,
-    train_data_dir,
-    image_column,
-    cache_dir,
-    resolution,
-    channels,
-    center_crop,
-    max_train_samples,
-    seed,
-    num_proc,
-    class_conditional,
-    class_column,
-):
+@dataclass(frozen=True)
+class DecodeSettings:
+    """What the decoded set depends on besides its source (the key of its cache, with the source's listing)."""
+
+    dataset_config_name: str | None
+    image_column: str | None
+    resolution: int
+    channels: int
+    center_crop: bool
+    max_train_samples: int | None
+    seed: int
+    class_conditional: bool
+    class_column: str | None
+
+
+def _decode(dataset_name, train_data_dir, cache_dir, settings: DecodeSettings, num_proc):
     """`(processed, num_skipped, label_names, source)`: the decoded set, as `datasets.map` caches it."""
     import datasets
 
-    dataset, source = load_source(dataset_name, dataset_config_name, train_data_dir, cache_dir)
+    dataset, source = load_source(dataset_name, settings.dataset_config_name, train_data_dir, cache_dir)
     if len(dataset) == 0:
         raise ValueError(f"The data set ({source}) is empty.")
-    column = find_image_column(dataset, image_column)
+    column = find_image_column(dataset, settings.image_column)
     label_names = None
-    if class_conditional or class_column is not None:
+    if settings.class_conditional or settings.class_column is not None:
         # Before any subset is taken, so that the classes (and their ids) are those of the whole data set.
         dataset, label_names = attach_labels(
-            dataset, class_column=class_column, image_column=column, twemoji=source == TWEMOJI_SOURCE
+            dataset, class_column=settings.class_column, image_column=column, twemoji=source == TWEMOJI_SOURCE
         )
-    if max_train_samples is not None:
+    if settings.max_train_samples is not None:
         # Shuffled with the run's seed, as the diffusers examples do, so the subset is not just the first files.
-        dataset = dataset.shuffle(seed=seed).select(range(min(max_train_samples, len(dataset))))
+        dataset = dataset.shuffle(seed=settings.seed).select(range(min(settings.max_train_samples, len(dataset))))
     if isinstance(dataset.features[column], datasets.Image):
         dataset = dataset.cast_column(column, datasets.Image(decode=False))
-    features = datasets.Features({"pixels": datasets.Array3D(shape=(channels, resolution, resolution), dtype="uint8")})
+    features = datasets.Features(
+        {"pixels": datasets.Array3D(shape=(settings.channels, settings.resolution, settings.resolution), dtype="uint8")}
+    )
     if label_names is not None:
         features[LABEL_COLUMN] = datasets.Value("int64")
     processed = dataset.map(
@@ -466,13 +451,13 @@ def _decode(
         num_proc=num_proc if num_proc and num_proc > 1 and len(dataset) >= 2 * num_proc else None,
         fn_kwargs=dict(
             column=column,
-            resolution=resolution,
-            channels=channels,
-            center_crop=center_crop,
-            seed=seed,
+            resolution=settings.resolution,
+            channels=settings.channels,
+            center_crop=settings.center_crop,
+            seed=settings.seed,
             labelled=label_names is not None,
         ),
-        desc=f"Decoding images at {resolution}px",
+        desc=f"Decoding images at {settings.resolution}px",
     )
     num_skipped = len(dataset) - len(processed)
     if len(processed) == 0:
