@@ -676,6 +676,6 @@ def test_two_processes_one_with_a_short_split_finish_without_hanging(tmp_path):
     args += ["--dataloader_num_workers", "1", "--output_dir", str(tmp_path / "run")]
     result = ok(launch(*args, cwd=tmp_path, processes=2))
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["optimizer_steps"] == 4
-    warnings = [line for line in result.stderr.splitlines() if "fewer samples" in line]
+    warnings = [line for line in result.stderr.splitlines() if "WARNING" in line and "fewer samples" in line]
     assert len(warnings) == 1, result.stderr[-3000:]
     assert re.search(r"epoch 0: process [01] repeated 2 samples \(2 unreadable images skipped\)\.", warnings[0])
