@@ -617,8 +617,8 @@ def test_stream_reference_statistics_are_keyed_by_the_shard_set_and_the_resoluti
 # ---- a stream shorter than its manifest --------------------------------------------------------------------------
 
 
-def _short_shards(root: Path, unreadable: int) -> Path:
-    """16 images at 16 px in 2 shards of 8 with a manifest, then `unreadable` members of the second one garbled (the
+def _short_shards(root: Path, unreadable: int, shard: int = 1) -> Path:
+    """16 images at 16 px in 2 shards of 8 with a manifest, then `unreadable` members of shard `shard` garbled (the
     manifest still counts 8 images there)."""
     from ddpm_hub.data import draw_shapes
 
@@ -626,7 +626,7 @@ def _short_shards(root: Path, unreadable: int) -> Path:
     for i, image in enumerate(draw_shapes(16, size=16, seed=5)):
         image.save(root / "images" / f"{i:03d}.png")
     assert prepare_main([str(root / "images"), str(root / "shards"), "--resolution", "16", "--shard_size", "8"]) == 0
-    shard = root / "shards" / "train-000001.tar"
+    shard = root / "shards" / f"train-{shard:06d}.tar"
     with tarfile.open(shard) as tar:
         members = {member.name: tar.extractfile(member).read() for member in tar.getmembers()}
     for name in list(members)[:unreadable]:
@@ -636,10 +636,11 @@ def _short_shards(root: Path, unreadable: int) -> Path:
 
 
 def test_a_short_stream_repeats_samples_warns_once_runs_the_manifest_steps_and_resumes_exactly(tmp_path):
-    shards = _short_shards(tmp_path / "data", unreadable=1)
+    # Shard 0 is short; with seed 0 worker 0 reads it in epochs 0 and 1, so its repeat is in the epoch's 3rd batch.
+    shards = _short_shards(tmp_path / "data", unreadable=1, shard=0)
     # 2 workers, a shard each: 8 images (2 batches of 4) per reader by the manifest, 4 steps an epoch.
     args = [*TINY, "--train_shards", str(shards), "--num_epochs", "2", "--train_batch_size", "4"]
-    args += ["--dataloader_num_workers", "2", "--shuffle_buffer_size", "4", "--checkpointing_steps", "3"]
+    args += ["--dataloader_num_workers", "2", "--shuffle_buffer_size", "4", "--checkpointing_steps", "1"]
     straight = tmp_path / "straight"
     result = ok(launch(*args, "--output_dir", str(straight), cwd=tmp_path, python=True))
     assert json.loads((straight / "metrics.json").read_text())["optimizer_steps"] == 8
@@ -649,13 +650,14 @@ def test_a_short_stream_repeats_samples_warns_once_runs_the_manifest_steps_and_r
     assert "the manifest's 4 batches an epoch" in warnings[0]
     assert "INFO ddpm_hub.data.stream" in (straight / "train.log").read_text()  # epoch 1: a line of the log
 
-    # The position of a reader that repeats is saved: a resume from step 3 (mid-epoch) ends bit-identically.
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    shutil.copytree(straight / "checkpoint-3", resumed / "checkpoint-3")
-    ok(launch(*args, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True))
-    for weights in ("checkpoint-6/model.safetensors", "unet/diffusion_pytorch_model.safetensors"):
-        assert_same_weights(straight / weights, resumed / weights)
+    # Resumes end bit-identically: after step 3 (worker 0 has repeated a sample: its position says so) and after
+    # step 5 (worker 1 has not yet delivered a batch of epoch 1: its position is the start of epoch 1, not 0).
+    for step in (3, 5):
+        resumed = tmp_path / f"resumed-{step}"
+        resumed.mkdir()
+        shutil.copytree(straight / f"checkpoint-{step}", resumed / f"checkpoint-{step}")
+        ok(launch(*args, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True))
+        assert_same_weights(straight / "checkpoint-8/model.safetensors", resumed / "checkpoint-8/model.safetensors")
 
 
 def test_a_split_without_a_readable_image_is_one_line(tmp_path):

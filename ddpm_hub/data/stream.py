@@ -270,6 +270,13 @@ class ShardStream(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         reader, readers = self._reader_index()
         start, self._start = self._start or {"epoch": self.epoch}, None
+        # Set now, not at the first sample: StatefulDataLoader records a worker's state as soon as its iterator
+        # exists, and a checkpoint before the worker's first batch of an epoch must resume in that epoch.
+        self._position = {"taken": 0, "skipped": 0, "repeated": 0, **start}
+        self._position.setdefault("yielded", self._position["taken"] - self._position["skipped"])
+        return self._samples(reader, readers, dict(start))
+
+    def _samples(self, reader: int, readers: int, start: dict[str, int]) -> Iterator[dict[str, Any]]:
         epoch = start.pop("epoch")
         while True:
             yielded = False
