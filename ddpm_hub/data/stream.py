@@ -25,10 +25,11 @@ What does what, and why:
   run needs `--max_train_steps` (with several processes, give them shards of equal size).
 - **Exact resume**: datasets' `IterableDataset.state_dict` records shard and example positions but drops the
   shuffle buffer's content on resume (its documented limitation), so a resumed run would not see the same next
-  samples. Instead each reader's position is `(epoch, samples taken)`, and resuming replays the reader's seeded
-  stream up to that point *without decoding* (reading bytes only, the cost of one pass over the reader's part of
-  the current epoch at most). torchdata's `StatefulDataLoader` keeps these per-worker positions and which worker
-  delivers the next batch, and its state is what every checkpoint saves (`StreamedImages.state_dict`).
+  samples. Instead each reader's position is `(epoch, examples taken)` (and its counts of samples yielded, images
+  skipped and samples repeated), and resuming replays the reader's seeded stream up to that point *without
+  decoding* (reading bytes only, the cost of one pass over the reader's part of the current epoch at most).
+  torchdata's `StatefulDataLoader` keeps these per-worker positions and which worker delivers the next batch, and
+  its state is what every checkpoint saves (`StreamedImages.state_dict`).
   accelerate's `use_stateful_dataloader` would do the same, but `accelerator.prepare` of an iterable data set
   either dispatches batches from process 0 or has every process read everything and keep a slice; here every
   process reads only its own shards, so the loader is not prepared and batches are moved to the device here.
