@@ -133,6 +133,9 @@ def test_the_latents_in_the_shards_are_what_the_latent_cache_computes(shards, va
 def test_training_on_latent_shards_gives_a_latent_pipeline_without_encoding(shards, tmp_path, encoded_images):  # noqa: F811
     out = tmp_path / "run"
     args = [*TRAIN, "--train_shards", str(shards), "--class_conditional", "--random_flip", "--num_epochs", "2"]
+    # Scored during training against the shards' own images (decoded samples, pixel references).
+    args += ["--eval_epochs", "2", "--eval_features", SMALL, "--eval_metrics", "kid", "--eval_num_samples", "8"]
+    args += ["--eval_num_inference_steps", "2", "--cache_dir", str(tmp_path / "cache")]
     assert train_main([*args, "--dataloader_num_workers", "2", "--output_dir", str(out)]) == 0
     assert encoded_images["AutoencoderKL"] == 0  # the latents came from the shards
     config = json.loads((out / "training_config.json").read_text())
@@ -142,6 +145,11 @@ def test_training_on_latent_shards_gives_a_latent_pipeline_without_encoding(shar
     # 2 workers read 3 shards of 8: the shortest reader has 8 images, 2 batches of 4 each: 4 steps an epoch.
     assert config["steps_per_epoch"] == 4 and config["max_train_steps"] == 8
     assert (out / "vae" / "config.json").is_file()
+    scores = [
+        line for line in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "eval_kid_mean" in line
+    ]
+    assert [line["step"] for line in scores] == [8] and scores[0]["eval_kid_mean"] > 0, scores
+    assert "(24 images)" in json.loads((out / "metrics.json").read_text())["eval_settings"]  # the shards' images
     pipe = DDPMHubPipeline.from_pretrained(out).set_sampler("ddim")
     pipe.set_progress_bar_config(disable=True)
     images = pipe(batch_size=2, num_inference_steps=2, class_labels=["cat", "dog"], output_type="np").images
@@ -202,13 +210,12 @@ def test_resume_on_latent_shards_is_bit_identical(shards, tmp_path):
             r"latents, theirs are \[4, 8, 8\]",
         ),
         (["--resolution", "32"], r"--resolution 32 differs from the latent shards' 16 px images"),
-        (["--eval_steps", "2"], r"--eval_steps/--eval_epochs are not available with streamed data"),
         (
             ["--vae_name_or_path", "SAME", "--train_shards", "PIXELS"],
             r"--vae_name_or_path with --train_shards without latents: write latent shards with `ddpm-hub prepare",
         ),
     ],
-    ids=["other-weights", "other-class", "resolution", "eval", "pixel-shards"],
+    ids=["other-weights", "other-class", "resolution", "pixel-shards"],
 )
 def test_a_mismatched_vae_or_setting_is_one_line_with_status_2(shards, photos, vae, tmp_path, capsys, extra, expected):
     pixels = tmp_path / "pixels"

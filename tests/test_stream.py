@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -542,3 +543,141 @@ def test_a_resume_on_another_number_of_processes_warns_that_the_position_is_appr
     assert "approximately, not exactly" in (out / "train.log").read_text()
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert _checkpoint_steps(out)[-1] == 10
+
+
+# ---- evaluation during a streamed run ---------------------------------------------------------------------------
+
+SMALL = "efficientnet-lite0-40"  # 40-dimensional features: FID from 41+ images, fast on a CPU
+EVAL = ["--eval_num_samples", "44", "--eval_features", SMALL, "--eval_num_inference_steps", "2"]
+
+
+def test_eval_steps_on_a_stream_score_its_first_images_keep_the_best_and_leave_training_alone(
+    small_shards, tmp_path, capsys
+):
+    from test_train import metrics_log
+
+    from ddpm_hub.cli import main as cli_main
+
+    cache = tmp_path / "cache"
+    env = clean_env(DDPM_HUB_CACHE=str(cache))
+    args = [*TINY, "--train_shards", str(small_shards / PATTERN), "--max_train_steps", "4"]
+    args += ["--dataloader_num_workers", "1", "--eval_batch_size", "22", "--checkpointing_steps", "4"]
+    out, plain = tmp_path / "run", tmp_path / "plain"
+    ok(launch(*args, "--eval_steps", "2", *EVAL, "--output_dir", str(out), cwd=tmp_path, python=True, env=env))
+    fids = [line for line in metrics_log(out) if "eval_fid" in line]
+    assert [line["step"] for line in fids] == [2, 4] and all(line["eval_fid"] > 0 for line in fids)
+    assert (out / "best" / "model_index.json").is_file() and (out / "best" / "unet").is_dir()
+    best = json.loads((out / "best" / "eval_results.json").read_text())
+    assert best["fid"] == pytest.approx(min(line["eval_fid"] for line in fids)) and best["extractor"] == SMALL
+    assert best["reference"] == f"8 shards of {small_shards}"
+    card = json.loads((out / "metrics.json").read_text())
+    assert f"8 shards of {small_shards} (64 images)" in card["eval_settings"] and "best_fid" in card
+    stats = sorted((cache / "reference_stats").glob("*.npz"))
+    assert len(stats) == 1
+
+    # Reading the references and evaluating leave the training stream (and every draw) as they were.
+    ok(launch(*args, "--output_dir", str(plain), cwd=tmp_path, python=True))
+    weights = "checkpoint-4/model.safetensors"
+    assert_same_weights(out / weights, plain / weights)
+
+    # `ddpm-hub eval --reference SHARDS` keys the same shards the same way: one cache for both.
+    evaluation = ["eval", str(out), "--reference", str(small_shards / PATTERN), "--features", SMALL]
+    evaluation += ["--num_samples", "44", "--num_inference_steps", "2", "--cache_dir", str(cache / "reference_stats")]
+    status = cli_main([*evaluation, "--output", str(tmp_path / "eval.json")])
+    assert status == 0, capsys.readouterr().err[-3000:]
+    assert json.loads((tmp_path / "eval.json").read_text())["reference_images"] == 64
+    assert sorted((cache / "reference_stats").glob("*.npz")) == stats
+
+
+def test_stream_reference_statistics_are_keyed_by_the_shard_set_and_the_resolution(small_shards, tmp_path):
+    import torch
+
+    from ddpm_hub.data import open_streamed_images
+    from ddpm_hub.evaluation.features import get_extractor
+    from ddpm_hub.evaluation.reference import stream_reference_statistics
+
+    extractor = get_extractor(SMALL, torch.device("cpu"), 64)
+    cache = tmp_path / "cache"
+
+    def statistics(pattern: str, resolution: int):
+        stream = open_streamed_images(train_shards=str(small_shards / pattern), resolution=resolution)
+        return stream_reference_statistics(extractor, stream, resolution=resolution, cache_dir=cache)
+
+    first = statistics(PATTERN, 16)
+    assert not first.from_cache and first.num_images == 64
+    assert statistics(PATTERN, 16).from_cache  # the same shards at the same size: the cache
+    subset = statistics("train-{000000..000005}.tar", 16)  # another shard set: its own statistics
+    assert not subset.from_cache and subset.num_images == 48
+    smaller = statistics(PATTERN, 8)  # another resolution: its own statistics
+    assert not smaller.from_cache and smaller.num_images == 64
+    assert len({first.cache_file, subset.cache_file, smaller.cache_file}) == 3
+    assert len(list(cache.glob("*.npz"))) == 3
+
+
+# ---- a stream shorter than its manifest --------------------------------------------------------------------------
+
+
+def _short_shards(root: Path, unreadable: int, shard: int = 1) -> Path:
+    """16 images at 16 px in 2 shards of 8 with a manifest, then `unreadable` members of shard `shard` garbled (the
+    manifest still counts 8 images there)."""
+    from ddpm_hub.data import draw_shapes
+
+    (root / "images").mkdir(parents=True)
+    for i, image in enumerate(draw_shapes(16, size=16, seed=5)):
+        image.save(root / "images" / f"{i:03d}.png")
+    assert prepare_main([str(root / "images"), str(root / "shards"), "--resolution", "16", "--shard_size", "8"]) == 0
+    shard = root / "shards" / f"train-{shard:06d}.tar"
+    with tarfile.open(shard) as tar:
+        members = {member.name: tar.extractfile(member).read() for member in tar.getmembers()}
+    for name in list(members)[:unreadable]:
+        members[name] = b"\x89PNG\r\n\x1a\n not a PNG"
+    _tar(shard, members)
+    return root / "shards"
+
+
+def test_a_short_stream_repeats_samples_warns_once_runs_the_manifest_steps_and_resumes_exactly(tmp_path):
+    # Shard 0 is short; with seed 0 worker 0 reads it in epochs 0 and 1, so its repeat is in the epoch's 3rd batch.
+    shards = _short_shards(tmp_path / "data", unreadable=1, shard=0)
+    # 2 workers, a shard each: 8 images (2 batches of 4) per reader by the manifest, 4 steps an epoch.
+    args = [*TINY, "--train_shards", str(shards), "--num_epochs", "2", "--train_batch_size", "4"]
+    args += ["--dataloader_num_workers", "2", "--shuffle_buffer_size", "4", "--checkpointing_steps", "1"]
+    straight = tmp_path / "straight"
+    result = ok(launch(*args, "--output_dir", str(straight), cwd=tmp_path, python=True))
+    assert json.loads((straight / "metrics.json").read_text())["optimizer_steps"] == 8
+    warnings = [line for line in result.stderr.splitlines() if "WARNING" in line and "fewer samples" in line]
+    assert len(warnings) == 1, result.stderr[-3000:]
+    assert "epoch 0: process 0 repeated 1 sample (1 unreadable image skipped)" in warnings[0]
+    assert "the manifest's 4 batches an epoch" in warnings[0]
+    assert "INFO ddpm_hub.data.stream" in (straight / "train.log").read_text()  # epoch 1: a line of the log
+
+    # Resumes end bit-identically: after step 3 (worker 0 has repeated a sample: its position says so) and after
+    # step 5 (worker 1 has not yet delivered a batch of epoch 1: its position is the start of epoch 1, not 0).
+    for step in (3, 5):
+        resumed = tmp_path / f"resumed-{step}"
+        resumed.mkdir()
+        shutil.copytree(straight / f"checkpoint-{step}", resumed / f"checkpoint-{step}")
+        ok(launch(*args, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True))
+        assert_same_weights(straight / "checkpoint-8/model.safetensors", resumed / "checkpoint-8/model.safetensors")
+
+
+def test_a_split_without_a_readable_image_is_one_line(tmp_path):
+    shards = _short_shards(tmp_path / "data", unreadable=8)
+    args = [*TINY, "--train_shards", str(shards), "--num_epochs", "1", "--train_batch_size", "4"]
+    args += ["--dataloader_num_workers", "2", "--output_dir", str(tmp_path / "run")]
+    result = launch(*args, cwd=tmp_path, python=True)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "found no readable image in its split of epoch 0" in errors[0], result.stderr[-3000:]
+    assert "ddpm-hub prepare" in errors[0] and "Traceback" not in result.stderr
+
+
+def test_two_processes_one_with_a_short_split_finish_without_hanging(tmp_path):
+    shards = _short_shards(tmp_path / "data", unreadable=2)
+    # 2 processes x 1 worker, a shard each: 2 batches of 4 per process by the manifest; one process is 2 short.
+    args = [*TINY, "--train_shards", str(shards), "--num_epochs", "2", "--train_batch_size", "4"]
+    args += ["--dataloader_num_workers", "1", "--output_dir", str(tmp_path / "run")]
+    result = ok(launch(*args, cwd=tmp_path, processes=2))
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["optimizer_steps"] == 4
+    warnings = [line for line in result.stderr.splitlines() if "WARNING" in line and "fewer samples" in line]
+    assert len(warnings) == 1, result.stderr[-3000:]
+    assert re.search(r"epoch 0: process [01] repeated 2 samples \(2 unreadable images skipped\)\.", warnings[0])

@@ -151,11 +151,20 @@ def is_shard_reference(value: str) -> bool:
     return os.path.isdir(text) and os.path.isfile(os.path.join(text, MANIFEST_NAME))
 
 
-def shards_fingerprint(value: str) -> tuple[str, str]:
-    """`(description, fingerprint)` of shards: the manifest's sha256s, else the shard names (for a reference cache)."""
+def shards_fingerprint(value: str | Sequence[str]) -> tuple[str, str]:
+    """`(description, fingerprint)` of shards, for a reference cache: of exactly these shards in this order, each by
+    its name and the manifest's sha256, else (no manifest) its size and modification time (a URL: its name only)."""
     import hashlib
+    import os
 
     shards = resolve_shards(value)
     manifest = read_manifest(shards)
-    parts = [entry["sha256"] for entry in manifest["shards"]] if manifest is not None else shards
+    digests = {entry["name"]: entry.get("sha256") for entry in manifest["shards"]} if manifest is not None else {}
+    parts = []
+    for shard in shards:
+        part = digests.get(shard_name(shard))
+        if part is None and "://" not in shard:
+            stat = os.stat(shard)
+            part = f"{stat.st_size}\0{stat.st_mtime_ns}"
+        parts.append(f"{shard_name(shard)}\0{part or ''}")
     return f"{len(shards)} shards of {shard_folder(shards[0])}", hashlib.sha256("\n".join(parts).encode()).hexdigest()

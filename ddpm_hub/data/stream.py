@@ -17,14 +17,19 @@ What does what, and why:
   all shards and keeps every G-th sample (still disjoint, but each sample is read G times), with a warning.
 - **Shuffling**: shard order per epoch plus a seeded shuffle buffer (`--shuffle_buffer_size`) per reader.
 - **Length**: with a `manifest.json` (written by `ddpm-hub prepare`) every process yields the same number of
-  batches per epoch (the least any reader can count on); without one an epoch is one pass over this process's
-  shards and the run needs `--max_train_steps` (with several processes, give them shards of equal size).
+  batches per epoch (the least any reader can count on), so DDP's collectives stay in step: each reader takes
+  exactly its share of samples, and a reader that falls short (unreadable images skipped, or a manifest that counts
+  more images than the shards hold) starts its own split again from the beginning, in the same order, as torch's
+  `DistributedSampler` pads; one warning says how many samples each process repeated and why, and a split with no
+  readable image at all is an error. Without a manifest an epoch is one pass over this process's shards and the
+  run needs `--max_train_steps` (with several processes, give them shards of equal size).
 - **Exact resume**: datasets' `IterableDataset.state_dict` records shard and example positions but drops the
   shuffle buffer's content on resume (its documented limitation), so a resumed run would not see the same next
-  samples. Instead each reader's position is `(epoch, samples taken)`, and resuming replays the reader's seeded
-  stream up to that point *without decoding* (reading bytes only, the cost of one pass over the reader's part of
-  the current epoch at most). torchdata's `StatefulDataLoader` keeps these per-worker positions and which worker
-  delivers the next batch, and its state is what every checkpoint saves (`StreamedImages.state_dict`).
+  samples. Instead each reader's position is `(epoch, examples taken)` (and its counts of samples yielded, images
+  skipped and samples repeated), and resuming replays the reader's seeded stream up to that point *without
+  decoding* (reading bytes only, the cost of one pass over the reader's part of the current epoch at most).
+  torchdata's `StatefulDataLoader` keeps these per-worker positions and which worker delivers the next batch, and
+  its state is what every checkpoint saves (`StreamedImages.state_dict`).
   accelerate's `use_stateful_dataloader` would do the same, but `accelerator.prepare` of an iterable data set
   either dispatches batches from process 0 or has every process read everything and keep a slice; here every
   process reads only its own shards, so the loader is not prepared and batches are moved to the device here.
@@ -50,6 +55,7 @@ logger = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
 
 DEFAULT_SHUFFLE_BUFFER = 1000
+REFERENCE_IMAGES = 10_000  # FID references of a stream: its first 10k images (`ddpm-hub eval --reference SHARDS` too)
 _READ_BATCH = 64  # examples datasets hands over at a time while reading one shard
 
 
@@ -140,8 +146,11 @@ def open_webdataset(
 class ShardStream(torch.utils.data.IterableDataset):
     """Decoded uint8 samples of this process and DataLoader worker, in a seeded order; see the module docstring.
 
-    Each sample is `{"pixels": uint8 (C, H, W), "label": int (-1 without), "key": str, "reader": int, "skipped": int}`;
-    with `latents=True` (latent shards) `"latents"`, the sample's latent statistics (F, M, C, h, w) as
+    Each sample is `{"pixels": uint8 (C, H, W), "label": int (-1 without), "key": str, "reader": int, "skipped": int,
+    "repeated": int}` (the last two: this reader's unreadable images and repeated samples so far in the epoch).
+    With `samples_per_reader`, every reader yields exactly that many samples an epoch (a short split starts again
+    from its beginning); without it, one pass over its split.
+    With `latents=True` (latent shards) `"latents"`, the sample's latent statistics (F, M, C, h, w) as
     `ddpm_hub.latents.shards.read_sample_latents` gives them, replaces `"pixels"` (the image is not decoded).
     `state_dict()` (in the worker) is this reader's position; `load_state_dict` makes the next `__iter__` resume there.
     """
@@ -160,14 +169,16 @@ class ShardStream(torch.utils.data.IterableDataset):
         num_processes: int = 1,
         endless: bool = False,
         latents: bool = False,
+        samples_per_reader: int | None = None,
     ):
         self.latents = latents
         self.reader, self.resolution, self.channels, self.center_crop = reader, resolution, channels, center_crop
         self.seed, self.shuffle_buffer_size, self.shuffle = seed, shuffle_buffer_size, shuffle
         self.rank, self.num_processes, self.endless = rank, num_processes, endless
+        self.samples_per_reader = samples_per_reader
         self.epoch = 0
         self._start: dict[str, int] | None = None
-        self._position = {"epoch": 0, "taken": 0, "skipped": 0}
+        self._position = {"epoch": 0, "taken": 0, "yielded": 0, "skipped": 0, "repeated": 0}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -209,53 +220,106 @@ class ShardStream(torch.utils.data.IterableDataset):
         rng.shuffle(buffer)
         yield from buffer
 
-    def _decode(self, example: dict[str, Any], rng: np.random.Generator) -> torch.Tensor | None:
+    def _decode(self, example: dict[str, Any], rng: np.random.Generator, warn: bool = True) -> torch.Tensor | None:
         if self.latents:
             from ..latents.shards import read_sample_latents
 
             try:
                 return read_sample_latents(example["latents"])
             except Exception as error:  # noqa: BLE001 (a corrupt latents member is skipped and counted, as an image)
-                logger.warning("Skipping unreadable latents %s: %s", example["key"], error)
+                if warn:
+                    logger.warning("Skipping unreadable latents %s: %s", example["key"], error)
                 return None
         try:
             image = to_model_mode(open_image(example["image"]), self.channels)
         except Exception as error:  # noqa: BLE001 (any unreadable image is skipped and counted, as in memory)
-            logger.warning("Skipping unreadable image %s: %s", example["key"], error)
+            if warn:
+                logger.warning("Skipping unreadable image %s: %s", example["key"], error)
             return None
         image = resize_and_crop(image, self.resolution, self.center_crop, rng)
         array = np.asarray(image, dtype=np.uint8)
         return torch.from_numpy(np.ascontiguousarray(array[None] if self.channels == 1 else array.transpose(2, 0, 1)))
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        reader, readers = self._reader_index()
-        start, self._start = self._start or {"epoch": self.epoch, "taken": 0, "skipped": 0}, None
-        epoch, taken, skipped = start["epoch"], start["taken"], start["skipped"]
-        while True:
+    def _split(self, epoch: int, reader: int, readers: int) -> Iterator[tuple[dict[str, Any], bool]]:
+        """`(example, repeated)` of this reader's split of `epoch` in its seeded order; with `samples_per_reader`,
+        the same split again and again from its beginning once it has been read (`repeated` is then True)."""
+        for again in itertools.count():
             examples = self._shuffled(
                 self._raw(epoch, reader, readers), np.random.default_rng([self.seed, epoch, reader])
             )
-            collections.deque(itertools.islice(examples, taken), maxlen=0)  # resume: replay without decoding
-            yielded = False
+            read = 0
             for example in examples:
-                taken += 1
-                pixels = self._decode(example, np.random.default_rng([self.seed, epoch, reader, taken]))
-                if pixels is None:
-                    skipped += 1
-                    continue
-                self._position = {"epoch": epoch, "taken": taken, "skipped": skipped}
-                yielded = True
-                label = example["label"]
-                yield {
-                    "latents" if self.latents else "pixels": pixels,
-                    "label": -1 if label is None else label,
-                    "key": example["key"],
-                    "reader": reader,
-                    "skipped": skipped,
-                }
-            if not self.endless or not (yielded or taken):
+                read += 1
+                yield example, again > 0
+            if self.samples_per_reader is None:
                 return
-            epoch, taken = epoch + 1, 0
+            if not read:
+                raise EmptySplitError(self._empty_message(epoch, reader, readers))
+
+    def _empty_message(self, epoch: int, reader: int, readers: int) -> str:
+        workers = readers // self.num_processes
+        return (
+            f"reader {reader} of {readers} (process {self.rank}, DataLoader worker {reader - self.rank * workers}) "
+            f"found no readable image in its split of epoch {epoch}, although the manifest counts "
+            f"{self.samples_per_reader} or more: its shards are empty or unreadable, or manifest.json is wrong "
+            "(re-run `ddpm-hub prepare`)."
+        )
+
+    def _epoch_samples(self, epoch: int, reader: int, readers: int, **start: int) -> Iterator[dict[str, Any]]:
+        """This reader's decoded samples of `epoch`, from the position `start` (`taken` examples read, `yielded`
+        samples, `skipped` unreadable images of the split, `repeated` samples of its second or later pass)."""
+        taken, skipped, repeated = start.get("taken", 0), start.get("skipped", 0), start.get("repeated", 0)
+        yielded, quota = start.get("yielded", taken - skipped), self.samples_per_reader
+        examples = self._split(epoch, reader, readers)
+        collections.deque(itertools.islice(examples, taken), maxlen=0)  # resume: replay without decoding
+        if quota is not None and yielded >= quota:
+            return  # resumed at the end of this reader's epoch
+        for example, again in examples:
+            if again and not yielded:
+                raise EmptySplitError(self._empty_message(epoch, reader, readers))
+            taken += 1
+            pixels = self._decode(example, np.random.default_rng([self.seed, epoch, reader, taken]), warn=not again)
+            if pixels is None:
+                skipped += int(not again)  # an image of the split, counted once
+                continue
+            yielded, repeated = yielded + 1, repeated + int(again)
+            self._position = {"epoch": epoch, "taken": taken, "yielded": yielded, "skipped": skipped}
+            self._position["repeated"] = repeated
+            label = example["label"]
+            yield {
+                "latents" if self.latents else "pixels": pixels,
+                "label": -1 if label is None else label,
+                "key": example["key"],
+                "reader": reader,
+                "skipped": skipped,
+                "repeated": repeated,
+            }
+            if quota is not None and yielded >= quota:
+                return
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        reader, readers = self._reader_index()
+        start, self._start = self._start or {"epoch": self.epoch}, None
+        # Set now, not at the first sample: StatefulDataLoader records a worker's state as soon as its iterator
+        # exists, and a checkpoint before the worker's first batch of an epoch must resume in that epoch.
+        self._position = {"taken": 0, "skipped": 0, "repeated": 0, **start}
+        self._position.setdefault("yielded", self._position["taken"] - self._position["skipped"])
+        return self._samples(reader, readers, dict(start))
+
+    def _samples(self, reader: int, readers: int, start: dict[str, int]) -> Iterator[dict[str, Any]]:
+        epoch = start.pop("epoch")
+        while True:
+            yielded = False
+            for sample in self._epoch_samples(epoch, reader, readers, **start):
+                yielded = True
+                yield sample
+            if not self.endless or not (yielded or start.get("taken")):
+                return
+            epoch, start = epoch + 1, {}
+
+
+class EmptySplitError(ValueError):
+    """A reader whose split of an epoch holds no readable image, although the manifest promises some."""
 
 
 def default_num_workers(num_local_processes: int = 1) -> int:
@@ -279,6 +343,7 @@ class StreamedImages:
         label_names (`list[str]`, *optional*): class names by id for a labelled set.
         latents (`bool`, defaults to `False`): batches are the latent statistics of latent shards, not pixels (see
             `ddpm_hub.latents.source.StreamedLatents`, which turns them into model input).
+        shards (`list[str]`, *optional*): the resolved shards of `--train_shards` (they key the FID reference cache).
     """
 
     def __init__(
@@ -294,14 +359,16 @@ class StreamedImages:
         shard_counts: list[int] | None = None,
         label_names: list[str] | None = None,
         latents: bool = False,
+        shards: list[str] | None = None,
     ):
-        self.reader, self.description, self.latents = reader, description, latents
+        self.reader, self.description, self.latents, self.shards = reader, description, latents, shards
         self.resolution, self.channels, self.center_crop = resolution, channels, center_crop
         self.shuffle_buffer_size, self.num_workers, self.shard_counts = shuffle_buffer_size, num_workers, shard_counts
         self.label_names = label_names
         self.sample_shape = (channels, resolution, resolution)
         self.last_keys: list[str] = []  # keys of the latest batch (for tests and debugging)
-        self._skipped_before, self._skipped_now = 0, {}
+        self._skipped_before, self._skipped_now, self._repeated_now = 0, {}, {}
+        self._repeats_reported = False
         self._dataset: ShardStream | None = None
         self._loader = None
         self._epoch, self._batches_done, self._resume = 0, 0, None
@@ -328,6 +395,10 @@ class StreamedImages:
     def num_batches(self, batch_size: int, num_processes: int) -> int | None:
         """Batches each process yields in every epoch: the least any process can count on (readers drop partial
         batches; the shortest reader decides), or `None` without a manifest."""
+        per_reader = self._batches_per_reader(batch_size, num_processes)
+        return None if per_reader is None else self._readers_per_process() * per_reader
+
+    def _batches_per_reader(self, batch_size: int, num_processes: int) -> int | None:
         if self.shard_counts is None:
             return None
         readers = num_processes * self._readers_per_process()
@@ -341,7 +412,7 @@ class StreamedImages:
                 f"{self._readers_per_process()} workers), fewer than one batch of {batch_size}; lower "
                 "--train_batch_size or --dataloader_num_workers."
             )
-        return self._readers_per_process() * (least // batch_size)
+        return least // batch_size
 
     def make_loader(self, accelerator, batch_size: int, seed: int) -> None:
         processes, readers = accelerator.num_processes, accelerator.num_processes * self._readers_per_process()
@@ -371,6 +442,7 @@ class StreamedImages:
             )
         self._accelerator, self._batch_size, self._seed = accelerator, batch_size, seed
         self._num_batches = self.num_batches(batch_size, processes)
+        per_reader = self._batches_per_reader(batch_size, processes)
         self._dataset = ShardStream(
             self.reader,
             resolution=self.resolution,
@@ -381,6 +453,8 @@ class StreamedImages:
             rank=accelerator.process_index,
             num_processes=processes,
             latents=self.latents,
+            # Exactly the manifest's share per reader, a short one refilled: every process yields the same batches.
+            samples_per_reader=None if per_reader is None else per_reader * batch_size,
         )
 
     def _new_loader(self):
@@ -417,16 +491,64 @@ class StreamedImages:
         if self._num_batches is not None and done >= self._num_batches:
             return
         batches = iter(loader)
-        collections.deque(itertools.islice(batches, to_skip), maxlen=0)
-        for batch in batches:
-            self._batches_done += 1
-            for reader, skipped in zip(batch["reader"].tolist(), batch["skipped"].tolist()):
-                self._skipped_now[reader] = max(self._skipped_now.get(reader, 0), skipped)
-            self.last_keys = list(batch["key"])
-            yield self._to_device(batch)
-            if self._num_batches is not None and self._batches_done >= self._num_batches:
-                break
-        self._skipped_before, self._skipped_now = self.num_skipped, {}
+        try:
+            collections.deque(itertools.islice(batches, to_skip), maxlen=0)
+            for batch in batches:
+                self._batches_done += 1
+                self._count(batch)
+                last = self._num_batches is not None and self._batches_done >= self._num_batches
+                if last:  # every process is here at once (the same batch count): a collective is in step
+                    self._report_repeats(epoch)
+                yield self._to_device(batch)
+                if last:
+                    break
+        except EmptySplitError as error:  # bad data: one line, exit status 2 (a DataLoader worker's is a traceback)
+            from ..training.errors import SetupError
+
+            message = str(error).strip().splitlines()[-1].split("EmptySplitError: ", 1)[-1]
+            raise SetupError(f"{self.description}: {message}") from None
+        self._skipped_before, self._skipped_now, self._repeated_now = self.num_skipped, {}, {}
+
+    def _count(self, batch: dict[str, Any]) -> None:
+        self.last_keys = list(batch["key"])
+        for reader, skipped, repeated in zip(*(batch[key].tolist() for key in ("reader", "skipped", "repeated"))):
+            self._skipped_now[reader] = max(self._skipped_now.get(reader, 0), skipped)
+            self._repeated_now[reader] = max(self._repeated_now.get(reader, 0), repeated)
+
+    def _report_repeats(self, epoch: int) -> None:
+        """Say which processes repeated samples in `epoch` to give the manifest's batch count, and why: one warning
+        the first time, a line of the log after that. A collective with several processes."""
+        own = {"repeated": sum(self._repeated_now.values()), "skipped": sum(self._skipped_now.values())}
+        processes = [own]
+        if self._accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            processes = gather_object([own])
+        short = [(rank, counts) for rank, counts in enumerate(processes) if counts["repeated"]]
+        if not short:
+            return
+        parts = "; ".join(
+            f"process {rank} repeated {counts['repeated']} sample{'s' * (counts['repeated'] > 1)} ("
+            + (
+                f"{counts['skipped']} unreadable image{'s' * (counts['skipped'] > 1)} skipped"
+                if counts["skipped"]
+                else "no image skipped: manifest.json counts more images than the shards hold, re-run `ddpm-hub "
+                "prepare`"
+            )
+            + ")"
+            for rank, counts in short
+        )
+        log = logger.info if self._repeats_reported else logger.warning
+        self._repeats_reported = True
+        log(
+            "%s gave fewer samples than its manifest counts in epoch %d: %s. A short reader starts its own split "
+            "again from the beginning, so that every process yields the manifest's %d batches an epoch and the "
+            "processes stay in step.",
+            self.description,
+            epoch,
+            parts,
+            self._num_batches,
+        )
 
     def _to_device(self, batch: dict[str, Any]):
         device = self._accelerator.device
@@ -475,9 +597,19 @@ class StreamedImages:
     def to_model_input(self, samples: torch.Tensor, random_flip: bool) -> torch.Tensor:
         return augment(samples, random_flip)
 
-    def reference_images(self, count: int) -> torch.Tensor:
-        """The first `count` images of the stream in shard order (centre crops), for FID references."""
-        return first_images(self.reader, count or 10_000, resolution=self.resolution, channels=self.channels)
+    def reference_images(self, count: int | None) -> torch.Tensor:
+        """The first `count` (default `REFERENCE_IMAGES`) images of the stream in shard order (centre crops), for FID
+        references: read by a stream of their own, so the training stream's position is not touched."""
+        return first_images(self.reader, count or REFERENCE_IMAGES, resolution=self.resolution, channels=self.channels)
+
+    def reference_key(self) -> tuple[str, str] | None:
+        """`(description, fingerprint)` of the shards `reference_images` reads, as `ddpm-hub eval --reference SHARDS`
+        keys its reference cache (so the two share one); `None` for a `datasets` stream (key it by its images)."""
+        if self.shards is None:
+            return None
+        from .shards import shards_fingerprint
+
+        return shards_fingerprint(self.shards)
 
 
 def first_images(reader: StreamReader, count: int, *, resolution: int, channels: int = 3) -> torch.Tensor:
@@ -561,6 +693,7 @@ def open_streamed_images(
             num_workers=num_workers,
             shard_counts=shard_counts(shards, manifest),
             label_names=label_names if labelled else None,
+            shards=shards,
             **source_kwargs,
         )
     stream, counts = _datasets_stream(dataset_name, dataset_config_name, cache_dir)

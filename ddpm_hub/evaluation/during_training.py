@@ -73,14 +73,22 @@ class Evaluator:
     def prepare(self, source, data, resolution: int, device) -> None:
         """Load the extractor and the reference statistics of the training images (cached); main process only.
 
-        `source` is the run's `DataSource` (its `reference_images` are the pixels), `data` its `DataConfig`.
+        `source` is the run's `DataSource` (its `reference_images` are the pixels), `data` its `DataConfig`. A
+        stream's references are its first images, read by a reader of their own (the training stream's position is
+        untouched) on this process only: the others never evaluate.
         """
         if not self.enabled:
             return
-        from .reference import reference_statistics
+        from ..data.stream import StreamedImages
+        from .reference import reference_statistics, stream_reference_statistics
 
         warn_if_few_samples(self.run.eval_num_samples, self.metrics)
         self.extractor = get_extractor(self.run.eval_features, device, self.run.eval_batch_size)
+        if isinstance(source, StreamedImages):
+            self.reference = stream_reference_statistics(
+                self.extractor, source, resolution=resolution, image_column=data.image_column
+            )
+            return
         images = source.reference_images(None)
         self.reference = reference_statistics(
             self.extractor, resolution=resolution, channels=images[0:1].shape[1], dataset_name=data.dataset_name,

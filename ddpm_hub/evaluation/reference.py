@@ -21,12 +21,12 @@ import numpy as np
 
 from ..data import is_image_file, load_images, load_source, twemoji_dir
 from ..data.shards import is_shard_reference, resolve_shards, shards_fingerprint
-from ..data.stream import first_images, open_webdataset
+from ..data.stream import REFERENCE_IMAGES, first_images, open_webdataset
 from ..files import atomic_file
 from .features import FeatureExtractor
 from .metrics import gaussian_statistics
 
-STREAM_REFERENCE_IMAGES = 10_000  # a streamed --reference without --max_reference_images: its first 10k images
+STREAM_REFERENCE_IMAGES = REFERENCE_IMAGES  # a streamed --reference without --max_reference_images: its first 10k
 logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when the way features are computed changes
@@ -109,6 +109,7 @@ def reference_statistics(
     cache_dir: str | os.PathLike | None = None,
     data_cache_dir: str | None = None,
     images=None,
+    key: tuple[str, str] | None = None,
 ) -> ReferenceStatistics:
     """The reference statistics of a data set at `resolution` under `extractor`, from the cache when valid.
 
@@ -120,9 +121,15 @@ def reference_statistics(
         cache_dir (`str`, *optional*): where statistics are kept; defaults to `default_cache_dir()`.
         data_cache_dir (`str`, *optional*): the `datasets` cache (training's --cache_dir).
         images (*optional*): the data set's uint8 pixels (N, C, H, W) when the caller has loaded them already
-            (training does); they must be what `load_images` returns for these arguments.
+            (training does); they must be what `load_images` returns for these arguments. Or a function returning
+            them, called only when the cache has no statistics.
+        key (`tuple[str, str]`, *optional*): `(description, fingerprint)` of the data when the caller knows it (a
+            training stream); by default it comes from the data arguments.
     """
-    source, fingerprint = data_fingerprint(dataset_name, train_data_dir, dataset_config_name, data_cache_dir)
+    if key is not None:
+        source, fingerprint = key
+    else:
+        source, fingerprint = data_fingerprint(dataset_name, train_data_dir, dataset_config_name, data_cache_dir)
     settings = dict(
         version=CACHE_VERSION, source=source, fingerprint=fingerprint, resolution=resolution, channels=channels,
         extractor=extractor.name, image_column=image_column, max_images=max_images, center_crop=center_crop,
@@ -141,6 +148,8 @@ def reference_statistics(
         except (OSError, ValueError, KeyError) as error:
             logger.warning("Ignoring unreadable reference cache %s: %s", cache_file, error)
 
+    if callable(images):
+        images = images()
     if images is None and dataset_name is not None and is_shard_reference(dataset_name):
         # A stream's first N images (in shard order, centre crops): nothing is decoded beyond them.
         reader = open_webdataset(resolve_shards(dataset_name), image_column=image_column)
@@ -170,3 +179,36 @@ def reference_statistics(
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
     return stats
+
+
+def stream_reference_statistics(
+    extractor: FeatureExtractor,
+    stream,
+    *,
+    resolution: int,
+    image_column: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> ReferenceStatistics:
+    """The reference statistics of a training stream (`StreamedImages`): its first `STREAM_REFERENCE_IMAGES` images
+    (centre crops, in shard order, read by `stream.reference_images`, never the whole set).
+
+    Shards are keyed as `ddpm-hub eval --reference SHARDS` keys them (the two share a cache) and their images are read
+    only when the cache misses; a `datasets` stream has no cheap fingerprint, so its images are read and keyed by
+    their own pixels. Either way another shard set, resolution or number of channels is another cache file.
+    """
+    key, images = stream.reference_key(), None
+    if key is None:
+        images = stream.reference_images(STREAM_REFERENCE_IMAGES)
+        array = np.ascontiguousarray(images.numpy())
+        digest = hashlib.sha256(f"{array.shape}".encode())
+        digest.update(memoryview(array).cast("B"))
+        key = (stream.description, f"pixels-{digest.hexdigest()}")
+    return reference_statistics(
+        extractor,
+        resolution=resolution,
+        channels=stream.channels,
+        image_column=image_column,
+        cache_dir=cache_dir,
+        images=images if images is not None else (lambda: stream.reference_images(STREAM_REFERENCE_IMAGES)),
+        key=key,
+    )

@@ -104,7 +104,6 @@ class LatentTrainer(Trainer):
         data, info, accelerator = self.configs.data, self.vae_info, self.accelerator
         channels = info.config.get("in_channels", 3)
         if self.shards_manifest is not None:
-            self.refuse_evaluation_on_streams()
             record = self.shards_manifest["latents"]
             self.latent_cache = f"the latents in {data.train_shards[0]}"
             if data.random_flip and "flipped" not in record["views"]:

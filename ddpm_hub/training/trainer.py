@@ -189,7 +189,6 @@ class Trainer:
             return self.given_data
         channels = self.plan.unet_config.get("in_channels", 3)
         if self.configs.data.is_streamed:  # --train_shards, --dataset_name --streaming (ddpm_hub.data.stream)
-            self.refuse_evaluation_on_streams()
             return open_stream(self.configs.data, self.plan.resolution, channels, self.accelerator)
         return InMemoryImages.load(
             self.configs.data, resolution=self.plan.resolution, channels=channels, seed=self.data_seed()
@@ -198,13 +197,6 @@ class Trainer:
     def data_seed(self) -> int:
         """The seed of the images' decoding (random crops, the --max_train_samples subset): the run's own."""
         return self.run_config.seed
-
-    def refuse_evaluation_on_streams(self) -> None:
-        if self.evaluator.enabled:  # its reference cache is keyed by --dataset_name / --train_data_dir
-            raise SetupError(
-                "--eval_steps/--eval_epochs are not available with streamed data yet; evaluate the saved model "
-                "afterwards: ddpm-hub eval OUTPUT_DIR --reference SHARDS."
-            )
 
     def size_run(self) -> RunSize:
         run, processes = self.run_config, self.accelerator.num_processes
