@@ -24,6 +24,11 @@ def check_run_flags(distill: DistillConfig, data, run, hub) -> None:
         raise ValueError(
             "--eval_steps and --eval_epochs are for training; each round is scored at its end (--eval_rounds)."
         )
+    if hub.hub_push_checkpoints:
+        raise ValueError(
+            "--hub_push_checkpoints is for training; a distillation pushes only its final student, its rounds' "
+            "checkpoints stay local (in OUT/round-N/)."
+        )
     if distill.eval_rounds:
         from ..evaluation import check_sample_count, parse_metrics
 

@@ -1,0 +1,113 @@
+"""`ddpm-hub distill` as a run: pushing the student to the Hub, --compile, and resuming across rounds.
+
+The Hub tests run the real command in a subprocess against the local Hub server (`hub_server` in conftest.py), as
+tests/test_hub.py does for training, then load the pushed repo from an empty cache through `HF_ENDPOINT`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import SUBPROCESS_TIMEOUT, clean_env, run_python
+from safetensors.torch import load_file
+
+REPO = "test-org/shapes-student"
+# The procedural shapes at 16 px and the tiny UNet: a round takes seconds on a CPU.
+DATA = ["--dataset_name", "shapes", "--max_train_samples", "32", "--train_batch_size", "8", "--logger", "none",
+        "--eval_batch_size", "4", "--logging_steps", "1", "--lr_warmup_steps", "0"]  # fmt: skip
+STUDENT_FILES = [
+    ".gitattributes", "README.md", "metrics.json", "model_index.json", "pipeline.py", "pipeline_editing.py",
+    "pipeline_steps.py", "sample_grid.png", "scheduler/scheduler_config.json", "training_config.json",
+    "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    from conftest import make_tiny_pipeline
+
+    path = tmp_path_factory.mktemp("teacher") / "tiny-teacher"
+    make_tiny_pipeline().save_pretrained(path)
+    return path
+
+
+def hub_env(server, tmp_path, name: str = "hf") -> dict:
+    env = server.client_env(tmp_path / name, base_env=clean_env(OMP_NUM_THREADS="1"))
+    env["DDPM_HUB_RETRY_DELAY"] = "0.05"
+    return env
+
+
+def distill_cli(*args, env: dict, cwd) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "ddpm_hub.cli", "distill", *map(str, args)]
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+
+
+def distill(*args) -> int:
+    from ddpm_hub.cli import main
+
+    return main(["distill", *map(str, args)])
+
+
+# ---- --push_to_hub ---------------------------------------------------------------------------------------------
+
+
+def test_push_to_hub_uploads_the_final_student_that_loads_by_repo_id(hub_server, teacher, tmp_path):
+    out = tmp_path / "student"
+    result = distill_cli(
+        teacher, "--output_dir", out, "--start_steps", 4, "--end_steps", 2, "--steps_per_round", 2,
+        "--eval_features", "efficientnet-lite0-40", "--eval_num_samples", 48, "--eval_metrics", "fid,kid",
+        "--eval_teacher_steps", 8, "--push_to_hub", "--hub_model_id", REPO, *DATA,
+        env=hub_env(hub_server, tmp_path), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert f"Pushed to the Hub: {hub_server.url}/{REPO}/commit/" in result.stderr
+    # Only the final student goes to main, in one commit; the round folders and checkpoints stay local.
+    assert [commit.title for commit in hub_server.commits(REPO)][0] == f"Distilled {teacher} to 2 steps"
+    assert hub_server.repo_files(REPO) == STUDENT_FILES
+    assert set(hub_server.branches(REPO)) == {"main"}
+    local = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert (
+        hub_server.read_file(REPO, "unet/diffusion_pytorch_model.safetensors")
+        == (out / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    )
+    assert not [key for key in local if "_orig_mod" in key]
+    # The card names the teacher (by its folder's name: no local path travels), the rounds, the steps, the scores.
+    card = hub_server.read_file(REPO, "README.md").decode()
+    assert "tiny-teacher" in card and "4 -> 2" in card and "round 2: student ddim 2 fid" in card, card
+    assert "teacher dpmpp_2m 2 kid_mean" in card and f'DiffusionPipeline.from_pretrained("{REPO}")' in card
+    assert str(tmp_path) not in card
+    for path in ("metrics.json", "training_config.json"):
+        assert str(tmp_path) not in hub_server.read_file(REPO, path).decode(), path
+    metrics = json.loads(hub_server.read_file(REPO, "metrics.json"))
+    assert metrics["distilled_from"] == "tiny-teacher" and metrics["sampling_steps"] == 2
+    assert json.loads((out / "metrics.json").read_text())["distilled_from"] == str(teacher)  # local: the full path
+    scheduler = json.loads(hub_server.read_file(REPO, "scheduler/scheduler_config.json"))
+    assert scheduler["_class_name"] == "DDIMScheduler" and scheduler["timestep_spacing"] == "trailing"
+
+    # From an empty cache, by repo id: stock diffusers (no ddpm_hub installed) runs the pipeline code in the repo,
+    # whose default step count is the student's.
+    loaded = run_python(
+        f"from diffusers import DiffusionPipeline\n"
+        f"pipe = DiffusionPipeline.from_pretrained({REPO!r}, custom_pipeline={REPO!r}, trust_remote_code=True)\n"
+        f"pipe.set_progress_bar_config(disable=True)\n"
+        f"images = pipe(batch_size=2, output_type='np').images\n"
+        f"print(type(pipe).__name__, type(pipe.scheduler).__name__, images.shape, len(pipe.scheduler.timesteps))\n"
+        f"stock = DiffusionPipeline.from_pretrained({REPO!r})\n"
+        f"print(type(stock).__name__, stock(num_inference_steps=2, output_type='np').images.shape)\n",
+        without_ddpm_hub=True,
+        env=hub_env(hub_server, tmp_path, "fresh-cache"),
+    )
+    assert "DDPMHubPipeline DDIMScheduler (2, 16, 16, 3) 2" in loaded and "DDPMPipeline (1, 16, 16, 3)" in loaded
+
+
+def test_push_checkpoints_is_refused(capsys, teacher, tmp_path):
+    code = distill(teacher, "--output_dir", tmp_path / "out", "--start_steps", 4, "--end_steps", 2,
+                   "--push_to_hub", "--hub_model_id", REPO, "--hub_push_checkpoints", *DATA)  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and len([line for line in err.splitlines() if "error:" in line]) == 1, err
+    assert "--hub_push_checkpoints" in err and "local" in err
+    assert not (tmp_path / "out").exists()
