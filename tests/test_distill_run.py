@@ -111,3 +111,79 @@ def test_push_checkpoints_is_refused(capsys, teacher, tmp_path):
     assert code == 2 and len([line for line in err.splitlines() if "error:" in line]) == 1, err
     assert "--hub_push_checkpoints" in err and "local" in err
     assert not (tmp_path / "out").exists()
+
+
+# ---- resuming across rounds ------------------------------------------------------------------------------------
+
+ROUNDS = ["--start_steps", 8, "--end_steps", 2, "--steps_per_round", 2, "--checkpointing_steps", 1,
+          "--eval_rounds", "false", *DATA]  # fmt: skip
+FINAL_STUDENT = ("unet", "scheduler", "pipeline.py", "model_index.json", "metrics.json", "README.md")
+
+
+def remove(folder, names) -> None:
+    import shutil
+
+    for name in names:
+        path = folder / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def finished(teacher, tmp_path_factory):
+    """A whole 8 -> 4 -> 2 distillation (rounds in round-4/ and round-2/), to copy and damage."""
+    out = tmp_path_factory.mktemp("finished") / "student"
+    assert distill(teacher, "--output_dir", out, *ROUNDS) == 0
+    return out
+
+
+def killed_in_round_2(finished, tmp_path):
+    """A copy of `finished` as after a SIGKILL in round 2 just after its checkpoint-1: round 1 is finished."""
+    import shutil
+
+    out = tmp_path / "student"
+    shutil.copytree(finished, out)
+    remove(out, FINAL_STUDENT)
+    remove(out / "round-2", ("checkpoint-2", *FINAL_STUDENT))
+    return out
+
+
+def test_resume_after_the_last_round_only_writes_the_final_student(teacher, finished, tmp_path):
+    import shutil
+
+    out = tmp_path / "student"
+    shutil.copytree(finished, out)
+    remove(out, FINAL_STUDENT)  # killed between the last round's end and the final export
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    rounds = {name: (out / name / weights).stat().st_mtime_ns for name in ("round-4", "round-2")}
+    assert distill(teacher, "--output_dir", out, *ROUNDS, "--resume_from_checkpoint", "latest") == 0
+    assert {name: (out / name / weights).stat().st_mtime_ns for name in rounds} == rounds  # no round redone
+    assert (out / weights).read_bytes() == (finished / weights).read_bytes()
+    assert json.loads((out / "metrics.json").read_text())["distillation_rounds"] == "8 -> 4 -> 2"
+
+
+def corrupt_weights(out):
+    (out / "round-4" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not safetensors")
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (lambda out: remove(out, ["round-4"]), ["round 1 (8 -> 4 steps)", "missing or unfinished", "delete round-2"]),
+        (lambda out: remove(out / "round-4", ["unet"]), ["round 1", "finished but unreadable", "no unet/"]),
+        (corrupt_weights, ["round 1", "finished but unreadable", "SafetensorError", "delete round-4, round-2"]),
+        (lambda out: (out / "round-4" / "metrics.json").write_text("{"), ["round 1", "JSONDecodeError"]),
+        (lambda out: remove(out / "round-4", ["scheduler"]), ["round 1", "no scheduler/"]),
+    ],
+    ids=["missing", "no-unet", "corrupt-weights", "corrupt-metrics", "no-scheduler"],
+)
+def test_resume_refuses_a_missing_or_unreadable_round_in_one_line(capsys, teacher, finished, tmp_path, damage, words):
+    out = killed_in_round_2(finished, tmp_path)
+    damage(out)
+    before = sorted(path.relative_to(out) for path in out.rglob("*"))
+    code = distill(teacher, "--output_dir", out, *ROUNDS, "--resume_from_checkpoint", "latest")
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    for word in [*words, "--overwrite_output_dir"]:
+        assert word in lines[0], lines[0]
+    assert sorted(path.relative_to(out) for path in out.rglob("*")) == before  # nothing written or deleted

@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             teacher_dir = resolve_teacher(distill, data.cache_dir)
             check_labels(teacher_dir, data)
             check_output_dir(distill, run)
-        from .distiller import distill_run
+            from .distiller import check_finished_rounds, distill_run
+
+            if run.resume_from_checkpoint is not None or not run.overwrite_output_dir:
+                check_finished_rounds(teacher_dir, distill, Path(run.output_dir))
 
         distill_run(distill, teacher_dir, data, run, hub)
     except (SetupError, PushError, DivergedError, NonFiniteWeightsError, WriteError) as error:

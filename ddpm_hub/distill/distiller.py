@@ -32,7 +32,7 @@ from ..files import save_image, write_json
 from ..labels import drop_labels
 from ..model_card import CONFIG_FILE, METRICS_FILE, SAMPLE_GRID, card_info_for_run, write_model_card
 from ..training import Trainer, record_metrics
-from .config import DistillConfig
+from .config import DistillConfig, check_teacher_folder
 from .quality import RoundScorer, format_quality_table
 from .rounds import ddim_scheduler, round_step_counts, step_grid
 from .step import DistillStep
@@ -163,6 +163,53 @@ def plan_rounds(teacher_dir: Path, distill: DistillConfig, output_dir: Path) -> 
         plans.append(RoundPlan(index, teacher, teacher_steps, student_steps, folder))
         teacher, teacher_steps = folder, student_steps
     return plans
+
+
+def check_finished_rounds(teacher_dir: Path, distill: DistillConfig, output_dir: Path) -> None:
+    """Before any work on a resumed distillation: each round that a started one builds on is there and readable.
+
+    A round's checkpoints were distilled from the previous round's student, and a finished round's pipeline is the
+    next round's teacher (and the last one's, the final student): a missing or unreadable one is refused in one
+    sentence, rather than redone beneath a later round's checkpoints or met as a traceback mid-run.
+    """
+    plans = plan_rounds(teacher_dir, distill, output_dir)
+    started = [plan for plan in plans if round_finished(plan.folder) or list_checkpoints(plan.folder)]
+    if not started:
+        return
+    last = started[-1]
+    for plan in plans[: last.index + 1]:
+        name = f"round {plan.index + 1} ({plan.teacher_steps} -> {plan.student_steps} steps) in {plan.folder}"
+        redo = [p.folder.name for p in plans[plan.index : last.index + 1] if p.folder.exists()]
+        advice = (
+            f"delete {', '.join(redo)} in {output_dir} to redo from round {plan.index + 1}, or pass "
+            "--overwrite_output_dir to start over."
+        )
+        if plan is not last and not round_finished(plan.folder):
+            raise ValueError(
+                f"{name} is missing or unfinished, but round {last.index + 1} in {last.folder} was distilled from "
+                f"it; restore it, {advice}"
+            )
+        if round_finished(plan.folder):
+            try:
+                read_round(plan.folder)
+                check_round_pipeline(plan.folder)
+            except Exception as error:  # any unreadable file: OSError, JSON, safetensors' own error
+                raise ValueError(
+                    f"{name} is finished but unreadable ({type(error).__name__}: {str(error).splitlines()[0]}); "
+                    + advice
+                ) from error
+
+
+def check_round_pipeline(folder: Path) -> None:
+    """Read a round's pipeline as the next round will (configs, and the weights' header), without loading it."""
+    from safetensors import safe_open
+
+    check_teacher_folder(folder, "the round folder")
+    DDIMScheduler.load_config(folder, subfolder="scheduler")
+    UNet2DModel.load_config(folder, subfolder="unet")
+    with safe_open(str(folder / "unet" / "diffusion_pytorch_model.safetensors"), framework="pt") as weights:
+        if not list(weights.keys()):
+            raise ValueError("its UNet weights file holds no tensors")
 
 
 def round_run_config(run: TrainConfig, plan: RoundPlan, steps: int, overwrite: bool) -> TrainConfig:
