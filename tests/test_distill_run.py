@@ -17,13 +17,15 @@ from safetensors.torch import load_file
 
 REPO = "test-org/shapes-student"
 # The procedural shapes at 16 px and the tiny UNet: a round takes seconds on a CPU.
-DATA = ["--dataset_name", "shapes", "--max_train_samples", "32", "--train_batch_size", "8", "--logger", "none",
-        "--eval_batch_size", "4", "--logging_steps", "1", "--lr_warmup_steps", "0"]  # fmt: skip
-STUDENT_FILES = [
-    ".gitattributes", "README.md", "metrics.json", "model_index.json", "pipeline.py", "pipeline_editing.py",
-    "pipeline_steps.py", "sample_grid.png", "scheduler/scheduler_config.json", "training_config.json",
-    "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-]  # fmt: skip
+DATA = (
+    "--dataset_name shapes --max_train_samples 32 --train_batch_size 8 --logger none --eval_batch_size 4 "
+    "--logging_steps 1 --lr_warmup_steps 0"
+).split()
+STUDENT_FILES = (
+    ".gitattributes README.md metrics.json model_index.json pipeline.py pipeline_editing.py pipeline_steps.py "
+    "sample_grid.png scheduler/scheduler_config.json training_config.json unet/config.json "
+    "unet/diffusion_pytorch_model.safetensors"
+).split()
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +59,24 @@ def distill(*args) -> int:
 
 def test_push_to_hub_uploads_the_final_student_that_loads_by_repo_id(hub_server, teacher, tmp_path):
     out = tmp_path / "student"
+    scored = "--eval_features efficientnet-lite0-40 --eval_num_samples 48 --eval_metrics fid,kid --eval_teacher_steps 8"
     result = distill_cli(
-        teacher, "--output_dir", out, "--start_steps", 4, "--end_steps", 2, "--steps_per_round", 2,
-        "--eval_features", "efficientnet-lite0-40", "--eval_num_samples", 48, "--eval_metrics", "fid,kid",
-        "--eval_teacher_steps", 8, "--push_to_hub", "--hub_model_id", REPO, *DATA,
-        env=hub_env(hub_server, tmp_path), cwd=tmp_path,
-    )  # fmt: skip
+        teacher,
+        "--output_dir",
+        out,
+        *"--start_steps 4 --end_steps 2 --steps_per_round 2".split(),
+        *scored.split(),
+        "--push_to_hub",
+        "--hub_model_id",
+        REPO,
+        *DATA,
+        env=hub_env(hub_server, tmp_path),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert f"Pushed to the Hub: {hub_server.url}/{REPO}/commit/" in result.stderr
     # Only the final student goes to main, in one commit; the round folders and checkpoints stay local.
-    assert [commit.title for commit in hub_server.commits(REPO)][0] == f"Distilled {teacher} to 2 steps"
+    assert [commit.title for commit in hub_server.commits(REPO)][0] == "Distilled tiny-teacher to 2 steps"
     assert hub_server.repo_files(REPO) == STUDENT_FILES
     assert set(hub_server.branches(REPO)) == {"main"}
     local = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
@@ -79,7 +89,9 @@ def test_push_to_hub_uploads_the_final_student_that_loads_by_repo_id(hub_server,
     card = hub_server.read_file(REPO, "README.md").decode()
     assert "tiny-teacher" in card and "4 -> 2" in card and "round 2: student ddim 2 fid" in card, card
     assert "teacher dpmpp_2m 2 kid_mean" in card and f'DiffusionPipeline.from_pretrained("{REPO}")' in card
-    assert str(tmp_path) not in card
+    assert str(tmp_path) not in card and not [
+        c for c in hub_server.commits(REPO) if str(tmp_path) in c.title + c.message
+    ]
     for path in ("metrics.json", "training_config.json"):
         assert str(tmp_path) not in hub_server.read_file(REPO, path).decode(), path
     metrics = json.loads(hub_server.read_file(REPO, "metrics.json"))
@@ -88,25 +100,43 @@ def test_push_to_hub_uploads_the_final_student_that_loads_by_repo_id(hub_server,
     scheduler = json.loads(hub_server.read_file(REPO, "scheduler/scheduler_config.json"))
     assert scheduler["_class_name"] == "DDIMScheduler" and scheduler["timestep_spacing"] == "trailing"
 
+    # A round's student goes to a branch when asked (docs/distillation.md: `ddpm-hub push OUT/round-N`); here
+    # round-2, the only round (an 8 -> 4 -> 2 run would push round-4 alike).
+    pushed = subprocess.run(
+        [sys.executable, "-m", "ddpm_hub.cli", "push", out / "round-2", "--repo_id", REPO, "--revision", "round-2"],
+        env=hub_env(hub_server, tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+    )
+    assert pushed.returncode == 0, pushed.stderr[-4000:]
+    assert hub_server.repo_files(REPO) == STUDENT_FILES  # main keeps the final student
+
     # From an empty cache, by repo id: stock diffusers (no ddpm_hub installed) runs the pipeline code in the repo,
-    # whose default step count is the student's.
+    # whose default step count is the student's; the same from the round's branch.
     loaded = run_python(
         f"from diffusers import DiffusionPipeline\n"
-        f"pipe = DiffusionPipeline.from_pretrained({REPO!r}, custom_pipeline={REPO!r}, trust_remote_code=True)\n"
-        f"pipe.set_progress_bar_config(disable=True)\n"
-        f"images = pipe(batch_size=2, output_type='np').images\n"
-        f"print(type(pipe).__name__, type(pipe.scheduler).__name__, images.shape, len(pipe.scheduler.timesteps))\n"
+        f"for revision in ('main', 'round-2'):\n"
+        f"    pipe = DiffusionPipeline.from_pretrained({REPO!r}, revision=revision, custom_pipeline={REPO!r},\n"
+        f"                                             custom_revision=revision, trust_remote_code=True)\n"
+        f"    pipe.set_progress_bar_config(disable=True)\n"
+        f"    images = pipe(batch_size=2, output_type='np').images\n"
+        f"    print(revision, type(pipe).__name__, type(pipe.scheduler).__name__, images.shape,\n"
+        f"          len(pipe.scheduler.timesteps))\n"
         f"stock = DiffusionPipeline.from_pretrained({REPO!r})\n"
         f"print(type(stock).__name__, stock(num_inference_steps=2, output_type='np').images.shape)\n",
         without_ddpm_hub=True,
         env=hub_env(hub_server, tmp_path, "fresh-cache"),
     )
-    assert "DDPMHubPipeline DDIMScheduler (2, 16, 16, 3) 2" in loaded and "DDPMPipeline (1, 16, 16, 3)" in loaded
+    for revision in ("main", "round-2"):
+        assert f"{revision} DDPMHubPipeline DDIMScheduler (2, 16, 16, 3) 2" in loaded, loaded
+    assert "DDPMPipeline (1, 16, 16, 3)" in loaded, loaded
 
 
 def test_push_checkpoints_is_refused(capsys, teacher, tmp_path):
-    code = distill(teacher, "--output_dir", tmp_path / "out", "--start_steps", 4, "--end_steps", 2,
-                   "--push_to_hub", "--hub_model_id", REPO, "--hub_push_checkpoints", *DATA)  # fmt: skip
+    push = ["--push_to_hub", "--hub_model_id", REPO, "--hub_push_checkpoints"]
+    code = distill(teacher, "--output_dir", tmp_path / "out", "--start_steps", 4, "--end_steps", 2, *push, *DATA)
     err = capsys.readouterr().err
     assert code == 2 and len([line for line in err.splitlines() if "error:" in line]) == 1, err
     assert "--hub_push_checkpoints" in err and "local" in err
@@ -115,8 +145,10 @@ def test_push_checkpoints_is_refused(capsys, teacher, tmp_path):
 
 # ---- resuming across rounds ------------------------------------------------------------------------------------
 
-ROUNDS = ["--start_steps", 8, "--end_steps", 2, "--steps_per_round", 2, "--checkpointing_steps", 1,
-          "--eval_rounds", "false", *DATA]  # fmt: skip
+ROUNDS = [
+    *"--start_steps 8 --end_steps 2 --steps_per_round 2 --checkpointing_steps 1 --eval_rounds false".split(),
+    *DATA,
+]
 FINAL_STUDENT = ("unet", "scheduler", "pipeline.py", "model_index.json", "metrics.json", "README.md")
 
 
@@ -187,3 +219,51 @@ def test_resume_refuses_a_missing_or_unreadable_round_in_one_line(capsys, teache
     for word in [*words, "--overwrite_output_dir"]:
         assert word in lines[0], lines[0]
     assert sorted(path.relative_to(out) for path in out.rglob("*")) == before  # nothing written or deleted
+
+
+# ---- --compile -------------------------------------------------------------------------------------------------
+
+
+def losses(folder) -> list[float]:
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    return [row["loss"] for row in rows if "loss" in row]
+
+
+@pytest.mark.slow  # the first compilation in a process: 105 s on the loaded 2-core machine (~30 s quiet)
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compiled_distillation_follows_eager_saves_plain_names_and_resumes(teacher, tmp_path, backend):
+    # aot_eager traces the step (forward, the teacher's two DDIM steps, backward) as inductor does, without its
+    # minute of C++ code generation on a CPU.
+    rounds = "--start_steps 4 --end_steps 2 --steps_per_round 4 --checkpointing_steps 2 --eval_rounds false"
+    flags = [teacher, *rounds.split(), *DATA]
+    compiled = ["--compile", "--compile_backend", backend, "--compile_cache_dir", tmp_path / "compile-cache"]
+    assert distill(*flags, "--output_dir", tmp_path / "eager") == 0
+    assert distill(*flags, *compiled, "--output_dir", tmp_path / "compiled") == 0
+    eager_losses = losses(tmp_path / "eager" / "round-2")
+    assert len(eager_losses) == 4 and losses(tmp_path / "compiled" / "round-2") == pytest.approx(eager_losses, rel=1e-4)
+    config = json.loads((tmp_path / "compiled" / "round-2" / "training_config.json").read_text())
+    assert config["compile_mode_effective"] != "none"
+    for path in (
+        "unet/diffusion_pytorch_model.safetensors",
+        "round-2/checkpoint-2/model.safetensors",
+        "round-2/checkpoint-4/model.safetensors",
+    ):
+        names = load_file(str(tmp_path / "compiled" / path)).keys()
+        assert names and not [name for name in names if "_orig_mod" in name], path
+
+    # A compiled run's checkpoint resumes without --compile, and an eager one with it, to the same weights.
+    def resumed(run: str, *extra) -> dict:
+        import shutil
+
+        out = tmp_path / f"{run}-resumed"
+        shutil.copytree(tmp_path / run, out)
+        remove(out, FINAL_STUDENT)
+        remove(out / "round-2", ("checkpoint-4", *FINAL_STUDENT))
+        assert distill(*flags, *extra, "--output_dir", out, "--resume_from_checkpoint", "latest") == 0
+        return load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+
+    reference = load_file(str(tmp_path / "eager" / "unet" / "diffusion_pytorch_model.safetensors"))
+    for weights in (resumed("compiled"), resumed("eager", *compiled)):
+        assert weights.keys() == reference.keys()
+        for name, tensor in reference.items():
+            torch.testing.assert_close(weights[name], tensor, rtol=1e-4, atol=1e-5, msg=name)

@@ -332,7 +332,10 @@ def distill_run(distill: DistillConfig, teacher_dir: Path, data: DataConfig, run
             logger.info("Saved the %d-step student to %s", distill.end_steps, output_dir)
             if publisher is not None:
                 try:
-                    publisher.push_final(f"Distilled {distill.teacher} to {distill.end_steps} steps")
+                    # A local teacher by its folder's name: commit messages are public, local paths are not.
+                    local = Path(distill.teacher)
+                    teacher = local.resolve().name if local.exists() else distill.teacher
+                    publisher.push_final(f"Distilled {teacher} to {distill.end_steps} steps")
                 except Exception as error:
                     raise PushError(
                         f"the student is saved in {output_dir}, but the upload to {publisher.repo_id} failed: "
