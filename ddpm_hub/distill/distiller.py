@@ -58,6 +58,7 @@ class RoundPlan:
     teacher_steps: int
     student_steps: int
     folder: Path
+    first_teacher_dir: Path  # TEACHER: every round is scored against it, the model distillation started from
 
 
 class DistillRound(Trainer):
@@ -131,8 +132,7 @@ class DistillRound(Trainer):
             scorer = self.scorer()
             with ema_weights(self.ema, self.base_unet), self.accelerator.autocast():
                 table = scorer.table(
-                    self.base_unet, self.student_scheduler().config, self.teacher.to(self.accelerator.device),
-                    self.teacher_config,
+                    self.base_unet, self.student_scheduler().config, *self.first_teacher(),
                     self.plan_round.student_steps, self.distill.eval_teacher_steps, self.data.label_names,
                 )  # fmt: skip
             write_json(self.output_dir / QUALITY_FILE, {"settings": scorer.describe(), "scores": table})
@@ -147,6 +147,18 @@ class DistillRound(Trainer):
         plan = self.plan_round
         return {"teacher_steps": plan.teacher_steps, "student_steps": plan.student_steps, "round": plan.index + 1}
 
+    def first_teacher(self) -> tuple[UNet2DModel, Any]:
+        """TEACHER's UNet (on the device) and scheduler config: the rows "teacher ..." of every round's table are
+        the model distillation started from (the training-free rival), not the previous round's student."""
+        if self.plan_round.index == 0:
+            return self.teacher.to(self.accelerator.device), self.teacher_config
+        if "teacher" not in self.scorers:
+            folder = self.plan_round.first_teacher_dir
+            unet = UNet2DModel.from_pretrained(folder, subfolder="unet").eval().requires_grad_(False)
+            self.scorers["teacher"] = unet, DDIMScheduler.load_config(folder, subfolder="scheduler")
+        unet, config = self.scorers["teacher"]
+        return unet.to(self.accelerator.device), config
+
     def scorer(self) -> RoundScorer:
         # One reference-statistics computation per distillation (cached on disk too), shared by the rounds.
         if "scorer" not in self.scorers:
@@ -160,7 +172,7 @@ def plan_rounds(teacher_dir: Path, distill: DistillConfig, output_dir: Path) -> 
     plans, teacher, teacher_steps = [], teacher_dir, distill.start_steps
     for index, student_steps in enumerate(round_step_counts(distill.start_steps, distill.end_steps)):
         folder = round_dir(output_dir, student_steps)
-        plans.append(RoundPlan(index, teacher, teacher_steps, student_steps, folder))
+        plans.append(RoundPlan(index, teacher, teacher_steps, student_steps, folder, teacher_dir))
         teacher, teacher_steps = folder, student_steps
     return plans
 
