@@ -2,7 +2,7 @@
 each round's student at its steps, the teacher with DDIM and with DPM-Solver++ at the same steps, and the teacher
 at many steps.
 
-    python benchmarks/distill_quality.py                    # CPU: a tiny teacher on shapes, 8 -> 4 -> 2 steps
+    OMP_NUM_THREADS=1 python benchmarks/distill_quality.py  # CPU: a tiny teacher on shapes, 8 -> 4 -> 2 steps
     python benchmarks/distill_quality.py --teacher_steps 20000 --steps_per_round 4000 --model small \\
         --dataset_name twemoji --start_steps 64 --end_steps 2 --num_samples 2048 -- --mixed_precision bf16
 
