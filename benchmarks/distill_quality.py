@@ -2,7 +2,7 @@
 each round's student at its steps, the teacher with DDIM and with DPM-Solver++ at the same steps, and the teacher
 at many steps.
 
-    python benchmarks/distill_quality.py                    # CPU: a tiny teacher on shapes, 16 -> 2 steps
+    OMP_NUM_THREADS=1 python benchmarks/distill_quality.py  # CPU: a tiny teacher on shapes, 8 -> 4 -> 2 steps
     python benchmarks/distill_quality.py --teacher_steps 20000 --steps_per_round 4000 --model small \\
         --dataset_name twemoji --start_steps 64 --end_steps 2 --num_samples 2048 -- --mixed_precision bf16
 
@@ -25,7 +25,8 @@ def train_teacher(args, folder: Path, extra: list[str]) -> Path:
 
     argv = [
         "--model", args.model, "--dataset_name", args.dataset_name, "--max_train_steps", str(args.teacher_steps),
-        "--train_batch_size", str(args.train_batch_size), "--output_dir", str(folder), "--logger", "none",
+        "--train_batch_size", str(args.train_batch_size), "--output_dir", str(folder), "--overwrite_output_dir",
+        "--logger", "none",
         "--prediction_type", "v_prediction", "--ddpm_beta_schedule", "cosine", "--eval_batch_size", "4",
         "--ddpm_num_inference_steps", "10", "--checkpointing_steps", "1000000000", "--seed", str(args.seed), *extra,
     ]  # fmt: skip
@@ -57,10 +58,10 @@ def main() -> None:
     parser.add_argument("--teacher", default=None, help="A trained pipeline (default: train one first).")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--dataset_name", default="shapes")
-    parser.add_argument("--teacher_steps", type=int, default=1500)
-    parser.add_argument("--start_steps", type=int, default=16)
+    parser.add_argument("--teacher_steps", type=int, default=800)
+    parser.add_argument("--start_steps", type=int, default=8)
     parser.add_argument("--end_steps", type=int, default=2)
-    parser.add_argument("--steps_per_round", type=int, default=300)
+    parser.add_argument("--steps_per_round", type=int, default=200)
     parser.add_argument("--train_batch_size", type=int, default=32)
     parser.add_argument("--learning_rate", type=float, default=3e-4)
     parser.add_argument("--num_samples", type=int, default=256)

@@ -167,7 +167,11 @@ def snapshot_pipeline(output_dir: Path, staging: Path, repo_id: str, api: HfApi,
     config_path.unlink()  # a hard link to the local file: replaced, never written through
     config_path.write_text(json.dumps(hparams, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     metrics_path = staging / METRICS_FILE
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    metrics = {}
+    if metrics_path.is_file():  # local paths cut as in the settings (a distilled student names its teacher)
+        metrics = public_settings(json.loads(metrics_path.read_text(encoding="utf-8")))
+        metrics_path.unlink()
+        metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     info = card_info_for_run(hparams, metrics, repo_id)
     info.has_sample_grid = (staging / SAMPLE_GRID).is_file()
     # Written atomically (a new file renamed over the hard link), so output_dir/README.md is left as it was.

@@ -389,6 +389,8 @@ def test_final_student_loads_everywhere_and_samples_at_its_steps(tmp_path, rando
     for steps in (4, 2):
         for row in (f"student ddim {steps}", f"teacher ddim {steps}", f"teacher dpmpp_2m {steps}", "teacher ddim 16"):
             assert f"round {steps}: {row} fid" in metrics and f"round {steps}: {row} kid_mean" in metrics
+    # Every round's teacher rows score TEACHER itself (same model, seeds and steps: the same figure).
+    assert metrics["round 2: teacher ddim 16 fid"] == metrics["round 4: teacher ddim 16 fid"]
     card = (out / "README.md").read_text()
     assert str(random_teacher) in card and "8 -> 4 -> 2" in card and "round 2: student ddim 2 fid" in card
     # Its usage snippets run as written and sample at the student's 2 steps.

@@ -24,6 +24,11 @@ def check_run_flags(distill: DistillConfig, data, run, hub) -> None:
         raise ValueError(
             "--eval_steps and --eval_epochs are for training; each round is scored at its end (--eval_rounds)."
         )
+    if hub.hub_push_checkpoints:
+        raise ValueError(
+            "--hub_push_checkpoints is for training; a distillation pushes only its final student, its rounds' "
+            "checkpoints stay local (in OUT/round-N/)."
+        )
     if distill.eval_rounds:
         from ..evaluation import check_sample_count, parse_metrics
 
@@ -100,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             teacher_dir = resolve_teacher(distill, data.cache_dir)
             check_labels(teacher_dir, data)
             check_output_dir(distill, run)
-        from .distiller import distill_run
+            from .distiller import check_finished_rounds, distill_run
+
+            if run.resume_from_checkpoint is not None or not run.overwrite_output_dir:
+                check_finished_rounds(teacher_dir, distill, Path(run.output_dir))
 
         distill_run(distill, teacher_dir, data, run, hub)
     except (SetupError, PushError, DivergedError, NonFiniteWeightsError, WriteError) as error:

@@ -34,7 +34,7 @@ from ..files import save_image, write_json
 from ..labels import drop_labels
 from ..model_card import CONFIG_FILE, METRICS_FILE, SAMPLE_GRID, card_info_for_run, write_model_card
 from ..training import Trainer, record_metrics
-from .config import DistillConfig, is_latent_pipeline
+from .config import DistillConfig, check_teacher_folder, is_latent_pipeline
 from .quality import RoundScorer, format_quality_table
 from .rounds import ddim_scheduler, round_step_counts, step_grid
 from .step import DistillStep
@@ -60,6 +60,7 @@ class RoundPlan:
     teacher_steps: int
     student_steps: int
     folder: Path
+    first_teacher_dir: Path  # TEACHER: every round is scored against it, the model distillation started from
     vae_source: Path | None = None  # a latent teacher: the TEACHER folder whose vae/ every round encodes with
 
 
@@ -157,8 +158,7 @@ class DistillRound(Trainer):
             # A latent round's samples are decoded by its VAE (`sampling_extras`, on the accelerator meanwhile).
             with ema_weights(self.ema, self.base_unet), self.accelerator.autocast(), self.sampling_extras() as decoder:
                 table = scorer.table(
-                    self.base_unet, self.student_scheduler().config, self.teacher.to(self.accelerator.device),
-                    self.teacher_config,
+                    self.base_unet, self.student_scheduler().config, *self.first_teacher(),
                     self.plan_round.student_steps, self.distill.eval_teacher_steps, self.data.label_names, **decoder,
                 )  # fmt: skip
             write_json(self.output_dir / QUALITY_FILE, {"settings": scorer.describe(), "scores": table})
@@ -172,6 +172,18 @@ class DistillRound(Trainer):
     def hyperparameters_of_round(self) -> dict[str, Any]:
         plan = self.plan_round
         return {"teacher_steps": plan.teacher_steps, "student_steps": plan.student_steps, "round": plan.index + 1}
+
+    def first_teacher(self) -> tuple[UNet2DModel, Any]:
+        """TEACHER's UNet (on the device) and scheduler config: the rows "teacher ..." of every round's table are
+        the model distillation started from (the training-free rival), not the previous round's student."""
+        if self.plan_round.index == 0:
+            return self.teacher.to(self.accelerator.device), self.teacher_config
+        if "teacher" not in self.scorers:
+            folder = self.plan_round.first_teacher_dir
+            unet = UNet2DModel.from_pretrained(folder, subfolder="unet").eval().requires_grad_(False)
+            self.scorers["teacher"] = unet, DDIMScheduler.load_config(folder, subfolder="scheduler")
+        unet, config = self.scorers["teacher"]
+        return unet.to(self.accelerator.device), config
 
     def scorer(self) -> RoundScorer:
         # One reference-statistics computation per distillation (cached on disk too), shared by the rounds.
@@ -188,7 +200,7 @@ def plan_rounds(teacher_dir: Path, distill: DistillConfig, output_dir: Path) -> 
     vae_source = teacher_dir if is_latent_pipeline(index_file) else None
     for index, student_steps in enumerate(round_step_counts(distill.start_steps, distill.end_steps)):
         folder = round_dir(output_dir, student_steps)
-        plans.append(RoundPlan(index, teacher, teacher_steps, student_steps, folder, vae_source))
+        plans.append(RoundPlan(index, teacher, teacher_steps, student_steps, folder, teacher_dir, vae_source))
         teacher, teacher_steps = folder, student_steps
     return plans
 
@@ -214,6 +226,53 @@ def check_label_names(teacher_dir: Path, label_names: list[str] | None) -> None:
             f"the data's classes {label_names} are not the teacher's {teacher_names} (by id); distil the teacher on "
             "its own labelled data."
         )
+
+
+def check_finished_rounds(teacher_dir: Path, distill: DistillConfig, output_dir: Path) -> None:
+    """Before any work on a resumed distillation: each round that a started one builds on is there and readable.
+
+    A round's checkpoints were distilled from the previous round's student, and a finished round's pipeline is the
+    next round's teacher (and the last one's, the final student): a missing or unreadable one is refused in one
+    sentence, rather than redone beneath a later round's checkpoints or met as a traceback mid-run.
+    """
+    plans = plan_rounds(teacher_dir, distill, output_dir)
+    started = [plan for plan in plans if round_finished(plan.folder) or list_checkpoints(plan.folder)]
+    if not started:
+        return
+    last = started[-1]
+    for plan in plans[: last.index + 1]:
+        name = f"round {plan.index + 1} ({plan.teacher_steps} -> {plan.student_steps} steps) in {plan.folder}"
+        redo = [p.folder.name for p in plans[plan.index : last.index + 1] if p.folder.exists()]
+        advice = (
+            f"delete {', '.join(redo)} in {output_dir} to redo from round {plan.index + 1}, or pass "
+            "--overwrite_output_dir to start over."
+        )
+        if plan is not last and not round_finished(plan.folder):
+            raise ValueError(
+                f"{name} is missing or unfinished, but round {last.index + 1} in {last.folder} was distilled from "
+                f"it; restore it, {advice}"
+            )
+        if round_finished(plan.folder):
+            try:
+                read_round(plan.folder)
+                check_round_pipeline(plan.folder)
+            except Exception as error:  # any unreadable file: OSError, JSON, safetensors' own error
+                raise ValueError(
+                    f"{name} is finished but unreadable ({type(error).__name__}: {str(error).splitlines()[0]}); "
+                    + advice
+                ) from error
+
+
+def check_round_pipeline(folder: Path) -> None:
+    """Read a round's pipeline as the next round will (configs, and the weights' header), without loading it."""
+    from safetensors import safe_open
+
+    check_teacher_folder(folder, "the round folder")
+    DDIMScheduler.load_config(folder, subfolder="scheduler")
+    UNet2DModel.load_config(folder, subfolder="unet")
+    with safe_open(str(folder / "unet" / "diffusion_pytorch_model.safetensors"), framework="pt") as weights:
+        if not list(weights.keys()):
+            raise ValueError("its UNet weights file holds no tensors")
 
 
 def round_run_config(run: TrainConfig, plan: RoundPlan, steps: int, overwrite: bool) -> TrainConfig:
@@ -341,7 +400,10 @@ def distill_run(distill: DistillConfig, teacher_dir: Path, data: DataConfig, run
             logger.info("Saved the %d-step student to %s", distill.end_steps, output_dir)
             if publisher is not None:
                 try:
-                    publisher.push_final(f"Distilled {distill.teacher} to {distill.end_steps} steps")
+                    # A local teacher by its folder's name: commit messages are public, local paths are not.
+                    local = Path(distill.teacher)
+                    teacher = local.resolve().name if local.exists() else distill.teacher
+                    publisher.push_final(f"Distilled {teacher} to {distill.end_steps} steps")
                 except Exception as error:
                     raise PushError(
                         f"the student is saved in {output_dir}, but the upload to {publisher.repo_id} failed: "

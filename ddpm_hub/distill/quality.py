@@ -104,7 +104,10 @@ def format_quality_table(rounds: list[dict[str, Any]]) -> str:
     metrics = sorted({metric for entry in rounds for scores in entry["scores"].values() for metric in scores})
     lines = ["| round | sampler | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for entry in rounds:
-        for name, scores in entry["scores"].items():
+        # In the order of `quality_rows` (the scores come back from JSON with their names sorted).
+        order = [name for name, *_ in quality_rows(entry["student_steps"], 0)][:3]
+        for name in sorted(entry["scores"], key=lambda name: order.index(name) if name in order else len(order)):
+            scores = entry["scores"][name]
             cells = " | ".join(f"{scores[m]:.4g}" if m in scores else "" for m in metrics)
             lines.append(f"| {entry['teacher_steps']} -> {entry['student_steps']} | {name} | {cells} |")
     return "\n".join(lines)
