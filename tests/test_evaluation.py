@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -245,7 +244,6 @@ def test_training_with_eval_steps_keeps_the_best_model_and_resumes_with_its_scor
     args = [*TINY, "--output_dir", str(out), "--checkpointing_steps", "3", "--save_images_epochs", "100",
             "--eval_steps", "3", "--eval_num_samples", "44", "--eval_features", SMALL,
             "--eval_num_inference_steps", "2", "--eval_batch_size", "22"]  # fmt: skip
-    started = time.perf_counter()
     first = ok(launch(*args, "--max_train_steps", "3", cwd=tmp_path, env=env))
     assert "FID from 44 images is biased" in first.stderr  # the small-sample warning
     fids = [line for line in metrics_log(out) if "eval_fid" in line]
@@ -271,7 +269,6 @@ def test_training_with_eval_steps_keeps_the_best_model_and_resumes_with_its_scor
     assert state["best_fid"]["fid"] == pytest.approx(min(f["eval_fid"] for f in fids))
     best_now = json.loads((out / "best" / "eval_results.json").read_text())
     assert best_now["step"] == state["best_fid"]["step"]  # best/ moved only if step 6 was better
-    assert time.perf_counter() - started < 600
 
 
 @pytest.mark.slow
