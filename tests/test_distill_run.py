@@ -88,7 +88,8 @@ def test_push_to_hub_uploads_the_final_student_that_loads_by_repo_id(hub_server,
     # The card names the teacher (by its folder's name: no local path travels), the rounds, the steps, the scores.
     card = hub_server.read_file(REPO, "README.md").decode()
     assert "tiny-teacher" in card and "4 -> 2" in card and "round 2: student ddim 2 fid" in card, card
-    assert "teacher dpmpp_2m 2 kid_mean" in card and f'DiffusionPipeline.from_pretrained("{REPO}")' in card
+    assert "teacher dpmpp_2m 2 kid_mean" in card
+    assert f'"{REPO}", custom_pipeline="{REPO}", trust_remote_code=True' in card  # its usage, at its own steps
     assert str(tmp_path) not in card and not [
         c for c in hub_server.commits(REPO) if str(tmp_path) in c.title + c.message
     ]
