@@ -162,39 +162,12 @@ def evaluate_model(
 
     # 2. The images to score: generated now, or read from a folder.
     if images_folder:
-        from ..data import load_images
-
-        if resolution is None:
-            resolution = _first_image_size(model_path)
-        loaded = load_images(train_data_dir=str(model_path), resolution=resolution, center_crop=True).pixels
-        generated_images = np.asarray(loaded)
-        num_samples, sampler, num_inference_steps, channels = (
-            len(generated_images),
-            "images from folder",
-            None,
-            loaded.shape[1],
-        )
+        generated_images, channels, resolution = _read_images(model_path, resolution)
+        num_samples, sampler, num_inference_steps = len(generated_images), "images from folder", None
         check_sample_count(num_samples, features, metrics, flag="the number of images in MODEL")
     else:
-        from ..pipeline_ddpm_hub import DDPMHubPipeline
-        from ..safe_loading import check_local_model, weights_kwargs
-
-        check_local_model(model, "MODEL")
-        pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision, **weights_kwargs()).to(run_device)
-        pipeline.set_sampler(sampler)
-        pipeline.set_progress_bar_config(disable=True)
-        channels, resolution, _ = pipeline.image_shape  # a latent model's images, not its latents
-        if num_inference_steps is None:
-            from ..sampling import default_steps
-
-            num_inference_steps = default_steps(pipeline)
-        generated_images = generate_images(
-            pipeline,
-            num_samples,
-            batch_size=batch_size,
-            seed=seed,
-            num_inference_steps=num_inference_steps,
-            state=state,
+        generated_images, channels, resolution, num_inference_steps = _sample_images(
+            model, revision, run_device, sampler, num_samples, batch_size, seed, num_inference_steps, state
         )
     if not state.is_main_process:
         return None
@@ -217,6 +190,35 @@ def evaluate_model(
         reference=stats.source, reference_images=stats.num_images, reference_fingerprint=stats.fingerprint,
         metrics=list(metrics), **values,
     )  # fmt: skip
+
+
+def _read_images(folder: Path, resolution: int | None) -> tuple[np.ndarray, int, int]:
+    """`(images, channels, resolution)` of a folder of images to score, centre-cropped to `resolution`."""
+    from ..data import load_images
+
+    if resolution is None:
+        resolution = _first_image_size(folder)
+    loaded = load_images(train_data_dir=str(folder), resolution=resolution, center_crop=True).pixels
+    return np.asarray(loaded), loaded.shape[1], resolution
+
+
+def _sample_images(model, revision, device, sampler, num_samples, batch_size, seed, num_inference_steps, state):
+    """`(images, channels, resolution, steps)` sampled from the pipeline `model` (this process's share of the seeds);
+    `num_inference_steps=None` takes the pipeline's own count (a distilled student's), else 50."""
+    from ..pipeline_ddpm_hub import DDPMHubPipeline
+    from ..safe_loading import check_local_model, weights_kwargs
+    from ..sampling import default_steps
+
+    check_local_model(model, "MODEL")
+    pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision, **weights_kwargs()).to(device)
+    pipeline.set_sampler(sampler)
+    pipeline.set_progress_bar_config(disable=True)
+    channels, resolution, _ = pipeline.image_shape  # a latent model's images, not its latents
+    steps = default_steps(pipeline) if num_inference_steps is None else num_inference_steps
+    images = generate_images(
+        pipeline, num_samples, batch_size=batch_size, seed=seed, num_inference_steps=steps, state=state
+    )
+    return images, channels, resolution, steps
 
 
 def _check_sources(model: str, reference: str) -> tuple[bool, bool]:
