@@ -16,6 +16,7 @@ import torch
 from conftest import TINY_UNET
 from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DModel
 from safetensors.torch import load_file
+from test_conditional import COLOURS, labelled_folder  # noqa: F401 (a fixture)
 from test_latents import TINY_KL
 
 from ddpm_hub import DDPMHubPipeline, make_noise_scheduler
@@ -167,26 +168,14 @@ def test_a_latent_teacher_without_a_usable_vae_is_refused_in_one_line(tmp_path, 
 
 # ---- class-conditional teachers -------------------------------------------------------------------------------
 
-COLOURS = {"blue": (30, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}  # imagefolder sorts them so
+# The three colour classes of test_conditional's labelled folder, by id (imagefolder sorts the sub-folders).
+CLASSES = sorted(COLOURS)
 
 
-@pytest.fixture(scope="module")
-def labelled_folder(tmp_path_factory) -> Path:
-    """Three classes in sub-folders, 8 noisy flat-colour 16 px images each."""
-    folder = tmp_path_factory.mktemp("labelled") / "colours"
-    rng = np.random.default_rng(0)
-    for name, colour in COLOURS.items():
-        (folder / name).mkdir(parents=True)
-        for i in range(8):
-            pixels = np.clip(np.array(colour) + rng.integers(-20, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
-            PIL.Image.fromarray(pixels).save(folder / name / f"{i}.png")
-    return folder
-
-
-def conditional_teacher(label_names=tuple(COLOURS), latent: bool = False, **scheduler) -> DDPMHubPipeline:
+def conditional_teacher(label_names=tuple(CLASSES), latent: bool = False, **scheduler) -> DDPMHubPipeline:
     """A random class-conditional teacher of 16 px images (a latent one: of 4x8x8 latents, with its tiny VAE)."""
     torch.manual_seed(0)
-    unet = UNet2DModel(**(LATENT_UNET if latent else TINY_UNET), num_class_embeds=len(COLOURS) + 1).eval()
+    unet = UNet2DModel(**(LATENT_UNET if latent else TINY_UNET), num_class_embeds=len(CLASSES) + 1).eval()
     torch.nn.init.normal_(unet.class_embedding.weight, std=1.0)  # classes that make a visible difference
     vae = AutoencoderKL(**TINY_KL).eval() if latent else None
     pipe = DDPMHubPipeline(
@@ -213,7 +202,7 @@ def test_a_class_conditional_teacher_gives_a_class_conditional_student(tmp_path,
         assert json.loads((folder / "model_index.json").read_text())["label_names"] == names
     pipe = DDPMHubPipeline.from_pretrained(out)
     pipe.set_progress_bar_config(disable=True)
-    assert pipe.label_names == list(COLOURS) and pipe.default_num_inference_steps == 4
+    assert pipe.label_names == CLASSES and pipe.default_num_inference_steps == 4
     assert (pipe.vae is not None) == latent
 
     def run(**kwargs):
