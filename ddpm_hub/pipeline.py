@@ -91,11 +91,16 @@ class DDPMHubPipelineOutput(ImagePipelineOutput):
     trajectory_timesteps: list[int] | None = None
 
 
+def labels_in_id_order(label_names: dict[str, str]) -> list[str]:
+    """The class names of a `model_index.json`'s `label_names` ({id: name}, ids as strings), in id order."""
+    return [label_names[key] for key in sorted(label_names, key=int)]
+
+
 def _label_index(label_names: list[str] | dict[str, str], unet: UNet2DModel) -> dict[str, str]:
     """`label_names` checked against the UNet's classes, as {id: name} (diffusers reads lists as components)."""
     num_class_embeds = unet.config.get("num_class_embeds")
     if isinstance(label_names, dict):
-        label_names = [label_names[key] for key in sorted(label_names, key=int)]
+        label_names = labels_in_id_order(label_names)
     label_names = [str(name) for name in label_names]
     if num_class_embeds is None:
         raise ValueError(f"`label_names` were given for an unconditional UNet (no `num_class_embeds`): {label_names}.")
@@ -262,7 +267,7 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DiffusionPipeline):
     def label_names(self) -> list[str] | None:
         """The class names, in id order, of a conditional model saved with them; else `None`."""
         names = self.config.get("label_names")
-        return [names[key] for key in sorted(names, key=int)] if names is not None else None
+        return labels_in_id_order(names) if names is not None else None
 
     @property
     def null_class_id(self) -> int:

@@ -33,6 +33,7 @@ from ..export import ema_weights, export_pipeline
 from ..files import save_image, write_json
 from ..labels import drop_labels
 from ..model_card import CONFIG_FILE, METRICS_FILE, SAMPLE_GRID, card_info_for_run, write_model_card
+from ..pipeline import labels_in_id_order
 from ..training import Trainer, record_metrics
 from .config import DistillConfig, check_teacher_folder, is_latent_pipeline
 from .quality import RoundScorer, format_quality_table
@@ -220,7 +221,7 @@ def check_label_names(teacher_dir: Path, label_names: list[str] | None) -> None:
     teacher_names = index.get("label_names")
     if not teacher_names or label_names is None:
         return
-    teacher_names = [teacher_names[key] for key in sorted(teacher_names, key=int)]
+    teacher_names = labels_in_id_order(teacher_names)
     if [str(name) for name in label_names] != teacher_names:
         raise ValueError(
             f"the data's classes {label_names} are not the teacher's {teacher_names} (by id); distil the teacher on "
