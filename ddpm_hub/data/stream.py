@@ -597,7 +597,7 @@ class StreamedImages:
     def to_model_input(self, samples: torch.Tensor, random_flip: bool) -> torch.Tensor:
         return augment(samples, random_flip)
 
-    def reference_images(self, count: int | None) -> torch.Tensor:
+    def reference_images(self, count: int | None = None) -> torch.Tensor:
         """The first `count` (default `REFERENCE_IMAGES`) images of the stream in shard order (centre crops), for FID
         references: read by a stream of their own, so the training stream's position is not touched."""
         return first_images(self.reader, count or REFERENCE_IMAGES, resolution=self.resolution, channels=self.channels)

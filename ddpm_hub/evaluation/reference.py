@@ -26,7 +26,6 @@ from ..files import atomic_file
 from .features import FeatureExtractor
 from .metrics import gaussian_statistics
 
-STREAM_REFERENCE_IMAGES = REFERENCE_IMAGES  # a streamed --reference without --max_reference_images: its first 10k
 logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when the way features are computed changes
@@ -153,7 +152,7 @@ def reference_statistics(
     if images is None and dataset_name is not None and is_shard_reference(dataset_name):
         # A stream's first N images (in shard order, centre crops): nothing is decoded beyond them.
         reader = open_webdataset(resolve_shards(dataset_name), image_column=image_column)
-        count = max_images or STREAM_REFERENCE_IMAGES
+        count = max_images or REFERENCE_IMAGES  # a streamed --reference: its first 10k images
         images = first_images(reader, count, resolution=resolution, channels=channels)
     if images is None:
         images = load_images(
@@ -189,16 +188,16 @@ def stream_reference_statistics(
     image_column: str | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> ReferenceStatistics:
-    """The reference statistics of a training stream (`StreamedImages`): its first `STREAM_REFERENCE_IMAGES` images
+    """The reference statistics of a training stream (`StreamedImages`): its first `REFERENCE_IMAGES` images
     (centre crops, in shard order, read by `stream.reference_images`, never the whole set).
 
     Shards are keyed as `ddpm-hub eval --reference SHARDS` keys them (the two share a cache) and their images are read
     only when the cache misses; a `datasets` stream has no cheap fingerprint, so its images are read and keyed by
     their own pixels. Either way another shard set, resolution or number of channels is another cache file.
     """
-    key, images = stream.reference_key(), None
+    key, images = stream.reference_key(), stream.reference_images  # read only when the cache misses
     if key is None:
-        images = stream.reference_images(STREAM_REFERENCE_IMAGES)
+        images = stream.reference_images()
         array = np.ascontiguousarray(images.numpy())
         digest = hashlib.sha256(f"{array.shape}".encode())
         digest.update(memoryview(array).cast("B"))
@@ -209,6 +208,6 @@ def stream_reference_statistics(
         channels=stream.channels,
         image_column=image_column,
         cache_dir=cache_dir,
-        images=images if images is not None else (lambda: stream.reference_images(STREAM_REFERENCE_IMAGES)),
+        images=images,
         key=key,
     )
