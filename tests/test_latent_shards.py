@@ -130,14 +130,37 @@ def test_the_latents_in_the_shards_are_what_the_latent_cache_computes(shards, va
     assert not torch.equal(stored[:, 0], stored[:, 1])  # the flipped view is another image's latents
 
 
-def test_training_on_latent_shards_gives_a_latent_pipeline_without_encoding(shards, tmp_path, encoded_images):  # noqa: F811
+def test_training_on_latent_shards_gives_a_latent_pipeline_without_encoding(
+    shards,
+    tmp_path,
+    encoded_images,  # noqa: F811
+    monkeypatch,
+):
+    import ddpm_hub.data.shards
+
     out = tmp_path / "run"
     args = [*TRAIN, "--train_shards", str(shards), "--class_conditional", "--random_flip", "--num_epochs", "2"]
     # Scored during training against the shards' own images (decoded samples, pixel references).
     args += ["--eval_epochs", "2", "--eval_features", SMALL, "--eval_metrics", "kid", "--eval_num_samples", "8"]
     args += ["--eval_num_inference_steps", "2", "--cache_dir", str(tmp_path / "cache")]
+    calls = {"resolve_shards": 0, "read_manifest": 0}
+
+    def counting(name):  # a remote shard set is one listing and one manifest fetch: each counted here
+        original = getattr(ddpm_hub.data.shards, name)
+
+        def counted(*args):
+            calls[name] += 1
+            return original(*args)
+
+        return counted
+
+    for name in calls:
+        monkeypatch.setattr(ddpm_hub.data.shards, name, counting(name))
     assert train_main([*args, "--dataloader_num_workers", "2", "--output_dir", str(out)]) == 0
+    monkeypatch.undo()
     assert encoded_images["AutoencoderKL"] == 0  # the latents came from the shards
+    # The run resolved its shards and read their manifest once: for the VAE check, the stream and the FID key.
+    assert calls == {"resolve_shards": 1, "read_manifest": 1}, calls
     config = json.loads((out / "training_config.json").read_text())
     manifest = json.loads((shards / "manifest.json").read_text())
     assert config["vae_name_or_path"] == manifest["latents"]["vae_name_or_path"]  # implied by the shards

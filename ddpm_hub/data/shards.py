@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 MANIFEST_NAME = "manifest.json"
@@ -133,6 +134,37 @@ def read_manifest(shards: Sequence[str]) -> dict[str, Any] | None:
     return manifest
 
 
+@dataclass(frozen=True)
+class ShardSet:
+    """`--train_shards` resolved once: the shards in order and their manifest (`None` without a complete one).
+
+    A run resolves its patterns into one `ShardSet` at start-up and hands it on (to the stream, the latent checks and
+    the FID reference key), so that remote shards are listed and their manifest fetched once, not once per reader.
+    """
+
+    paths: tuple[str, ...]
+    manifest: dict[str, Any] | None
+
+    @classmethod
+    def resolve(cls, patterns: str | Sequence[str] | ShardSet) -> ShardSet:
+        """The shards named by `patterns` and their manifest; `ValueError` in one sentence as `resolve_shards`."""
+        if isinstance(patterns, ShardSet):
+            return patterns
+        shards = resolve_shards(patterns)
+        return cls(tuple(shards), read_manifest(shards))
+
+
+def resolve_train_shards(data_config) -> ShardSet | None:
+    """A run's `--train_shards` resolved, or `None`: none given, or they cannot be resolved (the run says why in one
+    line when it opens its stream)."""
+    if not data_config.train_shards:
+        return None
+    try:
+        return ShardSet.resolve(data_config.train_shards)
+    except ValueError:
+        return None
+
+
 def shard_counts(shards: Sequence[str], manifest: dict[str, Any] | None) -> list[int] | None:
     """Images in each of `shards` by the manifest, or `None` without one."""
     if manifest is None:
@@ -151,14 +183,14 @@ def is_shard_reference(value: str) -> bool:
     return os.path.isdir(text) and os.path.isfile(os.path.join(text, MANIFEST_NAME))
 
 
-def shards_fingerprint(value: str | Sequence[str]) -> tuple[str, str]:
+def shards_fingerprint(value: str | Sequence[str] | ShardSet) -> tuple[str, str]:
     """`(description, fingerprint)` of shards, for a reference cache: of exactly these shards in this order, each by
     its name and the manifest's sha256, else (no manifest) its size and modification time (a URL: its name only)."""
     import hashlib
     import os
 
-    shards = resolve_shards(value)
-    manifest = read_manifest(shards)
+    shard_set = ShardSet.resolve(value)
+    shards, manifest = shard_set.paths, shard_set.manifest
     digests = {entry["name"]: entry.get("sha256") for entry in manifest["shards"]} if manifest is not None else {}
     parts = []
     for shard in shards:

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from .images import augment, open_image, resize_and_crop, to_model_mode
+from .shards import ShardSet
 
 logger = logging.getLogger(__name__)
 # torchdata's StatefulDataLoader calls a torch API that torch 2.13 deprecates, once per loader: not the user's concern.
@@ -343,7 +344,7 @@ class StreamedImages:
         label_names (`list[str]`, *optional*): class names by id for a labelled set.
         latents (`bool`, defaults to `False`): batches are the latent statistics of latent shards, not pixels (see
             `ddpm_hub.latents.source.StreamedLatents`, which turns them into model input).
-        shards (`list[str]`, *optional*): the resolved shards of `--train_shards` (they key the FID reference cache).
+        shards (`ShardSet`, *optional*): the resolved `--train_shards` (they key the FID reference cache).
     """
 
     def __init__(
@@ -359,7 +360,7 @@ class StreamedImages:
         shard_counts: list[int] | None = None,
         label_names: list[str] | None = None,
         latents: bool = False,
-        shards: list[str] | None = None,
+        shards: ShardSet | None = None,
     ):
         self.reader, self.description, self.latents, self.shards = reader, description, latents, shards
         self.resolution, self.channels, self.center_crop = resolution, channels, center_crop
@@ -645,7 +646,7 @@ def _datasets_stream(dataset_name: str, config_name: str | None, cache_dir: str 
 
 def open_streamed_images(
     *,
-    train_shards: list[str] | str | None = None,
+    train_shards: list[str] | str | ShardSet | None = None,
     dataset_name: str | None = None,
     dataset_config_name: str | None = None,
     image_column: str | None = None,
@@ -669,12 +670,12 @@ def open_streamed_images(
     """
     import datasets
 
-    from .shards import read_manifest, resolve_shards, shard_counts, shard_folder
+    from .shards import ShardSet, shard_counts, shard_folder
 
     labelled = class_conditional or class_column is not None
     if train_shards:
-        shards = resolve_shards(train_shards)
-        manifest = read_manifest(shards)
+        shard_set = ShardSet.resolve(train_shards)
+        shards, manifest = list(shard_set.paths), shard_set.manifest
         label_names = manifest.get("label_names") if manifest is not None else None
         if labelled and label_names is None:
             raise ValueError(
@@ -693,7 +694,7 @@ def open_streamed_images(
             num_workers=num_workers,
             shard_counts=shard_counts(shards, manifest),
             label_names=label_names if labelled else None,
-            shards=shards,
+            shards=shard_set,
             **source_kwargs,
         )
     stream, counts = _datasets_stream(dataset_name, dataset_config_name, cache_dir)
@@ -721,14 +722,17 @@ def open_streamed_images(
     )
 
 
-def open_stream(data, resolution: int, channels: int, accelerator, **latent_shards: Any) -> StreamedImages:
+def open_stream(
+    data, resolution: int, channels: int, accelerator, shards: ShardSet | None = None, **latent_shards: Any
+) -> StreamedImages:
     """The streamed source of a training run's `DataConfig` (`--train_shards`, or `--dataset_name --streaming`);
-    `latent_shards` are `open_streamed_images`' arguments for latent shards."""
+    `shards` are its `--train_shards` if the run resolved them already, `latent_shards` are `open_streamed_images`'
+    arguments for latent shards."""
     workers = data.dataloader_num_workers
     if workers is None:
         workers = default_num_workers(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
     return open_streamed_images(
-        train_shards=data.train_shards,
+        train_shards=shards or data.train_shards,
         dataset_name=data.dataset_name,
         dataset_config_name=data.dataset_config_name,
         image_column=data.image_column,

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ..data.shards import ShardSet
 from .cache import STORAGE_DTYPE, LatentStats, encode_latents
 from .source import stack_moments
 from .vae import VAEInfo, vae_fingerprint
@@ -79,17 +80,10 @@ def latents_record(info: VAEInfo, vae: torch.nn.Module, resolution: int) -> dict
     }
 
 
-def latent_shards_manifest(data_config) -> dict[str, Any] | None:
-    """The manifest of `--train_shards` when they are latent shards, else `None` (pixel shards, no manifest, or
-    shards that cannot be resolved: the run reports those itself, in one line)."""
-    from ..data.shards import read_manifest, resolve_shards
-
-    if not data_config.train_shards:
-        return None
-    try:
-        manifest = read_manifest(resolve_shards(data_config.train_shards))
-    except ValueError:
-        return None
+def latent_shards_manifest(shards: ShardSet | None) -> dict[str, Any] | None:
+    """The manifest of resolved `--train_shards` when they are latent shards, else `None` (no shards, pixel shards
+    or no manifest)."""
+    manifest = shards.manifest if shards is not None else None
     return manifest if manifest is not None and manifest.get("latents") else None
 
 

@@ -24,6 +24,7 @@ from ..data.stream import open_stream
 from ..evaluation.during_training import Evaluator
 from ..export import ema_weights, export_pipeline
 from ..training import Trainer, plan_model, reported_as_setup_errors
+from ..training.plan import ModelPlan
 from ..training.sources import InMemoryImages
 from .cache import cached_latents, default_cache_root
 from .plan import plan_latent_model
@@ -59,7 +60,7 @@ class LatentTrainer(Trainer):
         self.shards_manifest, self.vae = None, None
         with reported_as_setup_errors():
             if data_config.is_streamed:  # latent shards: their VAE and resolution (before anything heavy)
-                self.shards_manifest = latent_shards_manifest(data_config)
+                self.shards_manifest = latent_shards_manifest(self.shards)
                 implied = model_config.vae_name_or_path is None
                 model_config = plan_latent_shards(self.shards_manifest, model_config, data_config)
                 self.configs = dataclasses.replace(self.configs, model=model_config)
@@ -71,12 +72,15 @@ class LatentTrainer(Trainer):
                     model_config.latent_scaling_factor,
                     data_config.cache_dir,
                 )
-            plan, self.image_resolution = plan_latent_model(
-                model_config, self.vae_info, plan_model, data_config.cache_dir
-            )
         super().check(cleanup)
-        self.plan = plan  # the UNet sized for the latents (plan.resolution is the latent grid's side)
         self.evaluator = LatentEvaluator(self.run_config, self.output_dir, self)
+
+    def make_plan(self, model_config) -> ModelPlan:
+        """The UNet sized for the latents (`plan.resolution` is the latent grid's side); sets `image_resolution`."""
+        plan, self.image_resolution = plan_latent_model(
+            model_config, self.vae_info, plan_model, self.configs.data.cache_dir
+        )
+        return plan
 
     def shards_vae(self, model_config, implied: bool) -> VAEInfo:
         """The VAE of latent shards (loaded here, to compare its fingerprint): the one their manifest names, or a
@@ -113,6 +117,7 @@ class LatentTrainer(Trainer):
                 self.image_resolution,
                 channels,
                 accelerator,
+                self.shards,
                 latents_column=record["member"],
                 source_class=StreamedLatents,
                 vae=info,

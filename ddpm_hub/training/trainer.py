@@ -30,6 +30,7 @@ from ..arguments import one_line, parse_config
 from ..checkpointing import SignalStop, load_checkpoint, resolve_checkpoint, save_checkpoint, set_aside_abandoned
 from ..config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
 from ..data import split_batch
+from ..data.shards import ShardSet, resolve_train_shards
 from ..data.stream import open_stream
 from ..defaults import resolve_defaults, tracker_hparams
 from ..evaluation.during_training import BEST_DIR, Evaluator
@@ -50,7 +51,7 @@ from ..train_step import (
 )
 from . import components
 from .errors import PushError, SetupError, reported_as_setup_errors
-from .plan import plan_model
+from .plan import ModelPlan, plan_model
 from .records import (
     ThroughputMeter,
     hyperparameters,
@@ -126,10 +127,12 @@ class Trainer:
         *,
         data: DataSource | None = None,
         step_factory: StepFactory = make_train_step,
+        shards: ShardSet | None = None,
     ):
         self.configs = RunConfigs(model_config, data_config, run, hub)
         self.run_config = run
         self.given_data, self.step_factory = data, step_factory
+        self.shards = shards if shards is not None else resolve_train_shards(data_config)  # resolved once
         self.output_dir = Path(run.output_dir)
         self.state = TrainState()
 
@@ -156,12 +159,16 @@ class Trainer:
             model_config, run = resolve_defaults(model_config, run, data_config.cache_dir)
             self.configs = dataclasses.replace(self.configs, model=model_config, run=run)
             self.run_config = run
-            self.plan = plan_model(model_config, data_config.cache_dir)
+            self.plan = self.make_plan(model_config)
             self.checkpoint_path = resolve_checkpoint(self.output_dir, run.resume_from_checkpoint)
             self.evaluator = Evaluator(run, self.output_dir)  # FID & co. every --eval_steps / --eval_epochs
             self.publisher = components.make_publisher(hub, self.output_dir)
         if self.publisher is not None:
             cleanup.callback(self.publisher.close)
+
+    def make_plan(self, model_config: ModelConfig) -> ModelPlan:
+        """The UNet and schedule to build (`ModelPlan`), checked before anything heavy."""
+        return plan_model(model_config, self.configs.data.cache_dir)
 
     def setup(self, cleanup: contextlib.ExitStack) -> None:
         run = self.run_config
@@ -189,7 +196,7 @@ class Trainer:
             return self.given_data
         channels = self.plan.unet_config.get("in_channels", 3)
         if self.configs.data.is_streamed:  # --train_shards, --dataset_name --streaming (ddpm_hub.data.stream)
-            return open_stream(self.configs.data, self.plan.resolution, channels, self.accelerator)
+            return open_stream(self.configs.data, self.plan.resolution, channels, self.accelerator, self.shards)
         return InMemoryImages.load(
             self.configs.data, resolution=self.plan.resolution, channels=channels, seed=self.data_seed()
         )
@@ -617,12 +624,13 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
     """Train a DDPM as the configs say; returns the output folder holding the saved pipeline."""
     from ..latents.shards import latent_shards_manifest
 
+    shards = resolve_train_shards(data)
     # Latent diffusion (issue 16): the same loop on VAE latents, encoded once, or read from latent shards.
-    if model_config.vae_name_or_path is not None or latent_shards_manifest(data) is not None:
+    if model_config.vae_name_or_path is not None or latent_shards_manifest(shards) is not None:
         from ..latents.trainer import LatentTrainer
 
-        return LatentTrainer(model_config, data, run, hub).run()
-    return Trainer(model_config, data, run, hub).run()
+        return LatentTrainer(model_config, data, run, hub, shards=shards).run()
+    return Trainer(model_config, data, run, hub, shards=shards).run()
 
 
 def main(argv: list[str] | None = None) -> int:
