@@ -217,7 +217,8 @@ def _straight_and_interrupted(tmp_path, shards, how: str):
     return straight, stopped
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+# The two-process test below stops both ways as well; one process with SIGKILL is its subset, run with -m slow.
+@pytest.mark.parametrize("how", ["SIGTERM", pytest.param("SIGKILL", marks=pytest.mark.slow)])
 def test_a_stopped_streamed_run_resumes_bit_identically(shards, tmp_path, how):
     straight, stopped = _straight_and_interrupted(tmp_path, shards, how)
     # 80 steps cross the end of the first epoch (64 steps): the position in the stream, the shuffle buffer and the
