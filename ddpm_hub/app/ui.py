@@ -7,6 +7,7 @@ Errors become `gr.Error` messages in the page; nothing a user types or uploads c
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import os
 import tempfile
@@ -181,6 +182,33 @@ class Explorer:
         return list(panels.NAMED_SCHEDULES) + ([panels.MODEL_SCHEDULE] if has_model else [])
 
 
+@dataclasses.dataclass
+class _Page:
+    """What every tab of one page shares: the explorer, the visitor's session and model status, and the rules."""
+
+    demo: gr.Blocks
+    explorer: Explorer
+    access: Access
+    session: gr.State
+    model_status: gr.Markdown
+    served_steps: int  # a distilled student's own count, else 20; Load resets it
+
+    @property
+    def limits(self) -> Limits:
+        return self.explorer.limits
+
+    @property
+    def model_work(self) -> dict:
+        # One queue for heavy work, limited to `limits.concurrency` at a time.
+        return {"concurrency_id": "model", "concurrency_limit": self.limits.concurrency}
+
+    def shown(self, fn):
+        return _shown_as_message(fn, access=self.access)
+
+    def progress(self, tracker: gr.Progress, request: gr.Request):
+        return _progress(tracker, self.demo, request)
+
+
 def build_app(
     model: str | None = None,
     *,
@@ -213,10 +241,6 @@ def build_app(
     access = Access(exposed=is_exposed(None) if exposed is None else exposed)
     access.allow([text2image_model or DEFAULT_MODEL, *allow])
     explorer = Explorer(model, run_dir, outputs_dir, access=access, limits=limits, data=data)
-    limits = explorer.limits
-    shown = functools.partial(_shown_as_message, access=access)
-    model_work = {"concurrency_id": "model", "concurrency_limit": limits.concurrency}  # one queue for heavy work
-    served_steps = panels.default_steps(explorer.pipeline)  # a distilled student's own count, else 20; Load resets it
     # delete_cache: files Gradio copies for the page (images, GIFs) go after a day, so a long-lived Space stays small.
     with gr.Blocks(title="ddpm-hub explorer", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# ddpm-hub explorer\nWatch diffusion happen: noise added step by step, schedules compared, "
@@ -226,282 +250,297 @@ def build_app(
                 value=model or "", label="Model (pipeline folder or Hub id)", scale=4, placeholder="ddpm-model"
             )
             load_button = gr.Button("Load", scale=1)
-        model_status = gr.Markdown(access.public(explorer.status), elem_id="model-status")
-        session = gr.State(None, time_to_live=limits.session_seconds)  # this visitor's own model, if they load one
-
-        with gr.Tabs():
-            # 1. Forward process ---------------------------------------------------------------------------------
-            with gr.Tab(TITLES["forward"], id="forward"):
-                gr.Markdown(f"## {TITLES['forward']}\n"
-                            r"$x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ (DDPM eq. 4), "
-                            "with the same noise $\\epsilon$ for every t.", latex_delimiters=INLINE_MATH)  # fmt: skip
-                with gr.Row():
-                    with gr.Column(scale=1):
-                        builtin = gr.Dropdown(list(panels.BUILTIN_IMAGES), value=panels.BUILTIN_IMAGES[0],
-                                              label="Built-in image")  # fmt: skip
-                        # A file, not gr.Image: an unreadable upload reaches `open_upload`, whose message is one line.
-                        upload = gr.File(label="Or upload an image", file_types=["image"], type="filepath", height=100)
-                        data_box = gr.Textbox(
-                            data or "",
-                            label="Or a streamed data set (shards: pattern, folder or URL)",
-                            placeholder="data/shapes/train-{000000..000003}.tar",
-                        )
-                        data_index = gr.Slider(
-                            0,
-                            explorer.limits.max_data_images - 1,
-                            value=0,
-                            step=1,
-                            label="Image number in the data set",
-                        )
-                        schedule = gr.Dropdown(explorer.schedule_choices(), value="linear", label="Schedule")
-                        forward_T = gr.Slider(10, 4000, value=1000, step=10, label="T (training timesteps)")
-                        forward_zero_snr = gr.Checkbox(False, label="Zero terminal SNR (rescaled)")
-                        t_slider = gr.Slider(0, 999, value=250, step=1, label="t", elem_id="forward-t")
-                        noise_seed = gr.Number(0, precision=0, label="Noise seed")
-                    with gr.Column(scale=1):
-                        noisy = gr.Image(label="x_t", type="pil", elem_id="forward-xt", format="png")
-                        values = gr.JSON(label="At t")
-                strip = gr.Image(label="x_t over t", type="pil", format="png", elem_id="forward-strip")
-
-            # 2. Schedules ---------------------------------------------------------------------------------------
-            with gr.Tab(TITLES["schedules"], id="schedules"):
-                gr.Markdown(f"## {TITLES['schedules']}\nHow much signal each schedule keeps at every step; "
-                            "the loaded model's own schedule is the thick black line.")  # fmt: skip
-                with gr.Row():
-                    chosen = gr.CheckboxGroup(list(panels.NAMED_SCHEDULES), value=list(panels.NAMED_SCHEDULES),
-                                              label="Schedules")  # fmt: skip
-                    schedules_T = gr.Slider(10, 4000, value=1000, step=10, label="T (training timesteps)")
-                    schedules_zero_snr = gr.Checkbox(False, label="Also zero-terminal-SNR rescaled (dashed)")
-                schedule_plot = gr.Plot(label="Schedules")
-
-            # 3. Step by step ------------------------------------------------------------------------------------
-            with gr.Tab(TITLES["steps"], id="steps"):
-                gr.Markdown(f"## {TITLES['steps']}\nThe noisy sample $x_t$ and the model's prediction of the "
-                            "clean image $x_0$ at every step.", latex_delimiters=INLINE_MATH)  # fmt: skip
-                with gr.Row():
-                    sampler = gr.Dropdown(list(SAMPLERS), value="ddim", label="Sampler")
-                    steps = gr.Slider(1, 200, value=served_steps, step=1, label="Steps", elem_id="steps")
-                    eta = gr.Slider(0, 1, value=0, step=0.05, label="eta (DDIM)")
-                    seed = gr.Number(0, precision=0, label="Seed")
-                generate = gr.Button("Generate", variant="primary")
-                trajectory = gr.State(None)
-                scrub = gr.Slider(1, 20, value=20, step=1, label="Step (scrub)")
-                with gr.Row():
-                    frame = gr.Image(label="x_t | predicted x_0", type="pil", format="png")
-                    with gr.Column():
-                        final = gr.Image(label="Final image", type="pil", format="png")
-                        gif = gr.File(label="Trajectory (animated GIF)")
-                steps_info = gr.Markdown()
-
-            # 4. Samplers compared -------------------------------------------------------------------------------
-            with gr.Tab(TITLES["compare"], id="compare"):
-                gr.Markdown(f"## {TITLES['compare']}\nThe same seed and number of steps through each sampler.")
-                with gr.Row():
-                    compared = gr.CheckboxGroup(list(SAMPLERS), value=COMPARED_SAMPLERS, label="Samplers")
-                    compare_steps = gr.Slider(
-                        1, 200, value=served_steps, step=1, label="Steps", elem_id="compare-steps"
-                    )
-                    compare_seed = gr.Number(0, precision=0, label="Seed")
-                compare_button = gr.Button("Compare", variant="primary")
-                comparison = gr.Gallery(label="Samples", columns=5, height="auto", format="png")
-                timings = gr.Dataframe(headers=["sampler", "seconds"], label="Time taken", interactive=False)
-
-            # 5. Text to image -----------------------------------------------------------------------------------
-            with gr.Tab(TITLES["text2image"], id="text2image"):
-                gr.Markdown(f"## {TITLES['text2image']}\nStable Diffusion through `ddpm_hub.Text2Image`; the model "
-                            f"loads the first time you press Generate. Images and their metadata are saved in "
-                            f"`{outputs_dir}`.")  # fmt: skip
-                with gr.Row():
-                    with gr.Column():
-                        t2i_model = gr.Textbox(text2image_model or DEFAULT_MODEL, label="Model (Hub id or folder)")
-                        prompt = gr.Textbox(label="Prompt", value="a watercolour fox in the snow")
-                        negative = gr.Textbox(label="Negative prompt")
-                        with gr.Row():
-                            t2i_scheduler = gr.Dropdown([panels.MODEL_SCHEDULER, *SAMPLERS],
-                                                        value=panels.MODEL_SCHEDULER, label="Scheduler")  # fmt: skip
-                            t2i_steps = gr.Slider(1, 150, value=25, step=1, label="Steps")
-                            guidance = gr.Slider(0, 20, value=7.5, step=0.5, label="Guidance scale")
-                        with gr.Row():
-                            height = gr.Number(0, precision=0, label="Height (0: the model's)")
-                            width = gr.Number(0, precision=0, label="Width (0: the model's)")
-                            t2i_seed = gr.Number(0, precision=0, label="Seed")
-                        t2i_button = gr.Button("Generate", variant="primary")
-                    with gr.Column():
-                        t2i_image = gr.Image(label="Image", type="pil", format="png")
-                        t2i_metadata = gr.JSON(label="Saved metadata")
-
-            # 6. Training monitor --------------------------------------------------------------------------------
-            with gr.Tab(TITLES["monitor"], id="monitor"):
-                gr.Markdown(f"## {TITLES['monitor']}\nLoss (and FID/KID once logged), preview grids and settings "
-                            "of a training output folder, re-read while the run goes on.")  # fmt: skip
-                with gr.Row():
-                    run_box = gr.Textbox(run_dir or "", label="Training output folder", scale=4)
-                    refresh = gr.Button("Refresh", scale=1)
-                    auto = gr.Checkbox(True, label=f"Refresh every {REFRESH_SECONDS:g} s", scale=1)
-                timer = gr.Timer(REFRESH_SECONDS, active=bool(run_dir))
-                run_status = gr.Markdown()
-                loss_plot = gr.Plot(label="Metrics")
-                previews = gr.Gallery(label="Preview grids, newest first", columns=4, height="auto", format="png")
-                settings = gr.JSON(label="Run settings (training_config.json)")
-
-        # Wiring -------------------------------------------------------------------------------------------------
-        @shown
-        def load(model: str, current: Session | None):
-            loaded, status = explorer.load_session(model, current)
-            return status, gr.Dropdown(choices=explorer.schedule_choices(loaded)), loaded
-
-        def model_steps(current: Session | None):
-            """The step sliders at the session's model's own count (a distilled student's), else 20."""
-            count = panels.default_steps(explorer.pipeline_of(current))
-            return count, count
-
-        load_outputs = [model_status, schedule, session]
-        loaded = load_button.click(load, [model_box, session], load_outputs, api_name="load_model", **model_work)
-        loaded.then(model_steps, session, [steps, compare_steps], api_name="model_steps")
-        submitted = model_box.submit(load, [model_box, session], load_outputs, api_visibility="private", **model_work)
-        submitted.then(model_steps, session, [steps, compare_steps], api_visibility="private")
-
-        @shown
-        def forward(
-            builtin_name, upload_path, schedule_name, T, zero_snr, t, noise_seed, data_name, image_number, current
-        ):
-            T = limits.check_timesteps(T)
-            if upload_path:  # the image shown: an upload, else the data set's, else the built-in one
-                image = panels.open_upload(
-                    upload_path, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_image_pixels
-                )
-            elif data_name and str(data_name).strip():
-                image = explorer.data_image(str(data_name), int(image_number or 0))
-            else:
-                image = panels.builtin_image(builtin_name)
-            pipeline = explorer.pipeline_of(current) if schedule_name == panels.MODEL_SCHEDULE else None
-            if schedule_name == panels.MODEL_SCHEDULE:
-                T = explorer.require_model(current).scheduler.config.num_train_timesteps
-            t = min(int(t), int(T) - 1)
-            result = panels.forward_process(
-                image, schedule_name, t, num_train_timesteps=int(T), rescale_betas_zero_snr=bool(zero_snr),
-                seed=int(noise_seed or 0), pipeline=pipeline,
-            )  # fmt: skip
-            return result.noisy, result.values, result.strip, gr.Slider(maximum=int(T) - 1, value=t)
-
-        forward_inputs = [
-            builtin,
-            upload,
-            schedule,
-            forward_T,
-            forward_zero_snr,
-            t_slider,
-            noise_seed,
-            data_box,
-            data_index,
-            session,
-        ]
-        gr.on(
-            # `input`/`release` fire on the user's own changes only, not when this function updates the t slider.
-            [demo.load, builtin.input, upload.change, schedule.input, forward_T.release, forward_zero_snr.input,
-             t_slider.input, t_slider.release, noise_seed.submit, data_box.submit, data_index.release],
-            forward, forward_inputs, [noisy, values, strip, t_slider], api_name="forward_process",
-            trigger_mode="always_last", show_progress="minimal", **model_work,
-        )  # fmt: skip
-
-        @shown
-        def plot_schedules(names, T, zero_snr, current):
-            if len(names) > limits.max_schedules:
-                raise ValueError(f"Choose at most {limits.max_schedules} schedules.")
-            return panels.schedule_figure(limits.check_timesteps(T), list(names), zero_terminal_snr=bool(zero_snr),
-                                          pipeline=explorer.pipeline_of(current))  # fmt: skip
-
-        gr.on(
-            [demo.load, chosen.input, schedules_T.release, schedules_zero_snr.input, model_status.change],
-            plot_schedules, [chosen, schedules_T, schedules_zero_snr, session], schedule_plot, api_name="schedules",
-            trigger_mode="always_last",
-        )  # fmt: skip
-
-        @shown
-        def step_by_step(sampler_name, num_steps, eta_value, seed_value, current, request: gr.Request,
-                         progress=gr.Progress()):  # fmt: skip
-            result = panels.sample_trajectory(
-                explorer.require_model(current), sampler_name, limits.check_steps(num_steps), float(eta_value),
-                int(seed_value or 0), progress=_progress(progress, demo, request),
-            )  # fmt: skip
-            progress(1.0, desc="writing the GIF")
-            gif_path = panels.save_gif(result, Path(tempfile.mkdtemp(dir=explorer.work_dir)) / "trajectory.gif")
-            count = len(result.timesteps)
-            info = f"{result.sampler}: {count} steps in {result.seconds:.2f} s (seed {int(seed_value or 0)})."
-            return (result, gr.Slider(minimum=1, maximum=count, value=count), result.frame(count - 1),
-                    panels.enlarge(result.image),
-                    str(gif_path), info)  # fmt: skip
-
-        generate.click(
-            step_by_step, [sampler, steps, eta, seed, session], [trajectory, scrub, frame, final, gif, steps_info],
-            api_name="step_by_step", **model_work,
-        )  # fmt: skip
-
-        @shown
-        def show_step(result, step):
-            if result is None:
-                raise ValueError("Press Generate first.")
-            index = min(max(int(step), 1), len(result.timesteps)) - 1
-            return result.frame(index)
-
-        scrub.change(show_step, [trajectory, scrub], frame, api_name="scrub", show_progress="hidden")
-
-        @shown
-        def compare(names, num_steps, seed_value, current, request: gr.Request, progress=gr.Progress()):
-            names, num_steps = limits.check_samplers(list(names)), limits.check_steps(num_steps)
-            results = panels.compare_samplers(
-                explorer.require_model(current), names, num_steps, int(seed_value or 0),
-                _progress(progress, demo, request),
-            )  # fmt: skip
-            gallery = [(panels.enlarge(image, 128), f"{name}: {seconds:.2f} s") for name, image, seconds in results]
-            return gallery, [[name, round(seconds, 3)] for name, _, seconds in results]
-
-        compare_button.click(
-            compare, [compared, compare_steps, compare_seed, session], [comparison, timings],
-            api_name="compare_samplers", **model_work,
-        )  # fmt: skip
-
-        @shown
-        def text_to_image(model_id, text, negative_text, scheduler_name, num_steps, scale, h, w, seed_value,
-                          request: gr.Request, progress=gr.Progress(track_tqdm=True)):  # fmt: skip
-            access.check(model_id)
-            height_px, width_px = int(h or 0) or None, int(w or 0) or None
-            limits.check_text2image_size(height_px, width_px)
-            image, metadata, _ = explorer.text2image.generate(
-                model_id, text, negative_text, scheduler_name,
-                limits.check_steps(num_steps, limits.max_text2image_steps), float(scale), height_px, width_px,
-                int(seed_value or 0), progress=_progress(progress, demo, request),
-            )  # fmt: skip
-            return image, metadata
-
-        t2i_button.click(
-            text_to_image,
-            [t2i_model, prompt, negative, t2i_scheduler, t2i_steps, guidance, height, width, t2i_seed],
-            [t2i_image, t2i_metadata],
-            api_name="text_to_image",
-            **model_work,
+        page = _Page(
+            demo,
+            explorer,
+            access,
+            session=gr.State(None, time_to_live=explorer.limits.session_seconds),  # this visitor's own model, if any
+            model_status=gr.Markdown(access.public(explorer.status), elem_id="model-status"),
+            served_steps=panels.default_steps(explorer.pipeline),
         )
-
-        @shown
-        def watch(folder):
-            if not folder or not str(folder).strip():
-                return "Enter a training output folder (`--output_dir` of train_unconditional.py).", None, [], {}
-            access.check(str(folder).strip(), "training folders")
-            run = monitor.read_run(folder)
-            # Opened here, not served by path: the folder may be anywhere, and Gradio serves only files it copied.
-            latest = run.previews[: monitor.PREVIEWS_SHOWN]
-            shown = [(monitor.open_preview(path), f"step {step}") for path, step in latest]
-            return run.status(), monitor.metrics_figure(run), shown, run.config
-
-        monitor_outputs = [run_status, loss_plot, previews, settings]
-        gr.on([demo.load, refresh.click, run_box.submit], watch, run_box, monitor_outputs, api_name="training_monitor")
-        timer.tick(watch, run_box, monitor_outputs, api_visibility="private", show_progress="hidden")
-        auto.change(lambda on, folder: gr.Timer(active=bool(on and folder)), [auto, run_box], timer,
-                    api_visibility="private")  # fmt: skip
-        run_box.change(lambda on, folder: gr.Timer(active=bool(on and folder)), [auto, run_box], timer,
-                       api_visibility="private")  # fmt: skip
+        with gr.Tabs():
+            schedule = _forward_tab(page, data)
+            _schedules_tab(page)
+            steps = _steps_tab(page)
+            compare_steps = _compare_tab(page)
+            _text2image_tab(page, text2image_model or DEFAULT_MODEL, outputs_dir)
+            _monitor_tab(page, run_dir)
+        _wire_loading(page, model_box, load_button, schedule, [steps, compare_steps])
     demo.explorer = explorer  # for tests and embedding: the shared state behind the page
     return demo
+
+
+def _wire_loading(page: _Page, model_box, load_button, schedule, step_sliders) -> None:
+    """Load (button or Enter): the session's own model, the Forward tab's schedules, the step sliders at its count."""
+    explorer = page.explorer
+
+    @page.shown
+    def load(model: str, current: Session | None):
+        loaded, status = explorer.load_session(model, current)
+        return status, gr.Dropdown(choices=explorer.schedule_choices(loaded)), loaded
+
+    def model_steps(current: Session | None):
+        """The step sliders at the session's model's own count (a distilled student's), else 20."""
+        count = panels.default_steps(explorer.pipeline_of(current))
+        return count, count
+
+    inputs, outputs = [model_box, page.session], [page.model_status, schedule, page.session]
+    loaded = load_button.click(load, inputs, outputs, api_name="load_model", **page.model_work)
+    loaded.then(model_steps, page.session, step_sliders, api_name="model_steps")
+    submitted = model_box.submit(load, inputs, outputs, api_visibility="private", **page.model_work)
+    submitted.then(model_steps, page.session, step_sliders, api_visibility="private")
+
+
+def _forward_tab(page: _Page, data: str | None) -> gr.Dropdown:
+    """1. Forward process: x_t of an image at any t and schedule. Returns its schedule dropdown (Load updates it)."""
+    explorer, limits = page.explorer, page.limits
+    with gr.Tab(TITLES["forward"], id="forward"):
+        gr.Markdown(f"## {TITLES['forward']}\n"
+                    r"$x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ (DDPM eq. 4), "
+                    "with the same noise $\\epsilon$ for every t.", latex_delimiters=INLINE_MATH)  # fmt: skip
+        with gr.Row():
+            with gr.Column(scale=1):
+                builtin = gr.Dropdown(list(panels.BUILTIN_IMAGES), value=panels.BUILTIN_IMAGES[0],
+                                      label="Built-in image")  # fmt: skip
+                # A file, not gr.Image: an unreadable upload reaches `open_upload`, whose message is one line.
+                upload = gr.File(label="Or upload an image", file_types=["image"], type="filepath", height=100)
+                data_box = gr.Textbox(
+                    data or "",
+                    label="Or a streamed data set (shards: pattern, folder or URL)",
+                    placeholder="data/shapes/train-{000000..000003}.tar",
+                )
+                data_index = gr.Slider(
+                    0, limits.max_data_images - 1, value=0, step=1, label="Image number in the data set"
+                )
+                schedule = gr.Dropdown(explorer.schedule_choices(), value="linear", label="Schedule")
+                forward_T = gr.Slider(10, 4000, value=1000, step=10, label="T (training timesteps)")
+                forward_zero_snr = gr.Checkbox(False, label="Zero terminal SNR (rescaled)")
+                t_slider = gr.Slider(0, 999, value=250, step=1, label="t", elem_id="forward-t")
+                noise_seed = gr.Number(0, precision=0, label="Noise seed")
+            with gr.Column(scale=1):
+                noisy = gr.Image(label="x_t", type="pil", elem_id="forward-xt", format="png")
+                values = gr.JSON(label="At t")
+        strip = gr.Image(label="x_t over t", type="pil", format="png", elem_id="forward-strip")
+
+    @page.shown
+    def forward(builtin_name, upload_path, schedule_name, T, zero_snr, t, noise_seed, data_name, image_number, current):
+        T = limits.check_timesteps(T)
+        if upload_path:  # the image shown: an upload, else the data set's, else the built-in one
+            image = panels.open_upload(
+                upload_path, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_image_pixels
+            )
+        elif data_name and str(data_name).strip():
+            image = explorer.data_image(str(data_name), int(image_number or 0))
+        else:
+            image = panels.builtin_image(builtin_name)
+        pipeline = explorer.pipeline_of(current) if schedule_name == panels.MODEL_SCHEDULE else None
+        if schedule_name == panels.MODEL_SCHEDULE:
+            T = explorer.require_model(current).scheduler.config.num_train_timesteps
+        t = min(int(t), int(T) - 1)
+        result = panels.forward_process(
+            image, schedule_name, t, num_train_timesteps=int(T), rescale_betas_zero_snr=bool(zero_snr),
+            seed=int(noise_seed or 0), pipeline=pipeline,
+        )  # fmt: skip
+        return result.noisy, result.values, result.strip, gr.Slider(maximum=int(T) - 1, value=t)
+
+    inputs = [builtin, upload, schedule, forward_T, forward_zero_snr, t_slider, noise_seed, data_box, data_index]
+    gr.on(
+        # `input`/`release` fire on the user's own changes only, not when this function updates the t slider.
+        [page.demo.load, builtin.input, upload.change, schedule.input, forward_T.release, forward_zero_snr.input,
+         t_slider.input, t_slider.release, noise_seed.submit, data_box.submit, data_index.release],
+        forward, [*inputs, page.session], [noisy, values, strip, t_slider], api_name="forward_process",
+        trigger_mode="always_last", show_progress="minimal", **page.model_work,
+    )  # fmt: skip
+    return schedule
+
+
+def _schedules_tab(page: _Page) -> None:
+    """2. Schedules: the signal each schedule keeps at every step, the loaded model's own among them."""
+    explorer, limits = page.explorer, page.limits
+    with gr.Tab(TITLES["schedules"], id="schedules"):
+        gr.Markdown(f"## {TITLES['schedules']}\nHow much signal each schedule keeps at every step; "
+                    "the loaded model's own schedule is the thick black line.")  # fmt: skip
+        with gr.Row():
+            chosen = gr.CheckboxGroup(list(panels.NAMED_SCHEDULES), value=list(panels.NAMED_SCHEDULES),
+                                      label="Schedules")  # fmt: skip
+            schedules_T = gr.Slider(10, 4000, value=1000, step=10, label="T (training timesteps)")
+            schedules_zero_snr = gr.Checkbox(False, label="Also zero-terminal-SNR rescaled (dashed)")
+        schedule_plot = gr.Plot(label="Schedules")
+
+    @page.shown
+    def plot_schedules(names, T, zero_snr, current):
+        if len(names) > limits.max_schedules:
+            raise ValueError(f"Choose at most {limits.max_schedules} schedules.")
+        return panels.schedule_figure(limits.check_timesteps(T), list(names), zero_terminal_snr=bool(zero_snr),
+                                      pipeline=explorer.pipeline_of(current))  # fmt: skip
+
+    gr.on(
+        [page.demo.load, chosen.input, schedules_T.release, schedules_zero_snr.input, page.model_status.change],
+        plot_schedules, [chosen, schedules_T, schedules_zero_snr, page.session], schedule_plot, api_name="schedules",
+        trigger_mode="always_last",
+    )  # fmt: skip
+
+
+def _steps_tab(page: _Page) -> gr.Slider:
+    """3. Step by step: x_t and the predicted x_0 at every step, scrubbed, as a GIF. Returns its step slider."""
+    explorer, limits = page.explorer, page.limits
+    with gr.Tab(TITLES["steps"], id="steps"):
+        gr.Markdown(f"## {TITLES['steps']}\nThe noisy sample $x_t$ and the model's prediction of the "
+                    "clean image $x_0$ at every step.", latex_delimiters=INLINE_MATH)  # fmt: skip
+        with gr.Row():
+            sampler = gr.Dropdown(list(SAMPLERS), value="ddim", label="Sampler")
+            steps = gr.Slider(1, 200, value=page.served_steps, step=1, label="Steps", elem_id="steps")
+            eta = gr.Slider(0, 1, value=0, step=0.05, label="eta (DDIM)")
+            seed = gr.Number(0, precision=0, label="Seed")
+        generate = gr.Button("Generate", variant="primary")
+        trajectory = gr.State(None)
+        scrub = gr.Slider(1, 20, value=20, step=1, label="Step (scrub)")
+        with gr.Row():
+            frame = gr.Image(label="x_t | predicted x_0", type="pil", format="png")
+            with gr.Column():
+                final = gr.Image(label="Final image", type="pil", format="png")
+                gif = gr.File(label="Trajectory (animated GIF)")
+        steps_info = gr.Markdown()
+
+    @page.shown
+    def step_by_step(sampler_name, num_steps, eta_value, seed_value, current, request: gr.Request,
+                     progress=gr.Progress()):  # fmt: skip
+        result = panels.sample_trajectory(
+            explorer.require_model(current), sampler_name, limits.check_steps(num_steps), float(eta_value),
+            int(seed_value or 0), progress=page.progress(progress, request),
+        )  # fmt: skip
+        progress(1.0, desc="writing the GIF")
+        gif_path = panels.save_gif(result, Path(tempfile.mkdtemp(dir=explorer.work_dir)) / "trajectory.gif")
+        count = len(result.timesteps)
+        info = f"{result.sampler}: {count} steps in {result.seconds:.2f} s (seed {int(seed_value or 0)})."
+        return (result, gr.Slider(minimum=1, maximum=count, value=count), result.frame(count - 1),
+                panels.enlarge(result.image), str(gif_path), info)  # fmt: skip
+
+    generate.click(
+        step_by_step, [sampler, steps, eta, seed, page.session], [trajectory, scrub, frame, final, gif, steps_info],
+        api_name="step_by_step", **page.model_work,
+    )  # fmt: skip
+
+    @page.shown
+    def show_step(result, step):
+        if result is None:
+            raise ValueError("Press Generate first.")
+        index = min(max(int(step), 1), len(result.timesteps)) - 1
+        return result.frame(index)
+
+    scrub.change(show_step, [trajectory, scrub], frame, api_name="scrub", show_progress="hidden")
+    return steps
+
+
+def _compare_tab(page: _Page) -> gr.Slider:
+    """4. Samplers compared: one seed and step count through each sampler, timed. Returns its step slider."""
+    explorer, limits = page.explorer, page.limits
+    with gr.Tab(TITLES["compare"], id="compare"):
+        gr.Markdown(f"## {TITLES['compare']}\nThe same seed and number of steps through each sampler.")
+        with gr.Row():
+            compared = gr.CheckboxGroup(list(SAMPLERS), value=COMPARED_SAMPLERS, label="Samplers")
+            compare_steps = gr.Slider(1, 200, value=page.served_steps, step=1, label="Steps", elem_id="compare-steps")
+            compare_seed = gr.Number(0, precision=0, label="Seed")
+        compare_button = gr.Button("Compare", variant="primary")
+        comparison = gr.Gallery(label="Samples", columns=5, height="auto", format="png")
+        timings = gr.Dataframe(headers=["sampler", "seconds"], label="Time taken", interactive=False)
+
+    @page.shown
+    def compare(names, num_steps, seed_value, current, request: gr.Request, progress=gr.Progress()):
+        names, num_steps = limits.check_samplers(list(names)), limits.check_steps(num_steps)
+        results = panels.compare_samplers(
+            explorer.require_model(current), names, num_steps, int(seed_value or 0), page.progress(progress, request)
+        )
+        gallery = [(panels.enlarge(image, 128), f"{name}: {seconds:.2f} s") for name, image, seconds in results]
+        return gallery, [[name, round(seconds, 3)] for name, _, seconds in results]
+
+    compare_button.click(
+        compare, [compared, compare_steps, compare_seed, page.session], [comparison, timings],
+        api_name="compare_samplers", **page.model_work,
+    )  # fmt: skip
+    return compare_steps
+
+
+def _text2image_tab(page: _Page, model: str, outputs_dir: str | Path) -> None:
+    """5. Text to image: Stable Diffusion through `ddpm_hub.Text2Image`, loaded at the first Generate."""
+    explorer, limits = page.explorer, page.limits
+    with gr.Tab(TITLES["text2image"], id="text2image"):
+        gr.Markdown(f"## {TITLES['text2image']}\nStable Diffusion through `ddpm_hub.Text2Image`; the model "
+                    f"loads the first time you press Generate. Images and their metadata are saved in "
+                    f"`{outputs_dir}`.")  # fmt: skip
+        with gr.Row():
+            with gr.Column():
+                t2i_model = gr.Textbox(model, label="Model (Hub id or folder)")
+                prompt = gr.Textbox(label="Prompt", value="a watercolour fox in the snow")
+                negative = gr.Textbox(label="Negative prompt")
+                with gr.Row():
+                    t2i_scheduler = gr.Dropdown([panels.MODEL_SCHEDULER, *SAMPLERS],
+                                                value=panels.MODEL_SCHEDULER, label="Scheduler")  # fmt: skip
+                    t2i_steps = gr.Slider(1, 150, value=25, step=1, label="Steps")
+                    guidance = gr.Slider(0, 20, value=7.5, step=0.5, label="Guidance scale")
+                with gr.Row():
+                    height = gr.Number(0, precision=0, label="Height (0: the model's)")
+                    width = gr.Number(0, precision=0, label="Width (0: the model's)")
+                    t2i_seed = gr.Number(0, precision=0, label="Seed")
+                t2i_button = gr.Button("Generate", variant="primary")
+            with gr.Column():
+                t2i_image = gr.Image(label="Image", type="pil", format="png")
+                t2i_metadata = gr.JSON(label="Saved metadata")
+
+    @page.shown
+    def text_to_image(model_id, text, negative_text, scheduler_name, num_steps, scale, h, w, seed_value,
+                      request: gr.Request, progress=gr.Progress(track_tqdm=True)):  # fmt: skip
+        page.access.check(model_id)
+        height_px, width_px = int(h or 0) or None, int(w or 0) or None
+        limits.check_text2image_size(height_px, width_px)
+        image, metadata, _ = explorer.text2image.generate(
+            model_id, text, negative_text, scheduler_name,
+            limits.check_steps(num_steps, limits.max_text2image_steps), float(scale), height_px, width_px,
+            int(seed_value or 0), progress=page.progress(progress, request),
+        )  # fmt: skip
+        return image, metadata
+
+    t2i_button.click(
+        text_to_image,
+        [t2i_model, prompt, negative, t2i_scheduler, t2i_steps, guidance, height, width, t2i_seed],
+        [t2i_image, t2i_metadata],
+        api_name="text_to_image",
+        **page.model_work,
+    )
+
+
+def _monitor_tab(page: _Page, run_dir: str | None) -> None:
+    """6. Training monitor: a training output folder's metrics, previews and settings, re-read while it runs."""
+    with gr.Tab(TITLES["monitor"], id="monitor"):
+        gr.Markdown(f"## {TITLES['monitor']}\nLoss (and FID/KID once logged), preview grids and settings "
+                    "of a training output folder, re-read while the run goes on.")  # fmt: skip
+        with gr.Row():
+            run_box = gr.Textbox(run_dir or "", label="Training output folder", scale=4)
+            refresh = gr.Button("Refresh", scale=1)
+            auto = gr.Checkbox(True, label=f"Refresh every {REFRESH_SECONDS:g} s", scale=1)
+        timer = gr.Timer(REFRESH_SECONDS, active=bool(run_dir))
+        run_status = gr.Markdown()
+        loss_plot = gr.Plot(label="Metrics")
+        previews = gr.Gallery(label="Preview grids, newest first", columns=4, height="auto", format="png")
+        settings = gr.JSON(label="Run settings (training_config.json)")
+
+    @page.shown
+    def watch(folder):
+        if not folder or not str(folder).strip():
+            return "Enter a training output folder (`--output_dir` of train_unconditional.py).", None, [], {}
+        page.access.check(str(folder).strip(), "training folders")
+        run = monitor.read_run(folder)
+        # Opened here, not served by path: the folder may be anywhere, and Gradio serves only files it copied.
+        latest = run.previews[: monitor.PREVIEWS_SHOWN]
+        shown = [(monitor.open_preview(path), f"step {step}") for path, step in latest]
+        return run.status(), monitor.metrics_figure(run), shown, run.config
+
+    outputs = [run_status, loss_plot, previews, settings]
+    gr.on([page.demo.load, refresh.click, run_box.submit], watch, run_box, outputs, api_name="training_monitor")
+    timer.tick(watch, run_box, outputs, api_visibility="private", show_progress="hidden")
+    for changed in (auto.change, run_box.change):
+        changed(lambda on, folder: gr.Timer(active=bool(on and folder)), [auto, run_box], timer,
+                api_visibility="private")  # fmt: skip
 
 
 def launch(
