@@ -280,7 +280,7 @@ def test_compile_and_gradient_checkpointing(tmp_path, backend):
     DDPMHubPipeline.from_pretrained(out)
 
 
-def test_default_run_shape(tmp_path):
+def test_default_run_shape(tmp_path, capsys):
     # The no-flag run is the README's first command; CI runs its first steps (the whole run is minutes long).
     result = ok(
         launch("--max_train_steps", "2", "--eval_batch_size", "2", "--ddpm_num_inference_steps", "2", cwd=tmp_path)
@@ -291,13 +291,11 @@ def test_default_run_shape(tmp_path):
     assert "twemoji (built in)" in result.stderr
     card = (out / "README.md").read_text()
     assert "license: cc-by-4.0" in card and "Twemoji graphics by Twitter, Inc." in card
-    # A second run into the same folder must not silently overwrite it.
-    # (accelerate's launcher turns the script's exit status 2 into 1 and adds its own traceback.)
-    again = launch("--max_train_steps", "2", cwd=tmp_path)
-    assert (
-        again.returncode != 0
-        and "train_unconditional.py: error: --output_dir 'ddpm-model' already holds" in again.stderr
-    )
+    # A second run into the same folder must not silently overwrite it (refused before anything is read).
+    capsys.readouterr()
+    assert train_main(["--max_train_steps", "2", "--output_dir", str(out)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"train_unconditional.py: error: --output_dir {str(out)!r} already holds"), error
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: nothing to undo")
