@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from ..data.stream import REFERENCE_IMAGES, first_images, open_webdataset
 from ..files import atomic_file
 from .features import FeatureExtractor
 from .metrics import gaussian_statistics
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -135,31 +138,17 @@ def reference_statistics(
     )  # fmt: skip
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_file = cache_dir / f"{extractor.name}-{resolution}px-{_cache_key(**settings)}.npz"
-    if cache_file.is_file():
-        try:
-            with np.load(cache_file, allow_pickle=False) as stored:
-                if json.loads(str(stored["settings"])) == settings:
-                    probabilities = stored["probabilities"] if "probabilities" in stored.files else None
-                    return ReferenceStatistics(
-                        stored["features"], stored["mu"], stored["sigma"], extractor.name, len(stored["features"]),
-                        resolution, source, fingerprint, probabilities, cache_file, from_cache=True,
-                    )  # fmt: skip
-        except (OSError, ValueError, KeyError) as error:
-            logger.warning("Ignoring unreadable reference cache %s: %s", cache_file, error)
+    cached = _read_cached(cache_file, settings)
+    if cached is not None:
+        return cached
 
     if callable(images):
         images = images()
-    if images is None and dataset_name is not None and is_shard_reference(dataset_name):
-        # A stream's first N images (in shard order, centre crops): nothing is decoded beyond them.
-        reader = open_webdataset(resolve_shards(dataset_name), image_column=image_column)
-        count = max_images or REFERENCE_IMAGES  # a streamed --reference: its first 10k images
-        images = first_images(reader, count, resolution=resolution, channels=channels)
     if images is None:
-        images = load_images(
-            dataset_name, dataset_config_name=dataset_config_name, train_data_dir=train_data_dir,
-            image_column=image_column, cache_dir=data_cache_dir, resolution=resolution, channels=channels,
-            center_crop=center_crop, max_train_samples=max_images,
-        ).pixels  # fmt: skip
+        images = _reference_images(
+            dataset_name, train_data_dir, dataset_config_name, image_column, max_images, resolution, channels,
+            center_crop, data_cache_dir,
+        )  # fmt: skip
     logger.info(
         "Computing %s reference features of %d images of %s at %dpx.", extractor.name, len(images), source, resolution
     )
@@ -171,13 +160,53 @@ def reference_statistics(
         extracted.features, mu, sigma, extractor.name, len(extracted.features), resolution, source, fingerprint,
         extracted.probabilities, cache_file,
     )  # fmt: skip
-    arrays = dict(features=stats.features, mu=mu, sigma=sigma, settings=np.array(json.dumps(settings)))
-    if extracted.probabilities is not None:
-        arrays["probabilities"] = extracted.probabilities
-    with atomic_file(cache_file) as tmp:
+    _write_cache(stats, settings)
+    return stats
+
+
+def _read_cached(cache_file: Path, settings: dict) -> ReferenceStatistics | None:
+    """The statistics in `cache_file` if it holds them for exactly these `settings`; `None` otherwise (an unreadable
+    file is logged and computed again)."""
+    if not cache_file.is_file():
+        return None
+    try:
+        with np.load(cache_file, allow_pickle=False) as stored:
+            if json.loads(str(stored["settings"])) != settings:
+                return None
+            probabilities = stored["probabilities"] if "probabilities" in stored.files else None
+            return ReferenceStatistics(
+                stored["features"], stored["mu"], stored["sigma"], settings["extractor"], len(stored["features"]),
+                settings["resolution"], settings["source"], settings["fingerprint"], probabilities, cache_file,
+                from_cache=True,
+            )  # fmt: skip
+    except (OSError, ValueError, KeyError) as error:
+        logger.warning("Ignoring unreadable reference cache %s: %s", cache_file, error)
+        return None
+
+
+def _reference_images(dataset_name, train_data_dir, dataset_config_name, image_column, max_images, resolution,
+                      channels, center_crop, data_cache_dir) -> torch.Tensor:  # fmt: skip
+    """uint8 (N, C, H, W): the reference images named like training's data flags, or a stream's first images."""
+    if dataset_name is not None and is_shard_reference(dataset_name):
+        # A stream's first N images (in shard order, centre crops): nothing is decoded beyond them.
+        reader = open_webdataset(resolve_shards(dataset_name), image_column=image_column)
+        count = max_images or REFERENCE_IMAGES  # a streamed --reference: its first 10k images
+        return first_images(reader, count, resolution=resolution, channels=channels)
+    return load_images(
+        dataset_name, dataset_config_name=dataset_config_name, train_data_dir=train_data_dir,
+        image_column=image_column, cache_dir=data_cache_dir, resolution=resolution, channels=channels,
+        center_crop=center_crop, max_train_samples=max_images,
+    ).pixels  # fmt: skip
+
+
+def _write_cache(stats: ReferenceStatistics, settings: dict) -> None:
+    """Write `stats` to its cache file, atomically, with the settings that key it."""
+    arrays = dict(features=stats.features, mu=stats.mu, sigma=stats.sigma, settings=np.array(json.dumps(settings)))
+    if stats.probabilities is not None:
+        arrays["probabilities"] = stats.probabilities
+    with atomic_file(stats.cache_file) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
-    return stats
 
 
 def stream_reference_statistics(
