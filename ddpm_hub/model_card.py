@@ -129,7 +129,27 @@ def build_model_card(info: CardInfo, user_notes: str | None = None) -> ModelCard
         datasets=[info.dataset_id] if info.dataset_id else None,
         tags=["pytorch", "diffusers", "unconditional-image-generation", "ddpm", "ddpm-hub"],
     )
-    repo = info.repo_id or "path/to/this/folder"
+    sections = [*_introduction(info), "## Usage", *_usage(info)]
+    sections += [
+        "## Training",
+        _table(info.hyperparameters) if info.hyperparameters else "_No training settings recorded._",
+        "## Data",
+        f"Trained on {info.dataset_description}." + (f"\n\n{info.attribution}" if info.attribution else ""),
+    ]
+    if info.metrics:
+        sections += ["## Metrics", _table(info.metrics)]
+    sections += [
+        "## Notes",
+        USER_NOTES_START,
+        user_notes if user_notes is not None else DEFAULT_USER_NOTES,
+        USER_NOTES_END,
+    ]
+    content = f"---\n{card_data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
+    return ModelCard(content)
+
+
+def _introduction(info: CardInfo) -> list[str]:
+    """The title, what the model is (kind, size, latents, a distilled student), its VAE, its classes, its samples."""
     resolution = info.hyperparameters.get("resolution", "?")
     num_classes = info.hyperparameters.get("num_classes") or 0
     kind = f"A class-conditional ({num_classes} classes)" if num_classes else "An unconditional"
@@ -160,45 +180,31 @@ def build_model_card(info: CardInfo, user_notes: str | None = None) -> ModelCard
         sections.append(
             f"![Samples from the EMA weights]({SAMPLE_GRID})" + (", one row per class" if num_classes else "")
         )
+    return sections
+
+
+def _usage(info: CardInfo) -> list[str]:
+    """The usage snippets: a student's at its steps, a conditional or latent model's, or a plain DDPM's."""
+    repo = info.repo_id or "path/to/this/folder"
+    num_classes = info.hyperparameters.get("num_classes") or 0
     if info.sampling_steps:
-        sections += ["## Usage", *_student_usage(repo, num_classes, bool(info.vae), info.sampling_steps)]
-    elif num_classes or info.vae:
+        return _student_usage(repo, num_classes, bool(info.vae), info.sampling_steps)
+    if num_classes or info.vae:
         # model_index.json names the pipeline.py stored here: DDPMPipeline could not pass the class labels.
-        sections += [
-            "## Usage",
-            *_conditional_usage(repo, num_classes),
-        ]
-    else:
-        sections += [
-            "## Usage",
-            "With diffusers alone (this repo loads as a stock `DDPMPipeline`):",
-            "```python\nfrom diffusers import DiffusionPipeline\n\n"
-            f'pipe = DiffusionPipeline.from_pretrained("{repo}")\n'
-            'image = pipe(num_inference_steps=1000).images[0]\nimage.save("sample.png")\n```',
-            "With the full pipeline (any sampler, trajectories, `q_sample`): load the code stored in this repo, or "
-            "install ddpm-hub:",
-            f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained(\n"
-            f'    "{repo}", custom_pipeline="{repo}", trust_remote_code=True\n)\n'
-            'images = pipe.set_sampler("dpmpp_2m")(batch_size=4, num_inference_steps=25).images\n```',
-            f'```python\nfrom ddpm_hub import DDPMHubPipeline\n\npipe = DDPMHubPipeline.from_pretrained("{repo}")\n'
-            'images = pipe.set_sampler("ddim")(batch_size=4, num_inference_steps=50).images\n```',
-        ]
-    sections += [
-        "## Training",
-        _table(info.hyperparameters) if info.hyperparameters else "_No training settings recorded._",
-        "## Data",
-        f"Trained on {info.dataset_description}." + (f"\n\n{info.attribution}" if info.attribution else ""),
+        return _conditional_usage(repo, num_classes)
+    return [
+        "With diffusers alone (this repo loads as a stock `DDPMPipeline`):",
+        "```python\nfrom diffusers import DiffusionPipeline\n\n"
+        f'pipe = DiffusionPipeline.from_pretrained("{repo}")\n'
+        'image = pipe(num_inference_steps=1000).images[0]\nimage.save("sample.png")\n```',
+        "With the full pipeline (any sampler, trajectories, `q_sample`): load the code stored in this repo, or "
+        "install ddpm-hub:",
+        f"```python\nfrom diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained(\n"
+        f'    "{repo}", custom_pipeline="{repo}", trust_remote_code=True\n)\n'
+        'images = pipe.set_sampler("dpmpp_2m")(batch_size=4, num_inference_steps=25).images\n```',
+        f'```python\nfrom ddpm_hub import DDPMHubPipeline\n\npipe = DDPMHubPipeline.from_pretrained("{repo}")\n'
+        'images = pipe.set_sampler("ddim")(batch_size=4, num_inference_steps=50).images\n```',
     ]
-    if info.metrics:
-        sections += ["## Metrics", _table(info.metrics)]
-    sections += [
-        "## Notes",
-        USER_NOTES_START,
-        user_notes if user_notes is not None else DEFAULT_USER_NOTES,
-        USER_NOTES_END,
-    ]
-    content = f"---\n{card_data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
-    return ModelCard(content)
 
 
 def _student_usage(repo: str, num_classes: int, latent: bool, steps: int) -> list[str]:
