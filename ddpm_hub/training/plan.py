@@ -75,39 +75,7 @@ def plan_model(config: ModelConfig, cache_dir: str | None = None) -> ModelPlan:
     """Resolve --model / --model_config_name_or_path / --pretrained_model_name_or_path and the schedule flags."""
     config = resolve_model_defaults(config, cache_dir)  # a no-op when the Trainer resolved them already
     if config.pretrained_model_name_or_path is not None:
-        source = config.pretrained_model_name_or_path
-        check_local_model(source, "--pretrained_model_name_or_path")
-        try:
-            unet_config = dict(UNet2DModel.load_config(source, subfolder=_unet_subfolder(source), cache_dir=cache_dir))
-            scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", cache_dir=cache_dir)
-        except (OSError, ValueError) as error:
-            raise ValueError(
-                f"--pretrained_model_name_or_path {source!r} is not a loadable pipeline: {error}"
-            ) from error
-        pretrained = DDPMScheduler.from_config(scheduler_config).config
-        new_schedule = (
-            BETA_SCHEDULES.get(config.ddpm_beta_schedule, config.ddpm_beta_schedule) != pretrained.beta_schedule
-            or config.ddpm_num_steps != pretrained.num_train_timesteps
-            or config.rescale_betas_zero_snr
-        )
-        if new_schedule:
-            # A new noise schedule: built like a fresh one, keeping the pretrained scheduler's other settings.
-            kept = {
-                k: pretrained[k] for k in ("beta_start", "beta_end", "variance_type", "clip_sample", "timestep_spacing")
-            }
-            noise_scheduler = make_noise_scheduler(
-                config.ddpm_beta_schedule,
-                config.ddpm_num_steps,
-                config.prediction_type,
-                rescale_betas_zero_snr=config.rescale_betas_zero_snr or pretrained.rescale_betas_zero_snr,
-                **kept,
-            )
-        else:
-            noise_scheduler = DDPMScheduler.from_config(scheduler_config, prediction_type=config.prediction_type)
-        resolution = config.resolution or unet_config["sample_size"]
-        _check_resolution(unet_config, resolution)
-        return ModelPlan(unet_config, noise_scheduler, resolution, f"fine-tuned from {source}", pretrained=source)
-
+        return _pretrained_plan(config, cache_dir)
     noise_scheduler = make_noise_scheduler(
         config.ddpm_beta_schedule,
         config.ddpm_num_steps,
@@ -143,3 +111,37 @@ def plan_model(config: ModelConfig, cache_dir: str | None = None) -> ModelPlan:
     return ModelPlan(
         spec.unet_kwargs(), noise_scheduler, spec.resolution, f"preset {config.model}", learning_rate=spec.learning_rate
     )
+
+
+def _pretrained_plan(config: ModelConfig, cache_dir: str | None) -> ModelPlan:
+    """Fine-tuning: the pretrained UNet's config, and its scheduler unless the flags ask for a new schedule."""
+    source = config.pretrained_model_name_or_path
+    check_local_model(source, "--pretrained_model_name_or_path")
+    try:
+        unet_config = dict(UNet2DModel.load_config(source, subfolder=_unet_subfolder(source), cache_dir=cache_dir))
+        scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", cache_dir=cache_dir)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--pretrained_model_name_or_path {source!r} is not a loadable pipeline: {error}") from error
+    pretrained = DDPMScheduler.from_config(scheduler_config).config
+    new_schedule = (
+        BETA_SCHEDULES.get(config.ddpm_beta_schedule, config.ddpm_beta_schedule) != pretrained.beta_schedule
+        or config.ddpm_num_steps != pretrained.num_train_timesteps
+        or config.rescale_betas_zero_snr
+    )
+    if new_schedule:
+        # A new noise schedule: built like a fresh one, keeping the pretrained scheduler's other settings.
+        kept = {
+            k: pretrained[k] for k in ("beta_start", "beta_end", "variance_type", "clip_sample", "timestep_spacing")
+        }
+        noise_scheduler = make_noise_scheduler(
+            config.ddpm_beta_schedule,
+            config.ddpm_num_steps,
+            config.prediction_type,
+            rescale_betas_zero_snr=config.rescale_betas_zero_snr or pretrained.rescale_betas_zero_snr,
+            **kept,
+        )
+    else:
+        noise_scheduler = DDPMScheduler.from_config(scheduler_config, prediction_type=config.prediction_type)
+    resolution = config.resolution or unet_config["sample_size"]
+    _check_resolution(unet_config, resolution)
+    return ModelPlan(unet_config, noise_scheduler, resolution, f"fine-tuned from {source}", pretrained=source)
