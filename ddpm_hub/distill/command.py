@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..arguments import one_line, parse_config
 from .config import CONFIG_TYPES, DistillConfig, check_latent_teacher, check_teacher_folder, is_latent_pipeline
-from .rounds import check_ddim_can_run
+from .rounds import TRAJECTORY_STEPS, check_ddim_can_run
 
 logger = logging.getLogger("ddpm_hub")
 
@@ -68,9 +68,11 @@ def resolve_teacher(distill: DistillConfig, cache_dir: str | None) -> Path:
         check_latent_teacher(path, components, unet_config, "TEACHER")
     if scheduler_config.get("prediction_type", "epsilon") == "epsilon":
         logger.warning(
-            "TEACHER predicts epsilon: its first, high-noise DDIM steps carry its own epsilon error into every "
-            "sample, and students of epsilon teachers follow them less well than those of v_prediction teachers "
-            "(see 'Epsilon teachers' in docs/distillation.md); compare the rounds' scores with the teacher's."
+            "TEACHER predicts epsilon: its high-noise DDIM steps carry its own epsilon error, which two-step targets "
+            "cannot teach, so rounds of %d student steps or fewer match its whole DDIM trajectory from pure noise "
+            "(slower per step) and longer rounds follow it less well than a v_prediction teacher's (see 'Epsilon "
+            "teachers' in docs/distillation.md); compare the rounds' scores with the teacher's.",
+            TRAJECTORY_STEPS,
         )
     return path
 

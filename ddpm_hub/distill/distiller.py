@@ -37,7 +37,7 @@ from ..pipeline import labels_in_id_order
 from ..training import Trainer, record_metrics
 from .config import DistillConfig, check_teacher_folder, is_latent_pipeline
 from .quality import RoundScorer, format_quality_table
-from .rounds import ddim_scheduler, round_step_counts, step_grid
+from .rounds import TRAJECTORY_STEPS, ddim_scheduler, round_step_counts, step_grid
 from .step import DistillStep
 
 logger = logging.getLogger("ddpm_hub")
@@ -104,16 +104,25 @@ class DistillRound(Trainer):
             dropping = functools.partial(
                 drop_labels, probability=config.model.class_dropout_prob, null_class_id=data.num_classes
             )
+        steps, prediction_type = self.plan_round.student_steps, ddim.config.prediction_type
+        trajectory = prediction_type == "epsilon" and steps <= TRAJECTORY_STEPS
+        if trajectory:
+            logger.info(
+                "Epsilon teacher, %d -> %d steps: the student learns the teacher's whole %d-step DDIM trajectory "
+                "from pure noise (docs/distillation.md, 'Epsilon teachers').",
+                self.plan_round.teacher_steps, steps, self.plan_round.teacher_steps,
+            )  # fmt: skip
         return DistillStep(
             model,
             self.teacher,
-            step_grid(self.teacher_config, self.plan_round.student_steps),
-            ddim.config.prediction_type,
+            step_grid(self.teacher_config, steps),
+            prediction_type,
             accelerator,
             data.to_model_input,
             random_flip=config.data.random_flip,
             clip=float(ddim.config.clip_sample_range) if ddim.config.clip_sample else None,
             drop_labels=dropping,
+            trajectory=trajectory,
             compile_mode=config.compile_mode,
             compile_backend=config.run.compile_backend,
         )

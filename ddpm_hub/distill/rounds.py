@@ -17,6 +17,10 @@ from diffusers import DDIMScheduler
 
 from .targets import Level
 
+# The longest student chain distilled on whole trajectories (epsilon teachers, `DistillStep.trajectory_loss`): its N
+# UNet passes keep their activations for the backward pass.
+TRAJECTORY_STEPS = 8
+
 # Settings of the student's (and of the teacher's distillation-time) DDIM sampler.
 DDIM_OVERRIDES = {"timestep_spacing": "trailing", "steps_offset": 0}
 

@@ -103,12 +103,13 @@ def distillation_loss(
     sample, model_output, target_x0 = sample.float(), model_output.float(), target_x0.float()
     if prediction_type == "epsilon":
         target_eps = (sample - level.alpha * target_x0) / level.sigma
-        return _mean_square(model_output, target_eps).mean()
-    per_image = _mean_square(predicted_x0(prediction_type, sample, model_output, level), target_x0)
+        return mean_square(model_output, target_eps).mean()
+    per_image = mean_square(predicted_x0(prediction_type, sample, model_output, level), target_x0)
     return (truncated_snr_weight(level).reshape(-1).float() * per_image).mean()
 
 
-def _mean_square(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def mean_square(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image mean square difference of two batches."""
     return (a - b).pow(2).mean(dim=tuple(range(1, a.ndim)))
 
 
