@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import pytest
 import torch
@@ -320,6 +321,9 @@ def test_one_round_lowers_the_loss_and_reproduces_the_teachers_8_steps(trained_t
             "--learning_rate", 3e-4, "--eval_rounds", "false", *DATA)  # fmt: skip
     losses = [entry["loss"] for entry in metrics_log(out / "round-4") if "loss" in entry]
     assert len(losses) == 10 and sum(losses[-3:]) / 3 < sum(losses[:2]) / 2, losses
+    loss = json.loads((out / "round-4" / "training_config.json").read_text())["distill_loss"]
+    scheduler = json.loads((trained_teacher / "scheduler" / "scheduler_config.json").read_text())
+    assert ("8-step DDIM trajectory" in loss) == (scheduler["prediction_type"] == "epsilon"), loss
 
     teacher = DDPMHubPipeline.from_pretrained(trained_teacher)
     teacher.scheduler = ddim_scheduler(teacher.scheduler.config)  # the grid the student was distilled on

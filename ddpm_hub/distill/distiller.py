@@ -104,8 +104,7 @@ class DistillRound(Trainer):
             dropping = functools.partial(
                 drop_labels, probability=config.model.class_dropout_prob, null_class_id=data.num_classes
             )
-        steps, prediction_type = self.plan_round.student_steps, ddim.config.prediction_type
-        trajectory = prediction_type == "epsilon" and steps <= TRAJECTORY_STEPS
+        steps, trajectory = self.plan_round.student_steps, self.on_trajectories()
         if trajectory:
             logger.info(
                 "Epsilon teacher, %d -> %d steps: the student learns the teacher's whole %d-step DDIM trajectory "
@@ -116,7 +115,7 @@ class DistillRound(Trainer):
             model,
             self.teacher,
             step_grid(self.teacher_config, steps),
-            prediction_type,
+            ddim.config.prediction_type,
             accelerator,
             data.to_model_input,
             random_flip=config.data.random_flip,
@@ -156,8 +155,18 @@ class DistillRound(Trainer):
             "distill_round": plan.index + 1,
             "distill_teacher_steps": plan.teacher_steps,
             "distill_student_steps": plan.student_steps,
-            "distill_loss": "x target, max(SNR, 1) weight (eps teachers: eps target)",
+            "distill_loss": (
+                f"whole {plan.teacher_steps}-step DDIM trajectory from pure noise (epsilon teacher)"
+                if self.on_trajectories()
+                else "x target, max(SNR, 1) weight (eps teachers: eps target)"
+            ),
         }
+
+    def on_trajectories(self) -> bool:
+        """Whether this round matches the teacher's whole trajectories (`DistillStep.trajectory_loss`): epsilon
+        teachers, students of at most `TRAJECTORY_STEPS` steps."""
+        prediction_type = self.teacher_config.get("prediction_type", "epsilon")
+        return prediction_type == "epsilon" and self.plan_round.student_steps <= TRAJECTORY_STEPS
 
     def final_metrics(self) -> dict[str, Any]:
         """The training figures, and the round's quality table (main process, after the export)."""
