@@ -54,6 +54,35 @@ def distill(*args) -> int:
     return main(["distill", *map(str, args)])
 
 
+# ---- several processes -------------------------------------------------------------------------------------------
+
+
+def test_two_processes_distil_every_round_and_save_a_student_that_samples(teacher, tmp_path):
+    # accelerate's end_training destroys the process group: a round must not, or the next one cannot start. The
+    # teacher predicts epsilon, so both rounds (16 -> 8 -> 4) run the whole-trajectory loss under DDP.
+    from test_train import ACCELERATE, _free_port
+
+    from ddpm_hub import DDPMHubPipeline
+
+    command = [ACCELERATE, "launch", "--num_processes", "2", "--num_machines", "1", "--multi_gpu",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+               "-m", "ddpm_hub.cli", "distill", str(teacher), "--output_dir", str(tmp_path / "out"),
+               "--start_steps", "16", "--end_steps", "4", "--steps_per_round", "4", "--eval_rounds", "false",
+               *DATA]  # fmt: skip
+    result = subprocess.run(
+        command, env=clean_env(OMP_NUM_THREADS="1"), cwd=tmp_path, capture_output=True, text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+    )  # fmt: skip
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    for folder in ("round-8", "round-4"):
+        config = json.loads((tmp_path / "out" / folder / "training_config.json").read_text())
+        assert config["num_processes"] == 2 and "trajectory" in config["distill_loss"], config
+    student = DDPMHubPipeline.from_pretrained(tmp_path / "out")
+    student.set_progress_bar_config(disable=True)
+    images = student(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
+
+
 # ---- --push_to_hub ---------------------------------------------------------------------------------------------
 
 

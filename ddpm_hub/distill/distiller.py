@@ -95,6 +95,11 @@ class DistillRound(Trainer):
             self.plan.noise_scheduler.config, timestep_spacing="trailing", steps_offset=0
         )
 
+    def end_training(self) -> None:
+        # The trackers only: the next round runs in this process, on the same process group (`distill_run` ends it).
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
+
     def make_step(self, model, noise_scheduler, accelerator, data, config) -> DistillStep:
         """The StepFactory: the frozen teacher of this round, and the student's grid."""
         self.teacher = UNet2DModel.from_pretrained(self.plan_round.teacher_dir, subfolder="unet")
@@ -431,4 +436,5 @@ def distill_run(distill: DistillConfig, teacher_dir: Path, data: DataConfig, run
     finally:
         if publisher is not None:
             publisher.close()
+        PartialState().destroy_process_group()  # kept by every round for the next (`DistillRound.end_training`)
     return output_dir

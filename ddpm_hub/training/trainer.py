@@ -166,6 +166,10 @@ class Trainer:
         if self.publisher is not None:
             cleanup.callback(self.publisher.close)
 
+    def end_training(self) -> None:
+        """The trackers' writers closed and accelerate's process group destroyed, however the run ends."""
+        self.accelerator.end_training()
+
     def make_plan(self, model_config: ModelConfig) -> ModelPlan:
         """The UNet and schedule to build (`ModelPlan`), checked before anything heavy."""
         return plan_model(model_config, self.configs.data.cache_dir)
@@ -173,7 +177,7 @@ class Trainer:
     def setup(self, cleanup: contextlib.ExitStack) -> None:
         run = self.run_config
         self.accelerator = accelerator = components.make_accelerator(run, self.output_dir)
-        cleanup.callback(accelerator.end_training)  # closes the trackers' writers
+        cleanup.callback(self.end_training)  # closes the trackers' writers
         components.prepare_output_dir(accelerator, run, resuming=self.checkpoint_path is not None)
         setup_logging(accelerator, self.output_dir)
         use_available_cpu_threads(accelerator)
