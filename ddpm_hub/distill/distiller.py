@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import PIL.Image
+import torch
 from diffusers import DDIMScheduler, UNet2DModel
 
 from ..checkpointing import list_checkpoints
@@ -436,5 +437,6 @@ def distill_run(distill: DistillConfig, teacher_dir: Path, data: DataConfig, run
     finally:
         if publisher is not None:
             publisher.close()
-        PartialState().destroy_process_group()  # kept by every round for the next (`DistillRound.end_training`)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()  # kept by every round for the next (`end_training`)
     return output_dir
