@@ -284,8 +284,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                 skipped += int(not again)  # an image of the split, counted once
                 continue
             yielded, repeated = yielded + 1, repeated + int(again)
-            self._position = {"epoch": epoch, "taken": taken, "yielded": yielded, "skipped": skipped}
-            self._position["repeated"] = repeated
+            self._position = dict(epoch=epoch, taken=taken, yielded=yielded, skipped=skipped, repeated=repeated)
             label = example["label"]
             yield {
                 "latents" if self.latents else "pixels": pixels,
@@ -670,7 +669,7 @@ def open_streamed_images(
     """
     import datasets
 
-    from .shards import ShardSet, shard_counts, shard_folder
+    from .shards import shard_counts, shard_folder
 
     labelled = class_conditional or class_column is not None
     if train_shards:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..data import is_image_file, load_images, load_source, twemoji_dir
-from ..data.shards import is_shard_reference, resolve_shards, shards_fingerprint
+from ..data.shards import ShardSet, is_shard_reference, shards_fingerprint
 from ..data.stream import REFERENCE_IMAGES, first_images, open_webdataset
 from ..files import atomic_file
 from .features import FeatureExtractor
@@ -77,9 +77,8 @@ def is_image_folder(path: str | os.PathLike) -> bool:
 
 def data_fingerprint(dataset_name: str | None, train_data_dir: str | None, dataset_config_name: str | None = None,
                      cache_dir: str | None = None) -> tuple[str, str]:  # fmt: skip
-    """(description, fingerprint) of the data named like training's --dataset_name / --train_data_dir."""
-    if dataset_name is not None and is_shard_reference(dataset_name):  # streamed shards: their manifest's sha256s
-        return shards_fingerprint(dataset_name)
+    """(description, fingerprint) of the data named like training's --dataset_name / --train_data_dir (shards are
+    keyed by `shards_fingerprint`)."""
     if train_data_dir is not None:
         if not Path(train_data_dir).is_dir():
             raise ValueError(f"Reference folder {train_data_dir!r} is not a folder.")
@@ -128,8 +127,12 @@ def reference_statistics(
         key (`tuple[str, str]`, *optional*): `(description, fingerprint)` of the data when the caller knows it (a
             training stream); by default it comes from the data arguments.
     """
+    # Shards are listed once, for their key and (when the cache misses) their reader.
+    shards = ShardSet.resolve(dataset_name) if dataset_name is not None and is_shard_reference(dataset_name) else None
     if key is not None:
         source, fingerprint = key
+    elif shards is not None:  # streamed shards: their manifest's sha256s
+        source, fingerprint = shards_fingerprint(shards)
     else:
         source, fingerprint = data_fingerprint(dataset_name, train_data_dir, dataset_config_name, data_cache_dir)
     settings = dict(
@@ -147,7 +150,7 @@ def reference_statistics(
     if images is None:
         images = _reference_images(
             dataset_name, train_data_dir, dataset_config_name, image_column, max_images, resolution, channels,
-            center_crop, data_cache_dir,
+            center_crop, data_cache_dir, shards,
         )  # fmt: skip
     logger.info(
         "Computing %s reference features of %d images of %s at %dpx.", extractor.name, len(images), source, resolution
@@ -185,11 +188,11 @@ def _read_cached(cache_file: Path, settings: dict) -> ReferenceStatistics | None
 
 
 def _reference_images(dataset_name, train_data_dir, dataset_config_name, image_column, max_images, resolution,
-                      channels, center_crop, data_cache_dir) -> torch.Tensor:  # fmt: skip
-    """uint8 (N, C, H, W): the reference images named like training's data flags, or a stream's first images."""
-    if dataset_name is not None and is_shard_reference(dataset_name):
+                      channels, center_crop, data_cache_dir, shards: ShardSet | None) -> torch.Tensor:  # fmt: skip
+    """uint8 (N, C, H, W): the reference images named like training's data flags, or the first images of `shards`."""
+    if shards is not None:
         # A stream's first N images (in shard order, centre crops): nothing is decoded beyond them.
-        reader = open_webdataset(resolve_shards(dataset_name), image_column=image_column)
+        reader = open_webdataset(list(shards.paths), image_column=image_column)
         count = max_images or REFERENCE_IMAGES  # a streamed --reference: its first 10k images
         return first_images(reader, count, resolution=resolution, channels=channels)
     return load_images(
