@@ -1,20 +1,14 @@
-"""The accepted values of every choice flag, and the small checks on them: what `config.py` and the CLI read.
+"""The accepted values of every choice flag, as plain names, and the small checks on them: what `config.py` and the
+CLI read. Nothing here imports torch, diffusers or any module of ddpm-hub, so that parsing flags (and `--help`) is
+fast.
 
-Defined here (and re-exported where they were before): noise schedules, prediction types, LR schedules, feature
-extractors and metrics. Re-exported from where they must live:
-
-- `SAMPLERS` and `COMPILE_MODES` from the pipeline files, which travel beside the weights and import nothing of
-  ddpm-hub (`ddpm_hub.pipeline_ddpm_hub` keeps re-exporting them whatever file defines them);
-- `PRESETS` from `models.py` (the UNet specs themselves) and `BUILTIN_DATASETS` from the data module (their loaders).
-
-Nothing here reads files, loads a model or imports a training, evaluation or UI module.
+Some choices belong to the code that implements them and are named here too (tests/test_layers.py checks that the
+two agree): `SAMPLERS` and `COMPILE_MODES` (`pipeline_steps.py`, which travels beside the weights and imports
+nothing of ddpm-hub), `PREDICTION_TYPES` (`pipeline_parameterization.py`, the same), `PRESETS` (`models.py`, the UNet
+specs) and `BUILTIN_DATASETS` (`data/images.py`, their loaders).
 """
 
 from __future__ import annotations
-
-from .data import BUILTIN_DATASETS
-from .models import PRESETS
-from .pipeline_steps import COMPILE_MODES, SAMPLERS
 
 # User-facing names -> diffusers' `beta_schedule`. diffusers' own names are accepted as they are.
 BETA_SCHEDULES: dict[str, str] = {
@@ -28,6 +22,23 @@ BETA_SCHEDULES: dict[str, str] = {
 }
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+# Sampler names (`--sampler`, `--preview_sampler`, `--eval_sampler`): the keys of `pipeline_steps.SAMPLERS`.
+SAMPLERS = (
+    "ddpm", "ddim", "pndm", "plms", "euler", "euler_a", "heun", "lms", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "deis",
+)  # fmt: skip
+# torch.compile modes (`--compile_mode`): `pipeline_steps.COMPILE_MODES`.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# UNet presets (`--model`): the keys of `models.PRESETS`.
+PRESETS = ("ddpm-64", "cats-128", "small", "ldm-churches-8", "tiny")
+# Built-in data sets (`--dataset_name`): the keys of `data.images.BUILTIN_DATASETS`.
+BUILTIN_DATASETS = ("twemoji", "shapes")
+
+# Sampling steps of a front end when neither the user nor the model says (a distilled student records its own
+# count, which wins; `pipe()` itself defaults to DDPM's 1000): `ddpm-hub sample` and `ddpm-hub eval`, training's
+# previews and evaluations (50), the explorer's step-by-step and sampler panels (20: quick enough to watch).
+SAMPLE_STEPS = 50
+EXPLORER_STEPS = 20
 
 # diffusers.optimization.get_scheduler names (`--lr_scheduler`).
 LR_SCHEDULERS = (
@@ -50,6 +61,8 @@ METRICS = ("fid", "kid", "pr", "is")
 
 __all__ = [
     "BETA_SCHEDULES",
+    "EXPLORER_STEPS",
+    "SAMPLE_STEPS",
     "BUILTIN_DATASETS",
     "COMPILE_MODES",
     "EFFICIENTNET",

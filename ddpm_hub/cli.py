@@ -98,10 +98,7 @@ def _push(config: PushConfig) -> int:
 def _sample(config: SampleConfig) -> int:
     from .sampling import render_grid
 
-    options = dataclasses.asdict(config)
-    del options["class_label"]
-    path = render_grid(options.pop("model"), options.pop("output"), class_labels=config.class_labels(), **options)
-    print(f"Saved {path}")
+    print(f"Saved {render_grid(config)}")
     return 0
 
 

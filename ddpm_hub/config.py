@@ -23,6 +23,7 @@ from .choices import (
     LR_SCHEDULERS,
     PREDICTION_TYPES,
     PRESETS,
+    SAMPLE_STEPS,
     SAMPLERS,
     check_sample_count,
     parse_metrics,
@@ -360,7 +361,7 @@ class TrainConfig:
     save_model_epochs: int = field(
         default=10, metadata={"help": "Export the pipeline every N epochs (and at the end)."}
     )
-    ddpm_num_inference_steps: int = field(default=50, metadata={"help": "Sampling steps for preview grids."})
+    ddpm_num_inference_steps: int = field(default=SAMPLE_STEPS, metadata={"help": "Sampling steps for preview grids."})
     preview_sampler: str = field(default="ddim", metadata={"help": f"Sampler for previews: {', '.join(SAMPLERS)}."})
     eval_steps: int | None = field(
         default=None,
@@ -369,9 +370,9 @@ class TrainConfig:
     eval_epochs: int | None = field(default=None, metadata={"help": "Measure sample quality every N epochs."})
     eval_num_samples: int = _eval_field("num_samples")
     eval_sampler: str = _eval_field("sampler")
-    # Training scores its own model, which records no step count of its own: 50, as `ddpm-hub eval` gives it.
+    # Training scores its own model, which records no step count of its own: what `ddpm-hub eval` gives it.
     eval_num_inference_steps: int = _eval_field(
-        "num_inference_steps", default=50, help="Sampling steps for the scored images."
+        "num_inference_steps", default=SAMPLE_STEPS, help="Sampling steps for the scored images."
     )
     eval_features: str = _eval_field("features")
     # Precision/recall's k-nearest neighbours are the slowest metric: left out of the evaluations during training.

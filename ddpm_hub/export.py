@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from diffusers import UNet2DModel
 from diffusers.training_utils import EMAModel
 
+from .assembly import PipelineParts
 from .files import NonFiniteWeightsError, all_finite, replace_directory, writing
-from .pipeline import PIPELINE_SOURCE_FILES, DDPMHubPipeline, scheduler_from_name
+from .pipeline import PIPELINE_SOURCE_FILES
 from .sampling import generate_grid
 
 # What a saved pipeline consists of (`vae` for latent models only); model_index.json goes last, so a folder that
@@ -37,18 +37,7 @@ def ema_weights(ema: EMAModel | None, model: torch.nn.Module) -> Iterator[torch.
 
 
 @torch.no_grad()
-def sample_grid(
-    unet: UNet2DModel,
-    noise_scheduler,
-    *,
-    num_images: int,
-    sampler: str,
-    num_inference_steps: int,
-    seed: int,
-    label_names: list[str] | None = None,
-    vae=None,
-    latent_scaling_factor: float | None = None,
-):
+def sample_grid(parts: PipelineParts, *, num_images: int, sampler: str, num_inference_steps: int, seed: int):
     """A preview grid from the UNet being trained, with fixed per-image seeds (comparable over training).
 
     A class-conditional UNet gets one row per class (see `generate_grid`). The pipeline's device-side steps (ddpm,
@@ -56,36 +45,20 @@ def sample_grid(
     it (compiled or not): a second, inference-only compilation would cost more than the few previews of a run save.
     A latent model's `vae` decodes the grid (on the VAE's own device: it may stay off the accelerator).
     """
-    pipeline = DDPMHubPipeline(
-        unet=unet,
-        scheduler=scheduler_from_name(sampler, noise_scheduler.config),
-        label_names=label_names,
-        vae=vae,
-        latent_scaling_factor=latent_scaling_factor,
-    )
-    pipeline.set_progress_bar_config(disable=True)
+    unet = parts.unet
     was_training = unet.training
     unet.eval()
     try:
-        return generate_grid(pipeline, num_images, num_inference_steps, seed)
+        return generate_grid(parts.pipeline(sampler), num_images, num_inference_steps, seed)
     finally:
         unet.train(was_training)
 
 
-def export_pipeline(
-    unet: UNet2DModel,
-    noise_scheduler,
-    output_dir: str | os.PathLike,
-    label_names: list[str] | None = None,
-    *,
-    vae=None,
-    latent_scaling_factor: float | None = None,
-    default_num_inference_steps: int | None = None,
-) -> Path:
-    """Save `DDPMHubPipeline(unet, noise_scheduler, ...)` into `output_dir`, which may hold other files.
+def export_pipeline(parts: PipelineParts, output_dir: str | os.PathLike) -> Path:
+    """Save the pipeline of `parts` into `output_dir`, which may hold other files.
 
-    `vae` (and `latent_scaling_factor`, default the VAE's own) make it a latent pipeline, saved with `vae/`;
-    `default_num_inference_steps` is what `pipe()` takes without `num_inference_steps` (a distilled student's).
+    A `vae` in `parts` makes it a latent pipeline, saved with `vae/`; `default_num_inference_steps` is what `pipe()`
+    takes without `num_inference_steps` (a distilled student's).
 
     An existing `unet/` or `scheduler/` is replaced whole only when it holds nothing but what this export writes
     there; otherwise the new files are moved in one by one and the folder's other files are kept.
@@ -96,7 +69,7 @@ def export_pipeline(
     written gives a one-line `WriteError` and no temporary folder is left behind.
     """
     output_dir = Path(output_dir)
-    if not all_finite(unet.state_dict().values()):
+    if not all_finite(parts.unet.state_dict().values()):
         raise NonFiniteWeightsError(
             f"the UNet's weights hold NaN or infinity (training diverged), so the pipeline was not saved to "
             f"{output_dir}; lower --learning_rate, or resume from the last good checkpoint."
@@ -105,15 +78,7 @@ def export_pipeline(
         output_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".pipeline.", suffix=".tmp", dir=output_dir))
         with writing("the pipeline", output_dir, staging=staging):
-            pipeline = DDPMHubPipeline(
-                unet=unet,
-                scheduler=noise_scheduler,
-                label_names=label_names,
-                vae=vae,
-                latent_scaling_factor=latent_scaling_factor,
-                default_num_inference_steps=default_num_inference_steps,
-            )
-            pipeline.save_pretrained(staging)
+            parts.pipeline().save_pretrained(staging)
             for name in PIPELINE_ENTRIES:
                 source = staging / name
                 if not source.exists():

@@ -1,9 +1,10 @@
 # Copyright 2026 The ddpm-hub authors. Licensed under the Apache License, Version 2.0.
 """Image generation with a DDPM-trained `UNet2DModel` (pixels or VAE latents; unconditional or class-conditional).
 
-This file and its two siblings, `pipeline_steps.py` (samplers, compile helpers, device steps) and
-`pipeline_editing.py` (img2img, inpaint, invert, interpolate), stand alone: torch, numpy, PIL and diffusers only,
-and each other through direct relative imports. `save_pretrained` copies all three (`PIPELINE_SOURCE_FILES`) beside
+This file and its siblings, `pipeline_steps.py` (samplers, compile helpers, device steps), `pipeline_editing.py`
+(img2img, inpaint, invert, interpolate) and `pipeline_parameterization.py` (epsilon, v and x_0 predictions), stand
+alone: torch, numpy, PIL and diffusers only, and each other through direct relative imports. `save_pretrained`
+copies them all (`PIPELINE_SOURCE_FILES`) beside
 the weights, so the full class loads from a folder or a Hub repo without ddpm-hub, with
 `DiffusionPipeline.from_pretrained(repo, custom_pipeline=repo, trust_remote_code=True)`: diffusers fetches the
 relative imports of `pipeline.py` from the folder and, recursively, from a Hub repo.
@@ -29,15 +30,8 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import is_compiled_module, randn_tensor
 
 from .pipeline_editing import DDPMHubEditingMixin, DDPMHubInversionOutput
-from .pipeline_steps import (
-    COMPILE_MODES,
-    SAMPLERS,
-    DeviceSteps,
-    SchedulerSteps,
-    compile_denoiser,
-    scheduler_from_name,
-    split_prediction,
-)
+from .pipeline_parameterization import split_prediction
+from .pipeline_steps import COMPILE_MODES, SAMPLERS, DeviceSteps, SchedulerSteps, compile_denoiser, scheduler_from_name
 
 __all__ = [
     "COMPILE_MODES",
@@ -50,7 +44,7 @@ __all__ = [
 
 # The source files of the pipeline, copied beside the weights by `save_pretrained` and pushed with them; `pipeline.py`
 # imports the other two directly, which is what diffusers' custom-pipeline loader follows.
-PIPELINE_SOURCE_FILES = ("pipeline.py", "pipeline_steps.py", "pipeline_editing.py")
+PIPELINE_SOURCE_FILES = ("pipeline.py", "pipeline_steps.py", "pipeline_editing.py", "pipeline_parameterization.py")
 
 # "latent" returns the model's own samples: VAE latents (scaled) for a latent model, [-1, 1] pixels otherwise.
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")

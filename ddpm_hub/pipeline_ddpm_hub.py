@@ -1,9 +1,10 @@
 # Copyright 2026 The ddpm-hub authors. Licensed under the Apache License, Version 2.0.
 """The pipeline's former single module, kept so that `from ddpm_hub.pipeline_ddpm_hub import X` keeps working.
 
-The code now lives in three files that travel beside the weights: `ddpm_hub/pipeline.py` (the class),
-`ddpm_hub/pipeline_steps.py` (samplers, compile helpers, device steps) and `ddpm_hub/pipeline_editing.py` (the
-editing mixin). This module only re-exports their names.
+The code lives in the files that travel beside the weights: `ddpm_hub/pipeline.py` (the class),
+`ddpm_hub/pipeline_steps.py` (samplers, compile helpers, device steps), `ddpm_hub/pipeline_editing.py` (the
+editing mixin) and `ddpm_hub/pipeline_parameterization.py`. This public alias only re-exports their names; the
+package itself imports the real modules.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .pipeline import (
     DDPMHubPipelineOutput,
 )
 from .pipeline_editing import DDPMHubEditingMixin, DDPMHubInversionOutput, _image_size
+from .pipeline_parameterization import split_prediction
 from .pipeline_steps import (
     COMPILE_MODES,
     SAMPLERS,
@@ -29,7 +31,6 @@ from .pipeline_steps import (
     repaint_levels,
     scheduler_from_name,
     slerp,
-    split_prediction,
 )
 from .schedules import PORTABLE_BETA_SCHEDULES
 

@@ -20,7 +20,8 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .pipeline_steps import repaint_levels, slerp, split_prediction
+from .pipeline_parameterization import ddim_update, predicted_eps, predicted_x0, split_prediction
+from .pipeline_steps import repaint_levels, slerp
 
 
 def _image_size(image) -> tuple[int, int] | None:
@@ -394,14 +395,16 @@ class DDPMHubEditingMixin:
             # 1. Predict x_0 and the noise from x_t.
             model_output = self._model_output(latents, timesteps[level - 1], class_labels, guidance_scale)
             pred_original, pred_epsilon = split_prediction(model_output, latents, alpha_prod_t, prediction_type)
-            if clip_range is not None:
+            if clip_range is not None:  # eps then follows the clipped x_0
                 pred_original = pred_original.clamp(-clip_range, clip_range)
-                pred_epsilon = (latents - alpha_prod_t.sqrt() * pred_original) / (1 - alpha_prod_t).sqrt()
+                alpha, sigma = alpha_prod_t.sqrt(), (1 - alpha_prod_t).sqrt()
+                pred_epsilon = predicted_eps("sample", latents, pred_original, alpha, sigma)
             # 2. Unknown region (line 7): the reverse step x_t -> x_t-1, DDIM eq. 12; eta = 1 is the DDPM posterior.
             variance = (1 - alpha_prod_next) / (1 - alpha_prod_t) * (1 - alpha_prod_t / alpha_prod_next)
             std_dev_t = eta * variance.sqrt()
-            direction = (1 - alpha_prod_next - std_dev_t**2).clamp(min=0).sqrt() * pred_epsilon
-            unknown = alpha_prod_next.sqrt() * pred_original + direction + std_dev_t * noise_like()
+            direction = (1 - alpha_prod_next - std_dev_t**2).clamp(min=0).sqrt()
+            unknown = ddim_update(pred_original, pred_epsilon, alpha_prod_next.sqrt(), direction)
+            unknown = unknown + std_dev_t * noise_like()
             # 3. Known region (line 5): the input noised to the same level, x_t-1 = sqrt(alpha_bar) x_0 + ... eps.
             known = alpha_prod_next.sqrt() * clean + (1 - alpha_prod_next).sqrt() * noise_like()
             # 4. Join them (line 8).
@@ -474,8 +477,9 @@ class DDPMHubEditingMixin:
             model_output = self._model_output(latents, t, labels, scale)
             pred_epsilon = split_prediction(model_output, latents, alpha_prod_t, prediction_type)[1]
             # 2. DDIM eq. 13 backwards, x_t-1 -> x_t: the x_0 that x_t-1 and eps imply, noised to t with the same eps.
-            pred_original = (latents - (1 - alpha_prod_prev).sqrt() * pred_epsilon) / alpha_prod_prev.sqrt()
-            latents = alpha_prod_t.sqrt() * pred_original + (1 - alpha_prod_t).sqrt() * pred_epsilon
+            alpha_prev, sigma_prev = alpha_prod_prev.sqrt(), (1 - alpha_prod_prev).sqrt()
+            pred_original = predicted_x0("epsilon", latents, pred_epsilon, alpha_prev, sigma_prev)
+            latents = ddim_update(pred_original, pred_epsilon, alpha_prod_t.sqrt(), (1 - alpha_prod_t).sqrt())
             alpha_prod_prev = alpha_prod_t
         images = self.postprocess(latents, output_type)
         self.maybe_free_model_hooks()

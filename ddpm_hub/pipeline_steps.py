@@ -17,6 +17,8 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
+from .pipeline_parameterization import eps_coefficients, x0_coefficients
+
 # Short sampler names, as used by common UIs, mapped onto diffusers scheduler classes and the config overrides
 # that make each one what its name says. Every entry is built with `from_config`, so it keeps the training
 # schedule (betas, prediction type, number of train timesteps) of the model.
@@ -204,15 +206,6 @@ class DeviceSteps:
 # multistep_at, options), or None for an option it does not cover. Computed in float64 from the scheduler's tables.
 
 
-def _x0_coefficients(prediction_type: str, alpha: float, sigma: float) -> tuple[float, float]:
-    """(x0_sample, x0_output) of x_0 for x_t = alpha x_0 + sigma eps (eps: DDPM eq. 15; v: Salimans & Ho 2022)."""
-    if prediction_type == "epsilon":
-        return 1 / alpha, -sigma / alpha
-    if prediction_type == "v_prediction":
-        return alpha, -sigma
-    return 0.0, 1.0
-
-
 def _clip_option(config) -> dict[str, Any]:
     return {"clip": float(config.clip_sample_range)} if config.get("clip_sample") else {}
 
@@ -232,7 +225,7 @@ def _ddpm_coefficients(scheduler: DDPMScheduler, eta: float):
         beta_prod_t, beta_prod_t_prev = 1 - alpha_prod_t, 1 - alpha_prod_t_prev
         current_alpha_t = alpha_prod_t / alpha_prod_t_prev
         current_beta_t = 1 - current_alpha_t
-        x0_sample, x0_output = _x0_coefficients(scheduler.config.prediction_type, alpha_prod_t**0.5, beta_prod_t**0.5)
+        x0_sample, x0_output = x0_coefficients(scheduler.config.prediction_type, alpha_prod_t**0.5, beta_prod_t**0.5)
         if variance_type == "fixed_large":
             variance = current_beta_t
         else:  # the posterior variance beta~_t of eq. 7, clamped as the scheduler does before its log
@@ -262,14 +255,9 @@ def _ddim_coefficients(scheduler: DDIMScheduler, eta: float):
         alpha_prod_t = alphas_cumprod[t].item()
         alpha_prod_t_prev = alphas_cumprod[prev_t].item() if prev_t >= 0 else final_alpha_cumprod
         beta_prod_t, beta_prod_t_prev = 1 - alpha_prod_t, 1 - alpha_prod_t_prev
-        x0_sample, x0_output = _x0_coefficients(prediction_type, alpha_prod_t**0.5, beta_prod_t**0.5)
-        # eps from the unclipped prediction, as the scheduler does: (eps_sample, eps_output) with eps = . x_t + . m
-        if prediction_type == "epsilon":
-            eps_sample, eps_output = 0.0, 1.0
-        elif prediction_type == "v_prediction":
-            eps_sample, eps_output = beta_prod_t**0.5, alpha_prod_t**0.5
-        else:
-            eps_sample, eps_output = 1 / beta_prod_t**0.5, -(alpha_prod_t**0.5) / beta_prod_t**0.5
+        x0_sample, x0_output = x0_coefficients(prediction_type, alpha_prod_t**0.5, beta_prod_t**0.5)
+        # eps from the unclipped prediction, as the scheduler does: eps = eps_sample x_t + eps_output m
+        eps_sample, eps_output = eps_coefficients(prediction_type, alpha_prod_t**0.5, beta_prod_t**0.5)
         variance = (beta_prod_t_prev / beta_prod_t) * (1 - alpha_prod_t / alpha_prod_t_prev)
         std_dev_t = eta * variance**0.5
         direction = (1 - alpha_prod_t_prev - std_dev_t**2) ** 0.5
@@ -305,7 +293,7 @@ def _dpm_solver_coefficients(scheduler: DPMSolverMultistepScheduler, eta: float)
     num_steps = len(scheduler.timesteps)
     rows, multistep_at = [], []
     for i in range(num_steps):
-        x0_sample, x0_output = _x0_coefficients(config.prediction_type, alphas[i].item(), sigma_ts[i].item())
+        x0_sample, x0_output = x0_coefficients(config.prediction_type, alphas[i].item(), sigma_ts[i].item())
         h = (lambdas[i + 1] - lambdas[i]).item()
         phi = alphas[i + 1].item() * (math.exp(-h) - 1.0)  # alpha_t (e^-h - 1)
         row = dict(
@@ -337,7 +325,7 @@ def _euler_coefficients(scheduler: EulerDiscreteScheduler, eta: float):
         if scheduler.config.prediction_type == "epsilon":
             x0_sample, x0_output = 1.0, -sigma  # x_0 = x - sigma eps, x in the sigma scale
         else:
-            x0_sample, x0_output = _x0_coefficients(
+            x0_sample, x0_output = x0_coefficients(
                 scheduler.config.prediction_type, 1 / (sigma**2 + 1), sigma / (sigma**2 + 1) ** 0.5
             )
         dt_over_sigma = (sigma_next - sigma) / sigma  # x + (x - x_0) / sigma * dt
@@ -351,22 +339,6 @@ def _euler_coefficients(scheduler: EulerDiscreteScheduler, eta: float):
             )
         )
     return rows, [False] * len(rows), [False] * len(rows), {"scales_input": True}
-
-
-def split_prediction(
-    model_output: torch.Tensor, sample: torch.Tensor, alpha_prod_t: torch.Tensor, prediction_type: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x_0, eps) from a model output at a step with alpha_bar_t, in the variance-preserving scale.
-
-    DDPM eq. 15 for eps models; v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 (Salimans & Ho 2022, Sec. 4) for
-    v models; x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps (DDPM eq. 4) gives the other half in every case.
-    """
-    alpha, sigma = alpha_prod_t.sqrt(), (1 - alpha_prod_t).sqrt()
-    if prediction_type == "epsilon":
-        return (sample - sigma * model_output) / alpha, model_output
-    if prediction_type == "v_prediction":
-        return alpha * sample - sigma * model_output, sigma * sample + alpha * model_output
-    return model_output, (sample - alpha * model_output) / sigma
 
 
 def repaint_levels(num_levels: int, jump_length: int, jump_n_sample: int) -> list[int]:

@@ -8,11 +8,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import PIL.Image
 import torch
 from diffusers.utils import make_image_grid
 
+from .choices import SAMPLE_STEPS
 from .data import open_image, to_model_mode
 from .devices import resolve_device
 from .files import save_image
@@ -22,17 +24,21 @@ from .pipeline import DDPMHubPipeline
 from .pipeline_steps import check_compile_options
 from .safe_loading import check_local_model, weights_kwargs
 
-# Steps of `ddpm-hub sample` (and `ddpm-hub eval`) when neither the user nor the pipeline says how many.
-SAMPLE_STEPS = 50
+if TYPE_CHECKING:
+    from .cli_config import SampleConfig
 
 
-def default_steps(pipeline: DDPMHubPipeline, fallback: int = SAMPLE_STEPS) -> int:
-    """The steps a front end samples with when the user gives none: the count the pipeline records as its own
-    (`default_num_inference_steps`, e.g. a distilled student's 4, what `pipe()` takes), else the front end's `fallback`.
+def default_steps(pipeline: DDPMHubPipeline | None, fallback: int = SAMPLE_STEPS, requested: int | None = None) -> int:
+    """The steps a front end samples with: `requested` when the user gave it, else the count the pipeline records as
+    its own (`default_num_inference_steps`, e.g. a distilled student's 4, what `pipe()` takes), else the front end's
+    `fallback` (`SAMPLE_STEPS` or `EXPLORER_STEPS`, from `ddpm_hub.choices`).
 
     A pipeline that records none (every trained one) keeps `fallback` rather than `pipe()`'s 1000.
     """
-    return pipeline.config.get("default_num_inference_steps") or fallback
+    if requested is not None:
+        return requested
+    own = pipeline.config.get("default_num_inference_steps") if pipeline is not None else None
+    return own or fallback
 
 
 def grid_shape(count: int) -> tuple[int, int]:
@@ -82,75 +88,43 @@ def generate_grid(
     return make_image_grid(images, rows, columns)
 
 
-def render_grid(
-    model: str,
-    output: str | os.PathLike,
-    *,
-    revision: str | None = None,
-    sampler: str = "ddim",
-    num_inference_steps: int | None = None,
-    num_images: int = 16,
-    seed: int = 0,
-    device: str = "auto",
-    class_labels: Sequence[int | str] | None = None,
-    guidance_scale: float | None = None,
-    compile: bool = False,
-    compile_mode: str | None = None,
-    compile_backend: str = "inductor",
-    init_image: str | os.PathLike | None = None,
-    strength: float | None = None,
-    mask_image: str | os.PathLike | None = None,
-    jump_length: int = 10,
-    jump_n_sample: int = 10,
-    interpolate: Sequence[str] | None = None,
-    num_frames: int = 8,
-) -> Path:
-    """Load a pipeline from a folder or Hub repo, sample a grid with `sampler` and save it as `output`.
+def render_grid(config: SampleConfig) -> Path:
+    """Load the pipeline `config.model` names, sample a grid (or an edit) as `config` says, and save it.
 
-    `class_labels` (ids or names) give a conditional model's rows, one per label; see `generate_grid`. With
-    `compile`, the UNet is compiled first (`DDPMHubPipeline.compile`: CUDA graphs on CUDA unless `compile_mode`
-    says otherwise); the grid is the same, to floating-point rounding. With `init_image` the grid holds
-    `num_images` img2img results (`strength`, seeds seed + i); with `mask_image` too, inpainted ones (RePaint,
-    `jump_length`, `jump_n_sample`); with `interpolate` (two image paths or seeds) a strip of `num_frames` frames.
-    `num_inference_steps` defaults to the pipeline's own count (`default_steps`: a distilled student's, else 50);
-    inpainting, whose RePaint jumps need many levels, defaults to 50 for every model. Options and images are
-    checked before the model loads.
+    `config` is `ddpm-hub sample`'s options (`ddpm_hub.cli_config.SampleConfig`). A conditional model's rows are the
+    class labels, one per label; see `generate_grid`. With `compile`, the UNet is compiled first
+    (`DDPMHubPipeline.compile`); the grid is the same, to floating-point rounding. With `init_image` the grid holds
+    `num_images` img2img results; with `mask_image` too, inpainted ones (RePaint); with `interpolate` a strip of
+    `num_frames` frames. The steps default to the pipeline's own count (`default_steps`: a distilled student's,
+    else `SAMPLE_STEPS`); inpainting, whose RePaint jumps need many levels, to `SAMPLE_STEPS` for every model.
+    Options and images are checked before the model loads.
     """
-    check_output_file(output)  # a folder, an unknown suffix or an unwritable place fails before any sampling
-    if compile:
-        check_compile_options(compile_mode, compile_backend)  # before loading anything
-    edit = EditInputs.check(
-        init_image=init_image,
-        strength=strength,
-        mask_image=mask_image,
-        jump_length=jump_length,
-        jump_n_sample=jump_n_sample,
-        interpolate=interpolate,
-        num_frames=num_frames,
-    )
+    check_output_file(config.output)  # a folder, an unknown suffix or an unwritable place fails before any sampling
+    if config.compile:
+        check_compile_options(config.compile_mode, config.compile_backend)  # before loading anything
+    edit = EditInputs.check(config)
+    class_labels = config.class_labels()
     if edit is not None and edit.mode == "interpolate" and class_labels and len(class_labels) > 1:
-        raise ValueError(f"--interpolate takes one --class_label (the class of every frame), got {list(class_labels)}.")
-    check_local_model(model)  # safetensors weights and a readable model_index.json, before loading anything
-    pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision, **weights_kwargs()).to(resolve_device(device))
-    check_finite_model(pipeline.unet, model)
-    pipeline.set_sampler(sampler)
+        raise ValueError(f"--interpolate takes one --class_label (the class of every frame), got {class_labels}.")
+    check_local_model(config.model)  # safetensors weights and a readable model_index.json, before loading anything
+    pipeline = DDPMHubPipeline.from_pretrained(config.model, revision=config.revision, **weights_kwargs())
+    pipeline = pipeline.to(resolve_device(config.device))
+    check_finite_model(pipeline.unet, config.model)
+    pipeline.set_sampler(config.sampler)
     # Checked before any sampling, so a bad label or scale fails at once with the pipeline's one-line error.
-    pipeline.prepare_class_labels(
-        list(class_labels) if class_labels else None, len(class_labels or [0]), guidance_scale
-    )
-    if compile:
-        pipeline.compile(compile_mode, backend=compile_backend)
-    if num_inference_steps is None:
-        inpaint = edit is not None and edit.mode == "inpaint"
-        num_inference_steps = SAMPLE_STEPS if inpaint else default_steps(pipeline)
+    pipeline.prepare_class_labels(class_labels, len(class_labels or [0]), config.guidance_scale)
+    if config.compile:
+        pipeline.compile(config.compile_mode, backend=config.compile_backend)
+    inpaint = edit is not None and edit.mode == "inpaint"
+    steps = default_steps(None if inpaint else pipeline, SAMPLE_STEPS, requested=config.num_inference_steps)
     if edit is None:
         grid = generate_grid(
-            pipeline, num_images, num_inference_steps, seed, class_labels=class_labels, guidance_scale=guidance_scale
-        )
+            pipeline, config.num_images, steps, config.seed, class_labels=class_labels,
+            guidance_scale=config.guidance_scale,
+        )  # fmt: skip
     else:
-        labels = list(class_labels) if class_labels else None
-        grid = edit.render(pipeline, num_images, num_inference_steps, seed, labels, guidance_scale)
-    return save_image(grid, output)
+        grid = edit.render(pipeline, config.num_images, steps, config.seed, class_labels, config.guidance_scale)
+    return save_image(grid, config.output)
 
 
 def open_user_image(path: str | os.PathLike, flag: str, channels: int = 3) -> PIL.Image.Image:
@@ -176,10 +150,10 @@ class EditInputs:
     num_frames: int = 8
 
     @classmethod
-    def check(
-        cls, *, init_image, strength, mask_image, jump_length, jump_n_sample, interpolate, num_frames
-    ) -> EditInputs | None:
-        """Validate the combination of options and open the images; `None` when no editing option is given."""
+    def check(cls, config: SampleConfig) -> EditInputs | None:
+        """Validate the combination of editing options and open the images; `None` when none is given."""
+        init_image, strength, mask_image = config.init_image, config.strength, config.mask_image
+        interpolate, num_frames = config.interpolate, config.num_frames
         if interpolate is not None:
             if init_image is not None or mask_image is not None or strength is not None:
                 raise ValueError("--interpolate cannot be combined with --init_image, --mask_image or --strength.")
@@ -200,6 +174,7 @@ class EditInputs:
         image = open_user_image(init_image, "--init_image")
         if mask_image is None:
             return cls("img2img", image=image, strength=0.8 if strength is None else strength)
+        jump_length, jump_n_sample = config.jump_length, config.jump_n_sample
         for flag, value in (("--jump_length", jump_length), ("--jump_n_sample", jump_n_sample)):
             if value < 1:
                 raise ValueError(f"{flag} must be positive, got {value}.")

@@ -15,7 +15,9 @@ from conftest import TINY_UNET, make_tiny_pipeline, run_python
 from diffusers import AutoencoderKL, UNet2DModel, VQModel
 
 from ddpm_hub import SAMPLERS, DDPMHubPipeline, make_noise_scheduler
+from ddpm_hub.assembly import PipelineParts
 from ddpm_hub.export import export_pipeline, sample_grid
+from ddpm_hub.pipeline import PIPELINE_SOURCE_FILES
 
 VAE_CONFIG = dict(
     in_channels=3,
@@ -287,7 +289,7 @@ def test_saved_latent_folder_holds_the_vae_and_its_factor(latent_dirs):
     assert (folder / "vae" / "config.json").is_file() and (
         folder / "vae" / "diffusion_pytorch_model.safetensors"
     ).is_file()
-    for name in ("pipeline.py", "pipeline_steps.py", "pipeline_editing.py"):
+    for name in PIPELINE_SOURCE_FILES:
         assert (folder / name).is_file()
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_class_name"] == ["pipeline", "DDPMHubPipeline"] and index["vae"] == ["diffusers", "AutoencoderKL"]
@@ -376,7 +378,7 @@ def test_latent_pipeline_from_the_local_hub(hub_server, latent_dirs, tmp_path):
     )
     assert pushed.returncode == 0, pushed.stderr[-3000:]
     files = hub_server.repo_files("test-org/latent")
-    assert {"vae/config.json", "pipeline.py", "pipeline_steps.py", "pipeline_editing.py"} <= set(files)
+    assert {"vae/config.json", *PIPELINE_SOURCE_FILES} <= set(files)
     remote = run_python(
         LOAD_WITHOUT_DDPM_HUB.format(path="test-org/latent"),
         without_ddpm_hub=True,
@@ -397,22 +399,19 @@ def test_latent_pipeline_from_the_local_hub(hub_server, latent_dirs, tmp_path):
 
 def test_export_pipeline_with_a_vae_and_a_default_step_count(tmp_path):
     pipe = make_latent_pipeline("vq")
-    out = export_pipeline(
-        pipe.unet,
-        pipe.scheduler,
-        tmp_path / "run",
-        vae=pipe.vae,
-        latent_scaling_factor=0.25,
-        default_num_inference_steps=4,
+    parts = PipelineParts(
+        pipe.unet, pipe.scheduler, vae=pipe.vae, latent_scaling_factor=0.25, default_num_inference_steps=4
     )
+    out = export_pipeline(parts, tmp_path / "run")
     index = json.loads((out / "model_index.json").read_text())
     assert index["latent_scaling_factor"] == 0.25 and index["default_num_inference_steps"] == 4
     assert (out / "vae" / "config.json").is_file() and not list(out.glob(".pipeline.*"))
     loaded = DDPMHubPipeline.from_pretrained(out)
     assert loaded.latent_scaling_factor == 0.25 and loaded.default_num_inference_steps == 4
     grid = sample_grid(
-        pipe.unet, pipe.scheduler, num_images=4, sampler="ddim", num_inference_steps=2, seed=0, vae=pipe.vae
-    )
+        PipelineParts(pipe.unet, pipe.scheduler, vae=pipe.vae), num_images=4, sampler="ddim", num_inference_steps=2,
+        seed=0,
+    )  # fmt: skip
     assert grid.size == (64, 64)  # 2 x 2 decoded 32 px images
 
 
@@ -428,7 +427,7 @@ def test_default_step_count_is_saved_and_used(tmp_path):
     student(num_inference_steps=2, callback_on_step_end=count, output_type="np")
     assert len(calls) == 2
     assert pipe.default_num_inference_steps == 1000  # without one saved: as before
-    export_pipeline(pipe.unet, pipe.scheduler, tmp_path / "student", default_num_inference_steps=4)
+    export_pipeline(PipelineParts(pipe.unet, pipe.scheduler, default_num_inference_steps=4), tmp_path / "student")
     assert json.loads((tmp_path / "student" / "model_index.json").read_text())["default_num_inference_steps"] == 4
     out = run_python(
         f"""
@@ -456,3 +455,18 @@ def test_bad_vae_combinations_are_refused_in_one_line(tiny_pipeline):
         DDPMHubPipeline(unet=tiny_pipeline.unet, scheduler=tiny_pipeline.scheduler, latent_scaling_factor=0.5)
     with pytest.raises(ValueError, match="must be a finite number > 0"):
         make_latent_pipeline("kl", latent_scaling_factor=float("nan"))
+
+
+def test_the_explorer_panels_sample_a_latent_student_with_all_its_parts():
+    from ddpm_hub.app import panels
+
+    pipe = make_latent_pipeline("kl", conditional=True, default_num_inference_steps=3)
+    trajectory = panels.sample_trajectory(pipe, "ddim")
+    assert len(trajectory.timesteps) == 3  # the student's own step count
+    for frame in [trajectory.image, *trajectory.noisy, *trajectory.predicted]:
+        assert frame.size == (32, 32) and frame.mode == "RGB"  # decoded by the VAE, not 16 px latents
+    for _, image, _ in panels.compare_samplers(pipe, ["ddim", "euler"]):
+        assert image.size == (32, 32) and image.mode == "RGB"
+    sampling = panels.with_sampler(pipe, "euler")
+    assert sampling.label_names == LABELS and sampling.default_num_inference_steps == 3
+    assert sampling.scheduler is not pipe.scheduler and sampling.unet is pipe.unet

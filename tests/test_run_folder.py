@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import make_tiny_pipeline
 
+from ddpm_hub.assembly import PipelineParts
 from ddpm_hub.export import export_pipeline
 from ddpm_hub.run_folder import check_output_dir, start_fresh_records
 
@@ -34,7 +35,7 @@ def test_a_non_empty_folder_that_is_not_a_run_is_refused_in_one_line(tmp_path):
 def test_export_keeps_the_users_files_in_unet_and_scheduler(tmp_path):
     files = user_folder(tmp_path)
     pipe = make_tiny_pipeline()
-    export_pipeline(pipe.unet, pipe.scheduler, tmp_path)
+    export_pipeline(PipelineParts(pipe.unet, pipe.scheduler), tmp_path)
     for name in ("scheduler/notes.txt", "unet/notes.txt"):
         assert (tmp_path / name).read_bytes() == files[name]
     assert (tmp_path / "unet/diffusion_pytorch_model.safetensors").is_file()
@@ -42,7 +43,7 @@ def test_export_keeps_the_users_files_in_unet_and_scheduler(tmp_path):
     # A folder holding only what an export wrote is replaced whole (no stale weights file survives).
     (tmp_path / "unet/notes.txt").unlink()
     before = (tmp_path / "unet").stat().st_ino
-    export_pipeline(pipe.unet, pipe.scheduler, tmp_path)
+    export_pipeline(PipelineParts(pipe.unet, pipe.scheduler), tmp_path)
     assert (tmp_path / "unet").stat().st_ino != before
 
 

@@ -21,9 +21,11 @@ import torch
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import make_image_grid
 
+from ..assembly import PipelineParts
+from ..choices import EXPLORER_STEPS
 from ..data import draw_shapes, resize_and_crop, to_model_mode, twemoji_dir
-from ..pipeline_ddpm_hub import SAMPLERS, DDPMHubPipeline
-from ..sampling import default_steps as sampling_default_steps
+from ..pipeline import SAMPLERS, DDPMHubPipeline
+from ..sampling import default_steps
 from ..schedules import ScheduleCurves, make_noise_scheduler, schedule_curves, scheduler_curves
 
 # The schedules the Forward process and Schedules panels offer by name (ddpm_hub.schedules.BETA_SCHEDULES keys).
@@ -39,9 +41,6 @@ BUILTIN_IMAGES = (*TWEMOJI, *SHAPES)
 FORWARD_SIZE = 64  # pixels of x_t for the named schedules (a model's own schedule uses its resolution)
 STRIP_FRAMES = 8
 DISPLAY_SIZE = 256  # small images are enlarged (nearest neighbour, so pixels stay visible) to about this size
-
-# Steps of the Step by step and Samplers compared panels for a model that records no step count of its own.
-EXPLORER_STEPS = 20
 
 Progress = Callable[[float, str], None]
 
@@ -282,18 +281,12 @@ class Trajectory:
         return _label(pair, f"step {step + 1}/{len(self.timesteps)}  t={self.timesteps[step]}   x_t | predicted x_0")
 
 
-def default_steps(pipeline: DDPMHubPipeline | None) -> int:
-    """The panels' steps when not told: the model's own count if it records one (a distilled student's), else 20."""
-    return EXPLORER_STEPS if pipeline is None else sampling_default_steps(pipeline, EXPLORER_STEPS)
-
-
 def with_sampler(pipeline: DDPMHubPipeline, sampler: str) -> DDPMHubPipeline:
-    """A pipeline sharing `pipeline`'s UNet with its own scheduler, so concurrent requests never swap each other's."""
+    """A pipeline of `pipeline`'s parts (UNet, a latent model's VAE, class names, a student's steps) with a scheduler
+    of its own, so concurrent requests never swap each other's."""
     if sampler not in SAMPLERS:
         raise ValueError(f"Unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}.")
-    copy = DDPMHubPipeline(unet=pipeline.unet, scheduler=pipeline.scheduler).set_sampler(sampler)
-    copy.set_progress_bar_config(disable=True)
-    return copy
+    return PipelineParts.of(pipeline).pipeline(sampler)
 
 
 def sample_trajectory(
@@ -306,9 +299,9 @@ def sample_trajectory(
 ) -> Trajectory:
     """Generate one image with `sampler`, keeping every step's x_t and predicted x_0 (`return_trajectory=True`).
 
-    `num_inference_steps` defaults to `default_steps(pipeline)`: a distilled student's own count, else 20.
+    `num_inference_steps` defaults to the model's own count (a distilled student's), else `EXPLORER_STEPS`.
     """
-    num_inference_steps = default_steps(pipeline) if num_inference_steps is None else num_inference_steps
+    num_inference_steps = default_steps(pipeline, EXPLORER_STEPS, requested=num_inference_steps)
     if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
         raise ValueError(f"Steps must be a positive integer, got {num_inference_steps!r}.")
     sampling = with_sampler(pipeline, sampler)
@@ -355,9 +348,9 @@ def compare_samplers(
     seed: int = 0,
     progress: Progress = _no_progress,
 ) -> list[tuple[str, PIL.Image.Image, float]]:
-    """The same seed and step budget (default: `default_steps(pipeline)`) through each sampler: (name, image,
-    seconds) in the order given."""
-    num_inference_steps = default_steps(pipeline) if num_inference_steps is None else num_inference_steps
+    """The same seed and step budget (default: the model's own count, else `EXPLORER_STEPS`) through each sampler:
+    (name, image, seconds) in the order given."""
+    num_inference_steps = default_steps(pipeline, EXPLORER_STEPS, requested=num_inference_steps)
     if not samplers:
         raise ValueError("Pick at least one sampler.")
     if not isinstance(num_inference_steps, int) or num_inference_steps < 1:

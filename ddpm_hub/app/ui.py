@@ -19,7 +19,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from ..pipeline_ddpm_hub import SAMPLERS  # noqa: E402
+from ..choices import EXPLORER_STEPS  # noqa: E402
+from ..pipeline import SAMPLERS  # noqa: E402
+from ..sampling import default_steps  # noqa: E402
 from . import monitor, panels  # noqa: E402
 from .access import Access, Limits, is_exposed  # noqa: E402
 from .models import describe_pipeline, load_pipeline  # noqa: E402
@@ -256,7 +258,7 @@ def build_app(
             access,
             session=gr.State(None, time_to_live=explorer.limits.session_seconds),  # this visitor's own model, if any
             model_status=gr.Markdown(access.public(explorer.status), elem_id="model-status"),
-            served_steps=panels.default_steps(explorer.pipeline),
+            served_steps=default_steps(explorer.pipeline, EXPLORER_STEPS),
         )
         with gr.Tabs():
             schedule = _forward_tab(page, data)
@@ -281,7 +283,7 @@ def _wire_loading(page: _Page, model_box, load_button, schedule, step_sliders) -
 
     def model_steps(current: Session | None):
         """The step sliders at the session's model's own count (a distilled student's), else 20."""
-        count = panels.default_steps(explorer.pipeline_of(current))
+        count = default_steps(explorer.pipeline_of(current), EXPLORER_STEPS)
         return count, count
 
     inputs, outputs = [model_box, page.session], [page.model_status, schedule, page.session]

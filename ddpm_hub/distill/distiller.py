@@ -28,6 +28,7 @@ import PIL.Image
 import torch
 from diffusers import DDIMScheduler, UNet2DModel
 
+from ..assembly import PipelineParts
 from ..checkpointing import list_checkpoints
 from ..config import DataConfig, HubConfig, ModelConfig, TrainConfig
 from ..export import ema_weights, export_pipeline
@@ -148,10 +149,11 @@ class DistillRound(Trainer):
     def export(self, folder: Path) -> None:
         """The student as a pipeline: DDIM (trailing spacing) whose default step count is the student's."""
         with ema_weights(self.ema, self.base_unet):
-            export_pipeline(
-                self.base_unet, self.student_scheduler(), folder, label_names=self.data.label_names,
-                default_num_inference_steps=self.plan_round.student_steps, **self.pipeline_vae(),
+            parts = PipelineParts(
+                self.base_unet, self.student_scheduler(), self.data.label_names, **self.pipeline_vae(),
+                default_num_inference_steps=self.plan_round.student_steps,
             )  # fmt: skip
+            export_pipeline(parts, folder)
 
     def hyperparameters(self) -> dict[str, Any]:
         plan = self.plan_round
@@ -366,10 +368,11 @@ def finish_distillation(teacher: str, distill: DistillConfig, run: TrainConfig, 
         from .latent import saved_vae
 
         decoder = saved_vae(last, index)
-    export_pipeline(
+    parts = PipelineParts(
         UNet2DModel.from_pretrained(last, subfolder="unet"), DDIMScheduler.from_pretrained(last, subfolder="scheduler"),
-        output_dir, label_names=label_names, default_num_inference_steps=distill.end_steps, **decoder,
+        label_names, **decoder, default_num_inference_steps=distill.end_steps,
     )  # fmt: skip
+    export_pipeline(parts, output_dir)
     hparams = json.loads((last / CONFIG_FILE).read_text(encoding="utf-8"))
     hparams["model_source"] = f"distilled from {teacher}"
     write_json(output_dir / CONFIG_FILE, hparams)

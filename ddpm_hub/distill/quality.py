@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
+from ..assembly import PipelineParts
 from ..evaluation import parse_metrics
 from ..evaluation.evaluate import generate_images, score
 from ..evaluation.features import get_extractor
 from ..evaluation.reference import reference_statistics
-from ..pipeline import DDPMHubPipeline
 from ..pipeline_steps import scheduler_from_name
 from .rounds import DDIM_OVERRIDES
 
@@ -60,8 +60,7 @@ class RoundScorer:
         A latent model's `decoder` (`vae`, `latent_scaling_factor`) decodes its samples, so that pixels are scored.
         """
         scheduler = scheduler_from_name(sampler, scheduler_config, **DDIM_OVERRIDES)
-        pipeline = DDPMHubPipeline(unet=unet, scheduler=scheduler, label_names=label_names, **decoder)
-        pipeline.set_progress_bar_config(disable=True)
+        pipeline = PipelineParts(unet, scheduler, label_names, **decoder).pipeline()
         was_training = unet.training
         unet.eval()
         try:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import pipeline_parameterization as parameterization
+
 
 @dataclass(frozen=True)
 class Level:
@@ -36,25 +38,13 @@ class Level:
 
 
 def predicted_x0(prediction_type: str, sample: torch.Tensor, model_output: torch.Tensor, level: Level) -> torch.Tensor:
-    """x_hat from a model output: eps (Ho et al. 2020 eq. 15), v (Salimans & Ho 2022 eq. 11) or x itself."""
-    if prediction_type == "epsilon":
-        return (sample - level.sigma * model_output) / level.alpha
-    if prediction_type == "v_prediction":
-        return level.alpha * sample - level.sigma * model_output
-    if prediction_type == "sample":
-        return model_output
-    raise ValueError(f"Unknown prediction type {prediction_type!r}.")
+    """x_hat from a model output at `level` (see `ddpm_hub.pipeline_parameterization.predicted_x0`)."""
+    return parameterization.predicted_x0(prediction_type, sample, model_output, level.alpha, level.sigma)
 
 
 def predicted_eps(prediction_type: str, sample: torch.Tensor, model_output: torch.Tensor, level: Level) -> torch.Tensor:
-    """eps_hat from a model output, from the unclipped prediction as diffusers' DDIMScheduler.step takes it."""
-    if prediction_type == "epsilon":
-        return model_output
-    if prediction_type == "v_prediction":
-        return level.alpha * model_output + level.sigma * sample
-    if prediction_type == "sample":
-        return (sample - level.alpha * model_output) / level.sigma
-    raise ValueError(f"Unknown prediction type {prediction_type!r}.")
+    """eps_hat from a model output at `level`, from the unclipped prediction (as DDIMScheduler.step takes it)."""
+    return parameterization.predicted_eps(prediction_type, sample, model_output, level.alpha, level.sigma)
 
 
 def ddim_step(
@@ -65,16 +55,11 @@ def ddim_step(
     prev: Level,
     clip: float | None = None,
 ) -> torch.Tensor:
-    """One deterministic DDIM step (Song et al. 2021 eq. 12, eta = 0): z_s = alpha_s x_hat + sigma_s eps_hat.
-
-    As diffusers' `DDIMScheduler.step` with eta = 0: x_hat is clipped to [-clip, clip] when `clip` is given,
-    eps_hat comes from the unclipped prediction.
-    """
-    x0 = predicted_x0(prediction_type, sample, model_output, level)
-    eps = predicted_eps(prediction_type, sample, model_output, level)
-    if clip is not None:
-        x0 = x0.clamp(-clip, clip)
-    return prev.alpha * x0 + prev.sigma * eps
+    """One deterministic DDIM step (Song et al. 2021 eq. 12, eta = 0) from `level` to `prev`, x_hat clipped to
+    [-clip, clip] when `clip` is given, as the student's sampler steps."""
+    return parameterization.ddim_step(
+        prediction_type, sample, model_output, level.alpha, level.sigma, prev.alpha, prev.sigma, clip
+    )
 
 
 def x_target(sample: torch.Tensor, sample_after: torch.Tensor, level: Level, after: Level) -> torch.Tensor:

@@ -117,15 +117,11 @@ class Evaluator:
         A latent model's `vae` (and `latent_scaling_factor`) decode the samples, so that pixels are scored. Returns
         the scores and whether FID improved (the caller then exports best/ and calls `save_best`).
         """
-        from ..pipeline_ddpm_hub import DDPMHubPipeline, scheduler_from_name
+        from ..assembly import PipelineParts
 
-        pipeline = DDPMHubPipeline(
-            unet=unet,
-            scheduler=scheduler_from_name(self.run.eval_sampler, noise_scheduler.config),
-            vae=vae,
-            latent_scaling_factor=latent_scaling_factor,
+        pipeline = PipelineParts(unet, noise_scheduler, vae=vae, latent_scaling_factor=latent_scaling_factor).pipeline(
+            self.run.eval_sampler
         )
-        pipeline.set_progress_bar_config(disable=True)
         was_training = unet.training
         unet.eval()
         try:

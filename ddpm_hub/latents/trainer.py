@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..assembly import PipelineParts
 from ..data.stream import open_stream
 from ..evaluation.during_training import Evaluator
 from ..export import ema_weights, export_pipeline
@@ -165,14 +166,10 @@ class LatentTrainer(Trainer):
     def export(self, folder: Path) -> None:
         """The pipeline with its `vae/` (saved from the CPU copy) and the run's latent scaling factor."""
         with ema_weights(self.ema, self.base_unet):
-            export_pipeline(
-                self.base_unet,
-                self.noise_scheduler,
-                folder,
-                label_names=self.data.label_names,
-                vae=self.vae,
-                latent_scaling_factor=self.vae_info.scaling_factor,
+            parts = PipelineParts(
+                self.base_unet, self.noise_scheduler, self.data.label_names, self.vae, self.vae_info.scaling_factor
             )
+            export_pipeline(parts, folder)
 
     def hyperparameters(self) -> dict[str, Any]:
         info = self.vae_info

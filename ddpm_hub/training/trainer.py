@@ -27,6 +27,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from ..arguments import one_line, parse_config
+from ..assembly import PipelineParts
 from ..checkpointing import SignalStop, load_checkpoint, resolve_checkpoint, save_checkpoint, set_aside_abandoned
 from ..config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
 from ..data import split_batch
@@ -550,14 +551,11 @@ class Trainer:
         ema = ema_weights(self.ema, self.base_unet)
         with ema, self.accelerator.autocast(), self.sampling_extras() as extras:
             grid = sample_grid(
-                self.base_unet,
-                self.noise_scheduler,
+                PipelineParts(self.base_unet, self.noise_scheduler, self.data.label_names, **extras),
                 num_images=run.eval_batch_size,
                 sampler=run.preview_sampler,
                 num_inference_steps=run.ddpm_num_inference_steps,
                 seed=run.seed,
-                label_names=self.data.label_names,
-                **extras,
             )
         save_image(grid, self.output_dir / "samples" / f"step-{self.state.step:07d}.png")
         log_grid(self.accelerator, grid, self.state.step)
@@ -566,7 +564,7 @@ class Trainer:
     def export(self, folder: Path) -> None:
         """Save the pipeline (EMA weights, the class names of a labelled set) into `folder`; the one export path."""
         with ema_weights(self.ema, self.base_unet):
-            export_pipeline(self.base_unet, self.noise_scheduler, folder, label_names=self.data.label_names)
+            export_pipeline(PipelineParts(self.base_unet, self.noise_scheduler, self.data.label_names), folder)
 
     def card_info(self, metrics: dict[str, Any]) -> CardInfo:
         """What the model card says; extend it in a subclass."""
