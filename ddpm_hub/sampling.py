@@ -154,13 +154,13 @@ def render_grid(config: SampleConfig) -> Path:
         check_output_folder(config.output_dir, "--output_dir")
     if config.compile:
         check_compile_options(config.compile_mode, config.compile_backend)  # before loading anything
+    if config.classifier is not None and (config.init_image is not None or config.interpolate is not None):
+        raise ValueError("--classifier guides sampling from noise; it cannot be combined with --init_image or "
+                         "--interpolate.")  # fmt: skip
     edit = EditInputs.check(config)
     class_labels = config.class_labels()
     if edit is not None and edit.mode == "interpolate" and class_labels and len(class_labels) > 1:
         raise ValueError(f"--interpolate takes one --class_label (the class of every frame), got {class_labels}.")
-    if edit is not None and config.classifier is not None:
-        raise ValueError("--classifier guides sampling from noise; it cannot be combined with --init_image or "
-                         "--interpolate.")  # fmt: skip
     check_local_model(config.model)  # safetensors weights and a readable model_index.json, before loading anything
     classifier = _load_classifier(config.classifier, class_labels)
     pipeline = DDPMHubPipeline.from_pretrained(config.model, revision=config.revision, **weights_kwargs())
