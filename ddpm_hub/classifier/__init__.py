@@ -55,7 +55,7 @@ def classifier_for(
         block_out_channels=block_out_channels,
         down_block_types=down_block_types,
         layers_per_block=layers_per_block,
-        attention_head_dim=attention_head_dim,
+        attention_head_dim=min(attention_head_dim, width),
         norm_num_groups=norm_num_groups or min(32, width),
         dropout=dropout,
         noise_schedule=schedule_fingerprint(pipeline.scheduler.config),

@@ -106,6 +106,10 @@ class NoiseAwareClassifier(ModelMixin, ConfigMixin):
             raise ValueError("`block_out_channels` and `down_block_types` must have one entry per level.")
         if sample_size % 2 ** (len(block_out_channels) - 1):
             raise ValueError(f"`sample_size` {sample_size} must halve {len(block_out_channels) - 1} times.")
+        if any(channels % attention_head_dim for channels in block_out_channels):
+            raise ValueError(
+                f"`attention_head_dim` {attention_head_dim} must divide every level's channels, {block_out_channels}."
+            )
         width = block_out_channels[0]
         time_channels = width * 4
         self.time_proj = Timesteps(width, flip_sin_to_cos=True, downscale_freq_shift=0)
