@@ -432,13 +432,13 @@ def _steps_tab(page: _Page) -> gr.Slider:
     def step_by_step(sampler_name, num_steps, eta_value, seed_value, label="", classifier_name="", scale=1.0,
                      current=None, request: gr.Request = None, progress=gr.Progress()):  # fmt: skip
         pipeline = explorer.require_model(current)
-        guidance = {}
+        guidance = {"class_label": label.strip()} if (label or "").strip() else {}
         if (classifier_name or "").strip():
-            guidance = {"classifier": explorer.classifier(classifier_name, pipeline.device),
-                        "classifier_scale": float(scale)}  # fmt: skip
+            guidance["classifier"] = explorer.classifier(classifier_name, pipeline.device)
+            guidance["classifier_scale"] = float(scale)
         result = panels.sample_trajectory(
             pipeline, sampler_name, limits.check_steps(num_steps), float(eta_value), int(seed_value or 0),
-            progress=page.progress(progress, request), class_label=(label or "").strip() or None, **guidance,
+            progress=page.progress(progress, request), **guidance,
         )  # fmt: skip
         progress(1.0, desc="writing the GIF")
         gif_path = panels.save_gif(result, Path(tempfile.mkdtemp(dir=explorer.work_dir)) / "trajectory.gif")
