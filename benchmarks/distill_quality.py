@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 def train_teacher(args, folder: Path, extra: list[str]) -> Path:
-    from ddpm_hub.training import main
+    from ddpm_hub.train import main
 
     argv = [
         "--model", args.model, "--dataset_name", args.dataset_name, "--max_train_steps", str(args.teacher_steps),

@@ -33,7 +33,7 @@ from ddpm_hub.train_step import COMPILE_MODES
 
 
 def measure_ours(args, mode: str = "eager") -> dict:
-    from ddpm_hub.training import main
+    from ddpm_hub.train import main
 
     with tempfile.TemporaryDirectory() as tmp:
         argv = [

@@ -294,7 +294,7 @@ def assert_same_weights(a, b) -> None:
 @pytest.fixture(scope="module", params=["v_prediction", "epsilon"])
 def trained_teacher(request, tmp_path_factory):
     """A teacher that has learned something (150 steps on shapes): random weights have no trajectories to keep."""
-    from ddpm_hub.training import main as train_main
+    from ddpm_hub.train import main as train_main
 
     prediction_type = request.param
     folder = tmp_path_factory.mktemp("trained") / prediction_type
@@ -382,7 +382,7 @@ def test_final_student_loads_everywhere_and_samples_at_its_steps(tmp_path, rando
 
     out = tmp_path / "student"
     distill(random_teacher, "--output_dir", out, "--start_steps", 8, "--end_steps", 2, "--steps_per_round", 2,
-            "--eval_rounds", "true", "--eval_features", "efficientnet-lite0-40", "--eval_num_samples", 48,
+            "--eval_every_round", "--eval_features", "efficientnet-lite0-40", "--eval_num_samples", 48,
             "--eval_metrics", "fid,kid", "--eval_teacher_steps", 16, *DATA)  # fmt: skip
     pipe = DDPMHubPipeline.from_pretrained(out)
     assert pipe.default_num_inference_steps == 2 and type(pipe.scheduler).__name__ == "DDIMScheduler"
