@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..choices import SAMPLE_STEPS
 from ..config import EvalConfig
 from ..data import image_extensions, is_image_file
 from ..data.shards import is_shard_reference
 from . import check_sample_count
 from .features import Features, get_extractor
 from .metrics import frechet_distance, gaussian_statistics, inception_score, kid, precision_recall
-from .reference import ReferenceStatistics, is_image_folder, reference_statistics
+from .reference import ReferenceStatistics, is_image_folder, reference_source, reference_statistics
 
 logger = logging.getLogger(__name__)
 
@@ -42,28 +43,34 @@ def generate_images(
     *,
     batch_size: int = 64,
     seed: int = 0,
-    num_inference_steps: int = 50,
+    num_inference_steps: int = SAMPLE_STEPS,
     state=None,
+    progress: str | None = None,
 ) -> np.ndarray:
     """`num_samples` uint8 images (N, C, H, W); image i always comes from seed + i, whatever the batch size.
 
     With an accelerate `PartialState` of several processes, each process samples its contiguous share of the
-    indices and the main process receives all of them, in order (the others get an empty array).
+    indices and the main process receives all of them, in order (the others get an empty array). With `progress`,
+    a progress bar of that description counts the images (on the main process).
     """
     indices = list(range(num_samples))
     if state is not None and state.num_processes > 1:
         from accelerate.utils import gather_object
 
         with state.split_between_processes(indices) as share:
-            mine = _sample(pipeline, list(share), batch_size, seed, num_inference_steps)
+            mine = _sample(pipeline, list(share), batch_size, seed, num_inference_steps, progress, state)
         parts = gather_object([mine])
         return np.concatenate(parts) if state.is_main_process else mine[:0]
-    return _sample(pipeline, indices, batch_size, seed, num_inference_steps)
+    return _sample(pipeline, indices, batch_size, seed, num_inference_steps, progress)
 
 
-def _sample(pipeline, indices: list[int], batch_size: int, seed: int, num_inference_steps: int) -> np.ndarray:
+def _sample(pipeline, indices, batch_size, seed, num_inference_steps, progress=None, state=None) -> np.ndarray:
+    from tqdm.auto import tqdm
+
     channels, size, _ = pipeline.image_shape  # pixels, also for a latent model (its samples are decoded)
     batches = []
+    shown = progress is not None and (state is None or state.is_main_process)
+    bar = tqdm(total=len(indices), desc=progress, unit="image", disable=not shown)
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         generators = [torch.Generator().manual_seed(seed + i) for i in chunk]
@@ -71,6 +78,8 @@ def _sample(pipeline, indices: list[int], batch_size: int, seed: int, num_infere
             batch_size=len(chunk), generator=generators, num_inference_steps=num_inference_steps, output_type="pt"
         ).images
         batches.append(to_uint8(images))
+        bar.update(len(chunk))
+    bar.close()
     return np.concatenate(batches) if batches else np.zeros((0, channels, size, size), np.uint8)
 
 
@@ -147,9 +156,13 @@ def evaluate_model(
     metrics = metrics if isinstance(metrics, str) else ",".join(metrics)
     metrics = EvalConfig(num_samples, sampler, num_inference_steps, metrics, features, batch_size, seed).validate()
     model_path = Path(model)
-    images_folder, reference_is_folder = _check_sources(model, reference)
+    images_folder = _check_sources(model, reference)
     if not images_folder:
         check_sample_count(num_samples, features, metrics)
+    # The reference is found and fingerprinted before any model is loaded or any image sampled.
+    identity, reference_images = reference_source(
+        reference, dataset_config_name=reference_config, image_column=image_column, max_images=max_reference_images
+    )
 
     from accelerate import PartialState
 
@@ -177,10 +190,8 @@ def evaluate_model(
 
     # 3. Features and scores, on the main process.
     stats = reference_statistics(
-        extractor, resolution=resolution, channels=channels, cache_dir=cache_dir, max_images=max_reference_images,
-        dataset_name=None if reference_is_folder else reference,
-        train_data_dir=reference if reference_is_folder else None,
-        dataset_config_name=reference_config, image_column=image_column,
+        extractor, identity, resolution=resolution, channels=channels, cache_dir=cache_dir,
+        images=lambda: reference_images(resolution, channels),
     )  # fmt: skip
     generated = extractor.extract(generated_images)
     values = score(generated, stats, metrics, seed=seed)
@@ -205,7 +216,7 @@ def _read_images(folder: Path, resolution: int | None) -> tuple[np.ndarray, int,
 def _sample_images(model, revision, device, sampler, num_samples, batch_size, seed, num_inference_steps, state):
     """`(images, channels, resolution, steps)` sampled from the pipeline `model` (this process's share of the seeds);
     `num_inference_steps=None` takes the pipeline's own count (a distilled student's), else 50."""
-    from ..pipeline_ddpm_hub import DDPMHubPipeline
+    from ..pipeline import DDPMHubPipeline
     from ..safe_loading import check_local_model, weights_kwargs
     from ..sampling import default_steps
 
@@ -214,15 +225,16 @@ def _sample_images(model, revision, device, sampler, num_samples, batch_size, se
     pipeline.set_sampler(sampler)
     pipeline.set_progress_bar_config(disable=True)
     channels, resolution, _ = pipeline.image_shape  # a latent model's images, not its latents
-    steps = default_steps(pipeline) if num_inference_steps is None else num_inference_steps
+    steps = default_steps(pipeline, requested=num_inference_steps)
     images = generate_images(
-        pipeline, num_samples, batch_size=batch_size, seed=seed, num_inference_steps=steps, state=state
-    )
+        pipeline, num_samples, batch_size=batch_size, seed=seed, num_inference_steps=steps, state=state,
+        progress=f"Sampling {num_samples} images ({sampler}, {steps} steps)",
+    )  # fmt: skip
     return images, channels, resolution, steps
 
 
-def _check_sources(model: str, reference: str) -> tuple[bool, bool]:
-    """(MODEL is a folder of images, --reference is a folder of images); `ValueError` for an unusable one."""
+def _check_sources(model: str, reference: str) -> bool:
+    """Whether MODEL is a folder of images; `ValueError` for an unusable MODEL or --reference folder."""
     model_path = Path(model)
     images_folder = model_path.is_dir() and not (model_path / "model_index.json").is_file()
     if images_folder and not has_images(model_path):
@@ -238,7 +250,7 @@ def _check_sources(model: str, reference: str) -> tuple[bool, bool]:
             f"--reference {reference!r} holds no image files (none of the {len(image_extensions())} extensions the "
             "image loader reads)."
         )
-    return images_folder, reference_is_folder
+    return images_folder
 
 
 def has_images(folder: Path) -> bool:
