@@ -9,6 +9,7 @@
     ddpm-hub explore [MODEL] [--port 7860] [--host 127.0.0.1] [--share] [--data SHARDS]
     ddpm-hub prepare SRC OUT [--resolution 64] [--shard_size 1000]
     ddpm-hub distill TEACHER --output_dir OUT [--start_steps 256] [--end_steps 4] [--steps_per_round 2000] [...]
+    ddpm-hub train-classifier --pretrained_model_name_or_path MODEL --train_data_dir CLASS_FOLDERS --output_dir OUT
 
 Every subcommand is a dataclass config (`cli_config.py`) parsed by `ddpm_hub.arguments.parse_config`, the parser
 of training, so `--help`, unknown flags (exit 2, with the closest real flag) and bad values (exit 2, one line) look
@@ -46,6 +47,7 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...]]] = {
 EXTERNAL_COMMANDS: list[tuple[str, str]] = [
     ("distill", "Distill a trained pipeline into a few-step student (progressive distillation)."),
     ("prepare", "Write WebDataset shards (and a manifest) from an image folder or a data set, for --train_shards."),
+    ("train-classifier", "Train a noise-aware classifier of a model's x_t, for classifier guidance (--classifier)."),
 ]
 
 
@@ -66,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         from .distill.command import main as distill_main
 
         return distill_main(argv[1:])
+    if argv[:1] == ["train-classifier"]:
+        from .classifier_training import main as train_classifier_main
+
+        return train_classifier_main(argv[1:])
     if argv[:1] == ["prepare"]:
         from .prepare import main as prepare_main
 

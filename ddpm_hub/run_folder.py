@@ -35,6 +35,9 @@ RUN_FILES = (
     RUN_LOG,
     PREVIEWS,
     BEST_DIR,
+    # A classifier run's export (`ddpm-hub train-classifier`): a model folder, not a pipeline.
+    "config.json",
+    "diffusion_pytorch_model.safetensors",
 )
 # Files an export writes inside unet/ and scheduler/ (diffusers' save_pretrained, safetensors weights).
 EXPORT_FILES = {

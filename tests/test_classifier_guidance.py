@@ -277,32 +277,6 @@ def test_sample_refuses_a_classifier_of_another_model(saved_pipeline_dir, tmp_pa
     assert "The classifier was trained on 8x8 samples" in capsys.readouterr().err
 
 
-def test_sample_with_a_classifier_from_the_local_hub_writes_every_image(
-    hub_server, saved_pipeline_dir, classifier_dir, tmp_path
-):
-    """The classifier, pushed like any model, loads by repo id; each row is a class, each image its own PNG."""
-    from test_hub import hub_env
-
-    run_python(
-        "from ddpm_hub.classifier import load_classifier\n"
-        "from ddpm_hub.cli import main\n"
-        f"load_classifier({str(classifier_dir)!r}).push_to_hub('test-org/tiny-classifier')\n"
-        f"raise SystemExit(main(['sample', {str(saved_pipeline_dir)!r}, '--classifier', 'test-org/tiny-classifier',"
-        " '--classifier_scale', '2', '--num_images', '4', '--num_inference_steps', '2', '--output', 'grid.png',"
-        " '--output_dir', 'each']))\n",
-        env=hub_env(hub_server, tmp_path),
-        cwd=tmp_path,
-    )
-    assert "diffusion_pytorch_model.safetensors" in hub_server.repo_files("test-org/tiny-classifier")
-    names = sorted(p.name for p in (tmp_path / "each").iterdir())
-    assert names == ["a-seed-0.png", "a-seed-1.png", "b-seed-0.png", "b-seed-1.png"]
-    import PIL.Image
-
-    grid = np.asarray(PIL.Image.open(tmp_path / "grid.png"))
-    assert grid.shape == (32, 32, 3)  # rows a and b, two seeds each
-    np.testing.assert_array_equal(grid[16:, 16:], np.asarray(PIL.Image.open(tmp_path / "each" / "b-seed-1.png")))
-
-
 @pytest.mark.slow  # a subprocess of its own; every pipeline loaded without ddpm-hub elsewhere imports this code too
 def test_a_pipeline_loaded_without_ddpm_hub_is_guided_by_any_classifier_module(saved_pipeline_dir):
     """The guidance travels with the pipeline files: stock diffusers' remote code, and a classifier that is any

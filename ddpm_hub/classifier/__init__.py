@@ -13,12 +13,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from ..pipeline_guidance import schedule_fingerprint
 from .model import AttentionPool2d, ClassifierOutput, NoiseAwareClassifier
 
-__all__ = ["AttentionPool2d", "ClassifierOutput", "NoiseAwareClassifier", "classifier_for", "load_classifier"]
+__all__ = [
+    "AttentionPool2d",
+    "ClassifierOutput",
+    "NoiseAwareClassifier",
+    "classifier_for",
+    "load_classifier",
+    "new_classifier",
+]
 
 # Channel multipliers of the levels, as ADM's classifiers widen with depth (its 64 px classifier: 1, 2, 3, 4).
 CHANNEL_MULTIPLIERS = (1, 2, 3, 4, 4, 4)
@@ -26,10 +34,23 @@ CHANNEL_MULTIPLIERS = (1, 2, 3, 4, 4, 4)
 ATTENTION_RESOLUTION = 16
 
 
-def classifier_for(
-    pipeline,
+def classifier_for(pipeline, label_names: list[str], **architecture) -> NoiseAwareClassifier:
+    """A new `NoiseAwareClassifier` for the samples of `pipeline` (a `DDPMHubPipeline`); see `new_classifier`."""
+    return new_classifier(
+        pipeline.sample_shape,
+        pipeline.scheduler.config,
+        label_names,
+        latent_scaling_factor=pipeline.latent_scaling_factor,
+        **architecture,
+    )
+
+
+def new_classifier(
+    sample_shape: tuple[int, int, int],
+    scheduler_config,
     label_names: list[str],
     *,
+    latent_scaling_factor: float | None = None,
     width: int = 64,
     layers_per_block: int = 2,
     attention_head_dim: int = 32,
@@ -37,9 +58,10 @@ def classifier_for(
     dropout: float = 0.0,
     diffusion_model: str | None = None,
 ) -> NoiseAwareClassifier:
-    """A new `NoiseAwareClassifier` for the samples of `pipeline` (a `DDPMHubPipeline`): its resolution, channels,
-    noise schedule and latent space, with levels down to an 8x8 map (or the sample size, if smaller)."""
-    channels, size, _ = pipeline.sample_shape
+    """A new `NoiseAwareClassifier` of a diffusion model's samples of `sample_shape` (channels, height, width: a
+    latent model's latents, with its `latent_scaling_factor`) under the noise schedule of `scheduler_config`: levels
+    down to an 8x8 map (or the sample size, if smaller), `width` x (1, 2, 3, 4, 4, 4) channels."""
+    channels, size, _ = sample_shape
     levels = 1
     while size // 2 ** (levels - 1) > 8 and size % 2**levels == 0 and levels < len(CHANNEL_MULTIPLIERS):
         levels += 1
@@ -47,7 +69,6 @@ def classifier_for(
     down_block_types = tuple(
         "AttnDownBlock2D" if size // 2**level <= ATTENTION_RESOLUTION else "DownBlock2D" for level in range(levels)
     )
-    latent = getattr(pipeline, "vae", None) is not None
     return NoiseAwareClassifier(
         sample_size=size,
         in_channels=channels,
@@ -58,23 +79,28 @@ def classifier_for(
         attention_head_dim=min(attention_head_dim, width),
         norm_num_groups=norm_num_groups or min(32, width),
         dropout=dropout,
-        noise_schedule=schedule_fingerprint(pipeline.scheduler.config),
-        num_train_timesteps=pipeline.scheduler.config.num_train_timesteps,
-        latent=latent,
-        latent_scaling_factor=pipeline.latent_scaling_factor if latent else None,
+        noise_schedule=schedule_fingerprint(scheduler_config),
+        num_train_timesteps=scheduler_config["num_train_timesteps"],
+        latent=latent_scaling_factor is not None,
+        latent_scaling_factor=latent_scaling_factor,
         diffusion_model=diffusion_model,
     )
 
 
-def load_classifier(name: str, revision: str | None = None, flag: str = "--classifier") -> NoiseAwareClassifier:
-    """Load a `NoiseAwareClassifier` from a folder or Hub id (safetensors only); `ValueError` in one line if `name`
-    is not a classifier's folder."""
-    from ..safe_loading import check_local_model, weights_kwargs
-    from ..text2img import check_model_reference
+# Hub ids are "org/name"; anything else must be an existing local folder.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
-    check_model_reference(name)
+
+def load_classifier(name: str, revision: str | None = None, flag: str = "--classifier") -> NoiseAwareClassifier:
+    """Load a `NoiseAwareClassifier` from a folder or Hub id (safetensors only), in eval mode; `ValueError` in one
+    line if `name` is neither, or is not a classifier's folder."""
+    from ..safe_loading import check_local_model, weights_kwargs
+
     folder = Path(name).expanduser()
-    if folder.exists():
+    if not folder.exists():
+        if not _HUB_ID.match(name):
+            raise ValueError(f"{flag} {name!r} is neither an existing folder nor a Hub id like 'org/name'.")
+    else:
         check_local_model(name, flag)
         config = folder / NoiseAwareClassifier.config_name
         if (folder / "model_index.json").is_file():
