@@ -16,6 +16,11 @@ balanced guided samples (Dhariwal & Nichol 2021, Sec. 4-5). They are scored by:
 `--make_shapes DIR` writes the small synthetic labelled set these figures use on a CPU: one filled disc, square or
 triangle per image on a flat background, random colours, sizes and places, one class sub-folder per kind.
 One JSON object is printed (and written to `--output`).
+
+With `--exact_denoiser`, MODEL's UNet is replaced by the exact denoiser of the images of `--data` (the posterior
+mean of x_0 over the data set, in closed form: what a perfectly trained model of those images predicts), so that
+the figures measure the guidance and the classifiers, not a UNet's training; MODEL then only gives the schedule
+and the image size (`--make_schedule_model DIR` saves such a pipeline: a random tiny UNet, DDPM's linear schedule).
 """
 
 from __future__ import annotations
@@ -56,6 +61,34 @@ def make_shapes(folder: Path, num_images: int, size: int, seed: int) -> None:
         kind = SHAPES[index % len(SHAPES)]
         (folder / kind).mkdir(parents=True, exist_ok=True)
         draw_shape(kind, size, rng).save(folder / kind / f"{index:05d}.png")
+
+
+class ExactDenoiser(torch.nn.Module):
+    """The exact denoiser of a finite set of images (uint8, N x C x H x W): eps from E[x_0 | x_t] = sum_i w_i x_i,
+    w = softmax_i(-|x_t - alpha x_i|^2 / 2 sigma^2), as a `UNet2DModel` stand-in for epsilon prediction."""
+
+    def __init__(self, images: torch.Tensor, alphas_cumprod: torch.Tensor):
+        super().__init__()
+        from diffusers.configuration_utils import FrozenDict
+
+        self.register_buffer("data", images.float().flatten(1) / 127.5 - 1)
+        self.register_buffer("alphas_cumprod", alphas_cumprod.double())
+        channels, size = images.shape[1], images.shape[-1]
+        self.config = FrozenDict(sample_size=size, in_channels=channels, out_channels=channels)
+        self.dtype = torch.float32
+
+    def forward(self, sample: torch.Tensor, timestep, class_labels=None):
+        from diffusers.models.unets.unet_2d import UNet2DOutput
+
+        x = sample.double().flatten(1)
+        t = torch.as_tensor(timestep, device=x.device).reshape(-1).expand(len(x)).round().long()
+        alpha_prod = self.alphas_cumprod[t].view(-1, 1)
+        alpha, sigma = alpha_prod.sqrt(), (1 - alpha_prod).sqrt()
+        data = self.data.double()
+        distances = (x**2).sum(1, keepdim=True) - 2 * alpha * x @ data.T + alpha**2 * (data**2).sum(1)
+        weights = torch.softmax(-distances / (2 * sigma**2), dim=1)
+        eps = (x - alpha * (weights @ data)) / sigma
+        return UNet2DOutput(sample=eps.view_as(sample).to(sample.dtype))
 
 
 def train_clean_classifier(pipe, images, labels, names, steps: int, seed: int):
@@ -122,7 +155,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--make_shapes", default=None, metavar="DIR", help="Write the synthetic labelled set, exit.")
     parser.add_argument("--num_images", type=int, default=3000, help="With --make_shapes: images (a third per kind).")
     parser.add_argument("--resolution", type=int, default=16, help="With --make_shapes: their side in pixels.")
+    parser.add_argument("--exact_denoiser", action="store_true", help="Guide the exact denoiser of --data (above).")
+    parser.add_argument("--make_schedule_model", default=None, metavar="DIR", help="Save a schedule-only model, exit.")
     args = parser.parse_args(argv)
+    if args.make_schedule_model:
+        from diffusers import UNet2DModel
+
+        from ddpm_hub import DDPMHubPipeline, make_noise_scheduler
+
+        torch.manual_seed(args.seed)
+        unet = UNet2DModel(sample_size=args.resolution, block_out_channels=(8, 16), layers_per_block=1,
+                           down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                           norm_num_groups=8)  # fmt: skip
+        DDPMHubPipeline(unet=unet, scheduler=make_noise_scheduler()).save_pretrained(args.make_schedule_model)
+        print(f"Saved a {args.resolution} px schedule-only model to {args.make_schedule_model}")
+        return 0
     if args.make_shapes:
         make_shapes(Path(args.make_shapes), args.num_images, args.resolution, args.seed)
         print(f"Wrote {args.num_images} images of {', '.join(SHAPES)} to {args.make_shapes}")
@@ -146,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     if data.label_names != classifier.label_names:
         parser.error(f"--data has the classes {data.label_names}, the classifier {classifier.label_names}.")
     pixels = torch.as_tensor(np.asarray(data.pixels))
+    if args.exact_denoiser:
+        pipe = DDPMHubPipeline(unet=ExactDenoiser(pixels, pipe.scheduler.alphas_cumprod), scheduler=pipe.scheduler)
+        pipe = pipe.to(device).set_sampler(args.sampler)
+        pipe.set_progress_bar_config(disable=True)
     started = time.perf_counter()
     clean_classifier, clean_accuracy = train_clean_classifier(
         pipe, pixels, data.labels, data.label_names, args.clean_steps, args.seed
@@ -162,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                      "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     result = {
-        "model": args.model, "classifier": args.classifier, "data": args.data, "classes": data.label_names,
+        "model": f"exact denoiser of {args.data}" if args.exact_denoiser else args.model,
+        "classifier": args.classifier, "data": args.data, "classes": data.label_names,
         "num_samples": args.num_samples, "sampler": args.sampler, "num_inference_steps": args.num_inference_steps,
         "features": args.features, "clean_classifier_accuracy": round(clean_accuracy, 4),
         "chance": round(1 / data.num_classes, 4), "device": str(device), "rows": rows,
