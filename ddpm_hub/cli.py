@@ -2,7 +2,8 @@
 
     ddpm-hub push OUTPUT_DIR --repo_id org/name [--private] [--revision BRANCH] [--commit_message MSG]
     ddpm-hub sample org/name --output grid.png [--sampler ddim] [--num_inference_steps 50] [--num_images 16]
-        [--class_label NAME_OR_ID ...] [--guidance_scale 3] [--compile]
+        [--class_label NAME_OR_ID ...] [--guidance_scale 3] [--classifier CLF --classifier_scale 4] [--compile]
+        [--output_dir DIR]
         [--init_image PATH [--strength 0.8] | --init_image PATH --mask_image PATH | --interpolate A B --num_frames 8]
     ddpm-hub schedules --output schedules.png
     ddpm-hub eval MODEL --reference DATA [--num_samples 2048] [--metrics fid,kid,pr] [--features efficientnet-lite0]
