@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="?", help="The diffusion model (pipeline folder or Hub id).")
     parser.add_argument("--classifier", help="The noise-aware classifier guiding it (folder or Hub id).")
-    parser.add_argument("--data", help="The labelled images (class sub-folders) for the clean classifier and FID.")
+    parser.add_argument("--data", help="Labelled images (class sub-folders, or e.g. twemoji): clean classifier, FID.")
     parser.add_argument("--scales", type=float, nargs="+", default=[0, 1, 2, 4, 8, 16])
     parser.add_argument("--num_samples", type=int, default=300)
     parser.add_argument("--batch_size", type=int, default=100)
@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     pipe.set_progress_bar_config(disable=True)
     classifier = load_classifier(args.classifier).to(device)
     channels, size, _ = pipe.image_shape
-    data = load_images(train_data_dir=args.data, resolution=size, channels=channels, class_conditional=True)
+    where = {"train_data_dir": args.data} if Path(args.data).is_dir() else {"dataset_name": args.data}
+    data = load_images(**where, resolution=size, channels=channels, class_conditional=True)
     if data.label_names != classifier.label_names:
         parser.error(f"--data has the classes {data.label_names}, the classifier {classifier.label_names}.")
     pixels = torch.as_tensor(np.asarray(data.pixels))
