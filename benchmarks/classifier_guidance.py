@@ -35,6 +35,8 @@ import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 
 SHAPES = ("disc", "square", "triangle")
 
@@ -63,19 +65,21 @@ def make_shapes(folder: Path, num_images: int, size: int, seed: int) -> None:
         draw_shape(kind, size, rng).save(folder / kind / f"{index:05d}.png")
 
 
-class ExactDenoiser(torch.nn.Module):
+class ExactDenoiser(ModelMixin, ConfigMixin):
     """The exact denoiser of a finite set of images (uint8, N x C x H x W): eps from E[x_0 | x_t] = sum_i w_i x_i,
     w = softmax_i(-|x_t - alpha x_i|^2 / 2 sigma^2), as a `UNet2DModel` stand-in for epsilon prediction."""
 
-    def __init__(self, images: torch.Tensor, alphas_cumprod: torch.Tensor):
+    @register_to_config
+    def __init__(self, sample_size: int, in_channels: int, out_channels: int):
         super().__init__()
-        from diffusers.configuration_utils import FrozenDict
 
-        self.register_buffer("data", images.float().flatten(1) / 127.5 - 1)
-        self.register_buffer("alphas_cumprod", alphas_cumprod.double())
-        channels, size = images.shape[1], images.shape[-1]
-        self.config = FrozenDict(sample_size=size, in_channels=channels, out_channels=channels)
-        self.dtype = torch.float32
+    @classmethod
+    def of(cls, images: torch.Tensor, alphas_cumprod: torch.Tensor) -> ExactDenoiser:
+        denoiser = cls(images.shape[-1], images.shape[1], images.shape[1])
+        denoiser.register_buffer("data", images.float().flatten(1) / 127.5 - 1)
+        denoiser.register_buffer("alphas_cumprod", alphas_cumprod.double())
+        denoiser.anchor = torch.nn.Parameter(torch.zeros(1), requires_grad=False)  # a device and dtype
+        return denoiser
 
     def forward(self, sample: torch.Tensor, timestep, class_labels=None):
         from diffusers.models.unets.unet_2d import UNet2DOutput
@@ -101,7 +105,7 @@ def train_clean_classifier(pipe, images, labels, names, steps: int, seed: int):
     held, kept = order[: len(order) // 5], order[len(order) // 5 :]
     clean = images.float() / 127.5 - 1
     channels, size = clean.shape[1], clean.shape[-1]
-    classifier = new_classifier((channels, size, size), pipe.scheduler.config, names, width=32, layers_per_block=1)
+    classifier = new_classifier((channels, size, size), pipe.scheduler.config, names, width=16, layers_per_block=1)
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=1e-3, weight_decay=0.05)
     generator = torch.Generator().manual_seed(seed)
     zero = torch.zeros(64, dtype=torch.long)
@@ -113,6 +117,23 @@ def train_clean_classifier(pipe, images, labels, names, steps: int, seed: int):
         optimizer.step()
     classifier.eval()
     return classifier, float((predict(classifier, images[held]) == labels[held]).float().mean())
+
+
+def clean_classifier_for(pipe, pixels, data, args):
+    """The clean classifier saved in `--clean_classifier` by an earlier run with the same data, else a new one."""
+    from ddpm_hub.classifier import NoiseAwareClassifier
+
+    folder = Path(args.clean_classifier) if args.clean_classifier else None
+    if folder is not None and (folder / "accuracy.json").is_file():
+        accuracy = json.loads((folder / "accuracy.json").read_text())["held_out_accuracy"]
+        return NoiseAwareClassifier.from_pretrained(folder).eval(), accuracy
+    print(f"Training the clean classifier ({args.clean_steps} steps)...", file=sys.stderr, flush=True)
+    labels, names = data.labels, data.label_names
+    classifier, accuracy = train_clean_classifier(pipe, pixels, labels, names, args.clean_steps, args.seed)
+    if folder is not None:
+        classifier.save_pretrained(folder)
+        (folder / "accuracy.json").write_text(json.dumps({"held_out_accuracy": accuracy}) + "\n")
+    return classifier, accuracy
 
 
 @torch.no_grad()
@@ -147,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=100)
     parser.add_argument("--sampler", default="ddim")
     parser.add_argument("--num_inference_steps", type=int, default=25)
-    parser.add_argument("--clean_steps", type=int, default=1500, help="Training steps of the clean classifier.")
+    parser.add_argument("--clean_steps", type=int, default=800, help="Training steps of the clean classifier.")
+    parser.add_argument("--clean_classifier", default=None, help="Keep the clean classifier here (reused if there).")
     parser.add_argument("--features", default="efficientnet-lite0")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -195,15 +217,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--data has the classes {data.label_names}, the classifier {classifier.label_names}.")
     pixels = torch.as_tensor(np.asarray(data.pixels))
     if args.exact_denoiser:
-        pipe = DDPMHubPipeline(unet=ExactDenoiser(pixels, pipe.scheduler.alphas_cumprod), scheduler=pipe.scheduler)
+        pipe = DDPMHubPipeline(unet=ExactDenoiser.of(pixels, pipe.scheduler.alphas_cumprod), scheduler=pipe.scheduler)
         pipe = pipe.to(device).set_sampler(args.sampler)
         pipe.set_progress_bar_config(disable=True)
     started = time.perf_counter()
-    clean_classifier, clean_accuracy = train_clean_classifier(
-        pipe, pixels, data.labels, data.label_names, args.clean_steps, args.seed
-    )
+    clean_classifier, clean_accuracy = clean_classifier_for(pipe, pixels, data, args)
     extractor = get_extractor(args.features, device)
-    reference = extractor.extract(pixels).features
+    reference = extractor.extract(pixels, progress="reference features").features
     rows = []
     for scale in args.scales:
         start = time.perf_counter()
