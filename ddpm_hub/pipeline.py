@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 # The source files of the pipeline, copied beside the weights by `save_pretrained` and pushed with them; `pipeline.py`
-# imports the other two directly, which is what diffusers' custom-pipeline loader follows.
+# imports the others directly, which is what diffusers' custom-pipeline loader follows.
 PIPELINE_SOURCE_FILES = (
     "pipeline.py", "pipeline_steps.py", "pipeline_editing.py", "pipeline_parameterization.py", "pipeline_guidance.py",
 )  # fmt: skip
