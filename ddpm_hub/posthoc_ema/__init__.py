@@ -11,7 +11,7 @@ from __future__ import annotations
 from .profiles import MAX_PROFILE_ERROR, SIGMA_REL_MAX, gamma_to_sigma_rel, power_ema_beta, sigma_rel_to_gamma
 from .reconstruct import Reconstructor, reconstruct
 from .snapshots import SNAPSHOT_DIR, list_snapshots, set_aside_later
-from .tracker import PostHocEMA, PostHocEMAConfig
+from .tracker import PostHocEMA, PostHocEMAConfig, parse_sigma_rels
 
 __all__ = [
     "MAX_PROFILE_ERROR",
@@ -22,6 +22,7 @@ __all__ = [
     "Reconstructor",
     "gamma_to_sigma_rel",
     "list_snapshots",
+    "parse_sigma_rels",
     "power_ema_beta",
     "reconstruct",
     "set_aside_later",

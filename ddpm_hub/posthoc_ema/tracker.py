@@ -2,7 +2,7 @@
 
 A run part with five hooks, called by the trainer (main process does the work; the others hold nothing):
 
-    tracker = PostHocEMA(PostHocEMAConfig(sigma_rels=(0.05, 0.10), snapshot_steps=1000))
+    tracker = PostHocEMA(PostHocEMAConfig.for_run((0.05, 0.10), snapshot_steps=None, max_train_steps=50_000))
     tracker.setup(unet, output_dir, accelerator.is_main_process)     # once the model is built
     tracker.load(checkpoint_dir, resumed_step)                        # when resuming, after setup
     tracker.after_optimizer_step(unet, step, finite)                  # after every optimizer step
@@ -36,6 +36,9 @@ logger = logging.getLogger("ddpm_hub")
 
 STATE_WEIGHTS = "posthoc_ema.safetensors"
 STATE_FILE = "posthoc_ema.json"
+# Snapshots per run when --ema_snapshot_steps is not given: with sigma_rel 0.05 and 0.10 they reach about 0.013 to
+# 0.275 at the last step (docs/training.md#post-hoc-ema has the table).
+SNAPSHOTS_PER_RUN = 32
 
 
 @dataclass(frozen=True)
@@ -44,9 +47,10 @@ class PostHocEMAConfig:
 
     Args:
         sigma_rels (`tuple[float, ...]`, defaults to `(0.05, 0.10)`): relative standard deviations of the tracked
-            power-function EMAs, as in EDM2; two well apart reach about 0.02 to 0.25 after training.
-        snapshot_steps (`int`, defaults to 1000): write a snapshot every this many optimizer steps. More snapshots
-            reach shorter EMAs and fit every profile better, at 2 bytes x parameters x profiles each.
+            power-function EMAs, as in EDM2. What they reach after training depends on the number of snapshots:
+            0.05 and 0.10 reach 0.036 to 0.147 from 4 snapshots, 0.013 to 0.275 from 32.
+        snapshot_steps (`int`, defaults to 1000): write a snapshot every this many optimizer steps (`for_run`
+            defaults to a 32nd of the run). Each costs 2 bytes x parameters x profiles on disk.
     """
 
     sigma_rels: tuple[float, ...] = (0.05, 0.10)
@@ -63,9 +67,24 @@ class PostHocEMAConfig:
         if self.snapshot_steps < 1:
             raise ValueError(f"--ema_snapshot_steps must be positive, got {self.snapshot_steps}.")
 
+    @classmethod
+    def for_run(cls, sigma_rels: tuple[float, ...], snapshot_steps: int | None, max_train_steps: int):
+        """The config of a run of `max_train_steps`: `snapshot_steps` by default a `SNAPSHOTS_PER_RUN`th of it."""
+        return cls(sigma_rels, snapshot_steps or max(1, max_train_steps // SNAPSHOTS_PER_RUN))
+
     @property
     def gammas(self) -> tuple[float, ...]:
         return tuple(sigma_rel_to_gamma(s) for s in self.sigma_rels)
+
+
+def parse_sigma_rels(text: str) -> tuple[float, ...]:
+    """`--ema_sigma_rels 0.05,0.10` -> (0.05, 0.1); a one-line `ValueError` for anything else."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--ema_sigma_rels {text!r} is not a list of numbers such as 0.05,0.10.") from None
+    PostHocEMAConfig(values)  # checks each value
+    return values
 
 
 class PostHocEMA:
@@ -83,6 +102,7 @@ class PostHocEMA:
         self.profiles: list[dict[str, torch.Tensor]] = []  # one {parameter name: average} per sigma_rel
         self.output_dir: Path | None = None
         self.unet_config: dict[str, Any] | None = None
+        self.num_parameters = 0
         self.active = False
         self._branch_checked = False
 
@@ -91,6 +111,7 @@ class PostHocEMA:
     def setup(self, model: torch.nn.Module, output_dir: Path, is_main_process: bool) -> None:
         """Start tracking `model` (main process only: the others never write snapshots) and log the disk cost."""
         self.output_dir, self.active = Path(output_dir), is_main_process
+        self.num_parameters = sum(p.numel() for p in model.parameters())
         if not self.active:
             return
         self.profiles = [
@@ -189,8 +210,7 @@ class PostHocEMA:
 
     def snapshot_bytes(self) -> int:
         """The size of one snapshot's tensors: 2 bytes per parameter per profile (the header adds a few kB)."""
-        parameters = sum(t.numel() for t in self.profiles[0].values()) if self.profiles else 0
-        return 2 * len(self.config.sigma_rels) * parameters
+        return 2 * len(self.config.sigma_rels) * self.num_parameters
 
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """(float32 averages keyed `profile<k>/<name>`, counters and settings as JSON values): an exact resume."""
