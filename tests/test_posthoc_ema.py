@@ -129,15 +129,15 @@ def test_resume_continues_bitwise_and_sets_aside_the_abandoned_branch(tmp_path):
         other.load(checkpoint, resumed_step=6)
 
 
-def test_a_fresh_run_sets_aside_an_earlier_runs_snapshots(tmp_path):
+def test_a_fresh_run_sets_aside_an_earlier_runs_snapshots_and_snapshots_its_last_step(tmp_path):
     model = _module(8)
     earlier = PostHocEMA(PostHocEMAConfig(snapshot_steps=2))
     earlier.setup(model, tmp_path, True)
     _drive(earlier, model, range(1, 5))
-    fresh = PostHocEMA(PostHocEMAConfig(snapshot_steps=3))
+    fresh = PostHocEMA(PostHocEMAConfig.for_run((0.05, 0.10), snapshot_steps=2, max_train_steps=3))
     fresh.setup(model, tmp_path, True)
     _drive(fresh, model, range(1, 4))
-    assert [s.step for s in list_snapshots(tmp_path)] == [3]
+    assert [s.step for s in list_snapshots(tmp_path)] == [2, 3]  # every 2 steps, and the last
     assert len(list((tmp_path / SNAPSHOT_DIR).glob("abandoned-*/step-*"))) == 2
 
 

@@ -115,6 +115,8 @@ class ProfileBasis:
         """
         b = profile_inner_product(self.steps, self.gammas, step, gamma)
         x = self.eigenvectors @ (self.inverse_eigenvalues * (self.eigenvectors.T @ b))
+        if not np.isfinite(x).all() or abs(x.sum()) < 1e-12:  # nothing stored overlaps the target
+            return Solution(x, math.inf)
         x = x / x.sum()
         target_norm2 = (gamma + 1) ** 2 / ((2 * gamma + 1) * step)  # <p_r, p_r>
         residual2 = target_norm2 - 2 * x @ b + x @ self.gram @ x

@@ -51,10 +51,13 @@ class PostHocEMAConfig:
             0.05 and 0.10 reach 0.036 to 0.147 from 4 snapshots, 0.013 to 0.275 from 32.
         snapshot_steps (`int`, defaults to 1000): write a snapshot every this many optimizer steps (`for_run`
             defaults to a 32nd of the run). Each costs 2 bytes x parameters x profiles on disk.
+        last_step (`int`, *optional*): the run's last optimizer step, which gets a snapshot too, so that its own
+            EMAs can be reconstructed at the step of its exported pipeline.
     """
 
     sigma_rels: tuple[float, ...] = (0.05, 0.10)
     snapshot_steps: int = 1000
+    last_step: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "sigma_rels", tuple(float(s) for s in self.sigma_rels))
@@ -69,8 +72,9 @@ class PostHocEMAConfig:
 
     @classmethod
     def for_run(cls, sigma_rels: tuple[float, ...], snapshot_steps: int | None, max_train_steps: int):
-        """The config of a run of `max_train_steps`: `snapshot_steps` by default a `SNAPSHOTS_PER_RUN`th of it."""
-        return cls(sigma_rels, snapshot_steps or max(1, max_train_steps // SNAPSHOTS_PER_RUN))
+        """The config of a run of `max_train_steps`: `snapshot_steps` by default a `SNAPSHOTS_PER_RUN`th of it, and a
+        snapshot at its last step."""
+        return cls(sigma_rels, snapshot_steps or max(1, max_train_steps // SNAPSHOTS_PER_RUN), max_train_steps)
 
     @property
     def gammas(self) -> tuple[float, ...]:
@@ -127,7 +131,8 @@ class PostHocEMA:
 
     @torch.no_grad()
     def after_optimizer_step(self, model: torch.nn.Module, step: int, finite: bool | torch.Tensor = True) -> None:
-        """Average in the weights of optimizer step `step` (1-based); write a snapshot every `snapshot_steps`.
+        """Average in the weights of optimizer step `step` (1-based); write a snapshot every `snapshot_steps` steps
+        and at the run's last step.
 
         `finite` is accepted for the trainer's uniform hook and deliberately not used: see the module docstring.
         """
@@ -142,7 +147,7 @@ class PostHocEMA:
             set_aside_later(self.output_dir, self.step)
             self._branch_checked = True
         self.update(model.named_parameters(), step)
-        if step % self.config.snapshot_steps == 0:
+        if step % self.config.snapshot_steps == 0 or step == self.config.last_step:
             self.write_snapshot(self.output_dir, step)
 
     def save(self, checkpoint_dir: Path) -> None:
