@@ -9,6 +9,7 @@
     ddpm-hub explore [MODEL] [--port 7860] [--host 127.0.0.1] [--share] [--data SHARDS]
     ddpm-hub prepare SRC OUT [--resolution 64] [--shard_size 1000]
     ddpm-hub distill TEACHER --output_dir OUT [--start_steps 256] [--end_steps 4] [--steps_per_round 2000] [...]
+    ddpm-hub ema RUN --output_dir OUT (--sigma_rel 0.07 | --sweep 0.02:0.25:12) [--step N] [eval flags]
 
 Every subcommand is a dataclass config (`cli_config.py`) parsed by `ddpm_hub.arguments.parse_config`, the parser
 of training, so `--help`, unknown flags (exit 2, with the closest real flag) and bad values (exit 2, one line) look
@@ -46,6 +47,7 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...]]] = {
 EXTERNAL_COMMANDS: list[tuple[str, str]] = [
     ("distill", "Distill a trained pipeline into a few-step student (progressive distillation)."),
     ("prepare", "Write WebDataset shards (and a manifest) from an image folder or a data set, for --train_shards."),
+    ("ema", "Reconstruct a post-hoc EMA of any length from a run's EMA snapshots, or sweep lengths by FID."),
 ]
 
 
@@ -70,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         from .prepare import main as prepare_main
 
         return prepare_main(argv[1:])
+    if argv[:1] == ["ema"]:
+        from .posthoc_ema.command import main as ema_main
+
+        return ema_main(argv[1:])
     # Subcommands in their own modules: one dispatch line each, here (see the module docstring).
     top = build_parser()
     if not argv or argv[0] not in COMMANDS:

@@ -24,6 +24,7 @@ METRICS_LOG = "metrics.jsonl"
 RUN_LOG = "train.log"
 PREVIEWS = "samples"
 BEST_DIR = "best"  # evaluation/during_training.py: the best-scoring pipeline so far
+SNAPSHOT_DIR = "ema-snapshots"  # posthoc_ema: the snapshots of --post_hoc_ema, for `ddpm-hub ema`
 # Top-level names a run writes (besides checkpoint-<step>/ and its --logging_dir).
 RUN_FILES = (
     *PIPELINE_ENTRIES,
@@ -35,6 +36,7 @@ RUN_FILES = (
     RUN_LOG,
     PREVIEWS,
     BEST_DIR,
+    SNAPSHOT_DIR,
 )
 # Files an export writes inside unet/ and scheduler/ (diffusers' save_pretrained, safetensors weights).
 EXPORT_FILES = {
