@@ -26,7 +26,7 @@ from pathlib import Path
 
 def train(args, flags: list[str]) -> float:
     """The run, with post-hoc EMA; its wall time in seconds (skipped if the run already finished)."""
-    from ddpm_hub.training import main
+    from ddpm_hub.train import main
 
     run = Path(args.output_dir) / "run"
     if (run / "metrics.json").is_file():

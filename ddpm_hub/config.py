@@ -316,6 +316,22 @@ class TrainConfig:
     ema_inv_gamma: float = field(default=1.0, metadata={"help": "EMA warmup inverse gamma."})
     ema_power: float = field(default=3 / 4, metadata={"help": "EMA warmup power."})
     ema_max_decay: float = field(default=0.9999, metadata={"help": "EMA decay ceiling."})
+    # --- post-hoc EMA: choose the EMA length after training (docs/training.md#post-hoc-ema) ---
+    post_hoc_ema: bool = field(
+        default=False,
+        metadata={
+            "help": "Also track power-function EMAs (Karras et al. 2024) and keep 16-bit snapshots of them, so that "
+            "`ddpm-hub ema RUN` can reconstruct the EMA of any length after training (and score a sweep of them)."
+        },
+    )
+    ema_sigma_rels: str = field(
+        default="0.05,0.10",
+        metadata={"help": "With --post_hoc_ema: the tracked EMAs' relative standard deviations (EDM2's two)."},
+    )
+    ema_snapshot_steps: int | None = field(
+        default=None,
+        metadata={"help": "With --post_hoc_ema: a snapshot every N steps (default: a 32nd of the run, and the last)."},
+    )
     mixed_precision: Literal["no", "fp16", "bf16"] | None = field(
         default=None, metadata={"help": "Mixed precision (default: accelerate config, else no)."}
     )
@@ -414,6 +430,7 @@ class TrainConfig:
             "eval_epochs",
             "eval_num_samples",
             "eval_num_inference_steps",
+            "ema_snapshot_steps",
         )
         _non_negative(self, "lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "max_nonfinite_steps")
         _one_of("compile_mode", self.compile_mode, COMPILE_MODES)
@@ -428,6 +445,8 @@ class TrainConfig:
         metrics = self.eval_config().validate(prefix="eval_")
         if self.eval_steps or self.eval_epochs:
             check_sample_count(self.eval_num_samples, self.eval_features, metrics, "--eval_num_samples")
+        if (self.ema_snapshot_steps is not None or self.ema_sigma_rels != "0.05,0.10") and not self.post_hoc_ema:
+            raise ValueError("--ema_sigma_rels and --ema_snapshot_steps need --post_hoc_ema.")
         if not 0 < self.ema_max_decay < 1:
             raise ValueError(f"--ema_max_decay must lie in (0, 1), got {self.ema_max_decay}.")
         for name in ("adam_beta1", "adam_beta2"):

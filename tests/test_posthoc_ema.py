@@ -13,6 +13,7 @@ from conftest import TINY_UNET
 from diffusers import UNet2DModel
 
 from ddpm_hub import DDPMHubPipeline, make_noise_scheduler
+from ddpm_hub.assembly import PipelineParts
 from ddpm_hub.cli import main as cli_main
 from ddpm_hub.data import draw_shapes
 from ddpm_hub.export import export_pipeline
@@ -157,7 +158,7 @@ def phema_run(tmp_path_factory):
             for parameter in unet.parameters():
                 parameter.add_(torch.randn(parameter.shape, generator=generator), alpha=0.02)
             tracker.after_optimizer_step(unet, step, True)
-    export_pipeline(unet, make_noise_scheduler(), run)
+    export_pipeline(PipelineParts(unet, make_noise_scheduler()), run)
     data = run.parent / "data"  # the run's training images: the sweep's default reference
     data.mkdir()
     for i, image in enumerate(draw_shapes(8, size=16, seed=0)):
@@ -218,7 +219,7 @@ def test_sweep_keeps_the_sigma_rel_with_the_best_score(phema_run, tmp_path, caps
 
 def test_bad_input_is_one_line_and_exit_2(phema_run, tmp_path, capsys):
     no_snapshots = tmp_path / "plain"
-    export_pipeline(UNet2DModel(**TINY_UNET), make_noise_scheduler(), no_snapshots)
+    export_pipeline(PipelineParts(UNet2DModel(**TINY_UNET), make_noise_scheduler()), no_snapshots)
     cases = [
         ([str(no_snapshots), "--sigma_rel", "0.07"], "has no post-hoc EMA snapshots"),
         ([str(phema_run), "--sigma_rel", "0.005"], r"they reach sigma_rel 0\.\d{3} to 0\.\d{3}"),
@@ -230,3 +231,52 @@ def test_bad_input_is_one_line_and_exit_2(phema_run, tmp_path, capsys):
         error = capsys.readouterr().err.strip()
         assert len(error.splitlines()) == 1 and re.search(message, error), error
     assert not (tmp_path / "out").exists()
+
+
+TRAIN = [
+    "--dataset_name", "shapes", "--model", "tiny", "--max_train_samples", "32", "--train_batch_size", "8",
+    "--ddpm_num_inference_steps", "1", "--eval_batch_size", "2", "--logging_steps", "2", "--logger", "none",
+    "--max_train_steps", "6", "--checkpointing_steps", "3", "--post_hoc_ema", "--ema_snapshot_steps", "2",
+]  # fmt: skip
+
+
+def test_a_run_stopped_by_sigterm_and_resumed_keeps_the_uninterrupted_snapshots(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    from ddpm_hub.posthoc_ema.part import PostHocEMAPart
+    from ddpm_hub.train import main as train_main
+
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    assert train_main([*TRAIN, "--output_dir", str(whole)]) == 0
+    step_hook = PostHocEMAPart.after_optimizer_step
+
+    def sigterm_at_step_3(self, step, finite):
+        step_hook(self, step, finite)
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a cluster's scheduler stops a job
+
+    monkeypatch.setattr(PostHocEMAPart, "after_optimizer_step", sigterm_at_step_3)
+    assert train_main([*TRAIN, "--output_dir", str(stopped)]) == 0
+    assert (stopped / "checkpoint-3" / "posthoc_ema.safetensors").is_file() and not (stopped / "checkpoint-6").exists()
+    monkeypatch.undo()
+    assert train_main([*TRAIN, "--output_dir", str(stopped), "--resume_from_checkpoint", "latest"]) == 0
+
+    names = [snapshot.path.name for snapshot in list_snapshots(whole)]
+    assert names == [snapshot.path.name for snapshot in list_snapshots(stopped)]
+    assert names == [f"step-{step:09d}.safetensors" for step in (2, 4, 6)]
+    for name in names:
+        assert (whole / SNAPSHOT_DIR / name).read_bytes() == (stopped / SNAPSHOT_DIR / name).read_bytes()
+    a, b = reconstruct(whole, 0.07), reconstruct(stopped, 0.07)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    settings = json.loads((stopped / "training_config.json").read_text())
+    assert settings["post_hoc_ema"] is True and settings["ema_snapshot_steps"] == 2
+
+    # A run that resumes a checkpoint without post-hoc state cannot start its averages at step 1: one line, exit 2.
+    plain = tmp_path / "plain"
+    without = TRAIN[: TRAIN.index("--post_hoc_ema")]
+    assert train_main([*without, "--output_dir", str(plain)]) == 0
+    capsys.readouterr()
+    assert train_main([*TRAIN, "--output_dir", str(plain), "--resume_from_checkpoint", "checkpoint-3"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "holds no post-hoc EMA" in errors[0]

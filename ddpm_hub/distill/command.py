@@ -24,6 +24,8 @@ def check_run_flags(distill: DistillConfig, data, run, hub) -> None:
         raise ValueError(
             "--eval_steps and --eval_epochs are for training; each round is scored at its end (--eval_rounds)."
         )
+    if run.post_hoc_ema:
+        raise ValueError("--post_hoc_ema is for training; a distillation round keeps the fixed-decay EMA (--use_ema).")
     if hub.hub_push_checkpoints:
         raise ValueError(
             "--hub_push_checkpoints is for training; a distillation pushes only its final student, its rounds' "

@@ -9,11 +9,10 @@ from typing import Any
 import torch
 
 from ..config import EvalConfig
-from ..data.shards import is_shard_reference
 from ..evaluation import check_sample_count
 from ..evaluation.evaluate import generate_images, score, warn_if_few_samples
 from ..evaluation.features import get_extractor
-from ..evaluation.reference import is_image_folder, reference_statistics
+from ..evaluation.reference import reference_source, reference_statistics
 from ..files import atomic_file
 
 SWEEP_JSON = "posthoc_ema_sweep.json"
@@ -30,7 +29,7 @@ def check_scoring(scoring: EvalConfig) -> tuple[str, ...]:
 
 
 def reference_data(reference: str | None, overrides: dict[str, Any], run_settings: dict[str, Any]) -> dict[str, Any]:
-    """`reference_statistics` arguments for `--reference` (and its options), by default the run's training data.
+    """`reference_source` arguments for `--reference` (and its options), by default the run's training data.
 
     Args:
         reference (`str`, *optional*): a folder of images, a built-in set, a data set id or WebDataset shards.
@@ -53,8 +52,7 @@ def reference_data(reference: str | None, overrides: dict[str, Any], run_setting
             "image_column": options.get("image_column") or recorded("image_column"),
             "max_images": options.get("max_images") or recorded("max_train_samples"),
         }
-    folder = Path(reference).exists() and is_image_folder(reference) and not is_shard_reference(reference)
-    return dict(dataset_name=None if folder else reference, train_data_dir=reference if folder else None, **options)
+    return dict(reference=reference, **options)
 
 
 class SweepScorer:
@@ -62,7 +60,7 @@ class SweepScorer:
 
     Args:
         scoring (`EvalConfig`): the eval flags (samples, sampler, steps, metrics, features, batch size, seed).
-        reference (`dict`): `reference_data`'s arguments for `reference_statistics`.
+        reference (`dict`): `reference_data`'s arguments for `reference_source`.
         resolution (`int`), channels (`int`): the pipeline's images (a latent model's decoded ones).
         device (`torch.device`): where to sample and extract.
         cache_dir (`str`, *optional*): where reference statistics are cached.
@@ -72,9 +70,12 @@ class SweepScorer:
                  cache_dir: str | None = None):  # fmt: skip
         self.scoring, self.metrics = scoring, check_scoring(scoring)
         self.extractor = get_extractor(scoring.features, device, scoring.batch_size)
+        options = dict(reference)
+        identity, images = reference_source(options.pop("reference"), **options)
         self.reference = reference_statistics(
-            self.extractor, resolution=resolution, channels=channels, cache_dir=cache_dir, **reference
-        )
+            self.extractor, identity, resolution=resolution, channels=channels, cache_dir=cache_dir,
+            images=lambda: images(resolution, channels),
+        )  # fmt: skip
         warn_if_few_samples(scoring.num_samples, self.metrics)
 
     @torch.no_grad()
@@ -82,7 +83,7 @@ class SweepScorer:
         """The metrics of `num_samples` images of `pipeline` (image i from seed + i, whatever the model)."""
         images = generate_images(
             pipeline, self.scoring.num_samples, batch_size=self.scoring.batch_size, seed=self.scoring.seed,
-            num_inference_steps=num_inference_steps,
+            num_inference_steps=num_inference_steps, progress="Scoring",
         )  # fmt: skip
         return score(self.extractor.extract(images), self.reference, self.metrics, seed=self.scoring.seed)
 

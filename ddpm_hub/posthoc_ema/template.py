@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..assembly import PipelineParts
 from ..checkpointing import list_checkpoints
 from ..export import export_pipeline
 from ..files import write_json
@@ -50,7 +51,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def load_template(run_dir: Path, unet_config: dict | None, device: torch.device):
     """The run's exported `DDPMHubPipeline`, checked to hold the UNet the snapshots were taken of."""
-    from ..pipeline_ddpm_hub import DDPMHubPipeline
+    from ..pipeline import DDPMHubPipeline
     from ..safe_loading import check_local_model, weights_kwargs
 
     if not (run_dir / "model_index.json").is_file():
@@ -93,15 +94,7 @@ def export_reconstruction(
 ) -> Path:
     """Write `pipeline` (its UNet holding the reconstruction of `plan`, sampled with `scheduler`, the run's own) to
     `output_dir`, with its settings, metrics and card."""
-    export_pipeline(
-        pipeline.unet,
-        scheduler,
-        output_dir,
-        label_names=pipeline.config.get("label_names"),
-        vae=getattr(pipeline, "vae", None),
-        latent_scaling_factor=pipeline.config.get("latent_scaling_factor"),
-        default_num_inference_steps=pipeline.config.get("default_num_inference_steps"),
-    )
+    export_pipeline(PipelineParts.of(pipeline).replace(scheduler=scheduler), output_dir)
     settings = {
         **run_settings,
         "posthoc_ema_sigma_rel": round(plan.sigma_rel, 6),

@@ -197,7 +197,7 @@ class Trainer:
                 self.evaluator.prepare(self.data, self.image_resolution, accelerator.device)
         self.size = self.size_run()
         self.build_model()
-        prepared = PreparedRun(self.base_unet, accelerator, self.output_dir, self.data)
+        prepared = PreparedRun(self.base_unet, accelerator, self.output_dir, self.data, self.size.max_train_steps)
         for part in self.parts:
             part.prepare(prepared)
 
