@@ -9,6 +9,7 @@
     ddpm-hub explore [MODEL] [--port 7860] [--host 127.0.0.1] [--share] [--data SHARDS]
     ddpm-hub prepare SRC OUT [--resolution 64] [--shard_size 1000]
     ddpm-hub distill TEACHER --output_dir OUT [--start_steps 256] [--end_steps 4] [--steps_per_round 2000] [...]
+    ddpm-hub eval-text2img MODEL --prompts prompts.txt [--compare SCHEDULER_OR_MODEL ...] [--reference DIR] [...]
 
 Every subcommand is a dataclass config (`cli_config.py`) parsed by `ddpm_hub.arguments.parse_config`, the parser
 of training, so `--help`, unknown flags (exit 2, with the closest real flag) and bad values (exit 2, one line) look
@@ -46,6 +47,7 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...]]] = {
 EXTERNAL_COMMANDS: list[tuple[str, str]] = [
     ("distill", "Distill a trained pipeline into a few-step student (progressive distillation)."),
     ("prepare", "Write WebDataset shards (and a manifest) from an image folder or a data set, for --train_shards."),
+    ("eval-text2img", "Score a text-to-image model on a prompt file (CLIP score; FID/KID), or compare models."),
 ]
 
 
@@ -70,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         from .data.prepare import main as prepare_main
 
         return prepare_main(argv[1:])
+    if argv[:1] == ["eval-text2img"]:
+        from .text2img.evaluate import main as eval_text2img_main
+
+        return eval_text2img_main(argv[1:])
     # Subcommands in their own modules: one dispatch line each, here (see the module docstring).
     top = build_parser()
     if not argv or argv[0] not in COMMANDS:
