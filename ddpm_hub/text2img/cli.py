@@ -185,7 +185,7 @@ class UpscaleConfig:
         if not self.upscale:
             given = _non_default_flags(self, only=UPSCALE_FLAGS)
             if given:
-                raise ValueError(f"{given} only apply with --upscale.")
+                raise ValueError(f"Without --upscale nothing is upscaled, so {given} cannot apply; add --upscale.")
             return
         check_model_reference(self.upscaler_model)
         UpscaleSettings(self.noise_level, self.upscale_num_inference_steps, self.upscale_guidance_scale).check()
