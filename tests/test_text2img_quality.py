@@ -314,6 +314,7 @@ def test_eval_text2img_with_a_reference_folder_scores_fid_and_kid(models, prompt
         (["--clip_model", "{sd}"], "is not a CLIP model: the folder has no config.json."),
         (["--clip_model", "{sd}/text_encoder"], "is a clip_text_model, not a CLIP model"),
         (["--compare", "euler", "--compare", "euler"], "--compare repeats the run"),
+        (["--compare", "org/not-cached"], "Cannot load 'org/not-cached' from the Hub"),  # before any image is made
         (["--reference", "{prompts}"], "is not a folder of images"),
         (["--reference", "{images}"], "2 is too few for FID with efficientnet-lite0 (1280-dimensional features)"),
         (["--metrics", "kid"], "--metrics and --features score against --reference"),

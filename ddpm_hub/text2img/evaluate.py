@@ -37,10 +37,10 @@ from ..devices import resolve_device
 from ..evaluation import EFFICIENTNET, EXTRACTORS, check_sample_count, parse_metrics
 from ..pipeline_ddpm_hub import SAMPLERS
 from .cli import GenerationConfig, ModelConfig, SchedulerName
-from .clip_score import DEFAULT_CLIP_MODEL, CLIPScorer, check_clip_model
+from .clip_score import DEFAULT_CLIP_MODEL, CLIPScorer
 from .inputs import GenerationInputs, check_model_reference, read_prompts_file, resolve_dtype
 from .metadata import slug
-from .text2image import Text2Image
+from .text2image import Text2Image, check_pipeline
 
 
 def _same_as(config: type, name: str, **metadata: Any):
@@ -165,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "or compare models and schedulers on the same prompts and seeds.",
     )  # fmt: skip
     try:
-        check_clip_model(config.clip_model)  # its config only, before any model loads
+        for model in dict.fromkeys(model for model, _ in config.runs()):
+            check_pipeline(model)  # every model's index, before the first one generates
         scorer = CLIPScorer.from_pretrained(config.clip_model, device=config.device)
         extractor = None
         if config.reference is not None:

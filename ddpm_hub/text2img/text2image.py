@@ -489,6 +489,26 @@ class Text2Image:
         return self.load_clip_scorer(clip_model).score(output)
 
 
+def check_pipeline(model: str, revision: str | None = None) -> dict[str, Any]:
+    """The `model_index.json` of a text-to-image `model`, read without loading a weight (the Hub's, cached when
+    offline); `ValueError` or `OSError` saying what could not be read from where."""
+    from diffusers import AutoPipelineForText2Image
+
+    check_model_reference(model)
+    check_local_model(model)
+    try:
+        return AutoPipelineForText2Image.load_config(model, revision=revision)
+    except OSError as error:
+        raise _load_error(model, error) from error
+
+
+def _load_error(model: str, error: OSError) -> OSError:
+    if Path(model).expanduser().exists():
+        return OSError(f"Cannot load the local folder {model!r}: {error}")
+    hint = "check the id, the revision and the network"
+    return OSError(f"Cannot load {model!r} from the Hub ({hint}): {error}")
+
+
 def _load_pipeline(model: str, revision: str | None, variant: str | None, dtype: torch.dtype, no_safety_checker: bool):
     """`AutoPipelineForText2Image.from_pretrained`, with errors that say what could not be loaded from where."""
     from diffusers import AutoPipelineForText2Image
@@ -500,9 +520,6 @@ def _load_pipeline(model: str, revision: str | None, variant: str | None, dtype:
             load_kwargs.update(safety_checker=None, requires_safety_checker=False)
         return AutoPipelineForText2Image.from_pretrained(model, **load_kwargs)
     except OSError as error:
-        if Path(model).expanduser().exists():
-            raise OSError(f"Cannot load the local folder {model!r}: {error}") from error
-        hint = "check the id, the revision and the network"
-        raise OSError(f"Cannot load {model!r} from the Hub ({hint}): {error}") from error
+        raise _load_error(model, error) from error
     except ValueError as error:
         raise ValueError(f"Cannot load model {model!r} as a text-to-image pipeline: {error}") from error

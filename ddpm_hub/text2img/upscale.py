@@ -142,7 +142,7 @@ class Upscaler:
         given.check(self.pipeline.config.max_noise_level)
         defaults = inspect.signature(type(self.pipeline).__call__).parameters
         return UpscaleSettings(
-            *(value if value is not None else defaults[name].default for name, value in vars(given).items())
+            **{name: defaults[name].default if value is None else value for name, value in vars(given).items()}
         )
 
     @torch.no_grad()
