@@ -2,9 +2,9 @@
 schedulers of one) follows a file of prompts, by CLIP score, and how close its images are to a folder of images, by
 FID and KID.
 
-    ddpm-hub eval-text2img stabilityai/stable-diffusion-2-base --prompts drawbench.txt --scheduler ddim \
+    ddpm-hub eval-text2img stabilityai/stable-diffusion-2-base --prompts drawbench.txt --scheduler ddim \\
         --compare dpmpp_2m --num_inference_steps 25 --output clip.json
-    ddpm-hub eval-text2img MODEL --prompts prompts.txt --num_images_per_prompt 8 --reference photos/ \
+    ddpm-hub eval-text2img MODEL --prompts prompts.txt --num_images_per_prompt 8 --reference photos/ \\
         --features efficientnet-lite0-40 --metrics fid,kid
 
 Every run draws image k (counted over all prompts) from seed + k, so runs differ only by what is compared. The CLIP
