@@ -374,3 +374,26 @@ def test_text2img_bad_input_is_one_line_exit_2(models, tmp_path, capsys, args, m
     errors = error_lines(err)
     assert len(errors) == 1 and match.format(**paths) in errors[0], err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GPU
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_upscale_and_clip_score_follow_the_generator_onto_cuda(models):
+    t2i = Text2Image.from_pretrained(str(models["sd"]), device="cuda", dtype="fp16", cpu_offload=True)
+    output = t2i.generate("a cat", seed=0, progress=False, **SMALL)
+    big = t2i.upscale(output.images, metadata=output.metadata, upscaler_model=str(models["upscaler"]),
+                      progress=False, **FAST_UPSCALE)  # fmt: skip
+
+    upscaler = t2i.load_upscaler(str(models["upscaler"]))
+    assert upscaler.pipeline.unet.dtype == torch.float16 and upscaler.pipeline.unet.device.type == "cpu"  # offloaded
+    assert big.images[0].size == (128, 128) and pixels(big.images[0]).std() > 5
+    assert big.metadata[0].device.startswith("cuda") and big.metadata[0].dtype == "fp16"
+    # CLIP runs in float32 on the generator's device and gives the CPU's scores.
+    scores = t2i.clip_score(big, clip_model=str(models["clip"]))
+    assert t2i.load_clip_scorer(str(models["clip"])).device.type == "cuda"
+    cpu_scores = CLIPScorer.from_pretrained(str(models["clip"]), device="cpu")(big.images, "a cat")
+    np.testing.assert_allclose(scores, cpu_scores, atol=1e-2)
