@@ -161,7 +161,7 @@ def test_decoding_that_cannot_fit_in_memory_is_refused_and_never_called_unreadab
     monkeypatch.setattr(images, "available_memory", lambda: 1000)
     args = [*TRAIN, "--train_data_dir", photos, "--resolution", 16, "--output_dir", tmp_path / "run"]
     status, lines, err = run(capsys, train_main, args)
-    assert_one_line(status, lines, err, "--resolution 16", "0.00 GB of memory available")
+    assert_one_line(status, lines, err, "--resolution 16: one decoded image takes 768 bytes", "1,000 bytes of memory")
     # prepare writes a shard from memory: 8 of them need 6 kB; 10 kB holds 6.
     monkeypatch.setattr(images, "available_memory", lambda: 10_000)
     status, lines, err = run(

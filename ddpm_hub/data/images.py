@@ -197,14 +197,14 @@ def images_that_fit(count: int, channels: int, resolution: int, what: str) -> in
     fitting = min(count, available // 2 // per_image)
     if fitting < 1:
         raise ValueError(
-            f"{what}: one decoded image takes {_gigabytes(per_image)} and the source and the resizing as much again, "
-            f"more than the {_gigabytes(available)} of memory available; lower the resolution or free memory."
+            f"{what}: one decoded image takes {_bytes(per_image)} and the source and the resizing as much again, "
+            f"more than the {_bytes(available)} of memory available; lower the resolution or free memory."
         )
     return fitting
 
 
-def _gigabytes(size: int) -> str:
-    return f"{size / 1e9:,.2f} GB"
+def _bytes(size: int) -> str:
+    return f"{size / 1e9:,.1f} GB" if size >= 1e9 else f"{size / 1e6:,.1f} MB" if size >= 1e6 else f"{size:,} bytes"
 
 
 def _preprocess_batch(batch, indices, *, column, resolution, channels, center_crop, seed, labelled=False):
