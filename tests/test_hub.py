@@ -149,11 +149,11 @@ def test_failed_push_keeps_the_results_and_says_how_to_retry(hub_server, tmp_pat
 
 @pytest.fixture
 def trained(tmp_path_factory) -> Path:
+    """A trained pipeline folder, trained in this process (the Hub is only in the commands that follow)."""
+    from ddpm_hub.train import main as train_main
+
     out = tmp_path_factory.mktemp("trained") / "pipe"
-    result = run(
-        [sys.executable, SCRIPT, *TINY, "--output_dir", str(out), "--max_train_steps", "2"], clean_env(), out.parent
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert train_main([*TINY, "--output_dir", str(out), "--max_train_steps", "2"]) == 0
     return out
 
 
@@ -207,12 +207,16 @@ def test_push_command_branches_user_notes_and_sampling(hub_server, trained, tmp_
         assert image.size == (32, 32)  # a 2 x 2 grid of 16 px samples
 
 
-def test_push_command_errors_are_one_line(hub_server, tmp_path):
-    env = hub_env(hub_server, tmp_path)
+def test_push_command_errors_are_one_line(hub_server, tmp_path, capsys):
+    from ddpm_hub.cli import main as cli_main
+
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = ddpm_hub_cli("push", str(empty), "--repo_id", "test-org/x", env=env, cwd=tmp_path)
-    assert result.returncode == 2 and "holds no saved pipeline (model_index.json is missing)" in result.stderr
+    # Refused before the Hub is asked: in this process (which is offline).
+    with pytest.raises(SystemExit) as refused:  # argparse's error: exit status 2
+        cli_main(["push", str(empty), "--repo_id", "test-org/x"])
+    assert refused.value.code == 2
+    assert "holds no saved pipeline (model_index.json is missing)" in capsys.readouterr().err
     bad_token = hub_server.client_env(tmp_path / "bad", token="hf_wrong", base_env=clean_env())
     (empty / "model_index.json").write_text("{}")
     result = ddpm_hub_cli("push", str(empty), "--repo_id", "test-org/x", env=bad_token, cwd=tmp_path)
@@ -220,7 +224,7 @@ def test_push_command_errors_are_one_line(hub_server, tmp_path):
     assert "Traceback" not in result.stderr and "hf_wrong" not in result.stderr
 
 
-def test_hub_dataset_trains_online_then_offline_from_the_cache(hub_server, tmp_path):
+def test_hub_dataset_trains_online_then_offline_from_the_cache(hub_server, tmp_path, capsys):
     import io
 
     from PIL import Image
@@ -246,11 +250,15 @@ def test_hub_dataset_trains_online_then_offline_from_the_cache(hub_server, tmp_p
     offline = dict(online, HF_HUB_OFFLINE="1")
     second = run([sys.executable, *args, "--output_dir", str(tmp_path / "offline")], offline, tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
-    missing = run([sys.executable, *args[:1], "--dataset_name", "test-org/never-downloaded", "--output_dir",
-                   str(tmp_path / "missing")], offline, tmp_path)  # fmt: skip
-    assert missing.returncode == 2, missing.stderr[-3000:]
+    # A data set never downloaded, offline (as this process is): one line, exit status 2.
+    from ddpm_hub.train import main as train_main
+
+    capsys.readouterr()
+    missing = train_main(["--dataset_name", "test-org/never-downloaded", "--output_dir", str(tmp_path / "missing")])
+    stderr = capsys.readouterr().err
+    assert missing == 2, stderr[-3000:]
     assert (
-        missing.stderr.strip()
+        stderr.strip()
         .splitlines()[-1]
         .startswith("train_unconditional.py: error: --dataset_name 'test-org/never-downloaded'")
     )
