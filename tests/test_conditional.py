@@ -210,17 +210,18 @@ def test_stock_load_asks_for_remote_code_which_loads_the_full_conditional_pipeli
 
 
 def test_conditional_pipeline_from_the_hub(hub_server, saved_conditional_dir, tmp_path):
-    from test_hub import ddpm_hub_cli, hub_env
+    from test_hub import hub_env
 
-    pushed = ddpm_hub_cli(
-        "push",
-        str(saved_conditional_dir),
-        "--repo_id",
-        "test-org/colours",
+    # `ddpm-hub push`, then our class by repo id into an empty cache, in one fresh process.
+    ours = run_python(
+        "from ddpm_hub.cli import main\n"
+        f"print('push status', main(['push', {str(saved_conditional_dir)!r}, '--repo_id', 'test-org/colours']))\n"
+        "from ddpm_hub import DDPMHubPipeline\n"
+        f"pipe = DDPMHubPipeline.from_pretrained('test-org/colours', cache_dir={str(tmp_path / 'cache-2')!r})\n"
+        "print(type(pipe).__module__, pipe.label_names)\n",
         env=hub_env(hub_server, tmp_path),
-        cwd=tmp_path,
     )
-    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    assert "push status 0" in ours and "ddpm_hub.pipeline ['cat', 'dog', 'fish']" in ours
     remote = run_python(
         "from diffusers import DiffusionPipeline\n"
         "pipe = DiffusionPipeline.from_pretrained('test-org/colours', trust_remote_code=True)\n"
@@ -230,13 +231,6 @@ def test_conditional_pipeline_from_the_hub(hub_server, saved_conditional_dir, tm
         env=hub_env(hub_server, tmp_path, "cache-1"),
     )
     assert "DDPMHubPipeline ['cat', 'dog', 'fish'] (1, 16, 16, 3)" in remote
-    ours = run_python(
-        "from ddpm_hub import DDPMHubPipeline\n"
-        "pipe = DDPMHubPipeline.from_pretrained('test-org/colours')\n"
-        "print(type(pipe).__module__, pipe.label_names)\n",
-        env=hub_env(hub_server, tmp_path, "cache-2"),
-    )
-    assert "ddpm_hub.pipeline ['cat', 'dog', 'fish']" in ours
 
 
 # --- Training -------------------------------------------------------------------------------------------------
