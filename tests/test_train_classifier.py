@@ -59,6 +59,7 @@ def test_a_classifier_run_resumes_exactly_and_is_noise_aware(model_and_data, tmp
     args = quick(model, data, out, "--max_train_steps", 16, "--checkpointing_steps", 8, "--validation_images", 16)
     assert train_classifier(*args) == 0
     straight = load_file(out / "diffusion_pytorch_model.safetensors")
+    assert exit_code(*args) == 2  # a finished run is not trained over unless told to resume or start over
     # Resumed from the middle (the later checkpoint is set aside): the same classifier, bit for bit.
     assert train_classifier(*args, "--resume_from_checkpoint", "checkpoint-8") == 0
     resumed = load_file(out / "diffusion_pytorch_model.safetensors")
@@ -130,6 +131,7 @@ def test_a_pushed_classifier_guides_ddpm_hub_sample_by_repo_id(hub_server, model
         (["--compile"], "apply to a UNet's training"),
         (["--validation_images", "48"], "--validation_images 48 leaves no training image of the 48"),
         (["--accuracy_bins", "1"], "--accuracy_bins must lie in [2, 1000]"),
+        (["--post_hoc_ema"], "--post_hoc_ema keeps snapshots for `ddpm-hub ema`"),
     ],
 )
 def test_bad_classifier_runs_are_refused_in_one_line(model_and_data, tmp_path, capsys, extra, message):
@@ -138,6 +140,17 @@ def test_bad_classifier_runs_are_refused_in_one_line(model_and_data, tmp_path, c
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert message in error, error
     assert not (tmp_path / "out" / "config.json").exists()
+
+
+def test_a_folder_that_is_not_a_classifier_run_is_refused_and_kept(model_and_data, tmp_path, capsys):
+    """The output-folder rule: the diffusion model's own folder (or any other) is not trained over; nothing in it
+    is written or removed."""
+    model, data = model_and_data
+    before = {path: path.stat().st_mtime_ns for path in model.rglob("*")}
+    assert exit_code(*quick(model, data, model, "--max_train_steps", 1)) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "is not empty and is not a classifier run (it holds model_index.json" in error, error
+    assert {path: path.stat().st_mtime_ns for path in model.rglob("*")} == before
 
 
 def test_unlabelled_images_and_a_missing_model_are_refused(model_and_data, tmp_path, capsys):

@@ -28,6 +28,11 @@ def check_run_flags(run: TrainConfig) -> None:
             "--gradient_checkpointing, --enable_xformers_memory_efficient_attention and --compile apply to a UNet's "
             "training; the classifier trains without them."
         )
+    if run.post_hoc_ema:
+        raise ValueError(
+            "--post_hoc_ema keeps snapshots for `ddpm-hub ema`, which rebuilds a diffusion pipeline; a classifier "
+            "keeps one EMA (--use_ema, --ema_max_decay)."
+        )
 
 
 def diffusion_model_config(config: ClassifierConfig, cache_dir: str | None) -> tuple[ModelConfig, list[str] | None]:
@@ -76,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         shards = resolve_train_shards(data.train_shards)
         trainer = ClassifierTrainer(
             classifier, model, data, run, hub, diffusion_label_names=label_names, shards=shards,
-            parts=run_parts(model, shards),
+            parts=run_parts(model, run, shards),
         )  # fmt: skip
         trainer.run()
     except (SetupError, PushError, DivergedError, NonFiniteWeightsError, WriteError) as error:

@@ -1,7 +1,8 @@
 """A classifier run: the `Trainer` training a `NoiseAwareClassifier` of a frozen diffusion model's x_t.
 
 Everything a training run has comes from the `Trainer` unchanged (accelerate, mixed precision, EMA, checkpoints
-with exact resume, SIGTERM, logging, the output-folder rules, the push); this subclass says only what differs:
+with exact resume, SIGTERM, logging, the push, the output-folder rule with a classifier run's names: `folder.py`);
+this subclass says only what differs:
 
 - the model is the classifier (`new_model`), its step the forward process of the diffusion model's schedule and
   cross-entropy (`ClassifierStep`); the schedule comes from the plan of `--pretrained_model_name_or_path`, a latent
@@ -28,7 +29,7 @@ from ..assembly import PipelineParts
 from ..classifier import NoiseAwareClassifier, new_classifier
 from ..data.images import ImageBatchDataset, ImageSet, augment
 from ..data.memory import InMemoryImages
-from ..errors import SetupError
+from ..errors import SetupError, reported_as_setup_errors
 from ..export import ema_weights
 from ..files import writing
 from ..sampling import sample_batch
@@ -36,6 +37,7 @@ from ..training import Trainer, record_metrics
 from ..training import components as training_components
 from .card import CLASSIFIER_FILES, snapshot_classifier, write_classifier_card
 from .config import ClassifierConfig
+from .folder import check_output_dir
 from .step import accuracy_by_noise_level, make_classifier_step
 
 logger = logging.getLogger("ddpm_hub")
@@ -87,6 +89,8 @@ class ClassifierTrainer(Trainer):
         self.diffusion_unet = None  # loaded at the first preview
 
     def check(self, cleanup: contextlib.ExitStack) -> None:
+        with reported_as_setup_errors():
+            check_output_dir(self.run_config)  # the classifier's rule first; then training's, which it implies
         super().check(cleanup)
         source = self.classifier_config.pretrained_model_name_or_path
         self.plan = dataclasses.replace(self.plan, description=f"a noise-aware classifier of {source}")
