@@ -56,8 +56,10 @@ EFFICIENTNET_BLOCK_WIDTHS = (40, 80, 112, 192, 320)
 INCEPTION = "inception"
 EXTRACTORS = (EFFICIENTNET, *(f"{EFFICIENTNET}-{c}" for c in EFFICIENTNET_BLOCK_WIDTHS), INCEPTION)
 
-# Metric names for --metrics / --eval_metrics: Fréchet distance, kernel distance, precision/recall, Inception Score.
-METRICS = ("fid", "kid", "pr", "is")
+# Metric names for --metrics / --eval_metrics: Fréchet distance, kernel distance, precision/recall, Inception Score,
+# and the negative log-likelihood of the reference images in bits per dimension (no samples, no features).
+METRICS = ("fid", "kid", "pr", "is", "nll")
+SAMPLE_METRICS = ("fid", "kid", "pr", "is")
 
 __all__ = [
     "BETA_SCHEDULES",
@@ -74,6 +76,7 @@ __all__ = [
     "PREDICTION_TYPES",
     "PRESETS",
     "SAMPLERS",
+    "SAMPLE_METRICS",
     "check_extractor_name",
     "check_sample_count",
     "feature_dim",

@@ -244,7 +244,11 @@ class EvalConfig:
         },
     )
     metrics: str = field(
-        default="fid,kid,pr", metadata={"help": "Comma-separated: fid, kid, pr (precision/recall), is."}
+        default="fid,kid,pr",
+        metadata={
+            "help": "Comma-separated: fid, kid, pr (precision/recall), is; nll (the reference images' negative "
+            "log-likelihood in bits/dim)."
+        },
     )
     features: str = field(
         default=EFFICIENTNET,
@@ -255,6 +259,14 @@ class EvalConfig:
     )
     batch_size: int = field(default=64, metadata={"help": "Images per sampling and feature batch."})
     seed: int = field(default=0, metadata={"help": "Image i uses seed + i."})
+    # --- likelihood (Improved DDPM) ---
+    nll_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "nll: the bound of the ddpm sampler's process at this many respaced steps (default: every "
+            "training timestep, the model's own bound; fewer steps are faster and give a larger number)."
+        },
+    )
 
     def validate(self, prefix: str = "") -> tuple[str, ...]:
         """Check every field (flags named `--{prefix}{field}`); returns the parsed metric names."""
@@ -264,6 +276,11 @@ class EvalConfig:
         for name in ("num_samples", "num_inference_steps", "batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{prefix}{name} must be positive, got {getattr(self, name)}.")
+        # --- likelihood (Improved DDPM) ---
+        if self.nll_steps is not None and self.nll_steps < 2:
+            raise ValueError(f"--{prefix}nll_steps must be at least 2, got {self.nll_steps}.")
+        if self.nll_steps is not None and "nll" not in metrics:
+            raise ValueError(f"--{prefix}nll_steps sets how nll is measured; add nll to --{prefix}metrics.")
         return metrics
 
 

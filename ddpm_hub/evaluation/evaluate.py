@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..choices import SAMPLE_METRICS
 from ..config import EvalConfig
 from ..data import image_extensions, is_image_file
 from ..data.shards import is_shard_reference
@@ -128,6 +129,7 @@ def evaluate_model(
     features: str = _DEFAULTS.features,
     batch_size: int = _DEFAULTS.batch_size,
     seed: int = _DEFAULTS.seed,
+    nll_steps: int | None = _DEFAULTS.nll_steps,
     revision: str | None = None,
     reference_config: str | None = None,
     image_column: str | None = None,
@@ -140,16 +142,22 @@ def evaluate_model(
     """Sample (or read) images of `model` and score them against `reference`; see `ddpm-hub eval --help`.
 
     The scoring arguments are the fields of `ddpm_hub.config.EvalConfig` (`**dataclasses.asdict(eval_config)`);
-    `num_inference_steps=None` samples at the pipeline's own count (a distilled student's), else 50.
+    `num_inference_steps=None` samples at the pipeline's own count (a distilled student's), else 50. With "nll" in
+    `metrics`, the reference images' bits per dimension under the model are measured too (`score_likelihood`).
     Returns the result record on the main process and `None` on the others.
     """
     # 1. Arguments, checked before anything is loaded.
     metrics = metrics if isinstance(metrics, str) else ",".join(metrics)
-    metrics = EvalConfig(num_samples, sampler, num_inference_steps, metrics, features, batch_size, seed).validate()
+    metrics = EvalConfig(
+        num_samples, sampler, num_inference_steps, metrics, features, batch_size, seed, nll_steps
+    ).validate()
+    sample_metrics = tuple(m for m in metrics if m in SAMPLE_METRICS)
     model_path = Path(model)
     images_folder, reference_is_folder = _check_sources(model, reference)
+    if "nll" in metrics and images_folder:
+        raise ValueError(f"--metrics nll needs a model; MODEL {model!r} is a folder of images.")
     if not images_folder:
-        check_sample_count(num_samples, features, metrics)
+        check_sample_count(num_samples, features, sample_metrics)
 
     from accelerate import PartialState
 
@@ -158,38 +166,96 @@ def evaluate_model(
     from ..devices import resolve_device
 
     run_device = state.device if state.num_processes > 1 else resolve_device(device)
-    extractor = get_extractor(features, run_device, batch_size)  # fails here, before sampling, if it cannot load
+    # Fails here, before sampling, if it cannot load.
+    extractor = get_extractor(features, run_device, batch_size) if sample_metrics else None
+    pipeline = None if images_folder else _load_pipeline(model, revision, run_device, sampler)
+    if "nll" in metrics:
+        check_likelihood_inputs(pipeline, resolution)
 
     # 2. The images to score: generated now, or read from a folder.
-    if images_folder:
-        generated_images, channels, resolution = _read_images(model_path, resolution)
-        num_samples, sampler, num_inference_steps = len(generated_images), "images from folder", None
-        check_sample_count(num_samples, features, metrics, flag="the number of images in MODEL")
-    else:
-        generated_images, channels, resolution, num_inference_steps = _sample_images(
-            model, revision, run_device, sampler, num_samples, batch_size, seed, num_inference_steps, state
-        )
-    if not state.is_main_process:
-        return None
-    if save_images:
-        _save_images(generated_images, save_images)
-    warn_if_few_samples(num_samples, metrics)
+    record: dict[str, Any] = {"model": str(model), "metrics": list(metrics)}
+    if sample_metrics:
+        if images_folder:
+            generated_images, channels, resolution = _read_images(model_path, resolution)
+            num_samples, sampler, num_inference_steps = len(generated_images), "images from folder", None
+            check_sample_count(num_samples, features, metrics, flag="the number of images in MODEL")
+        else:
+            generated_images, channels, resolution, num_inference_steps = _sample_images(
+                pipeline, sampler, num_samples, batch_size, seed, num_inference_steps, state
+            )
+        if state.is_main_process:
+            if save_images:
+                _save_images(generated_images, save_images)
+            warn_if_few_samples(num_samples, metrics)
 
-    # 3. Features and scores, on the main process.
-    stats = reference_statistics(
-        extractor, resolution=resolution, channels=channels, cache_dir=cache_dir, max_images=max_reference_images,
-        dataset_name=None if reference_is_folder else reference,
-        train_data_dir=reference if reference_is_folder else None,
-        dataset_config_name=reference_config, image_column=image_column,
+            # 3. Features and scores, on the main process.
+            stats = reference_statistics(
+                extractor, resolution=resolution, channels=channels, cache_dir=cache_dir,
+                max_images=max_reference_images, dataset_name=None if reference_is_folder else reference,
+                train_data_dir=reference if reference_is_folder else None, dataset_config_name=reference_config,
+                image_column=image_column,
+            )  # fmt: skip
+            values = score(extractor.extract(generated_images), stats, metrics, seed=seed)
+            record.update(
+                extractor=extractor.name, feature_dim=extractor.dim, num_images=num_samples, resolution=resolution,
+                sampler=sampler, num_inference_steps=num_inference_steps, seed=seed, reference=stats.source,
+                reference_images=stats.num_images, reference_fingerprint=stats.fingerprint, **values,
+            )  # fmt: skip
+
+    # 4. The likelihood of the reference images (every process scores its share).
+    if "nll" in metrics:
+        likelihood = score_likelihood(
+            pipeline, reference, reference_is_folder, num_images=num_samples, nll_steps=nll_steps,
+            batch_size=batch_size, seed=seed, reference_config=reference_config, image_column=image_column, state=state,
+        )  # fmt: skip
+        record.update(likelihood)
+    return record if state.is_main_process else None
+
+
+def check_likelihood_inputs(pipeline, resolution: int | None) -> None:
+    """`--metrics nll` scores reference images at the model's own size, under a pixel model (one-line errors)."""
+    from ..likelihood.nll import bound_variance_type, check_pixel_model
+
+    check_pixel_model(pipeline)
+    bound_variance_type(pipeline)
+    size = pipeline.image_shape[1]
+    if resolution is not None and resolution != size:
+        raise ValueError(
+            f"--metrics nll scores images at the model's own size, {size}px; --resolution {resolution} asks for "
+            "another (bits per dimension of resized images are another quantity)."
+        )
+
+
+def score_likelihood(
+    pipeline, reference: str, reference_is_folder: bool, *, num_images: int, nll_steps: int | None,
+    batch_size: int, seed: int, reference_config: str | None = None, image_column: str | None = None, state=None,
+) -> dict[str, Any]:  # fmt: skip
+    """The `nll_*` entries of an evaluation record: the bits per dimension of `num_images` reference images (a
+    seeded subset, or a stream's first ones) at the model's resolution, split across the processes of `state`."""
+    from ..data.shards import ShardSet
+    from ..likelihood import NegativeLogLikelihood, negative_log_likelihood
+    from .reference import reference_images
+
+    channels, size, _ = pipeline.image_shape
+    shards = ShardSet.resolve(reference) if is_shard_reference(reference) else None
+    images = reference_images(
+        None if reference_is_folder else reference, reference if reference_is_folder else None, reference_config,
+        image_column, num_images, size, channels, True, None, shards,
     )  # fmt: skip
-    generated = extractor.extract(generated_images)
-    values = score(generated, stats, metrics, seed=seed)
-    return dict(
-        model=str(model), extractor=extractor.name, feature_dim=extractor.dim, num_images=num_samples,
-        resolution=resolution, sampler=sampler, num_inference_steps=num_inference_steps, seed=seed,
-        reference=stats.source, reference_images=stats.num_images, reference_fingerprint=stats.fingerprint,
-        metrics=list(metrics), **values,
+    options = dict(num_steps=nll_steps, batch_size=batch_size, progress=state is None or state.is_main_process)
+    if state is None or state.num_processes == 1:
+        return negative_log_likelihood(pipeline, images, seed=seed, **options).record()
+    from accelerate.utils import gather_object
+
+    with state.split_between_processes(list(range(len(images)))) as share:
+        mine = negative_log_likelihood(pipeline, images[share[0] : share[-1] + 1], seed=seed + share[0], **options)
+    parts = gather_object([mine])
+    merged = NegativeLogLikelihood(
+        per_image=torch.cat([part.per_image for part in parts]), prior=torch.cat([part.prior for part in parts]),
+        decoder=torch.cat([part.decoder for part in parts]), num_steps=mine.num_steps,
+        variance_type=mine.variance_type,
     )  # fmt: skip
+    return merged.record()
 
 
 def _read_images(folder: Path, resolution: int | None) -> tuple[np.ndarray, int, int]:
@@ -202,21 +268,27 @@ def _read_images(folder: Path, resolution: int | None) -> tuple[np.ndarray, int,
     return np.asarray(loaded), loaded.shape[1], resolution
 
 
-def _sample_images(model, revision, device, sampler, num_samples, batch_size, seed, num_inference_steps, state):
-    """`(images, channels, resolution, steps)` sampled from the pipeline `model` (this process's share of the seeds);
-    `num_inference_steps=None` takes the pipeline's own count (a distilled student's), else 50."""
+def _load_pipeline(model, revision, device, sampler):
     from ..pipeline_ddpm_hub import DDPMHubPipeline
     from ..safe_loading import check_local_model, weights_kwargs
-    from ..sampling import default_steps
 
     check_local_model(model, "MODEL")
     pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision, **weights_kwargs()).to(device)
-    pipeline.set_sampler(sampler)
     pipeline.set_progress_bar_config(disable=True)
-    channels, resolution, _ = pipeline.image_shape  # a latent model's images, not its latents
-    steps = default_steps(pipeline) if num_inference_steps is None else num_inference_steps
+    return pipeline
+
+
+def _sample_images(pipeline, sampler, num_samples, batch_size, seed, num_inference_steps, state):
+    """`(images, channels, resolution, steps)` sampled from `pipeline` with `sampler` (this process's share of the
+    seeds); `num_inference_steps=None` takes the pipeline's own count (a distilled student's), else 50."""
+    from ..assembly import PipelineParts
+    from ..sampling import default_steps
+
+    sampling = PipelineParts.of(pipeline).pipeline(sampler)  # `pipeline` keeps the training scheduler (for nll)
+    channels, resolution, _ = sampling.image_shape  # a latent model's images, not its latents
+    steps = default_steps(sampling) if num_inference_steps is None else num_inference_steps
     images = generate_images(
-        pipeline, num_samples, batch_size=batch_size, seed=seed, num_inference_steps=steps, state=state
+        sampling, num_samples, batch_size=batch_size, seed=seed, num_inference_steps=steps, state=state
     )
     return images, channels, resolution, steps
 
@@ -277,16 +349,26 @@ def format_table(result: dict[str, Any]) -> str:
         for key, label in names.items()
         if key in result
     ]
-    rows += [
-        ("extractor", result["extractor"]),
-        ("images", str(result["num_images"])),
-        ("resolution", f"{result['resolution']}px"),
-        (
-            "sampler",
-            f"{result['sampler']}"
-            + (f", {result['num_inference_steps']} steps" if result.get("num_inference_steps") else ""),
-        ),
-        ("reference", f"{result['reference']} ({result['reference_images']} images)"),
-    ]
+    if "extractor" in result:
+        rows += [
+            ("extractor", result["extractor"]),
+            ("images", str(result["num_images"])),
+            ("resolution", f"{result['resolution']}px"),
+            (
+                "sampler",
+                f"{result['sampler']}"
+                + (f", {result['num_inference_steps']} steps" if result.get("num_inference_steps") else ""),
+            ),
+            ("reference", f"{result['reference']} ({result['reference_images']} images)"),
+        ]
+    if "nll_bits_per_dim" in result:
+        rows += [
+            ("NLL (bits/dim)", f"{result['nll_bits_per_dim']:.4f} ± {result['nll_bits_per_dim_sem']:.4f}"),
+            (
+                "NLL bound",
+                f"{result['nll_images']} reference images, {result['nll_steps']} steps, "
+                f"{result['nll_variance']} variance, prior term {result['nll_prior_bits']:.2g}",
+            ),
+        ]
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
