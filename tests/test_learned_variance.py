@@ -170,3 +170,23 @@ print(type(full).__name__, full.learns_variance)
     # Stock diffusers' DDPMPipeline draws the same noise in the same order: its images are ours.
     stock_values = json.loads(stock_line.split(" ", 2)[2])
     np.testing.assert_allclose(ours.permute(0, 2, 3, 1).reshape(-1)[:6], stock_values, atol=1e-5)
+
+
+def test_distillation_refuses_a_learned_variance_teacher_in_one_line(tmp_path, capsys):
+    from ddpm_hub.cli import main as cli_main
+
+    teacher = tmp_path / "teacher"
+    pipelines()[0].save_pretrained(teacher)
+    code = cli_main(["distill", str(teacher), "--output_dir", str(tmp_path / "student"), "--dataset_name", "shapes",
+                     "--start_steps", "8", "--end_steps", "4"])  # fmt: skip
+    assert code == 2 and not (tmp_path / "student").exists()
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "outputs 6 channels for 3 input channels (learned variances)" in error
+
+
+@pytest.mark.slow
+def test_compiled_learned_variance_pipeline_matches_eager():
+    learned, _ = pipelines()
+    eager = generate(learned, 3)
+    learned.compile(backend="aot_eager")
+    np.testing.assert_allclose(generate(learned, 3), eager, atol=1e-5)
