@@ -105,7 +105,7 @@ class ModelConfig:
             "generate unconditionally, as classifier-free guidance needs (Ho & Salimans 2022 use 0.1-0.2)."
         },
     )
-    # --- latent diffusion (issue 16) ---
+    # --- latent diffusion: train on a VAE's latents (docs/latent.md) ---
     vae_name_or_path: str | None = field(
         default=None,
         metadata={
@@ -139,7 +139,6 @@ class ModelConfig:
             values = getattr(self, name)
             if values is not None and any(v <= 0 for v in values):
                 raise ValueError(f"--{name} must hold positive integers, got {values}.")
-        # --- latent diffusion (issue 16) ---
         _positive(self, "latent_scaling_factor")
         if (self.vae_subfolder or self.latent_scaling_factor) and self.vae_name_or_path is None:
             raise ValueError("--vae_subfolder and --latent_scaling_factor need --vae_name_or_path.")
@@ -190,7 +189,7 @@ class DataConfig:
             "data, which they decode, the cores per process minus one (1 to 8)."
         },
     )
-    # --- streamed data (issue 17) ---
+    # --- streamed data (docs/scaling-out.md) ---
     train_shards: list[str] | None = field(
         default=None,
         metadata={
@@ -357,7 +356,8 @@ class TrainConfig:
         metadata={"help": "Compiler cache reused across runs and resumes (default: ~/.cache/ddpm-hub/torch-compile)."},
     )
     channels_last: bool = field(
-        default=False, metadata={"help": "channels_last memory format (off: measured faster on an H100, issue 8)."}
+        default=False,
+        metadata={"help": "channels_last memory format (off: NCHW measured faster on an H100, docs/training.md)."},
     )
     max_nonfinite_steps: int = field(
         default=10,

@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..choices import SAMPLE_METRICS
+from ..choices import SAMPLE_METRICS, SAMPLE_STEPS
 from ..config import EvalConfig
 from ..data import image_extensions, is_image_file
 from ..data.shards import is_shard_reference
 from . import check_sample_count
 from .features import Features, get_extractor
 from .metrics import frechet_distance, gaussian_statistics, inception_score, kid, precision_recall
-from .reference import ReferenceStatistics, is_image_folder, reference_statistics
+from .reference import ReferenceStatistics, is_image_folder, reference_source, reference_statistics
 
 logger = logging.getLogger(__name__)
 
@@ -43,28 +43,34 @@ def generate_images(
     *,
     batch_size: int = 64,
     seed: int = 0,
-    num_inference_steps: int = 50,
+    num_inference_steps: int = SAMPLE_STEPS,
     state=None,
+    progress: str | None = None,
 ) -> np.ndarray:
     """`num_samples` uint8 images (N, C, H, W); image i always comes from seed + i, whatever the batch size.
 
     With an accelerate `PartialState` of several processes, each process samples its contiguous share of the
-    indices and the main process receives all of them, in order (the others get an empty array).
+    indices and the main process receives all of them, in order (the others get an empty array). With `progress`,
+    a progress bar of that description counts the images (on the main process).
     """
     indices = list(range(num_samples))
     if state is not None and state.num_processes > 1:
         from accelerate.utils import gather_object
 
         with state.split_between_processes(indices) as share:
-            mine = _sample(pipeline, list(share), batch_size, seed, num_inference_steps)
+            mine = _sample(pipeline, list(share), batch_size, seed, num_inference_steps, progress, state)
         parts = gather_object([mine])
         return np.concatenate(parts) if state.is_main_process else mine[:0]
-    return _sample(pipeline, indices, batch_size, seed, num_inference_steps)
+    return _sample(pipeline, indices, batch_size, seed, num_inference_steps, progress)
 
 
-def _sample(pipeline, indices: list[int], batch_size: int, seed: int, num_inference_steps: int) -> np.ndarray:
+def _sample(pipeline, indices, batch_size, seed, num_inference_steps, progress=None, state=None) -> np.ndarray:
+    from tqdm.auto import tqdm
+
     channels, size, _ = pipeline.image_shape  # pixels, also for a latent model (its samples are decoded)
     batches = []
+    shown = progress is not None and (state is None or state.is_main_process)
+    bar = tqdm(total=len(indices), desc=progress, unit="image", disable=not shown)
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         generators = [torch.Generator().manual_seed(seed + i) for i in chunk]
@@ -72,6 +78,8 @@ def _sample(pipeline, indices: list[int], batch_size: int, seed: int, num_infere
             batch_size=len(chunk), generator=generators, num_inference_steps=num_inference_steps, output_type="pt"
         ).images
         batches.append(to_uint8(images))
+        bar.update(len(chunk))
+    bar.close()
     return np.concatenate(batches) if batches else np.zeros((0, channels, size, size), np.uint8)
 
 
@@ -153,11 +161,15 @@ def evaluate_model(
     ).validate()
     sample_metrics = tuple(m for m in metrics if m in SAMPLE_METRICS)
     model_path = Path(model)
-    images_folder, reference_is_folder = _check_sources(model, reference)
+    images_folder = _check_sources(model, reference)
     if "nll" in metrics and images_folder:
         raise ValueError(f"--metrics nll needs a model; MODEL {model!r} is a folder of images.")
     if not images_folder:
         check_sample_count(num_samples, features, sample_metrics)
+    # The reference is found and fingerprinted before any model is loaded or any image sampled.
+    identity, reference_images = reference_source(
+        reference, dataset_config_name=reference_config, image_column=image_column, max_images=max_reference_images
+    )
 
     from accelerate import PartialState
 
@@ -168,13 +180,13 @@ def evaluate_model(
     run_device = state.device if state.num_processes > 1 else resolve_device(device)
     # Fails here, before sampling, if it cannot load.
     extractor = get_extractor(features, run_device, batch_size) if sample_metrics else None
-    pipeline = None if images_folder else _load_pipeline(model, revision, run_device, sampler)
+    pipeline = None if images_folder else _load_pipeline(model, revision, run_device)
     if "nll" in metrics:
         check_likelihood_inputs(pipeline, resolution)
 
-    # 2. The images to score: generated now, or read from a folder.
     record: dict[str, Any] = {"model": str(model), "metrics": list(metrics)}
     if sample_metrics:
+        # 2. The images to score: generated now, or read from a folder.
         if images_folder:
             generated_images, channels, resolution = _read_images(model_path, resolution)
             num_samples, sampler, num_inference_steps = len(generated_images), "images from folder", None
@@ -187,13 +199,10 @@ def evaluate_model(
             if save_images:
                 _save_images(generated_images, save_images)
             warn_if_few_samples(num_samples, metrics)
-
             # 3. Features and scores, on the main process.
             stats = reference_statistics(
-                extractor, resolution=resolution, channels=channels, cache_dir=cache_dir,
-                max_images=max_reference_images, dataset_name=None if reference_is_folder else reference,
-                train_data_dir=reference if reference_is_folder else None, dataset_config_name=reference_config,
-                image_column=image_column,
+                extractor, identity, resolution=resolution, channels=channels, cache_dir=cache_dir,
+                images=lambda: reference_images(resolution, channels),
             )  # fmt: skip
             values = score(extractor.extract(generated_images), stats, metrics, seed=seed)
             record.update(
@@ -204,11 +213,13 @@ def evaluate_model(
 
     # 4. The likelihood of the reference images (every process scores its share).
     if "nll" in metrics:
+        _, nll_images = reference_source(
+            reference, dataset_config_name=reference_config, image_column=image_column, max_images=num_samples
+        )
         likelihood = score_likelihood(
-            pipeline, reference, reference_is_folder, num_images=num_samples, nll_steps=nll_steps,
-            batch_size=batch_size, seed=seed, reference_config=reference_config, image_column=image_column, state=state,
-        )  # fmt: skip
-        record.update(likelihood)
+            pipeline, nll_images, nll_steps=nll_steps, batch_size=batch_size, seed=seed, state=state
+        )
+        record.update(likelihood, reference=record.get("reference", identity.description))
     return record if state.is_main_process else None
 
 
@@ -227,21 +238,15 @@ def check_likelihood_inputs(pipeline, resolution: int | None) -> None:
 
 
 def score_likelihood(
-    pipeline, reference: str, reference_is_folder: bool, *, num_images: int, nll_steps: int | None,
-    batch_size: int, seed: int, reference_config: str | None = None, image_column: str | None = None, state=None,
-) -> dict[str, Any]:  # fmt: skip
-    """The `nll_*` entries of an evaluation record: the bits per dimension of `num_images` reference images (a
-    seeded subset, or a stream's first ones) at the model's resolution, split across the processes of `state`."""
-    from ..data.shards import ShardSet
+    pipeline, images, *, nll_steps: int | None, batch_size: int, seed: int, state=None
+) -> dict[str, Any]:
+    """The `nll_*` entries of an evaluation record: the bits per dimension of the reference `images`
+    (`images(resolution, channels)`, from `reference_source`) at the model's resolution, split across the processes
+    of `state`; image i's noise comes from seed + i."""
     from ..likelihood import NegativeLogLikelihood, negative_log_likelihood
-    from .reference import reference_images
 
     channels, size, _ = pipeline.image_shape
-    shards = ShardSet.resolve(reference) if is_shard_reference(reference) else None
-    images = reference_images(
-        None if reference_is_folder else reference, reference if reference_is_folder else None, reference_config,
-        image_column, num_images, size, channels, True, None, shards,
-    )  # fmt: skip
+    images = images(size, channels)
     options = dict(num_steps=nll_steps, batch_size=batch_size, progress=state is None or state.is_main_process)
     if state is None or state.num_processes == 1:
         return negative_log_likelihood(pipeline, images, seed=seed, **options).record()
@@ -268,8 +273,8 @@ def _read_images(folder: Path, resolution: int | None) -> tuple[np.ndarray, int,
     return np.asarray(loaded), loaded.shape[1], resolution
 
 
-def _load_pipeline(model, revision, device, sampler):
-    from ..pipeline_ddpm_hub import DDPMHubPipeline
+def _load_pipeline(model, revision, device):
+    from ..pipeline import DDPMHubPipeline
     from ..safe_loading import check_local_model, weights_kwargs
 
     check_local_model(model, "MODEL")
@@ -286,15 +291,16 @@ def _sample_images(pipeline, sampler, num_samples, batch_size, seed, num_inferen
 
     sampling = PipelineParts.of(pipeline).pipeline(sampler)  # `pipeline` keeps the training scheduler (for nll)
     channels, resolution, _ = sampling.image_shape  # a latent model's images, not its latents
-    steps = default_steps(sampling) if num_inference_steps is None else num_inference_steps
+    steps = default_steps(sampling, requested=num_inference_steps)
     images = generate_images(
-        sampling, num_samples, batch_size=batch_size, seed=seed, num_inference_steps=steps, state=state
-    )
+        sampling, num_samples, batch_size=batch_size, seed=seed, num_inference_steps=steps, state=state,
+        progress=f"Sampling {num_samples} images ({sampler}, {steps} steps)",
+    )  # fmt: skip
     return images, channels, resolution, steps
 
 
-def _check_sources(model: str, reference: str) -> tuple[bool, bool]:
-    """(MODEL is a folder of images, --reference is a folder of images); `ValueError` for an unusable one."""
+def _check_sources(model: str, reference: str) -> bool:
+    """Whether MODEL is a folder of images; `ValueError` for an unusable MODEL or --reference folder."""
     model_path = Path(model)
     images_folder = model_path.is_dir() and not (model_path / "model_index.json").is_file()
     if images_folder and not has_images(model_path):
@@ -310,7 +316,7 @@ def _check_sources(model: str, reference: str) -> tuple[bool, bool]:
             f"--reference {reference!r} holds no image files (none of the {len(image_extensions())} extensions the "
             "image loader reads)."
         )
-    return images_folder, reference_is_folder
+    return images_folder
 
 
 def has_images(folder: Path) -> bool:
@@ -366,7 +372,7 @@ def format_table(result: dict[str, Any]) -> str:
             ("NLL (bits/dim)", f"{result['nll_bits_per_dim']:.4f} ± {result['nll_bits_per_dim_sem']:.4f}"),
             (
                 "NLL bound",
-                f"{result['nll_images']} reference images, {result['nll_steps']} steps, "
+                f"{result['nll_images']} images of {result['reference']}, {result['nll_steps']} steps, "
                 f"{result['nll_variance']} variance, prior term {result['nll_prior_bits']:.2g}",
             ),
         ]
