@@ -22,6 +22,9 @@ BETA_SCHEDULES: dict[str, str] = {
 }
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+# Improved DDPM (`--variance_type`, `--loss_type`): `likelihood.VARIANCE_TYPES` and `likelihood.LOSS_TYPES`.
+VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
+LOSS_TYPES = ("simple", "hybrid", "vlb")
 
 # Sampler names (`--sampler`, `--preview_sampler`, `--eval_sampler`): the keys of `pipeline_steps.SAMPLERS`.
 SAMPLERS = (
@@ -71,12 +74,14 @@ __all__ = [
     "EFFICIENTNET_BLOCK_WIDTHS",
     "EXTRACTORS",
     "INCEPTION",
+    "LOSS_TYPES",
     "LR_SCHEDULERS",
     "METRICS",
     "PREDICTION_TYPES",
     "PRESETS",
     "SAMPLERS",
     "SAMPLE_METRICS",
+    "VARIANCE_TYPES",
     "check_extractor_name",
     "check_sample_count",
     "feature_dim",

@@ -20,11 +20,13 @@ from .choices import (
     COMPILE_MODES,
     EFFICIENTNET,
     EXTRACTORS,
+    LOSS_TYPES,
     LR_SCHEDULERS,
     PREDICTION_TYPES,
     PRESETS,
     SAMPLE_STEPS,
     SAMPLERS,
+    VARIANCE_TYPES,
     check_sample_count,
     parse_metrics,
 )
@@ -121,6 +123,27 @@ class ModelConfig:
     latent_scaling_factor: float | None = field(
         default=None, metadata={"help": "Multiply the latents by this instead of the VAE's config.scaling_factor."}
     )
+    # --- learned variances and the variational bound (Improved DDPM) ---
+    variance_type: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Variance of each reverse step: {', '.join(VARIANCE_TYPES)}. learned_range: the UNet outputs "
+            "twice the channels and learns it between the two fixed ones (Nichol & Dhariwal 2021; needs --loss_type "
+            "hybrid or vlb). Default for a new model: learned_range with --loss_type hybrid or vlb, else fixed_small; "
+            "a pretrained model's own. See docs/likelihood.md."
+        },
+    )
+    loss_type: str = field(
+        default="simple",
+        metadata={
+            "help": f"Training objective: {', '.join(LOSS_TYPES)}. simple: the MSE of DDPM; hybrid: the MSE plus "
+            "--vlb_weight times the variational bound, which trains the variance only; vlb: the bound alone, with "
+            "importance-sampled timesteps."
+        },
+    )
+    vlb_weight: float = field(
+        default=0.001, metadata={"help": "hybrid: the bound's weight lambda (the paper's 0.001)."}
+    )
 
     def validate(self) -> None:
         if self.model_config_name_or_path is None and self.pretrained_model_name_or_path is None:
@@ -142,6 +165,26 @@ class ModelConfig:
         _positive(self, "latent_scaling_factor")
         if (self.vae_subfolder or self.latent_scaling_factor) and self.vae_name_or_path is None:
             raise ValueError("--vae_subfolder and --latent_scaling_factor need --vae_name_or_path.")
+        # --- learned variances and the variational bound (Improved DDPM) ---
+        _one_of("variance_type", self.variance_type, VARIANCE_TYPES)
+        _one_of("loss_type", self.loss_type, LOSS_TYPES)
+        _positive(self, "vlb_weight")
+        if self.variance_type is not None:
+            check_objective(self.variance_type, self.loss_type)
+
+
+def check_objective(variance_type: str, loss_type: str, origin: str = "--variance_type") -> None:
+    """The pairs of variance and loss that train: a learned variance needs the bound, the hybrid loss a learned
+    variance (one-line `ValueError` otherwise)."""
+    if variance_type == "learned_range" and loss_type == "simple":
+        raise ValueError(
+            f"{origin} learned_range needs --loss_type hybrid or vlb: the simple loss gives the variance no gradient."
+        )
+    if loss_type == "hybrid" and variance_type != "learned_range":
+        raise ValueError(
+            f"--loss_type hybrid trains a learned variance (its bound term stops the mean's gradient); with "
+            f"{origin} {variance_type} it would train nothing more: use learned_range, or --loss_type vlb."
+        )
 
 
 @dataclass
@@ -398,6 +441,8 @@ class TrainConfig:
     logging_dir: str = field(default="logs", metadata={"help": "Tracker folder, relative to output_dir."})
     logging_steps: int = field(default=50, metadata={"help": "Reduce and log the loss every N optimizer steps."})
     local_rank: int = field(default=-1, metadata={"help": "Set by launchers; accepted for compatibility."})
+    # --- likelihood (Improved DDPM) ---
+    eval_nll_steps: int | None = _eval_field("nll_steps")
 
     def eval_config(self) -> EvalConfig:
         """The `--eval_*` flags as the `EvalConfig` that `ddpm-hub eval` takes (batch size and seed: the run's)."""
@@ -409,6 +454,7 @@ class TrainConfig:
             features=self.eval_features,
             batch_size=self.eval_batch_size,
             seed=self.seed,
+            nll_steps=self.eval_nll_steps,
         )
 
     def validate(self) -> None:

@@ -18,14 +18,17 @@ from .arguments import one_line, parse_config
 from .config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
 
 
-def run_parts(model: ModelConfig, shards) -> list:
+def run_parts(model: ModelConfig, shards, run: TrainConfig | None = None) -> list:
     """The parts of a run with these flags (`ddpm_hub.training.parts`), in the order the Trainer consults them."""
+    from .improved_ddpm import ImprovedDDPM, uses_improved_ddpm
     from .latents.shards import latent_shards_manifest
     from .latents.space import LatentSpace
 
     parts = []
     if model.vae_name_or_path is not None or latent_shards_manifest(shards) is not None:
         parts.append(LatentSpace(shards=shards))
+    if uses_improved_ddpm(model, run or TrainConfig()):  # after the latent space: it checks a latent run's flags
+        parts.append(ImprovedDDPM())
     return parts
 
 
@@ -35,7 +38,7 @@ def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: Hu
     from .training import Trainer
 
     shards = resolve_train_shards(data.train_shards)
-    return Trainer(model_config, data, run, hub, shards=shards, parts=run_parts(model_config, shards)).run()
+    return Trainer(model_config, data, run, hub, shards=shards, parts=run_parts(model_config, shards, run)).run()
 
 
 def main(argv: list[str] | None = None) -> int:

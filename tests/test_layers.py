@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),  # fmt: skip
     ("evaluation", ("evaluation",)),
     ("training", ("training", "train_step", "checkpointing", "run_folder", "defaults")),
-    ("parts", ("latents",)),
+    ("parts", ("latents", "improved_ddpm")),
     ("commands", ("train", "prepare", "distill", "cli", "app", "text2img")),
 ]
 LEVEL = {name: level for level, (_, names) in enumerate(LAYERS) for name in names}
@@ -133,7 +133,7 @@ def test_there_is_no_import_circle():
 
 
 def test_the_named_choices_are_the_implementations_own():
-    from ddpm_hub import choices, models, pipeline_parameterization, pipeline_steps
+    from ddpm_hub import choices, likelihood, models, pipeline_parameterization, pipeline_steps
     from ddpm_hub.data import images
 
     assert choices.SAMPLERS == tuple(pipeline_steps.SAMPLERS)
@@ -141,3 +141,4 @@ def test_the_named_choices_are_the_implementations_own():
     assert choices.PRESETS == tuple(models.PRESETS)
     assert choices.BUILTIN_DATASETS == tuple(images.BUILTIN_DATASETS)
     assert choices.PREDICTION_TYPES == pipeline_parameterization.PREDICTION_TYPES
+    assert choices.VARIANCE_TYPES == likelihood.VARIANCE_TYPES and choices.LOSS_TYPES == likelihood.LOSS_TYPES

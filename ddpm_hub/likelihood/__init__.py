@@ -16,8 +16,8 @@ from __future__ import annotations
 from .bound import BitsPerDim, bits_per_dim, prior_bits, reverse_step, vb_terms_bits
 from .gaussian import discretized_gaussian_log_likelihood, gaussian_log_density, normal_kl
 from .nll import NegativeLogLikelihood, bound_variance_type, negative_log_likelihood
-from .objectives import HYBRID_VLB_WEIGHT, LOSS_TYPES, bound_term, hybrid_loss, vlb_loss
-from .process import VARIANCE_TYPES, DiffusionProcess
+from .objectives import HYBRID_VLB_WEIGHT, LOSS_TYPES, BoundObjective, bound_term, hybrid_loss, vlb_loss
+from .process import VARIANCE_TYPES, DiffusionProcess, bound_variance
 from .timestep_sampler import LossSecondMomentSampler
 
 __all__ = [
@@ -25,11 +25,13 @@ __all__ = [
     "LOSS_TYPES",
     "VARIANCE_TYPES",
     "BitsPerDim",
+    "BoundObjective",
     "DiffusionProcess",
     "LossSecondMomentSampler",
     "NegativeLogLikelihood",
     "bits_per_dim",
     "bound_term",
+    "bound_variance",
     "bound_variance_type",
     "discretized_gaussian_log_likelihood",
     "gaussian_log_density",

@@ -15,15 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .bound import BitsPerDim, bits_per_dim
-from .process import VARIANCE_TYPES, DiffusionProcess
-
-# A fixed-variance model's `variance_type` as the bound takes it: the "_log" forms are the same variances.
-_FIXED_VARIANCES = {
-    "fixed_small": "fixed_small",
-    "fixed_small_log": "fixed_small",
-    "fixed_large": "fixed_large",
-    "fixed_large_log": "fixed_large",
-}
+from .process import VARIANCE_TYPES, DiffusionProcess, bound_variance
 
 
 @dataclass
@@ -76,10 +68,7 @@ def bound_variance_type(pipeline, variance_type: str | None = None) -> str:
         return variance_type
     if pipeline.learns_variance:
         return "learned_range"
-    configured = pipeline.scheduler.config.get("variance_type") or "fixed_small"
-    if configured not in _FIXED_VARIANCES:
-        raise ValueError(f"The likelihood of a model with variance_type {configured!r} is not computed here.")
-    return _FIXED_VARIANCES[configured]
+    return bound_variance(pipeline.scheduler.config.get("variance_type"))
 
 
 def _denoiser(pipeline, batch_size: int):

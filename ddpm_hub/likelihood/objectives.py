@@ -11,11 +11,15 @@ prediction (which sets the mean) enters it detached, so the mean learns from L_s
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from ..loss import diffusion_loss
 from ..pipeline_variance import split_variance
 from .bound import vb_terms_bits
 from .process import DiffusionProcess
+from .timestep_sampler import LossSecondMomentSampler
 
 LOSS_TYPES = ("simple", "hybrid", "vlb")  # the choices of --loss_type
 HYBRID_VLB_WEIGHT = 0.001  # lambda of eq. 16
@@ -56,3 +60,95 @@ def hybrid_loss(
 def vlb_loss(bound_terms: torch.Tensor, importance_weights: torch.Tensor, num_timesteps: int) -> torch.Tensor:
     """L_vlb (eq. 18) from importance-sampled timesteps: T times the batch's mean of L_t / (T p_t)."""
     return num_timesteps * (importance_weights * bound_terms).mean()
+
+
+class BoundObjective:
+    """The training loss of an Improved DDPM run: `hybrid` or `vlb` with a fixed or learned variance.
+
+    Built from the flags before the run knows its schedule; `bind` gives it the training scheduler and device (the
+    process tables, and for `vlb` the importance sampler of timesteps, whose state is `state_dict`).
+
+    Args:
+        loss_type (`str`): "hybrid" or "vlb".
+        variance_type (`str`): one of `VARIANCE_TYPES`.
+        vlb_weight (`float`, defaults to 0.001): lambda of the hybrid loss.
+        decoder (`str`, defaults to `"discretized"`): L_0 of 8-bit pixels, or `"continuous"` (a latent run).
+    """
+
+    def __init__(
+        self, loss_type: str, variance_type: str, vlb_weight: float = HYBRID_VLB_WEIGHT, decoder: str = "discretized"
+    ):
+        if loss_type not in LOSS_TYPES[1:]:
+            raise ValueError(f"BoundObjective trains hybrid or vlb, not {loss_type!r}.")
+        self.loss_type, self.variance_type, self.vlb_weight, self.decoder = (
+            loss_type,
+            variance_type,
+            vlb_weight,
+            decoder,
+        )
+        self.process: DiffusionProcess | None = None
+        self.sampler: LossSecondMomentSampler | None = None
+        self._pending_state: dict[str, Any] | None = None
+
+    def bind(self, noise_scheduler, device: torch.device) -> None:
+        """The training schedule's tables on `device`, and the timestep sampler of `vlb`."""
+        self.process = DiffusionProcess.from_scheduler(noise_scheduler, device=device)
+        self.prediction_type = noise_scheduler.config.prediction_type
+        if self.loss_type == "vlb":
+            self.sampler = LossSecondMomentSampler(len(self.process), device=device)
+            if self._pending_state:
+                self.sampler.load_state_dict(self._pending_state)
+
+    @property
+    def num_timesteps(self) -> int:
+        return len(self.process)
+
+    def draw_timesteps(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(t, importance weights): uniform t (no weights) for hybrid, as `TrainStep` draws it; p_t for vlb."""
+        if self.sampler is None:
+            return torch.randint(0, self.num_timesteps, (batch_size,), device=device), None
+        return self.sampler.sample(batch_size, device)
+
+    def __call__(
+        self,
+        model_output: torch.Tensor,
+        clean: torch.Tensor,
+        noisy: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        importance_weights: torch.Tensor | None,
+        noise_scheduler,
+        snr_gamma: float | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, L_t per image, detached): eq. 16 for hybrid (the MSE of the prediction, Min-SNR weighted when
+        `snr_gamma` is set, plus lambda T L_t), eq. 18 for vlb."""
+        terms = bound_term(
+            model_output, clean, noisy, timesteps, self.process, self.prediction_type, self.variance_type,
+            stop_mean_gradient=self.loss_type == "hybrid", decoder=self.decoder,
+        )  # fmt: skip
+        if self.loss_type == "vlb":
+            return vlb_loss(terms, importance_weights, self.num_timesteps), terms.detach()
+        prediction = split_variance(model_output, clean.shape[1])[0]
+        simple = diffusion_loss(prediction, clean, noise, timesteps, noise_scheduler, snr_gamma)
+        return hybrid_loss(simple, terms, self.num_timesteps, self.vlb_weight), terms.detach()
+
+    def record(self, timesteps: torch.Tensor, terms: torch.Tensor, accelerator=None) -> None:
+        """Feed one micro-batch's L_t to the vlb sampler (gathered from every process, so they all draw alike)."""
+        if self.sampler is None:
+            return
+        if accelerator is not None and accelerator.num_processes > 1:
+            timesteps, terms = accelerator.gather(timesteps), accelerator.gather(terms)
+        self.sampler.update(timesteps, terms)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"timestep_sampler": self.sampler.state_dict()} if self.sampler is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the sampler (kept until `bind` when it comes first)."""
+        sampler_state = state.get("timestep_sampler")
+        if sampler_state is None:
+            return
+        if self.sampler is None:
+            self._pending_state = sampler_state
+        else:
+            self.sampler.load_state_dict(sampler_state)

@@ -17,6 +17,19 @@ from ..pipeline_variance import learned_range_log_variance
 
 # How the reverse-step variance is chosen (the scheduler's `variance_type` names).
 VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
+# diffusers' other names for the same fixed variances.
+_SAME_VARIANCE = {"fixed_small_log": "fixed_small", "fixed_large_log": "fixed_large"}
+
+
+def bound_variance(variance_type: str | None) -> str:
+    """A scheduler's `variance_type` as the bound takes it (one of `VARIANCE_TYPES`; None is diffusers' default)."""
+    name = _SAME_VARIANCE.get(variance_type or "fixed_small", variance_type or "fixed_small")
+    if name not in VARIANCE_TYPES:
+        raise ValueError(
+            f"The variational bound takes the variance types {', '.join(VARIANCE_TYPES)} (and their _log forms), "
+            f"not {variance_type!r}."
+        )
+    return name
 
 
 def _per_image(table: torch.Tensor, index: torch.Tensor, ndim: int) -> torch.Tensor:

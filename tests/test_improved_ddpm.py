@@ -1,0 +1,106 @@
+"""Training with learned variances and the variational bound (Improved DDPM) through the real training CLI: the
+saved model, the timestep sampler's state in checkpoints and an exact resume, `--eval_metrics nll` and the card, and
+the refusals of combinations that cannot train."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+
+import pytest
+import torch
+from test_train import TINY, assert_same_weights, launch, ok
+
+from ddpm_hub import DDPMHubPipeline
+
+
+def run_args(loss_type: str) -> list[str]:
+    # T = 2 timesteps: the vlb sampler has 10 losses at both after 20 images or so, so it leaves its uniform start
+    # (16 images per optimizer step) before the checkpoint at step 3, and resume must restore it.
+    return [*TINY, "--max_train_samples", "32", "--max_train_steps", "7", "--gradient_accumulation_steps", "2",
+            "--random_flip", "--loss_type", loss_type, "--ddpm_num_steps", "2", "--checkpointing_steps", "3",
+            "--eval_steps", "7", "--eval_metrics", "nll", "--eval_num_samples", "4"]  # fmt: skip
+
+
+def resume_matches(args: list[str], tmp_path) -> tuple:
+    """Train straight, then again from the first run's checkpoint-3; assert the same weights; return both folders."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    ok(launch(*args, "--output_dir", str(straight), cwd=tmp_path, python=True))
+    resumed.mkdir()
+    shutil.copytree(straight / "checkpoint-3", resumed / "checkpoint-3")
+    result = ok(
+        launch(*args, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True)
+    )
+    assert "Resumed from" in result.stderr
+    assert_same_weights(straight / "checkpoint-7" / "model.safetensors", resumed / "checkpoint-7" / "model.safetensors")
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    assert_same_weights(straight / unet, resumed / unet)
+    return straight, resumed
+
+
+def test_vlb_run_learns_variances_keeps_its_timestep_sampler_and_resumes_bit_identically(tmp_path):
+    straight, _ = resume_matches(run_args("vlb"), tmp_path)
+    # The model: twice the output channels, the scheduler's learned variance, the sampler's state in checkpoints.
+    assert json.loads((straight / "unet" / "config.json").read_text())["out_channels"] == 6
+    assert (
+        json.loads((straight / "scheduler" / "scheduler_config.json").read_text())["variance_type"] == "learned_range"
+    )
+    state = json.loads((straight / "checkpoint-3" / "training_state.json").read_text())
+    sampler = state["parts"]["improved_ddpm"]["timestep_sampler"]
+    assert min(sampler["written"]) >= sampler["history"]  # warm: timesteps were importance-sampled after it
+    # Likelihood during training, on the card, with the variance and the loss.
+    logged = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    nll = [entry["eval_nll_bits_per_dim"] for entry in logged if "eval_nll_bits_per_dim" in entry]
+    assert nll and all(math.isfinite(value) and value > 0 for value in nll)
+    card = (straight / "README.md").read_text()
+    assert "| variance_type | learned_range |" in card and "| loss_type | vlb |" in card
+    assert re.search(r"\| final_nll_bits_per_dim \| \d+\.\d+ \|", card) and "It learns the variance" in card
+    pipe = DDPMHubPipeline.from_pretrained(straight).set_sampler("ddpm")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.learns_variance and torch.isfinite(pipe(num_inference_steps=2, output_type="pt").images).all()
+
+
+@pytest.mark.slow
+def test_hybrid_run_resumes_bit_identically(tmp_path):
+    resume_matches([*run_args("hybrid"), "--prediction_type", "epsilon", "--snr_gamma", "5"], tmp_path)
+
+
+@pytest.fixture(scope="module")
+def plain_pretrained(tmp_path_factory):
+    from conftest import make_tiny_pipeline
+
+    folder = tmp_path_factory.mktemp("plain") / "pipeline"
+    make_tiny_pipeline().save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--loss_type", "kl"], r"--loss_type 'kl' is not one of: simple, hybrid, vlb"),
+        (["--variance_type", "learned"], r"--variance_type 'learned' is not one of: fixed_small, fixed_large"),
+        (["--variance_type", "learned_range"], r"learned_range needs --loss_type hybrid or vlb"),
+        (["--loss_type", "hybrid", "--variance_type", "fixed_large"], r"--loss_type hybrid trains a learned variance"),
+        (["--loss_type", "vlb", "--rescale_betas_zero_snr", "--prediction_type", "epsilon"], r"zero-terminal-SNR"),
+        (
+            ["--variance_type", "learned_range", "--loss_type", "hybrid", "--pretrained_model_name_or_path", "PLAIN"],
+            r"has in/out channels 3/3, but learned variances \(--variance_type learned_range\) need twice the sample "
+            r"channels as outputs; use a UNet config with in_channels=3 and out_channels=6",
+        ),
+        (["--loss_type", "hybrid", "--pretrained_model_name_or_path", "PLAIN"], r"hybrid trains a learned variance"),
+    ],
+)
+def test_combinations_that_cannot_train_fail_in_one_line(tmp_path, capsys, plain_pretrained, args, message):
+    from ddpm_hub.train import main as train_main
+
+    args = [str(plain_pretrained) if arg == "PLAIN" else arg for arg in args]
+    try:
+        code = train_main(["--output_dir", str(tmp_path / "out"), "--model", "tiny", *args])
+    except SystemExit as exit:
+        code = exit.code
+    assert code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("train_unconditional.py: error: ") and re.search(message, error), error
+    assert not (tmp_path / "out").exists()
