@@ -104,3 +104,25 @@ def test_combinations_that_cannot_train_fail_in_one_line(tmp_path, capsys, plain
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("train_unconditional.py: error: ") and re.search(message, error), error
     assert not (tmp_path / "out").exists()
+
+
+def test_a_latent_run_learns_the_variances_of_its_latents_and_refuses_nll(tmp_path, capsys):
+    from test_latent_training import LATENT
+    from test_latents import save_tiny_vae
+
+    from ddpm_hub.train import main as train_main
+
+    vae = save_tiny_vae(tmp_path / "vae", "kl")
+    args = [*LATENT, "--vae_name_or_path", str(vae), "--cache_dir", str(tmp_path / "cache"), "--loss_type", "hybrid"]
+    assert train_main([*args, "--max_train_steps", "2", "--output_dir", str(tmp_path / "run")]) == 0
+    pipe = DDPMHubPipeline.from_pretrained(tmp_path / "run")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.vae is not None and pipe.learns_variance
+    assert pipe.unet.config.out_channels == 2 * pipe.unet.config.in_channels
+    images = pipe(num_inference_steps=2, output_type="pt", generator=torch.Generator().manual_seed(0)).images
+    assert images.shape == (1, 3, 32, 32) and torch.isfinite(images).all()
+
+    refused = [*args, "--eval_steps", "1", "--eval_metrics", "nll", "--output_dir", str(tmp_path / "nll")]
+    assert train_main(refused) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--eval_metrics nll is the likelihood of 8-bit pixels" in error and not (tmp_path / "nll").exists()
