@@ -465,16 +465,16 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DiffusionPipeline):
     ) -> torch.Tensor:
         """The UNet's prediction (noise, v or x_0) at step t in float32, with classifier-free guidance for labels.
 
-        A model with learned variances also outputs their channels after the prediction's; they are kept with
-        `with_variance=True` (for the sampler that steps with them) and dropped otherwise, so that every other caller
-        gets the prediction alone. Guidance extrapolates the prediction; the variance is the conditional model's.
-
         This is the one place where the UNet is called. Guidance (Ho & Salimans 2022, eq. 6, written with diffusers'
         scale s = 1 + w): out = out_null + s (out_class - out_null), from one batched UNet call on [null; class]. It
         is applied to the model output whatever it predicts: eps, v = (eps - sigma_t x_t) / alpha_t and
         x_0 = (x_t - sigma_t eps) / alpha_t are affine in eps at a fixed x_t, and the weights (1 - s) and s sum to
         one, so guiding v or x_0 equals guiding eps and converting. s = 1 is the conditional model alone, s = 0 the
         unconditional one.
+
+        A model with learned variances also outputs their channels after the prediction's; they are kept with
+        `with_variance=True` (for the sampler that steps with them) and dropped otherwise, so that every other caller
+        gets the prediction alone. Guidance extrapolates the prediction only; the variance is the conditional model's.
         """
         if class_labels is None or guidance_scale == 1:
             output = self._unet(model_input, t, class_labels)

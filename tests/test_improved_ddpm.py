@@ -126,3 +126,22 @@ def test_a_latent_run_learns_the_variances_of_its_latents_and_refuses_nll(tmp_pa
     assert train_main(refused) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--eval_metrics nll is the likelihood of 8-bit pixels" in error and not (tmp_path / "nll").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss_type", ["hybrid", "vlb"])
+def test_compiled_bound_losses_follow_the_eager_loss_trajectory(tmp_path, loss_type):
+    from safetensors.torch import load_file
+    from test_train import metrics_log
+
+    from ddpm_hub.train import main as train_main
+
+    args = [*TINY, "--max_train_steps", "3", "--checkpointing_steps", "3", "--loss_type", loss_type,
+            "--ddpm_num_steps", "2", "--save_images_epochs", "100"]  # fmt: skip
+    runs = {}
+    for name, extra in (("eager", []), ("compiled", ["--compile", "--compile_backend", "aot_eager"])):
+        assert train_main([*args, *extra, "--output_dir", str(tmp_path / name)]) == 0
+        runs[name] = [row["loss"] for row in metrics_log(tmp_path / name) if "loss" in row]
+    assert len(runs["eager"]) == 2 and runs["compiled"] == pytest.approx(runs["eager"], rel=1e-5)
+    first, second = (load_file(str(tmp_path / n / "checkpoint-3/model.safetensors")) for n in ("eager", "compiled"))
+    assert max((first[k] - second[k]).abs().max().item() for k in first) < 1e-5

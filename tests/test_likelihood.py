@@ -282,7 +282,7 @@ def test_training_on_the_hybrid_loss_lowers_the_bound_and_learns_a_better_varian
     # 120 steps of Adam on the hybrid objective, a small UNet on 16 8x8 images, T = 100 (the Trainer's own loop is
     # tested end to end in test_improved_ddpm.py).
     torch.manual_seed(0)
-    images = torch.stack([torch.from_numpy(np.asarray(im.resize((8, 8)))).permute(2, 0, 1) for im in draw_shapes(16)])
+    images = torch.stack([torch.from_numpy(np.array(im.resize((8, 8)))).permute(2, 0, 1) for im in draw_shapes(16)])
     scheduler = make_noise_scheduler("cosine", num_train_timesteps=100, variance_type="learned_range")
     unet = UNet2DModel(
         sample_size=8, out_channels=6, layers_per_block=1, block_out_channels=(16, 32), norm_num_groups=8,
