@@ -190,3 +190,16 @@ def test_compiled_learned_variance_pipeline_matches_eager():
     eager = generate(learned, 3)
     learned.compile(backend="aot_eager")
     np.testing.assert_allclose(generate(learned, 3), eager, atol=1e-5)
+
+
+def test_the_explorer_samples_and_describes_a_learned_variance_model():
+    from ddpm_hub.app.models import describe_pipeline
+    from ddpm_hub.app.panels import compare_samplers, sample_trajectory
+
+    learned, _ = pipelines()
+    trajectory = sample_trajectory(learned, "ddpm", num_inference_steps=3)
+    assert len(trajectory.noisy) == len(trajectory.predicted) == 3 and trajectory.image.size == (16, 16)
+    assert [name for name, *_ in compare_samplers(learned, ["ddpm", "dpmpp_2m"], num_inference_steps=2)] == [
+        "ddpm", "dpmpp_2m",
+    ]  # fmt: skip
+    assert "predicts epsilon and its variances" in describe_pipeline(learned, "model")
