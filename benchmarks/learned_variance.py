@@ -1,6 +1,7 @@
 """Learned variances against DDPM's fixed one after the same training time: bits/dim and FID at few ancestral steps.
 
     python benchmarks/learned_variance.py --budget_seconds 300 --dataset_name twemoji --output learned_variance.json
+    python benchmarks/learned_variance.py --max_train_steps 1500 --dataset_name twemoji   # a noisy machine: steps
     python benchmarks/learned_variance.py --budget_seconds 3600 --dataset_name huggan/smithsonian_butterflies_subset \\
         --num_samples 10000 --features efficientnet-lite0 --nll_images 1000 -- \\
         --model ddpm-64 --resolution 64 --train_batch_size 64 --mixed_precision bf16
@@ -72,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     flags = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget_seconds", type=float, required=True, help="Training time of each run.")
+    parser.add_argument("--budget_seconds", type=float, default=None, help="Training time of each run.")
+    parser.add_argument(
+        "--max_train_steps", type=int, default=None, help="Or: this many optimizer steps (no calibration)."
+    )
     parser.add_argument("--dataset_name", default=None, help="As for training (default: twemoji).")
     parser.add_argument("--train_data_dir", default=None, help="As for training.")
     parser.add_argument("--calibration_steps", type=int, default=30)
@@ -88,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=None, help="Also write the JSON object here.")
     parser.add_argument("--keep", default=None, help="Keep the two trained pipelines in this folder.")
     args = parser.parse_args(argv)
-    if args.budget_seconds <= 0:
-        parser.error(f"--budget_seconds must be positive, got {args.budget_seconds}.")
+    if (args.budget_seconds is None) == (args.max_train_steps is None):
+        parser.error("Pass either --budget_seconds or --max_train_steps.")
+    if (args.budget_seconds or args.max_train_steps) <= 0:
+        parser.error("--budget_seconds and --max_train_steps must be positive.")
     if args.dataset_name and args.train_data_dir:
         parser.error("Pass either --dataset_name or --train_data_dir, not both.")
     reference = args.train_data_dir or args.dataset_name or "twemoji"
@@ -106,13 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep) if args.keep else Path(tmp)
-        images_per_second, batch = calibrate(flags, args)
-        steps = max(1, round(args.budget_seconds * images_per_second / batch))
+        images_per_second, batch, steps = None, None, args.max_train_steps
+        if args.budget_seconds is not None:
+            images_per_second, batch = calibrate(flags, args)
+            steps = max(1, round(args.budget_seconds * images_per_second / batch))
         for index, (name, run_flags) in enumerate(RUNS.items()):
             output_dir = root / f"run-{index}"
             seconds = train([*flags, *run_flags], output_dir, steps, args)
             results[name] = {
-                "flags": [*flags, *run_flags], "calibrated_images_per_second": round(images_per_second, 2),
+                "flags": [*flags, *run_flags], "calibrated_images_per_second": images_per_second,
                 "optimizer_steps": steps, "total_batch_size": batch, "run_wall_seconds": round(seconds, 1),
                 **measure(output_dir, reference, args),
             }  # fmt: skip

@@ -186,30 +186,18 @@ def evaluate_model(
 
     record: dict[str, Any] = {"model": str(model), "metrics": list(metrics)}
     if sample_metrics:
-        # 2. The images to score: generated now, or read from a folder.
+        # 2.-3. Sample (or read) images, and score them against the reference's statistics on the main process.
         if images_folder:
-            generated_images, channels, resolution = _read_images(model_path, resolution)
-            num_samples, sampler, num_inference_steps = len(generated_images), "images from folder", None
-            check_sample_count(num_samples, features, metrics, flag="the number of images in MODEL")
+            images = (*_read_images(model_path, resolution), None)
+            check_sample_count(len(images[0]), features, metrics, flag="the number of images in MODEL")
         else:
-            generated_images, channels, resolution, num_inference_steps = _sample_images(
-                pipeline, sampler, num_samples, batch_size, seed, num_inference_steps, state
-            )
+            images = _sample_images(pipeline, sampler, num_samples, batch_size, seed, num_inference_steps, state)
         if state.is_main_process:
-            if save_images:
-                _save_images(generated_images, save_images)
-            warn_if_few_samples(num_samples, metrics)
-            # 3. Features and scores, on the main process.
-            stats = reference_statistics(
-                extractor, identity, resolution=resolution, channels=channels, cache_dir=cache_dir,
-                images=lambda: reference_images(resolution, channels),
+            scores = _score_samples(
+                images, extractor, identity, reference_images, metrics, cache_dir=cache_dir, seed=seed,
+                sampler="images from folder" if images_folder else sampler, save_images=save_images,
             )  # fmt: skip
-            values = score(extractor.extract(generated_images), stats, metrics, seed=seed)
-            record.update(
-                extractor=extractor.name, feature_dim=extractor.dim, num_images=num_samples, resolution=resolution,
-                sampler=sampler, num_inference_steps=num_inference_steps, seed=seed, reference=stats.source,
-                reference_images=stats.num_images, reference_fingerprint=stats.fingerprint, **values,
-            )  # fmt: skip
+            record.update(scores)
 
     # 4. The likelihood of the reference images (every process scores its share).
     if "nll" in metrics:
@@ -221,6 +209,26 @@ def evaluate_model(
         )
         record.update(likelihood, reference=record.get("reference", identity.description))
     return record if state.is_main_process else None
+
+
+def _score_samples(images, extractor, identity, reference_images, metrics, *, cache_dir, seed, sampler,
+                   save_images) -> dict[str, Any]:  # fmt: skip
+    """The sample metrics' entries of an evaluation record, for `images` = (uint8 images, channels, resolution,
+    sampling steps or None), on the main process."""
+    generated_images, channels, resolution, num_inference_steps = images
+    if save_images:
+        _save_images(generated_images, save_images)
+    warn_if_few_samples(len(generated_images), metrics)
+    stats = reference_statistics(
+        extractor, identity, resolution=resolution, channels=channels, cache_dir=cache_dir,
+        images=lambda: reference_images(resolution, channels),
+    )  # fmt: skip
+    values = score(extractor.extract(generated_images), stats, metrics, seed=seed)
+    return dict(
+        extractor=extractor.name, feature_dim=extractor.dim, num_images=len(generated_images), resolution=resolution,
+        sampler=sampler, num_inference_steps=num_inference_steps, seed=seed, reference=stats.source,
+        reference_images=stats.num_images, reference_fingerprint=stats.fingerprint, **values,
+    )  # fmt: skip
 
 
 def check_likelihood_inputs(pipeline, resolution: int | None) -> None:
