@@ -4,9 +4,9 @@
     accelerate launch train_unconditional.py --model ddpm-64 --dataset_name huggan/smithsonian_butterflies_subset \\
         --resolution 64 --train_batch_size 64 --mixed_precision bf16 --num_epochs 100
 
-This is the one place that decides: it resolves `--train_shards` once, builds the run's parts from the flags (latent
-diffusion for `--vae_name_or_path` or latent shards) and hands them to the `Trainer` (`ddpm_hub.training`), which
-never imports a part itself.
+This is the one place that decides: it resolves `--train_shards` once, builds the run's parts from the flags
+(latent diffusion for `--vae_name_or_path` or latent shards, post-hoc EMA for `--post_hoc_ema`) and hands them to
+the `Trainer` (`ddpm_hub.training`), which never imports a part itself.
 """
 
 from __future__ import annotations
@@ -18,27 +18,33 @@ from .arguments import one_line, parse_config
 from .config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
 
 
-def run_parts(model: ModelConfig, shards, run: TrainConfig | None = None) -> list:
+def run_parts(model: ModelConfig, run: TrainConfig, shards) -> list:
     """The parts of a run with these flags (`ddpm_hub.training.parts`), in the order the Trainer consults them."""
     from .improved_ddpm import ImprovedDDPM, uses_improved_ddpm
     from .latents.shards import latent_shards_manifest
     from .latents.space import LatentSpace
+    from .posthoc_ema.part import PostHocEMAPart
 
     parts = []
     if model.vae_name_or_path is not None or latent_shards_manifest(shards) is not None:
         parts.append(LatentSpace(shards=shards))
-    if uses_improved_ddpm(model, run or TrainConfig()):  # after the latent space: it checks a latent run's flags
+    if uses_improved_ddpm(model, run):  # after the latent space: it checks a latent run's flags
         parts.append(ImprovedDDPM())
+    if run.post_hoc_ema:
+        parts.append(PostHocEMAPart(run.ema_sigma_rels, run.ema_snapshot_steps))
     return parts
 
 
 def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: HubConfig) -> Path:
     """Train a DDPM as the configs say; returns the output folder holding the saved pipeline."""
     from .data.shards import resolve_train_shards
+    from .errors import reported_as_setup_errors
     from .training import Trainer
 
     shards = resolve_train_shards(data.train_shards)
-    return Trainer(model_config, data, run, hub, shards=shards, parts=run_parts(model_config, shards, run)).run()
+    with reported_as_setup_errors():
+        parts = run_parts(model_config, run, shards)
+    return Trainer(model_config, data, run, hub, shards=shards, parts=parts).run()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),  # fmt: skip
     ("evaluation", ("evaluation",)),
     ("training", ("training", "train_step", "checkpointing", "run_folder", "defaults")),
-    ("parts", ("latents", "improved_ddpm")),
+    ("parts", ("latents", "improved_ddpm", "posthoc_ema")),
     ("commands", ("train", "prepare", "distill", "cli", "app", "text2img")),
 ]
 LEVEL = {name: level for level, (_, names) in enumerate(LAYERS) for name in names}
