@@ -21,7 +21,8 @@ def run_args(loss_type: str) -> list[str]:
     # (16 images per optimizer step) before the checkpoint at step 3, and resume must restore it.
     return [*TINY, "--max_train_samples", "32", "--max_train_steps", "7", "--gradient_accumulation_steps", "2",
             "--random_flip", "--loss_type", loss_type, "--ddpm_num_steps", "2", "--checkpointing_steps", "3",
-            "--eval_steps", "7", "--eval_metrics", "nll", "--eval_num_samples", "4"]  # fmt: skip
+            "--eval_steps", "7", "--eval_metrics", "nll", "--eval_num_samples", "4", "--post_hoc_ema",
+            "--ema_snapshot_steps", "3"]  # fmt: skip
 
 
 def resume_matches(args: list[str], tmp_path) -> tuple:
@@ -62,6 +63,14 @@ def test_vlb_run_learns_variances_keeps_its_timestep_sampler_and_resumes_bit_ide
     pipe = DDPMHubPipeline.from_pretrained(straight).set_sampler("ddpm")
     pipe.set_progress_bar_config(disable=True)
     assert pipe.learns_variance and torch.isfinite(pipe(num_inference_steps=2, output_type="pt").images).all()
+    # A post-hoc EMA of the run is a learned-variance pipeline too, without the run's likelihood on its card.
+    from ddpm_hub.cli import main as cli_main
+
+    assert cli_main(["ema", str(straight), "--sigma_rel", "0.08", "--output_dir", str(tmp_path / "ema")]) == 0
+    ema = DDPMHubPipeline.from_pretrained(tmp_path / "ema")
+    assert ema.learns_variance and ema.scheduler.config.variance_type == "learned_range"
+    card = (tmp_path / "ema" / "README.md").read_text()
+    assert "It learns the variance" in card and "sigma_rel 0.08" in card and "final_nll_bits_per_dim" not in card
 
 
 @pytest.mark.slow

@@ -307,7 +307,14 @@ def test_training_on_the_hybrid_loss_lowers_the_bound_and_learns_a_better_varian
     unet.eval()
     trained = negative_log_likelihood(pipe, scored, progress=False).bits_per_dim
     assert trained < min(at_init, 8.0), (at_init, trained)
-    # At 50 respaced ancestral steps the learned variance beats the same weights' fixed ones.
-    learned = negative_log_likelihood(pipe, scored, num_steps=50, progress=False)
-    fixed = negative_log_likelihood(pipe, scored, num_steps=50, progress=False, variance_type="fixed_small")
-    assert learned.bits_per_dim < fixed.bits_per_dim - 0.2, (learned.bits_per_dim, fixed.bits_per_dim)
+
+    # At 50 respaced ancestral steps the learned variance beats the same weights' fixed ones. fixed_large is the
+    # hard one: the untrained variance (v = 0.5, between beta~ and beta) already beats fixed_small at 50 steps, but
+    # not fixed_large (with vlb_weight 0 it stays 0.03 bits/dim above fixed_large here; trained, it is 0.09 below).
+    def at_50_steps(variance_type: str) -> float:
+        return negative_log_likelihood(
+            pipe, scored, num_steps=50, progress=False, variance_type=variance_type
+        ).bits_per_dim
+
+    learned, small, large = (at_50_steps(v) for v in ("learned_range", "fixed_small", "fixed_large"))
+    assert learned < small - 0.2 and learned < large - 0.03, (learned, small, large)
