@@ -19,7 +19,6 @@ from diffusers import UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from .pipeline import DDPMHubPipeline
-from .pipeline_steps import scheduler_from_name
 
 
 @dataclass(frozen=True)
@@ -60,16 +59,15 @@ class PipelineParts:
     def pipeline(self, sampler: str | None = None, *, progress_bar: bool = False, **overrides) -> DDPMHubPipeline:
         """A `DDPMHubPipeline` of these parts; with `sampler`, a new scheduler of that name built from the training
         scheduler's config (`overrides` go to it), so that pipelines built side by side never share one."""
-        scheduler = self.scheduler
-        if sampler is not None:
-            scheduler = scheduler_from_name(sampler, scheduler.config, **overrides)
         pipeline = DDPMHubPipeline(
             unet=self.unet,
-            scheduler=scheduler,
+            scheduler=self.scheduler,
             label_names=self.label_names,
             vae=self.vae,
             latent_scaling_factor=self.latent_scaling_factor,
             default_num_inference_steps=self.default_num_inference_steps,
         )
+        if sampler is not None:  # `set_sampler` also gives "ddpm" a learned variance the UNet outputs
+            pipeline.set_sampler(sampler, **overrides)
         pipeline.set_progress_bar_config(disable=not progress_bar)
         return pipeline

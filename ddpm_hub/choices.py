@@ -22,6 +22,9 @@ BETA_SCHEDULES: dict[str, str] = {
 }
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+# Improved DDPM (`--variance_type`, `--loss_type`): `likelihood.VARIANCE_TYPES` and `likelihood.LOSS_TYPES`.
+VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
+LOSS_TYPES = ("simple", "hybrid", "vlb")
 
 # Sampler names (`--sampler`, `--preview_sampler`, `--eval_sampler`): the keys of `pipeline_steps.SAMPLERS`.
 SAMPLERS = (
@@ -56,8 +59,10 @@ EFFICIENTNET_BLOCK_WIDTHS = (40, 80, 112, 192, 320)
 INCEPTION = "inception"
 EXTRACTORS = (EFFICIENTNET, *(f"{EFFICIENTNET}-{c}" for c in EFFICIENTNET_BLOCK_WIDTHS), INCEPTION)
 
-# Metric names for --metrics / --eval_metrics: Fréchet distance, kernel distance, precision/recall, Inception Score.
-METRICS = ("fid", "kid", "pr", "is")
+# Metric names for --metrics / --eval_metrics: Fréchet distance, kernel distance, precision/recall, Inception Score,
+# and the negative log-likelihood of the reference images in bits per dimension (no samples, no features).
+METRICS = ("fid", "kid", "pr", "is", "nll")
+SAMPLE_METRICS = ("fid", "kid", "pr", "is")
 
 __all__ = [
     "BETA_SCHEDULES",
@@ -69,11 +74,14 @@ __all__ = [
     "EFFICIENTNET_BLOCK_WIDTHS",
     "EXTRACTORS",
     "INCEPTION",
+    "LOSS_TYPES",
     "LR_SCHEDULERS",
     "METRICS",
     "PREDICTION_TYPES",
     "PRESETS",
     "SAMPLERS",
+    "SAMPLE_METRICS",
+    "VARIANCE_TYPES",
     "check_extractor_name",
     "check_sample_count",
     "feature_dim",

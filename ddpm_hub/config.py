@@ -21,11 +21,13 @@ from .choices import (
     COMPILE_MODES,
     EFFICIENTNET,
     EXTRACTORS,
+    LOSS_TYPES,
     LR_SCHEDULERS,
     PREDICTION_TYPES,
     PRESETS,
     SAMPLE_STEPS,
     SAMPLERS,
+    VARIANCE_TYPES,
     check_sample_count,
     parse_metrics,
 )
@@ -137,6 +139,27 @@ class ModelConfig:
     latent_scaling_factor: float | None = field(
         default=None, metadata={"help": "Multiply the latents by this instead of the VAE's config.scaling_factor."}
     )
+    # --- learned variances and the variational bound (Improved DDPM) ---
+    variance_type: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Variance of each reverse step: {', '.join(VARIANCE_TYPES)}. learned_range: the UNet outputs "
+            "twice the channels and learns it between the two fixed ones (Nichol & Dhariwal 2021; needs --loss_type "
+            "hybrid or vlb). Default for a new model: learned_range with --loss_type hybrid or vlb, else fixed_small; "
+            "a pretrained model's own. See docs/likelihood.md."
+        },
+    )
+    loss_type: str = field(
+        default="simple",
+        metadata={
+            "help": f"Training objective: {', '.join(LOSS_TYPES)}. simple: the MSE of DDPM; hybrid: the MSE plus "
+            "--vlb_weight times the variational bound, which trains the variance only; vlb: the bound alone, with "
+            "importance-sampled timesteps."
+        },
+    )
+    vlb_weight: float = field(
+        default=0.001, metadata={"help": "hybrid: the bound's weight lambda (the paper's 0.001)."}
+    )
 
     def validate(self) -> None:
         if self.model_config_name_or_path is None and self.pretrained_model_name_or_path is None:
@@ -159,6 +182,26 @@ class ModelConfig:
         _positive(self, "latent_scaling_factor")
         if (self.vae_subfolder or self.latent_scaling_factor) and self.vae_name_or_path is None:
             raise ValueError("--vae_subfolder and --latent_scaling_factor need --vae_name_or_path.")
+        # --- learned variances and the variational bound (Improved DDPM) ---
+        _one_of("variance_type", self.variance_type, VARIANCE_TYPES)
+        _one_of("loss_type", self.loss_type, LOSS_TYPES)
+        _positive(self, "vlb_weight")
+        if self.variance_type is not None:
+            check_objective(self.variance_type, self.loss_type)
+
+
+def check_objective(variance_type: str, loss_type: str, origin: str = "--variance_type") -> None:
+    """The pairs of variance and loss that train: a learned variance needs the bound, the hybrid loss a learned
+    variance (one-line `ValueError` otherwise)."""
+    if variance_type == "learned_range" and loss_type == "simple":
+        raise ValueError(
+            f"{origin} learned_range needs --loss_type hybrid or vlb: the simple loss gives the variance no gradient."
+        )
+    if loss_type == "hybrid" and variance_type != "learned_range":
+        raise ValueError(
+            f"--loss_type hybrid trains a learned variance (its bound term stops the mean's gradient); with "
+            f"{origin} {variance_type} it would train nothing more: use learned_range, or --loss_type vlb."
+        )
 
 
 @dataclass
@@ -269,7 +312,11 @@ class EvalConfig:
         },
     )
     metrics: str = field(
-        default="fid,kid,pr", metadata={"help": "Comma-separated: fid, kid, pr (precision/recall), is."}
+        default="fid,kid,pr",
+        metadata={
+            "help": "Comma-separated: fid, kid, pr (precision/recall), is; nll (the reference images' negative "
+            "log-likelihood in bits/dim)."
+        },
     )
     features: str = field(
         default=EFFICIENTNET,
@@ -280,6 +327,14 @@ class EvalConfig:
     )
     batch_size: int = field(default=64, metadata={"help": "Images per sampling and feature batch."})
     seed: int = field(default=0, metadata={"help": "Image i uses seed + i."})
+    # --- likelihood (Improved DDPM) ---
+    nll_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "nll: the bound of the ddpm sampler's process at this many respaced steps (default: every "
+            "training timestep, the model's own bound; fewer steps are faster and give a larger number)."
+        },
+    )
 
     def validate(self, prefix: str = "") -> tuple[str, ...]:
         """Check every field (flags named `--{prefix}{field}`); returns the parsed metric names."""
@@ -289,6 +344,11 @@ class EvalConfig:
         for name in ("num_samples", "num_inference_steps", "batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{prefix}{name} must be positive, got {getattr(self, name)}.")
+        # --- likelihood (Improved DDPM) ---
+        if self.nll_steps is not None and self.nll_steps < 2:
+            raise ValueError(f"--{prefix}nll_steps must be at least 2, got {self.nll_steps}.")
+        if self.nll_steps is not None and "nll" not in metrics:
+            raise ValueError(f"--{prefix}nll_steps sets how nll is measured; add nll to --{prefix}metrics.")
         return metrics
 
 
@@ -423,6 +483,8 @@ class TrainConfig:
     logging_dir: str = field(default="logs", metadata={"help": "Tracker folder, relative to output_dir."})
     logging_steps: int = field(default=50, metadata={"help": "Reduce and log the loss every N optimizer steps."})
     local_rank: int = field(default=-1, metadata={"help": "Set by launchers; accepted for compatibility."})
+    # --- likelihood (Improved DDPM) ---
+    eval_nll_steps: int | None = _eval_field("nll_steps")
 
     def eval_config(self) -> EvalConfig:
         """The `--eval_*` flags as the `EvalConfig` that `ddpm-hub eval` takes (batch size and seed: the run's)."""
@@ -434,6 +496,7 @@ class TrainConfig:
             features=self.eval_features,
             batch_size=self.eval_batch_size,
             seed=self.seed,
+            nll_steps=self.eval_nll_steps,
         )
 
     def validate(self) -> None:

@@ -36,6 +36,7 @@ def pretrained_schedule(source: str, cache_dir: str | None = None) -> dict[str, 
         "ddpm_beta_schedule": config.beta_schedule,
         "ddpm_num_steps": config.num_train_timesteps,
         "prediction_type": config.prediction_type,
+        "variance_type": config.variance_type,
     }
 
 
@@ -50,13 +51,15 @@ def preset_learning_rate(model: ModelConfig) -> float:
 
 def resolve_model_defaults(model: ModelConfig, cache_dir: str | None = None) -> ModelConfig:
     """A copy of `model` with the schedule flags filled in where they were `None` (a no-op once they are set)."""
-    missing = [name for name in NEW_MODEL_SCHEDULE if getattr(model, name) is None]
+    missing = [name for name in (*NEW_MODEL_SCHEDULE, "variance_type") if getattr(model, name) is None]
     if not missing:
         return model
     if model.pretrained_model_name_or_path is not None:
         defaults = pretrained_schedule(model.pretrained_model_name_or_path, cache_dir)
     else:
-        defaults = NEW_MODEL_SCHEDULE
+        # Improved DDPM: the bound objectives train a learned variance unless a fixed one is asked for.
+        variance_type = "fixed_small" if model.loss_type == "simple" else "learned_range"
+        defaults = {**NEW_MODEL_SCHEDULE, "variance_type": variance_type}
     return dataclasses.replace(model, **{name: defaults[name] for name in missing})
 
 

@@ -59,14 +59,16 @@ class CardInfo:
 
 # Training settings shown in the card's table, in this order, when the run recorded them.
 CARD_HYPERPARAMETERS = (
-    "model", "resolution", "model_source", "beta_schedule", "num_train_timesteps", "prediction_type", "snr_gamma",
+    "model", "resolution", "model_source", "beta_schedule", "num_train_timesteps", "prediction_type", "variance_type",
+    "loss_type", "vlb_weight", "snr_gamma",
     "train_batch_size", "total_batch_size", "gradient_accumulation_steps", "max_train_steps", "learning_rate_effective",
     "lr_scheduler", "lr_warmup_steps", "mixed_precision_effective", "use_ema", "ema_max_decay",
     "posthoc_ema_sigma_rel", "posthoc_ema_step", "seed",
     "num_classes", "class_column", "class_dropout_prob", "latent_shape", "latent_scaling_factor_effective",
 )  # fmt: skip
-# Shown only for class-conditional runs.
+# Shown only for class-conditional runs, and for runs with the hybrid loss.
 CONDITIONAL_HYPERPARAMETERS = ("num_classes", "class_column", "class_dropout_prob")
+HYBRID_HYPERPARAMETERS = ("vlb_weight",)
 # Not shown for a post-hoc EMA reconstruction (`ddpm-hub ema`), whose weights are not the fixed-decay EMA's.
 FIXED_EMA_HYPERPARAMETERS = ("use_ema", "ema_max_decay")
 
@@ -97,6 +99,7 @@ def card_info_for_run(
             for key in CARD_HYPERPARAMETERS
             if key in hparams
             and (hparams.get("num_classes") or key not in CONDITIONAL_HYPERPARAMETERS)
+            and (hparams.get("loss_type") == "hybrid" or key not in HYBRID_HYPERPARAMETERS)
             and not (posthoc and key in FIXED_EMA_HYPERPARAMETERS)
         },
         dataset_description=description,
@@ -186,6 +189,11 @@ def _introduction(info: CardInfo) -> list[str]:
     if info.vae:
         licence = f"`{info.vae_license}`" if info.vae_license else "not stated in its model card; see its page"
         sections.append(f"The autoencoder is `{info.vae}` (licence: {licence}); its terms apply to `vae/` as well.")
+    if info.hyperparameters.get("variance_type") == "learned_range":
+        sections.append(
+            "It learns the variance of each reverse step (Improved DDPM, Nichol & Dhariwal 2021): the `ddpm` sampler "
+            "(stock `DDPMPipeline` too) uses it, also with fewer steps than training, e.g. `num_inference_steps=100`."
+        )
     if info.label_names:
         names = ", ".join(f"`{name}`" for name in info.label_names)
         sections.append(f"Its classes, by id from 0 (`label_names` in `model_index.json`): {names}.")

@@ -2,11 +2,11 @@
 """Image generation with a DDPM-trained `UNet2DModel` (pixels or VAE latents; unconditional or class-conditional).
 
 This file and its siblings, `pipeline_steps.py` (samplers, compile helpers, device steps), `pipeline_editing.py`
-(img2img, inpaint, invert, interpolate), `pipeline_parameterization.py` (epsilon, v and x_0 predictions) and
-`pipeline_guidance.py` (classifier guidance), stand alone: torch, numpy, PIL and diffusers only, and each other
-through direct relative imports. `save_pretrained` copies them all (`PIPELINE_SOURCE_FILES`) beside the weights, so
-the full class loads from a folder or a Hub repo without ddpm-hub, with
-`DiffusionPipeline.from_pretrained(repo, custom_pipeline=repo, trust_remote_code=True)`: diffusers fetches the
+(img2img, inpaint, invert, interpolate), `pipeline_parameterization.py` (epsilon, v and x_0 predictions),
+`pipeline_guidance.py` (classifier guidance) and `pipeline_variance.py` (learned variances), stand alone: torch,
+numpy, PIL and diffusers only, and each other through direct relative imports. `save_pretrained` copies them all
+(`PIPELINE_SOURCE_FILES`) beside the weights, so the full class loads from a folder or a Hub repo without ddpm-hub,
+with `DiffusionPipeline.from_pretrained(repo, custom_pipeline=repo, trust_remote_code=True)`: diffusers fetches the
 relative imports of `pipeline.py` from the folder and, recursively, from a Hub repo.
 """
 
@@ -35,6 +35,7 @@ from .pipeline_editing import DDPMHubEditingMixin, DDPMHubInversionOutput
 from .pipeline_guidance import DDPMHubGuidanceMixin, class_id
 from .pipeline_parameterization import split_prediction
 from .pipeline_steps import COMPILE_MODES, SAMPLERS, DeviceSteps, SchedulerSteps, compile_denoiser, scheduler_from_name
+from .pipeline_variance import LEARNED_VARIANCE_TYPES, guide, split_variance
 
 __all__ = [
     "COMPILE_MODES",
@@ -49,6 +50,7 @@ __all__ = [
 # imports the others directly, which is what diffusers' custom-pipeline loader follows.
 PIPELINE_SOURCE_FILES = (
     "pipeline.py", "pipeline_steps.py", "pipeline_editing.py", "pipeline_parameterization.py", "pipeline_guidance.py",
+    "pipeline_variance.py",
 )  # fmt: skip
 
 # "latent" returns the model's own samples: VAE latents (scaled) for a latent model, [-1, 1] pixels otherwise.
@@ -213,6 +215,7 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DDPMHubGuidanceMixin, DiffusionPipeli
             if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
                 raise ValueError(f"`default_num_inference_steps` must be a positive integer, got {steps!r}.")
             self.register_to_config(default_num_inference_steps=int(steps))
+        self._check_variance(scheduler)
         grayscale = self.image_shape[0] == 1
         # Converts the inputs of q_sample and the editing methods, and the outputs of every call, in pixels.
         self.image_processor = VaeImageProcessor(
@@ -228,6 +231,22 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DDPMHubGuidanceMixin, DiffusionPipeli
         size = self.unet.config.sample_size
         height, width = (size, size) if isinstance(size, int) else tuple(size)
         return self.unet.config.in_channels, height, width
+
+    @property
+    def learns_variance(self) -> bool:
+        """Whether the UNet also outputs the variance of each reverse step (Improved DDPM's `learned_range`: twice the
+        sample's channels); the `ddpm` sampler then steps with it, every other sampler uses the first half only."""
+        return self.unet.config.out_channels == 2 * self.sample_shape[0]
+
+    def _check_variance(self, scheduler: SchedulerMixin) -> None:
+        """A scheduler that steps a learned variance needs a UNet that outputs one."""
+        variance_type = scheduler.config.get("variance_type")
+        learned = isinstance(scheduler, DDPMScheduler) and variance_type in LEARNED_VARIANCE_TYPES
+        if learned and not self.learns_variance:
+            raise ValueError(
+                f"The scheduler's variance_type {variance_type!r} needs a UNet with twice the sample's "
+                f"{self.sample_shape[0]} output channels; this one has {self.unet.config.out_channels}."
+            )
 
     @property
     def vae_scale_factor(self) -> int:
@@ -310,8 +329,15 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DDPMHubGuidanceMixin, DiffusionPipeli
         >>> pipe.set_sampler("dpmpp_2m")
         >>> images = pipe(num_inference_steps=20).images
         ```
+
+        On a model with learned variances, `"ddpm"` steps with them (`variance_type="learned_range"` unless `overrides`
+        say otherwise, e.g. `set_sampler("ddpm", variance_type="fixed_small")`); the other samplers use the mean only.
         """
-        self.scheduler = scheduler_from_name(name, self.scheduler.config, **overrides)
+        if name == "ddpm" and self.learns_variance:
+            overrides.setdefault("variance_type", "learned_range")
+        scheduler = scheduler_from_name(name, self.scheduler.config, **overrides)
+        self._check_variance(scheduler)
+        self.scheduler = scheduler
         return self
 
     def check_inputs(self, batch_size, num_inference_steps, output_type, latents, generator, trajectory_stride):
@@ -421,6 +447,8 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DDPMHubGuidanceMixin, DiffusionPipeli
         t,
         class_labels: torch.Tensor | None = None,
         guidance_scale: float = 1.0,
+        *,
+        with_variance: bool = False,
     ) -> torch.Tensor:
         """The UNet's prediction (noise, v or x_0) at step t in float32, with classifier-free guidance for labels.
 
@@ -430,17 +458,20 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DDPMHubGuidanceMixin, DiffusionPipeli
         x_0 = (x_t - sigma_t eps) / alpha_t are affine in eps at a fixed x_t, and the weights (1 - s) and s sum to
         one, so guiding v or x_0 equals guiding eps and converting. s = 1 is the conditional model alone, s = 0 the
         unconditional one.
+
+        A model with learned variances also outputs their channels after the prediction's; they are kept with
+        `with_variance=True` (for the sampler that steps with them) and dropped otherwise, so that every other caller
+        gets the prediction alone. Guidance extrapolates the prediction only; the variance is the conditional model's.
         """
-        if class_labels is None:
-            return self._unet(model_input, t)
-        if guidance_scale == 1:
-            return self._unet(model_input, t, class_labels)
-        null_labels = torch.full_like(class_labels, self.null_class_id)
-        if guidance_scale == 0:
-            return self._unet(model_input, t, null_labels)
-        both = self._unet(torch.cat([model_input, model_input]), t, torch.cat([null_labels, class_labels]))
-        unconditional, conditional = both.chunk(2)
-        return unconditional + guidance_scale * (conditional - unconditional)
+        if class_labels is None or guidance_scale == 1:
+            output = self._unet(model_input, t, class_labels)
+        elif guidance_scale == 0:
+            output = self._unet(model_input, t, torch.full_like(class_labels, self.null_class_id))
+        else:
+            null_labels = torch.full_like(class_labels, self.null_class_id)
+            both = self._unet(torch.cat([model_input, model_input]), t, torch.cat([null_labels, class_labels]))
+            output = guide(*both.chunk(2), guidance_scale, model_input.shape[1])
+        return output if with_variance else split_variance(output, model_input.shape[1])[0]
 
     def _unet(self, model_input: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         compiled = getattr(self.unet, "_compiled_call_impl", None) is not None or is_compiled_module(self.unet)
@@ -471,7 +502,8 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DDPMHubGuidanceMixin, DiffusionPipeli
     def _predict_original(self, model_output: torch.Tensor, sample: torch.Tensor, t) -> torch.Tensor:
         """x_0 from the model output at step t in the variance-preserving scale (DDPM eq. 15; v: Salimans & Ho 2022)."""
         alpha_prod_t = self.scheduler.alphas_cumprod.to(sample.device)[int(t)].to(sample.dtype)
-        return split_prediction(model_output, sample, alpha_prod_t, self.scheduler.config.prediction_type)[0]
+        prediction = split_variance(model_output, sample.shape[1])[0]
+        return split_prediction(prediction, sample, alpha_prod_t, self.scheduler.config.prediction_type)[0]
 
     def postprocess(self, sample: torch.Tensor, output_type: str):
         """Map samples of the model to images of `output_type` ("pil", "np", "pt" in [0, 1]; "latent": as they are).
@@ -508,7 +540,9 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DDPMHubGuidanceMixin, DiffusionPipeli
         for i, t in enumerate(self.progress_bar(timesteps)):
             # 2. Predict the model output (noise, v or x_0) from x_t.
             model_input = steps.scale_model_input(latents, start_index + i, t)
-            model_output = self._model_output(model_input, t, class_labels, guidance_scale)
+            model_output = self._model_output(
+                model_input, t, class_labels, guidance_scale, with_variance=steps.takes_variance
+            )
 
             # 3. Compute the previous sample: x_t -> x_t-1.
             prev_sample, pred_original = steps.step(model_output, start_index + i, t, latents)
@@ -754,6 +788,14 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DDPMHubGuidanceMixin, DiffusionPipeli
         push_to_hub = kwargs.pop("push_to_hub", False)
         if not safe_serialization:
             raise ValueError("DDPMHubPipeline saves safetensors weights only.")
+        variance_type = self.scheduler.config.get("variance_type")
+        steps_variance = isinstance(self.scheduler, DDPMScheduler) and variance_type == "learned_range"
+        if self.learns_variance and not steps_variance:
+            # Stock DDPMPipeline steps the saved scheduler with the whole output; only this one reads the variance.
+            raise ValueError(
+                f"A model with learned variances is saved with its DDPMScheduler (variance_type 'learned_range'), not "
+                f"{type(self.scheduler).__name__} ({variance_type!r}): call `set_sampler('ddpm')` first."
+            )
         super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
         index_path = os.path.join(save_directory, "model_index.json")
         with open(index_path, encoding="utf-8") as handle:

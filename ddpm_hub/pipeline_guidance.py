@@ -182,7 +182,9 @@ class GuidedSteps:
         clips = not self.ancestral and scheduler.config.get("clip_sample")
         self.clip = float(scheduler.config.clip_sample_range) if clips else None
         self.timestep_values = [int(t) for t in timesteps.tolist()]  # DDPM's, read without a host sync
-        self.learned_variance = self.ancestral and scheduler.config.variance_type in ("learned", "learned_range")
+        # A learned-variance model's output holds its variance channels only for the step that reads them (DDPM's).
+        self.takes_variance = getattr(steps, "takes_variance", False)
+        self.learned_variance = self.ancestral and self.takes_variance
         if self.ancestral and not self.learned_variance:
             # No noise is added at t = 0, so no shift there either: the mean moves by the variance of the step taken.
             variances = [float(_ddpm_step_variance(scheduler, int(t))) if t > 0 else 0.0 for t in timesteps.tolist()]

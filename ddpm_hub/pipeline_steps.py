@@ -18,6 +18,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from .pipeline_parameterization import eps_coefficients, x0_coefficients
+from .pipeline_variance import LEARNED_VARIANCE_TYPES, learned_range_log_variance, split_variance
 
 # Short sampler names, as used by common UIs, mapped onto diffusers scheduler classes and the config overrides
 # that make each one what its name says. Every entry is built with `from_config`, so it keeps the training
@@ -48,10 +49,12 @@ def scheduler_from_name(name: str, config, **overrides) -> SchedulerMixin:
         raise ValueError(f"Unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}.")
     class_name, defaults = SAMPLERS[name]
     scheduler_cls = getattr(diffusers, class_name)
-    if (
-        config.get("rescale_betas_zero_snr")
-        and "rescale_betas_zero_snr" not in inspect.signature(scheduler_cls.__init__).parameters
-    ):
+    parameters = inspect.signature(scheduler_cls.__init__).parameters
+    if scheduler_cls is not DDPMScheduler and "variance_type" in parameters:
+        # Only DDPM steps a learned variance; the others get the prediction alone from the pipeline (DPM-Solver would
+        # otherwise keep the first 3 channels of it, wrong for latents).
+        defaults = {**defaults, "variance_type": None}
+    if config.get("rescale_betas_zero_snr") and "rescale_betas_zero_snr" not in parameters:
         raise ValueError(
             f"Sampler {name!r} ({class_name}) cannot sample a model trained with zero terminal SNR; "
             "use one of: ddpm, ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc."
@@ -124,6 +127,10 @@ class SchedulerSteps:
 
     def __init__(self, scheduler: SchedulerMixin, step_kwargs: dict[str, Any]):
         self.scheduler, self.step_kwargs = scheduler, step_kwargs
+        # DDPMScheduler splits a learned variance off the model output itself; other schedulers take the prediction.
+        self.takes_variance = (
+            isinstance(scheduler, DDPMScheduler) and scheduler.config.get("variance_type") in LEARNED_VARIANCE_TYPES
+        )
 
     def scale_model_input(self, sample: torch.Tensor, index: int, t) -> torch.Tensor:
         return self.scheduler.scale_model_input(sample, t)
@@ -148,22 +155,25 @@ class DeviceSteps:
     so the coefficients of all steps are computed once, after `set_timesteps`, from the scheduler's schedule, and
     kept on the device: a step then reads no value back to the host, and the GPU never waits for the CPU. Noise z is
     drawn from the generators at the same steps, in the same order and shape, as the scheduler draws it, so the
-    images match the scheduler's own `step` to floating-point rounding.
+    images match the scheduler's own `step` to floating-point rounding. DDPM with a learned variance
+    (`learned_range`) takes it from the model output's second half: noise_std = exp(log Sigma_theta / 2), log
+    Sigma_theta between the step's `min_log` (log beta~_t) and `max_log` (log beta_t).
     """
 
     COEFFICIENTS = (
         "input_scale", "x0_sample", "x0_output", "prev_sample", "prev_output", "prev_x0", "noise_std",
-        "prev_x0_multistep", "prev_x0_last",
+        "prev_x0_multistep", "prev_x0_last", "min_log", "max_log",
     )  # fmt: skip
 
     def __init__(self, rows: list[dict[str, float]], noise_at: list[bool], multistep_at: list[bool], device, *,
                  clip: float | None = None, scales_input: bool = False, uses_output: bool = False,
-                 generator=None):  # fmt: skip
+                 learned_range: bool = False, generator=None):  # fmt: skip
         table = torch.tensor([[row.get(name, 0.0) for name in self.COEFFICIENTS] for row in rows], dtype=torch.float64)
         # One (steps,) float32 tensor per coefficient; indexing it with a Python int is a view, not a sync.
         self.coefficients = dict(zip(self.COEFFICIENTS, table.float().to(device).unbind(1)))  # (MPS has no float64)
         self.noise_at, self.multistep_at = noise_at, multistep_at
         self.clip, self.scales_input, self.uses_output, self.generator = clip, scales_input, uses_output, generator
+        self.takes_variance = learned_range  # the model output holds the variance channels after the prediction
         self.previous_x0: torch.Tensor | None = None  # DPM-Solver++(2M) state: x_0 of the step before
 
     @classmethod
@@ -194,6 +204,7 @@ class DeviceSteps:
     def step(self, model_output: torch.Tensor, index: int, t, sample: torch.Tensor):
         """x_t -> x_t-1 at step `index` of the schedule; returns (prev_sample, pred_original_sample)."""
         c = {name: values[index] for name, values in self.coefficients.items()}
+        model_output, variance_values = split_variance(model_output, sample.shape[1])
         pred_original = c["x0_sample"] * sample + c["x0_output"] * model_output
         if self.clip is not None:
             pred_original = pred_original.clamp(-self.clip, self.clip)
@@ -207,7 +218,10 @@ class DeviceSteps:
                 prev_sample = prev_sample + c["prev_output"] * model_output
         if self.noise_at[index]:
             noise = _draw_noise(model_output.shape, self.generator, model_output.device)
-            prev_sample = prev_sample + c["noise_std"] * noise
+            noise_std = c["noise_std"]
+            if self.takes_variance:  # Improved DDPM, eq. 15
+                noise_std = torch.exp(0.5 * learned_range_log_variance(variance_values, c["min_log"], c["max_log"]))
+            prev_sample = prev_sample + noise_std * noise
         self.previous_x0 = pred_original
         return prev_sample, pred_original
 
@@ -223,8 +237,8 @@ def _clip_option(config) -> dict[str, Any]:
 def _ddpm_coefficients(scheduler: DDPMScheduler, eta: float):
     """Ancestral sampling, Ho et al. 2020 eq. 6-7: x_t-1 = mu(x_t, x_0) + sigma_t z, with noise at every t > 0."""
     variance_type = scheduler.config.variance_type
-    if variance_type not in ("fixed_small", "fixed_small_log", "fixed_large"):
-        return None  # learned variances come from the model output
+    if variance_type not in ("fixed_small", "fixed_small_log", "fixed_large", "learned_range"):
+        return None  # "learned" (the variance itself) and the log variants are left to the scheduler
     alphas_cumprod = scheduler.alphas_cumprod.detach().cpu().double()
     timesteps = scheduler.timesteps.tolist()
     rows, noise_at = [], []
@@ -236,10 +250,9 @@ def _ddpm_coefficients(scheduler: DDPMScheduler, eta: float):
         current_alpha_t = alpha_prod_t / alpha_prod_t_prev
         current_beta_t = 1 - current_alpha_t
         x0_sample, x0_output = x0_coefficients(scheduler.config.prediction_type, alpha_prod_t**0.5, beta_prod_t**0.5)
-        if variance_type == "fixed_large":
-            variance = current_beta_t
-        else:  # the posterior variance beta~_t of eq. 7, clamped as the scheduler does before its log
-            variance = max(beta_prod_t_prev / beta_prod_t * current_beta_t, 1e-20)
+        # the posterior variance beta~_t of eq. 7, clamped as the scheduler does before its log
+        posterior_variance = max(beta_prod_t_prev / beta_prod_t * current_beta_t, 1e-20)
+        variance = current_beta_t if variance_type == "fixed_large" else posterior_variance
         rows.append(
             dict(
                 x0_sample=x0_sample,
@@ -247,10 +260,13 @@ def _ddpm_coefficients(scheduler: DDPMScheduler, eta: float):
                 prev_x0=alpha_prod_t_prev**0.5 * current_beta_t / beta_prod_t,
                 prev_sample=current_alpha_t**0.5 * beta_prod_t_prev / beta_prod_t,
                 noise_std=variance**0.5,
+                min_log=math.log(posterior_variance),
+                max_log=math.log(max(current_beta_t, 1e-20)),
             )
         )
         noise_at.append(t > 0)
-    return rows, noise_at, [False] * len(rows), _clip_option(scheduler.config)
+    options = {**_clip_option(scheduler.config), "learned_range": variance_type == "learned_range"}
+    return rows, noise_at, [False] * len(rows), options
 
 
 def _ddim_coefficients(scheduler: DDIMScheduler, eta: float):

@@ -20,6 +20,7 @@ from .config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfi
 
 def run_parts(model: ModelConfig, run: TrainConfig, shards) -> list:
     """The parts of a run with these flags (`ddpm_hub.training.parts`), in the order the Trainer consults them."""
+    from .improved_ddpm import ImprovedDDPM, uses_improved_ddpm
     from .latents.shards import latent_shards_manifest
     from .latents.space import LatentSpace
     from .posthoc_ema.part import PostHocEMAPart
@@ -27,6 +28,8 @@ def run_parts(model: ModelConfig, run: TrainConfig, shards) -> list:
     parts = []
     if model.vae_name_or_path is not None or latent_shards_manifest(shards) is not None:
         parts.append(LatentSpace(shards=shards))
+    if uses_improved_ddpm(model, run):  # after the latent space: it checks a latent run's flags
+        parts.append(ImprovedDDPM())
     if run.post_hoc_ema:
         parts.append(PostHocEMAPart(run.ema_sigma_rels, run.ema_snapshot_steps))
     return parts

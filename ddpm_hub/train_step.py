@@ -26,6 +26,7 @@ from diffusers.training_utils import EMAModel
 
 from .data import augment
 from .labels import drop_labels
+from .likelihood.objectives import BoundObjective
 from .loss import diffusion_loss
 from .pipeline_steps import COMPILE_MODES  # noqa: F401 (re-exported: config imports it from here)
 
@@ -98,6 +99,8 @@ class TrainStep:
             (a `DataSource`'s `to_model_input`); defaults to `ddpm_hub.data.augment` (uint8 pixels).
         drop_labels (`Callable`, *optional*): labels -> labels with some replaced by the null class (classifier-free
             guidance); `None` keeps every label.
+        objective (`BoundObjective`, *optional*): Improved DDPM's hybrid or vlb loss (`ddpm_hub.likelihood`) in place
+            of the MSE; it draws the timesteps (importance-sampled for vlb) and learns from each batch's bound.
     """
 
     def __init__(
@@ -113,8 +116,12 @@ class TrainStep:
         compile_backend: str = "inductor",
         to_model_input: Callable[[torch.Tensor, bool], torch.Tensor] | None = None,
         drop_labels: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        objective: BoundObjective | None = None,
     ):
         self.unet, self.noise_scheduler, self.accelerator = unet, noise_scheduler, accelerator
+        self.objective = objective
+        if objective is not None:
+            objective.bind(noise_scheduler, accelerator.device)
         self.to_model_input = to_model_input or augment
         self.drop_labels = drop_labels
         self.snr_gamma, self.random_flip, self.channels_last = snr_gamma, random_flip, channels_last
@@ -134,18 +141,29 @@ class TrainStep:
         noise: torch.Tensor,
         timesteps: torch.Tensor,
         class_labels: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The part that is compiled: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (eq. 4), UNet, loss."""
+        importance_weights: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The part that is compiled: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (eq. 4), UNet, loss.
+
+        Returns the loss and, with an `objective`, each image's bound term L_t (detached; else `None`).
+        """
         noisy_images = self.noise_scheduler.add_noise(clean_images, noise, timesteps)
         if class_labels is None:
             model_output = self.unet(noisy_images, timesteps).sample
         else:
             model_output = self.unet(noisy_images, timesteps, class_labels=class_labels).sample
-        loss = diffusion_loss(model_output, clean_images, noise, timesteps, self.noise_scheduler, self.snr_gamma)
+        bound_terms = None
+        if self.objective is None:
+            loss = diffusion_loss(model_output, clean_images, noise, timesteps, self.noise_scheduler, self.snr_gamma)
+        else:
+            loss, bound_terms = self.objective(
+                model_output, clean_images, noisy_images, noise, timesteps, importance_weights, self.noise_scheduler,
+                self.snr_gamma,
+            )  # fmt: skip
         # A non-finite loss can still have finite gradients (the mean of one infinite square); multiplying by NaN
         # then makes every gradient NaN, so the gradient norm alone tells whether to skip the step, on every
         # process alike after DDP's all-reduce, and fp16's GradScaler skips it as it skips an overflow.
-        return loss * torch.where(torch.isfinite(loss), 1.0, float("nan"))
+        return loss * torch.where(torch.isfinite(loss), 1.0, float("nan")), bound_terms
 
     @property
     def model(self) -> torch.nn.Module:
@@ -158,13 +176,19 @@ class TrainStep:
         if self.channels_last:
             clean_images = clean_images.contiguous(memory_format=torch.channels_last)
         noise = torch.randn_like(clean_images)
-        timesteps = torch.randint(0, self.num_train_timesteps, (batch.shape[0],), device=batch.device)
+        importance_weights = None
+        if self.objective is None:
+            timesteps = torch.randint(0, self.num_train_timesteps, (batch.shape[0],), device=batch.device)
+        else:  # uniform as above, or importance-sampled (vlb)
+            timesteps, importance_weights = self.objective.draw_timesteps(batch.shape[0], batch.device)
         if class_labels is not None and self.drop_labels is not None:
             class_labels = self.drop_labels(class_labels)  # classifier-free guidance: some labels become the null class
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are no longer needed
-        loss = self.loss(clean_images, noise, timesteps, class_labels)
+        loss, bound_terms = self.loss(clean_images, noise, timesteps, class_labels, importance_weights)
         self.accelerator.backward(loss)
+        if bound_terms is not None:
+            self.objective.record(timesteps, bound_terms, self.accelerator)
         return loss.detach()
 
 
@@ -189,6 +213,7 @@ def make_train_step(
         compile_backend=config.run.compile_backend,
         to_model_input=data.to_model_input,
         drop_labels=dropping,
+        objective=config.step_options.get("objective"),
     )
 
 

@@ -174,6 +174,27 @@ def test_a_latent_model_is_guided_through_its_latents_only():
         latent(classifier=pixel_classifier, class_labels="a", num_inference_steps=1)
 
 
+def test_a_learned_variance_model_is_guided_with_its_own_variance():
+    """DDPM's mean moves by the learned Σ of each step (on the device as through `scheduler.step`); the other
+    samplers shift eps of the mean prediction only, as for the same network without the variance channels."""
+    from test_learned_variance import pipelines
+
+    learned, twin = pipelines()
+    classifier = classifier_for(learned, ["a", "b"], **TINY_CLASSIFIER)
+    kwargs = dict(class_labels="b", classifier=classifier, batch_size=2, num_inference_steps=4, output_type="pt")
+
+    def run(pipe, scale=50.0):
+        return pipe(generator=generators(2), classifier_scale=scale, **kwargs).images
+
+    on_device = run(learned)
+    learned.device_steps = False
+    torch.testing.assert_close(run(learned), on_device, atol=2e-5, rtol=0)
+    assert (run(learned, 0.0) - on_device).abs().max() > 1e-3
+    for pipe in (learned, twin):
+        pipe.set_sampler("ddim")
+    torch.testing.assert_close(run(learned), run(twin), atol=1e-5, rtol=0)
+
+
 # --- Bad input, one line ----------------------------------------------------------------------------------------
 
 

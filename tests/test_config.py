@@ -68,7 +68,7 @@ def test_training_eval_flags_are_eval_config_fields():
     assert run.eval_metrics == "fid,kid" and defaults.metrics == "fid,kid,pr"
     assert dataclasses.asdict(run.eval_config()) == dict(
         num_samples=2048, sampler="ddim", num_inference_steps=50, metrics="fid,kid", features="efficientnet-lite0",
-        batch_size=run.eval_batch_size, seed=run.seed,
+        batch_size=run.eval_batch_size, seed=run.seed, nll_steps=None,
     )  # fmt: skip
 
 

@@ -86,15 +86,12 @@ def test_device_steps_draw_each_images_noise_from_its_own_generator():
 
 @pytest.mark.parametrize(
     "sampler, scheduler_kwargs",
-    [("unipc", {}), ("ddpm", {"thresholding": True}), ("ddpm", {"variance_type": "learned_range"})],
-    ids=["unipc", "thresholding", "learned_variance"],
+    [("unipc", {}), ("ddpm", {"thresholding": True})],
+    ids=["unipc", "thresholding"],
 )
 def test_other_samplers_and_options_keep_the_scheduler_step(sampler, scheduler_kwargs):
+    # (Learned variances step on the device: tests/test_learned_variance.py.)
     pipe = make_tiny_pipeline(**scheduler_kwargs)
-    if scheduler_kwargs.get("variance_type") == "learned_range":
-        # A model predicting its variance: eps and v stacked on the channels.
-        unet = pipe.unet
-        pipe.unet = type(unet).from_config({**unet.config, "out_channels": 2 * unet.config.in_channels}).eval()
     _, samples, calls = sample_with_steps(pipe, device_steps=True, sampler=sampler)
     assert calls == NUM_STEPS and torch.isfinite(samples).all()
 

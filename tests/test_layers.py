@@ -16,7 +16,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ddpm_hub"
 # Layer of each module or sub-package, bottom first. A module not listed fails the test: place it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("errors", "files", "devices", "arguments", "choices", "config", "cli_config")),
-    ("pipeline", ("pipeline", "pipeline_steps", "pipeline_editing", "pipeline_parameterization", "pipeline_guidance")),
+    (
+        "pipeline",
+        (
+            "pipeline",
+            "pipeline_steps",
+            "pipeline_editing",
+            "pipeline_parameterization",
+            "pipeline_guidance",
+            "pipeline_variance",
+        ),
+    ),  # fmt: skip
     ("data", ("data", "labels")),
     (
         "models",
@@ -24,6 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "models",
             "schedules",
             "loss",
+            "likelihood",
             "safe_loading",
             "input_checks",
             "pipeline_ddpm_hub",
@@ -37,11 +48,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),  # fmt: skip
     ("evaluation", ("evaluation",)),
     ("training", ("training", "train_step", "checkpointing", "run_folder", "defaults")),
-    ("parts", ("latents", "posthoc_ema")),
+    ("parts", ("latents", "improved_ddpm", "posthoc_ema")),
     ("commands", ("train", "prepare", "distill", "classifier_training", "cli", "app", "text2img")),
 ]
 LEVEL = {name: level for level, (_, names) in enumerate(LAYERS) for name in names}
-SHIPPED = {"pipeline", "pipeline_steps", "pipeline_editing", "pipeline_parameterization", "pipeline_guidance"}
+SHIPPED = {
+    "pipeline", "pipeline_steps", "pipeline_editing", "pipeline_parameterization", "pipeline_guidance",
+    "pipeline_variance",
+}  # fmt: skip
 
 
 def _modules() -> dict[str, Path]:
@@ -133,7 +147,7 @@ def test_there_is_no_import_circle():
 
 
 def test_the_named_choices_are_the_implementations_own():
-    from ddpm_hub import choices, models, pipeline_parameterization, pipeline_steps
+    from ddpm_hub import choices, likelihood, models, pipeline_parameterization, pipeline_steps
     from ddpm_hub.data import images
 
     assert choices.SAMPLERS == tuple(pipeline_steps.SAMPLERS)
@@ -141,3 +155,4 @@ def test_the_named_choices_are_the_implementations_own():
     assert choices.PRESETS == tuple(models.PRESETS)
     assert choices.BUILTIN_DATASETS == tuple(images.BUILTIN_DATASETS)
     assert choices.PREDICTION_TYPES == pipeline_parameterization.PREDICTION_TYPES
+    assert choices.VARIANCE_TYPES == likelihood.VARIANCE_TYPES and choices.LOSS_TYPES == likelihood.LOSS_TYPES

@@ -225,6 +225,7 @@ def test_bad_input_is_one_line_and_exit_2(phema_run, tmp_path, capsys):
         ([str(phema_run), "--sigma_rel", "0.005"], r"they reach sigma_rel 0\.\d{3} to 0\.\d{3}"),
         ([str(phema_run), "--sigma_rel", "0.07", "--step", "15"], "--step 15 has no snapshot.*10, 20, 30"),
         ([str(phema_run), "--sweep", "0.01:0.1:4", "--metrics", "kid"], "lacks fid"),
+        ([str(phema_run), "--sweep", "0.05:0.1:2", "--metrics", "fid,nll"], "measure the written pipeline with"),
     ]
     for arguments, message in cases:
         assert cli_main(["ema", *arguments, "--output_dir", str(tmp_path / "out")]) == 2

@@ -73,5 +73,5 @@ def describe_pipeline(pipeline: DDPMHubPipeline, source: str) -> str:
     return (
         f"Loaded {source}: {width}x{height}x{channels}, {parameters:.2f}M parameters, "
         f"{config.beta_schedule} schedule over {config.num_train_timesteps} steps{zero_snr}, "
-        f"predicts {config.prediction_type}."
+        f"predicts {config.prediction_type}{' and its variances' if pipeline.learns_variance else ''}."
     )

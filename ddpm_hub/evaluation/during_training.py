@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..choices import SAMPLE_METRICS
 from ..files import write_json
 from . import check_sample_count, parse_metrics
 from .evaluate import generate_images, score, warn_if_few_samples
@@ -63,6 +64,8 @@ class Evaluator:
         self.last: dict[str, Any] | None = None
         self.last_step: int | None = None
         self.reference = self.extractor = None
+        self.sample_metrics = tuple(m for m in self.metrics if m in SAMPLE_METRICS)
+        self.nll_images = None  # the reference pixels whose bits/dim "nll" measures
         if self.enabled:
             check_sample_count(run.eval_num_samples, run.eval_features, self.metrics, "--eval_num_samples")
 
@@ -87,6 +90,10 @@ class Evaluator:
             return
         from .reference import reference_statistics
 
+        if "nll" in self.metrics:  # the first --eval_num_samples training images, the same at every evaluation
+            self.nll_images = torch.as_tensor(source.reference_images(self.run.eval_num_samples)[:])
+        if not self.sample_metrics:
+            return
         warn_if_few_samples(self.run.eval_num_samples, self.metrics)
         self.extractor = get_extractor(self.run.eval_features, device, self.run.eval_batch_size)
         self.reference = reference_statistics(
@@ -110,25 +117,41 @@ class Evaluator:
         """Sample the pipeline of `parts` (the caller swaps in the EMA weights) and score it; the best score is kept
         if FID improved. A latent model's `vae` (in `parts`) decodes the samples, so that pixels are scored. Returns
         the scores and whether FID improved (the caller then exports best/ and calls `save_best`)."""
-        pipeline = parts.pipeline(self.run.eval_sampler)
         unet = parts.unet
         was_training = unet.training
         unet.eval()
         try:
-            images = generate_images(
-                pipeline, self.run.eval_num_samples, batch_size=self.run.eval_batch_size, seed=self.run.seed,
-                num_inference_steps=self.run.eval_num_inference_steps, progress=f"Evaluating step {global_step}",
-            )  # fmt: skip
+            values = self._sample_scores(parts, global_step) if self.sample_metrics else {}
+            if "nll" in self.metrics:
+                values.update(self._likelihood(parts))
         finally:
             unet.train(was_training)
-        with torch.autocast(self.extractor.device.type, enabled=False):  # features in full precision
-            values = score(self.extractor.extract(images), self.reference, self.metrics, seed=self.run.seed)
         self.last_step = global_step
         self.last = {"step": global_step, **values, **self.settings()}
         improved = "fid" in values and (self.best is None or values["fid"] < self.best["fid"])
         if improved:
             self.best = {"fid": values["fid"], "step": global_step, **self.settings()}
         return Evaluation(values, improved)
+
+    def _sample_scores(self, parts, global_step: int) -> dict[str, float]:
+        pipeline = parts.pipeline(self.run.eval_sampler)
+        images = generate_images(
+            pipeline, self.run.eval_num_samples, batch_size=self.run.eval_batch_size, seed=self.run.seed,
+            num_inference_steps=self.run.eval_num_inference_steps, progress=f"Evaluating step {global_step}",
+        )  # fmt: skip
+        with torch.autocast(self.extractor.device.type, enabled=False):  # features in full precision
+            return score(self.extractor.extract(images), self.reference, self.metrics, seed=self.run.seed)
+
+    def _likelihood(self, parts) -> dict[str, float]:
+        """The bits per dimension of the reference images under the training scheduler's process (in float32)."""
+        from ..likelihood import negative_log_likelihood
+
+        with torch.autocast(parts.unet.device.type, enabled=False):
+            result = negative_log_likelihood(
+                parts.pipeline(), self.nll_images, num_steps=self.run.eval_nll_steps,
+                batch_size=self.run.eval_batch_size, seed=self.run.seed, progress=False,
+            )  # fmt: skip
+        return {"nll_bits_per_dim": result.bits_per_dim}
 
     def save_best(self, folder: Path | None = None) -> None:
         """Beside the pipeline just exported to `folder` (`<output_dir>/best`): the best score and how it was
@@ -163,18 +186,21 @@ class Evaluator:
         if not self.enabled or self.last is None:
             return {}
         settings = self.settings()
-        described = (
-            f"{settings['extractor']}, {settings['num_images']} samples, {settings['sampler']} "
-            f"{settings['num_inference_steps']} steps, reference: {self.reference.source} "
-            f"({self.reference.num_images} images)"
-        )
         values = {
             f"final_{k}": round(v, 6)
             for k, v in self.last.items()
-            if k in ("fid", "kid_mean", "kid_std", "precision", "recall", "inception_score_mean")
+            if k in ("fid", "kid_mean", "kid_std", "precision", "recall", "inception_score_mean", "nll_bits_per_dim")
         }
         values["final_eval_step"] = self.last["step"]
         if self.best is not None:
             values.update(best_fid=round(self.best["fid"], 6), best_fid_step=self.best["step"])
-        values["eval_settings"] = described
+        if self.sample_metrics:
+            values["eval_settings"] = (
+                f"{settings['extractor']}, {settings['num_images']} samples, {settings['sampler']} "
+                f"{settings['num_inference_steps']} steps, reference: {self.reference.source} "
+                f"({self.reference.num_images} images)"
+            )
+        if "nll" in self.metrics:
+            steps = f"{self.run.eval_nll_steps} respaced steps" if self.run.eval_nll_steps else "every timestep"
+            values["nll_settings"] = f"bits/dim of the first {len(self.nll_images)} training images, {steps}"
         return values

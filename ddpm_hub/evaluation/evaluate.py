@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..choices import SAMPLE_STEPS
+from ..choices import SAMPLE_METRICS, SAMPLE_STEPS
 from ..config import EvalConfig
 from ..data import image_extensions, is_image_file
 from ..data.shards import is_shard_reference
@@ -137,6 +137,7 @@ def evaluate_model(
     features: str = _DEFAULTS.features,
     batch_size: int = _DEFAULTS.batch_size,
     seed: int = _DEFAULTS.seed,
+    nll_steps: int | None = _DEFAULTS.nll_steps,
     revision: str | None = None,
     reference_config: str | None = None,
     image_column: str | None = None,
@@ -149,16 +150,22 @@ def evaluate_model(
     """Sample (or read) images of `model` and score them against `reference`; see `ddpm-hub eval --help`.
 
     The scoring arguments are the fields of `ddpm_hub.config.EvalConfig` (`**dataclasses.asdict(eval_config)`);
-    `num_inference_steps=None` samples at the pipeline's own count (a distilled student's), else 50.
+    `num_inference_steps=None` samples at the pipeline's own count (a distilled student's), else 50. With "nll" in
+    `metrics`, the reference images' bits per dimension under the model are measured too (`score_likelihood`).
     Returns the result record on the main process and `None` on the others.
     """
     # 1. Arguments, checked before anything is loaded.
     metrics = metrics if isinstance(metrics, str) else ",".join(metrics)
-    metrics = EvalConfig(num_samples, sampler, num_inference_steps, metrics, features, batch_size, seed).validate()
+    metrics = EvalConfig(
+        num_samples, sampler, num_inference_steps, metrics, features, batch_size, seed, nll_steps
+    ).validate()
+    sample_metrics = tuple(m for m in metrics if m in SAMPLE_METRICS)
     model_path = Path(model)
     images_folder = _check_sources(model, reference)
+    if "nll" in metrics and images_folder:
+        raise ValueError(f"--metrics nll needs a model; MODEL {model!r} is a folder of images.")
     if not images_folder:
-        check_sample_count(num_samples, features, metrics)
+        check_sample_count(num_samples, features, sample_metrics)
     # The reference is found and fingerprinted before any model is loaded or any image sampled.
     identity, reference_images = reference_source(
         reference, dataset_config_name=reference_config, image_column=image_column, max_images=max_reference_images
@@ -171,36 +178,97 @@ def evaluate_model(
     from ..devices import resolve_device
 
     run_device = state.device if state.num_processes > 1 else resolve_device(device)
-    extractor = get_extractor(features, run_device, batch_size)  # fails here, before sampling, if it cannot load
+    # Fails here, before sampling, if it cannot load.
+    extractor = get_extractor(features, run_device, batch_size) if sample_metrics else None
+    pipeline = None if images_folder else _load_pipeline(model, revision, run_device)
+    if "nll" in metrics:
+        check_likelihood_inputs(pipeline, resolution)
 
-    # 2. The images to score: generated now, or read from a folder.
-    if images_folder:
-        generated_images, channels, resolution = _read_images(model_path, resolution)
-        num_samples, sampler, num_inference_steps = len(generated_images), "images from folder", None
-        check_sample_count(num_samples, features, metrics, flag="the number of images in MODEL")
-    else:
-        generated_images, channels, resolution, num_inference_steps = _sample_images(
-            model, revision, run_device, sampler, num_samples, batch_size, seed, num_inference_steps, state
+    record: dict[str, Any] = {"model": str(model), "metrics": list(metrics)}
+    if sample_metrics:
+        # 2.-3. Sample (or read) images, and score them against the reference's statistics on the main process.
+        if images_folder:
+            images = (*_read_images(model_path, resolution), None)
+            check_sample_count(len(images[0]), features, metrics, flag="the number of images in MODEL")
+        else:
+            images = _sample_images(pipeline, sampler, num_samples, batch_size, seed, num_inference_steps, state)
+        if state.is_main_process:
+            scores = _score_samples(
+                images, extractor, identity, reference_images, metrics, cache_dir=cache_dir, seed=seed,
+                sampler="images from folder" if images_folder else sampler, save_images=save_images,
+            )  # fmt: skip
+            record.update(scores)
+
+    # 4. The likelihood of the reference images (every process scores its share).
+    if "nll" in metrics:
+        _, nll_images = reference_source(
+            reference, dataset_config_name=reference_config, image_column=image_column, max_images=num_samples
         )
-    if not state.is_main_process:
-        return None
+        likelihood = score_likelihood(
+            pipeline, nll_images, nll_steps=nll_steps, batch_size=batch_size, seed=seed, state=state
+        )
+        record.update(likelihood, reference=record.get("reference", identity.description))
+    return record if state.is_main_process else None
+
+
+def _score_samples(images, extractor, identity, reference_images, metrics, *, cache_dir, seed, sampler,
+                   save_images) -> dict[str, Any]:  # fmt: skip
+    """The sample metrics' entries of an evaluation record, for `images` = (uint8 images, channels, resolution,
+    sampling steps or None), on the main process."""
+    generated_images, channels, resolution, num_inference_steps = images
     if save_images:
         _save_images(generated_images, save_images)
-    warn_if_few_samples(num_samples, metrics)
-
-    # 3. Features and scores, on the main process.
+    warn_if_few_samples(len(generated_images), metrics)
     stats = reference_statistics(
         extractor, identity, resolution=resolution, channels=channels, cache_dir=cache_dir,
         images=lambda: reference_images(resolution, channels),
     )  # fmt: skip
-    generated = extractor.extract(generated_images)
-    values = score(generated, stats, metrics, seed=seed)
+    values = score(extractor.extract(generated_images), stats, metrics, seed=seed)
     return dict(
-        model=str(model), extractor=extractor.name, feature_dim=extractor.dim, num_images=num_samples,
-        resolution=resolution, sampler=sampler, num_inference_steps=num_inference_steps, seed=seed,
-        reference=stats.source, reference_images=stats.num_images, reference_fingerprint=stats.fingerprint,
-        metrics=list(metrics), **values,
+        extractor=extractor.name, feature_dim=extractor.dim, num_images=len(generated_images), resolution=resolution,
+        sampler=sampler, num_inference_steps=num_inference_steps, seed=seed, reference=stats.source,
+        reference_images=stats.num_images, reference_fingerprint=stats.fingerprint, **values,
     )  # fmt: skip
+
+
+def check_likelihood_inputs(pipeline, resolution: int | None) -> None:
+    """`--metrics nll` scores reference images at the model's own size, under a pixel model (one-line errors)."""
+    from ..likelihood.nll import bound_variance_type, check_pixel_model
+
+    check_pixel_model(pipeline)
+    bound_variance_type(pipeline)
+    size = pipeline.image_shape[1]
+    if resolution is not None and resolution != size:
+        raise ValueError(
+            f"--metrics nll scores images at the model's own size, {size}px; --resolution {resolution} asks for "
+            "another (bits per dimension of resized images are another quantity)."
+        )
+
+
+def score_likelihood(
+    pipeline, images, *, nll_steps: int | None, batch_size: int, seed: int, state=None
+) -> dict[str, Any]:
+    """The `nll_*` entries of an evaluation record: the bits per dimension of the reference `images`
+    (`images(resolution, channels)`, from `reference_source`) at the model's resolution, split across the processes
+    of `state`; image i's noise comes from seed + i."""
+    from ..likelihood import NegativeLogLikelihood, negative_log_likelihood
+
+    channels, size, _ = pipeline.image_shape
+    images = images(size, channels)
+    options = dict(num_steps=nll_steps, batch_size=batch_size, progress=state is None or state.is_main_process)
+    if state is None or state.num_processes == 1:
+        return negative_log_likelihood(pipeline, images, seed=seed, **options).record()
+    from accelerate.utils import gather_object
+
+    with state.split_between_processes(list(range(len(images)))) as share:
+        mine = negative_log_likelihood(pipeline, images[share[0] : share[-1] + 1], seed=seed + share[0], **options)
+    parts = gather_object([mine])
+    merged = NegativeLogLikelihood(
+        per_image=torch.cat([part.per_image for part in parts]), prior=torch.cat([part.prior for part in parts]),
+        decoder=torch.cat([part.decoder for part in parts]), num_steps=mine.num_steps,
+        variance_type=mine.variance_type,
+    )  # fmt: skip
+    return merged.record()
 
 
 def _read_images(folder: Path, resolution: int | None) -> tuple[np.ndarray, int, int]:
@@ -213,21 +281,27 @@ def _read_images(folder: Path, resolution: int | None) -> tuple[np.ndarray, int,
     return np.asarray(loaded), loaded.shape[1], resolution
 
 
-def _sample_images(model, revision, device, sampler, num_samples, batch_size, seed, num_inference_steps, state):
-    """`(images, channels, resolution, steps)` sampled from the pipeline `model` (this process's share of the seeds);
-    `num_inference_steps=None` takes the pipeline's own count (a distilled student's), else 50."""
+def _load_pipeline(model, revision, device):
     from ..pipeline import DDPMHubPipeline
     from ..safe_loading import check_local_model, weights_kwargs
-    from ..sampling import default_steps
 
     check_local_model(model, "MODEL")
     pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision, **weights_kwargs()).to(device)
-    pipeline.set_sampler(sampler)
     pipeline.set_progress_bar_config(disable=True)
-    channels, resolution, _ = pipeline.image_shape  # a latent model's images, not its latents
-    steps = default_steps(pipeline, requested=num_inference_steps)
+    return pipeline
+
+
+def _sample_images(pipeline, sampler, num_samples, batch_size, seed, num_inference_steps, state):
+    """`(images, channels, resolution, steps)` sampled from `pipeline` with `sampler` (this process's share of the
+    seeds); `num_inference_steps=None` takes the pipeline's own count (a distilled student's), else 50."""
+    from ..assembly import PipelineParts
+    from ..sampling import default_steps
+
+    sampling = PipelineParts.of(pipeline).pipeline(sampler)  # `pipeline` keeps the training scheduler (for nll)
+    channels, resolution, _ = sampling.image_shape  # a latent model's images, not its latents
+    steps = default_steps(sampling, requested=num_inference_steps)
     images = generate_images(
-        pipeline, num_samples, batch_size=batch_size, seed=seed, num_inference_steps=steps, state=state,
+        sampling, num_samples, batch_size=batch_size, seed=seed, num_inference_steps=steps, state=state,
         progress=f"Sampling {num_samples} images ({sampler}, {steps} steps)",
     )  # fmt: skip
     return images, channels, resolution, steps
@@ -289,16 +363,26 @@ def format_table(result: dict[str, Any]) -> str:
         for key, label in names.items()
         if key in result
     ]
-    rows += [
-        ("extractor", result["extractor"]),
-        ("images", str(result["num_images"])),
-        ("resolution", f"{result['resolution']}px"),
-        (
-            "sampler",
-            f"{result['sampler']}"
-            + (f", {result['num_inference_steps']} steps" if result.get("num_inference_steps") else ""),
-        ),
-        ("reference", f"{result['reference']} ({result['reference_images']} images)"),
-    ]
+    if "extractor" in result:
+        rows += [
+            ("extractor", result["extractor"]),
+            ("images", str(result["num_images"])),
+            ("resolution", f"{result['resolution']}px"),
+            (
+                "sampler",
+                f"{result['sampler']}"
+                + (f", {result['num_inference_steps']} steps" if result.get("num_inference_steps") else ""),
+            ),
+            ("reference", f"{result['reference']} ({result['reference_images']} images)"),
+        ]
+    if "nll_bits_per_dim" in result:
+        rows += [
+            ("NLL (bits/dim)", f"{result['nll_bits_per_dim']:.4f} ± {result['nll_bits_per_dim_sem']:.4f}"),
+            (
+                "NLL bound",
+                f"{result['nll_images']} images of {result['reference']}, {result['nll_steps']} steps, "
+                f"{result['nll_variance']} variance, prior term {result['nll_prior_bits']:.2g}",
+            ),
+        ]
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)

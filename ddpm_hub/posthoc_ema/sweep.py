@@ -24,6 +24,11 @@ def check_scoring(scoring: EvalConfig) -> tuple[str, ...]:
     metrics = scoring.validate()
     if "fid" not in metrics:
         raise ValueError(f"--metrics {scoring.metrics} lacks fid, by which the sweep keeps the best sigma_rel.")
+    if "nll" in metrics:
+        raise ValueError(
+            "the sweep scores samples, and nll is the likelihood of the reference images: leave nll out of --metrics "
+            "and measure the written pipeline with `ddpm-hub eval OUT --metrics nll`."
+        )
     check_sample_count(scoring.num_samples, scoring.features, metrics)
     return metrics
 

@@ -141,7 +141,7 @@ def plan_model(config: ModelConfig, cache_dir: str | None = None, shape: ModelSh
         config.prediction_type,
         rescale_betas_zero_snr=config.rescale_betas_zero_snr,
     )
-    scheduler_config = {**scheduler.config, **shape.scheduler_overrides}
+    scheduler_config = _with_overrides(scheduler.config, shape.scheduler_overrides)
     if config.model_config_name_or_path is not None:
         source = config.model_config_name_or_path
         unet_config = _read_unet_config(source, cache_dir)
@@ -199,6 +199,13 @@ def _check_shape(unet_config: Mapping[str, Any], shape: ModelShape, origin: str)
     return channels
 
 
+def _with_overrides(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A scheduler config with `overrides`; diffusers' `from_config` would reset an overridden key that the config
+    lists among the defaults it used (`_use_default_values`), so those are taken off that list."""
+    defaults = [name for name in config.get("_use_default_values", []) if name not in overrides]
+    return {**config, **overrides, "_use_default_values": defaults}
+
+
 def _frozen(plan: ModelPlan) -> ModelPlan:
     """The plan with read-only configs."""
     return dataclasses.replace(
@@ -241,7 +248,8 @@ def _pretrained_plan(config: ModelConfig, shape: ModelShape, cache_dir: str | No
     resolution = shape.sample_size or unet_config["sample_size"]
     _check_resolution(unet_config, resolution)
     plan = ModelPlan(
-        unet_config, {**scheduler.config, **shape.scheduler_overrides}, resolution, f"fine-tuned from {source}",
+        unet_config, _with_overrides(scheduler.config, shape.scheduler_overrides), resolution,
+        f"fine-tuned from {source}",
         channels, pretrained=source,
     )  # fmt: skip
     return _frozen(plan)

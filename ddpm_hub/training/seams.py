@@ -15,8 +15,8 @@ themselves are saved and restored with the checkpoint by accelerate).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
@@ -125,6 +125,7 @@ class RunConfigs:
     run: TrainConfig
     hub: HubConfig
     compile_mode: str | None = None  # torch.compile mode chosen for this device (`None`: run eagerly)
+    step_options: Mapping[str, Any] = field(default_factory=dict)  # what the parts add to the step (`step_options`)
 
 
 class StepFactory(Protocol):

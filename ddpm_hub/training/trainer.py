@@ -296,7 +296,8 @@ class Trainer:
             )
         # The step function is compiled, not the UNet: checkpoints keep plain parameter names, so a run may be
         # resumed with or without --compile.
-        configs = RunConfigs(self.configs.model, self.configs.data, run, self.configs.hub, self.compile_mode)
+        options = {key: value for part in self.parts for key, value in part.step_options().items()}
+        configs = RunConfigs(self.configs.model, self.configs.data, run, self.configs.hub, self.compile_mode, options)
         self.step: Step = self.step_factory(self.unet, self.noise_scheduler, accelerator, self.data, configs)
 
     def new_model(self) -> torch.nn.Module:
