@@ -2,13 +2,15 @@
 
     ddpm-hub push OUTPUT_DIR --repo_id org/name [--private] [--revision BRANCH] [--commit_message MSG]
     ddpm-hub sample org/name --output grid.png [--sampler ddim] [--num_inference_steps 50] [--num_images 16]
-        [--class_label NAME_OR_ID ...] [--guidance_scale 3] [--compile]
+        [--class_label NAME_OR_ID ...] [--guidance_scale 3] [--classifier CLF --classifier_scale 4] [--compile]
+        [--output_dir DIR]
         [--init_image PATH [--strength 0.8] | --init_image PATH --mask_image PATH | --interpolate A B --num_frames 8]
     ddpm-hub schedules --output schedules.png
     ddpm-hub eval MODEL --reference DATA [--num_samples 2048] [--metrics fid,kid,pr] [--features efficientnet-lite0]
     ddpm-hub explore [MODEL] [--port 7860] [--host 127.0.0.1] [--share] [--data SHARDS]
     ddpm-hub prepare SRC OUT [--resolution 64] [--shard_size 1000]
     ddpm-hub distill TEACHER --output_dir OUT [--start_steps 256] [--end_steps 4] [--steps_per_round 2000] [...]
+    ddpm-hub train-classifier --pretrained_model_name_or_path MODEL --train_data_dir CLASS_FOLDERS --output_dir OUT
     ddpm-hub ema RUN --output_dir OUT (--sigma_rel 0.07 | --sweep 0.02:0.25:12) [--step N] [eval flags]
     ddpm-hub eval-text2img MODEL --prompts prompts.txt [--compare SCHEDULER_OR_MODEL ...] [--reference DIR] [...]
 
@@ -56,6 +58,10 @@ EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
     "eval-text2img": (
         "Score a text-to-image model on a prompt file (CLIP score; FID/KID), or compare models.",
         "text2img.evaluate",
+    ),
+    "train-classifier": (
+        "Train a noise-aware classifier of a model's x_t, for classifier guidance (--classifier).",
+        "classifier_training.command",
     ),
 }
 

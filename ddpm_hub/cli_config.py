@@ -7,6 +7,7 @@ and `metavar` in its metadata pass through to argparse. Each `validate()` raises
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from .choices import COMPILE_MODES, SAMPLERS
@@ -96,6 +97,22 @@ class SampleConfig:
         },
     )
     num_frames: int = field(default=8, metadata={"help": "With --interpolate: frames, both ends included."})
+    # --- classifier guidance, and one file per image ---
+    classifier: str | None = field(
+        default=None,
+        metadata={
+            "help": "A noise-aware classifier (folder or Hub id, from ddpm-hub train-classifier) that steers each row "
+            "towards its --class_label, which names the classifier's classes (default: every class, up to 16)."
+        },
+    )
+    classifier_scale: float | None = field(
+        default=None,
+        metadata={"help": "With --classifier: the guidance scale s >= 0 on grad log p(y|x_t) (default 1; 0: none)."},
+    )
+    output_dir: str | None = field(
+        default=None,
+        metadata={"help": "Also save every image as its own PNG here, named by its seed (and class): cat-seed-3.png."},
+    )
 
     def validate(self) -> None:
         for name in ("num_inference_steps", "num_images"):
@@ -104,6 +121,12 @@ class SampleConfig:
         _one_of("sampler", self.sampler, SAMPLERS)
         _one_of("compile_mode", self.compile_mode, COMPILE_MODES)
         self.class_labels()
+        if self.classifier_scale is not None:
+            if self.classifier is None:
+                raise ValueError(f"--classifier_scale ({self.classifier_scale}) needs --classifier, the classifier "
+                                 "that guides.")  # fmt: skip
+            if not math.isfinite(self.classifier_scale) or self.classifier_scale < 0:
+                raise ValueError(f"--classifier_scale must be a finite number >= 0, got {self.classifier_scale}.")
 
     def class_labels(self) -> list[str] | None:
         """`--class_label cat,dog --class_label 3` -> ["cat", "dog", "3"]; the pipeline reads names, digits as ids."""

@@ -42,6 +42,9 @@ from .model_card import (
 
 logger = logging.getLogger(__name__)
 
+# Stages the files of one push: snapshot(output_dir, staging, repo_id, api, revision).
+Snapshot = Callable[[Path, Path, str, HfApi, "str | None"], None]
+
 # What a pushed repo holds; anything else in an output folder stays local.
 PIPELINE_FILES = (*PIPELINE_ENTRIES, "README.md", SAMPLE_GRID, CONFIG_FILE, METRICS_FILE)
 CHECKPOINT_BRANCH = "checkpoints"
@@ -147,7 +150,23 @@ def snapshot_pipeline(output_dir: Path, staging: Path, repo_id: str, api: HfApi,
     Symbolic links are never followed out of `output_dir` (skipped with a warning), and the settings file keeps
     only names, not the machine's paths.
     """
-    for name in PIPELINE_FILES:
+    link_files(output_dir, staging, PIPELINE_FILES)
+    if not (staging / "model_index.json").is_file():
+        raise ValueError(f"{output_dir} holds no saved pipeline (model_index.json is missing).")
+    if not (staging / CONFIG_FILE).is_file():
+        return  # not made by our trainer: its own README.md (if any) goes as it is
+    previous = previous_card(staging, api, repo_id, revision)
+    hparams, metrics = public_records(staging)
+    info = card_info_for_run(hparams, metrics, repo_id)
+    info.has_sample_grid = (staging / SAMPLE_GRID).is_file()
+    # Written atomically (a new file renamed over the hard link), so output_dir/README.md is left as it was.
+    write_model_card(staging, info, previous_card=previous)
+
+
+def link_files(output_dir: Path, staging: Path, names) -> None:
+    """Hard-link (or copy) the files and folders `names` of `output_dir` that exist into `staging`, never following
+    a symbolic link out of `output_dir`."""
+    for name in names:
         source = output_dir / name
         if not _inside(source, output_dir):
             continue
@@ -155,27 +174,26 @@ def snapshot_pipeline(output_dir: Path, staging: Path, repo_id: str, api: HfApi,
             shutil.copytree(source, staging / name, copy_function=_link_or_copy, ignore=_links_leaving(output_dir))
         elif source.is_file():
             _link_or_copy(source, staging / name)
-    if not (staging / "model_index.json").is_file():
-        raise ValueError(f"{output_dir} holds no saved pipeline (model_index.json is missing).")
-    # The card names the repo in its usage snippets; notes written on the Hub are kept if the local card has none.
-    config_path = staging / CONFIG_FILE
-    if not config_path.is_file():
-        return  # not made by our trainer: its own README.md (if any) goes as it is
+
+
+def previous_card(staging: Path, api: HfApi, repo_id: str, revision: str | None) -> str | None:
+    """The card whose user notes a regenerated card keeps: the local one if it has notes, else the Hub's."""
     local_card = (staging / "README.md").read_text(encoding="utf-8") if (staging / "README.md").is_file() else None
-    previous = local_card if has_user_notes(local_card) else (remote_card(api, repo_id, revision) or local_card)
-    hparams = public_settings(json.loads(config_path.read_text(encoding="utf-8")))
-    config_path.unlink()  # a hard link to the local file: replaced, never written through
-    config_path.write_text(json.dumps(hparams, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    metrics_path = staging / METRICS_FILE
-    metrics = {}
-    if metrics_path.is_file():  # local paths cut as in the settings (a distilled student names its teacher)
-        metrics = public_settings(json.loads(metrics_path.read_text(encoding="utf-8")))
-        metrics_path.unlink()
-        metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    info = card_info_for_run(hparams, metrics, repo_id)
-    info.has_sample_grid = (staging / SAMPLE_GRID).is_file()
-    # Written atomically (a new file renamed over the hard link), so output_dir/README.md is left as it was.
-    write_model_card(staging, info, previous_card=previous)
+    return local_card if has_user_notes(local_card) else (remote_card(api, repo_id, revision) or local_card)
+
+
+def public_records(staging: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The staged settings and metrics files rewritten without the machine's paths (`public_settings`); returns
+    them. Each is a hard link to the local file: replaced, never written through."""
+    records = []
+    for name in (CONFIG_FILE, METRICS_FILE):
+        path, values = staging / name, {}
+        if path.is_file():
+            values = public_settings(json.loads(path.read_text(encoding="utf-8")))
+            path.unlink()
+            path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        records.append(values)
+    return records[0], records[1]
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -251,10 +269,16 @@ class HubPublisher:
     """
 
     def __init__(
-        self, api: HfApi, repo_id: str, output_dir: Path, revision: str | None = None, push_checkpoints: bool = False
+        self,
+        api: HfApi,
+        repo_id: str,
+        output_dir: Path,
+        revision: str | None = None,
+        push_checkpoints: bool = False,
+        snapshot: Snapshot = snapshot_pipeline,
     ):
         self.api, self.repo_id, self.output_dir = api, repo_id, Path(output_dir)
-        self.revision, self.push_checkpoints = revision, push_checkpoints
+        self.revision, self.push_checkpoints, self.snapshot = revision, push_checkpoints, snapshot
         self._lock = threading.Lock()
         # Uploads waiting for the worker, oldest first: the newest pipeline snapshot, and every checkpoint.
         self._pending: dict[str, tuple[Path, str, dict[str, Any]]] = {}
@@ -270,10 +294,12 @@ class HubPublisher:
         private: bool = False,
         revision: str | None = None,
         push_checkpoints: bool = False,
+        snapshot: Snapshot = snapshot_pipeline,
     ) -> HubPublisher:
         """Check the token, create the repo (private if asked) and the branch; fails fast with a clear error.
 
         `repo_id` may be "name" (in the token's namespace) or "org/name"; it defaults to the folder's name.
+        `snapshot` stages what a push uploads (default: a pipeline's files and its regenerated card).
         """
         api = HfApi(token=token)
         name = repo_id or Path(output_dir).resolve().name
@@ -289,7 +315,7 @@ class HubPublisher:
             raise ValueError(f"Cannot push to the Hub repo {name!r}: {_short(error)}") from error
         logger.info("Pushing to %s/%s", api.endpoint, repo_id)
         remove_stale_staging(Path(output_dir))
-        return cls(api, repo_id, Path(output_dir), revision, push_checkpoints)
+        return cls(api, repo_id, Path(output_dir), revision, push_checkpoints, snapshot)
 
     def _upload(self, folder: Path, commit_message: str, **upload_kwargs) -> str:
         kwargs = dict(
@@ -325,7 +351,7 @@ class HubPublisher:
         return staging
 
     def _snapshot_pipeline(self, staging: Path) -> None:
-        snapshot_pipeline(self.output_dir, staging, self.repo_id, self.api, self.revision)
+        self.snapshot(self.output_dir, staging, self.repo_id, self.api, self.revision)
 
     def _upload_later(self, key: str, staging: Path, commit_message: str, **upload_kwargs) -> None:
         """Queue an upload of `staging` (deleted afterwards); a newer upload under the same `key` replaces it."""

@@ -42,6 +42,17 @@ def check_output_file(output: str | os.PathLike, flag: str = "--output") -> Path
     return path
 
 
+def check_output_folder(output_dir: str | os.PathLike, flag: str = "--output_dir") -> Path:
+    """The folder files will be written into, checked: not a file, and it or its nearest existing parent writable."""
+    path = Path(output_dir).expanduser()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"{flag} {str(output_dir)!r}: {str(existing)!r} is a file, not a folder.")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {str(output_dir)!r}: the folder {str(existing)!r} is not writable.")
+    return path
+
+
 def check_finite_model(unet, model: str) -> None:
     """Refuse a model whose weights hold NaN or infinity: everything it samples would be NaN (a black image)."""
     from .files import all_finite

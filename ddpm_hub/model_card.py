@@ -123,7 +123,7 @@ def extract_user_notes(card_text: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-def _table(rows: dict[str, Any]) -> str:
+def settings_table(rows: dict[str, Any]) -> str:
     lines = ["| setting | value |", "| --- | --- |"]
     lines += [f"| {key} | {value} |" for key, value in rows.items()]
     return "\n".join(lines)
@@ -141,12 +141,12 @@ def build_model_card(info: CardInfo, user_notes: str | None = None) -> ModelCard
     sections = [*_introduction(info), "## Usage", *_usage(info)]
     sections += [
         "## Training",
-        _table(info.hyperparameters) if info.hyperparameters else "_No training settings recorded._",
+        settings_table(info.hyperparameters) if info.hyperparameters else "_No training settings recorded._",
         "## Data",
         f"Trained on {info.dataset_description}." + (f"\n\n{info.attribution}" if info.attribution else ""),
     ]
     if info.metrics:
-        sections += ["## Metrics", _table(info.metrics)]
+        sections += ["## Metrics", settings_table(info.metrics)]
     sections += [
         "## Notes",
         USER_NOTES_START,

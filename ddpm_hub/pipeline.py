@@ -2,11 +2,11 @@
 """Image generation with a DDPM-trained `UNet2DModel` (pixels or VAE latents; unconditional or class-conditional).
 
 This file and its siblings, `pipeline_steps.py` (samplers, compile helpers, device steps), `pipeline_editing.py`
-(img2img, inpaint, invert, interpolate), `pipeline_parameterization.py` (epsilon, v and x_0 predictions) and
-`pipeline_variance.py` (learned variances), stand alone: torch, numpy, PIL and diffusers only, and each other through
-direct relative imports. `save_pretrained` copies them all (`PIPELINE_SOURCE_FILES`) beside the weights, so the full
-class loads from a folder or a Hub repo without ddpm-hub, with
-`DiffusionPipeline.from_pretrained(repo, custom_pipeline=repo, trust_remote_code=True)`: diffusers fetches the
+(img2img, inpaint, invert, interpolate), `pipeline_parameterization.py` (epsilon, v and x_0 predictions),
+`pipeline_guidance.py` (classifier guidance) and `pipeline_variance.py` (learned variances), stand alone: torch,
+numpy, PIL and diffusers only, and each other through direct relative imports. `save_pretrained` copies them all
+(`PIPELINE_SOURCE_FILES`) beside the weights, so the full class loads from a folder or a Hub repo without ddpm-hub,
+with `DiffusionPipeline.from_pretrained(repo, custom_pipeline=repo, trust_remote_code=True)`: diffusers fetches the
 relative imports of `pipeline.py` from the folder and, recursively, from a Hub repo.
 """
 
@@ -32,6 +32,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import is_compiled_module, randn_tensor
 
 from .pipeline_editing import DDPMHubEditingMixin, DDPMHubInversionOutput
+from .pipeline_guidance import DDPMHubGuidanceMixin, class_id
 from .pipeline_parameterization import split_prediction
 from .pipeline_steps import COMPILE_MODES, SAMPLERS, DeviceSteps, SchedulerSteps, compile_denoiser, scheduler_from_name
 from .pipeline_variance import LEARNED_VARIANCE_TYPES, guide, split_variance
@@ -48,7 +49,8 @@ __all__ = [
 # The source files of the pipeline, copied beside the weights by `save_pretrained` and pushed with them; `pipeline.py`
 # imports the others directly, which is what diffusers' custom-pipeline loader follows.
 PIPELINE_SOURCE_FILES = (
-    "pipeline.py", "pipeline_steps.py", "pipeline_editing.py", "pipeline_parameterization.py", "pipeline_variance.py",
+    "pipeline.py", "pipeline_steps.py", "pipeline_editing.py", "pipeline_parameterization.py", "pipeline_guidance.py",
+    "pipeline_variance.py",
 )  # fmt: skip
 
 # "latent" returns the model's own samples: VAE latents (scaled) for a latent model, [-1, 1] pixels otherwise.
@@ -129,7 +131,7 @@ def _latent_scaling_factor(vae, unet: UNet2DModel, override: float | None) -> fl
     return float(factor)
 
 
-class DDPMHubPipeline(DDPMHubEditingMixin, DiffusionPipeline):
+class DDPMHubPipeline(DDPMHubEditingMixin, DDPMHubGuidanceMixin, DiffusionPipeline):
     r"""
     Pipeline for image generation from a DDPM-trained `UNet2DModel`, unconditional or class-conditional, in pixels
     or in the latent space of a VAE.
@@ -141,7 +143,8 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DiffusionPipeline):
     Euler step on the device without host syncs (`DeviceSteps`); [`~DDPMHubPipeline.compile`] adds CUDA graphs.
 
     A class-conditional UNet (`num_class_embeds` = number of classes + 1; the last id is the "null" class that
-    classifier-free guidance uses) takes `class_labels`, by id or by name, and `guidance_scale`.
+    classifier-free guidance uses) takes `class_labels`, by id or by name, and `guidance_scale`. Any model, conditional
+    or not, is also steered by a noise-aware classifier (`classifier`, `classifier_scale`; Dhariwal & Nichol 2021).
 
     The same model edits images: [`~DDPMHubPipeline.img2img`] (SDEdit), [`~DDPMHubPipeline.inpaint`] (RePaint),
     [`~DDPMHubPipeline.invert`] (DDIM inversion) and [`~DDPMHubPipeline.interpolate`].
@@ -407,23 +410,7 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DiffusionPipeline):
         return torch.tensor(ids, dtype=torch.long, device=device), guidance_scale
 
     def _class_id(self, label) -> int:
-        names = self.label_names
-        if isinstance(label, str):
-            if names is not None and label in names:
-                return names.index(label)
-            if label.strip().isdigit():  # an id written as text, as on the command line
-                return self._class_id(int(label))
-            known = f"this model knows: {', '.join(names)}" if names else "this model has no label names; use ids"
-            raise ValueError(f"Unknown class label {label!r}; {known}.")
-        if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
-            raise ValueError(f"A class label must be an id (int) or a name (str), got {label!r}.")
-        label = int(label)
-        if not 0 <= label < self.num_classes:
-            raise ValueError(
-                f"Class id {label} is out of range; this model has {self.num_classes} classes "
-                f"(ids 0 to {self.num_classes - 1})."
-            )
-        return label
+        return class_id(label, self.label_names, self.num_classes)
 
     def compile(
         self, mode: str | None = None, *, backend: str = "inductor", fullgraph: bool = False
@@ -624,6 +611,8 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DiffusionPipeline):
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
         return_trajectory: bool = False,
         trajectory_stride: int = 1,
+        classifier: torch.nn.Module | None = None,
+        classifier_scale: float | None = None,
     ) -> DDPMHubPipelineOutput | tuple:
         r"""
         Generate images.
@@ -661,6 +650,15 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DiffusionPipeline):
                 Also return the noisy samples x_t and the predicted clean images x_0 along the way (decoded).
             trajectory_stride (`int`, *optional*, defaults to 1):
                 Keep every k-th step of the trajectory (the last step is always kept).
+            classifier (`torch.nn.Module`, *optional*):
+                A noise-aware classifier of this model's x_t (e.g. ddpm-hub's `NoiseAwareClassifier`, trained by
+                `ddpm-hub train-classifier`) that steers every image towards its class in `class_labels`: classifier
+                guidance (Dhariwal & Nichol 2021). On an unconditional model `class_labels` name the classifier's
+                classes; on a class-conditional one both the model's and the classifier's (the same classes), and
+                the two guidances combine. It must be on the pipeline's device. See `pipeline_guidance.py`.
+            classifier_scale (`float`, *optional*, defaults to 1.0 with a `classifier`):
+                The classifier guidance scale s >= 0, which multiplies ∇ log p(y | x_t): 0 samples without guidance,
+                larger values give more class-typical, less varied images.
 
         Example:
 
@@ -674,6 +672,12 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DiffusionPipeline):
 
         >>> pipe = DDPMHubPipeline.from_pretrained("org/emoji-by-category")  # class-conditional
         >>> images = pipe(class_labels=["Animals & Nature", "Food & Drink"], guidance_scale=3.0).images
+
+        >>> from ddpm_hub.classifier import NoiseAwareClassifier
+
+        >>> pipe = DDPMHubPipeline.from_pretrained("org/emoji-ddpm").set_sampler("ddim")  # unconditional
+        >>> classifier = NoiseAwareClassifier.from_pretrained("org/emoji-ddpm-classifier")
+        >>> images = pipe(class_labels="Food & Drink", classifier=classifier, classifier_scale=4.0, batch_size=4).images
         ```
 
         Returns:
@@ -684,7 +688,9 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DiffusionPipeline):
             batch_size = len(class_labels)
         num_inference_steps = self.resolve_num_inference_steps(num_inference_steps)
         self.check_inputs(batch_size, num_inference_steps, output_type, latents, generator, trajectory_stride)
-        labels, scale = self.prepare_class_labels(class_labels, batch_size, guidance_scale, self._execution_device)
+        labels, scale, classifier_guidance = self.prepare_guidance(
+            class_labels, batch_size, guidance_scale, classifier, classifier_scale, self._execution_device
+        )
         tensor_inputs = self._callback_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
 
         # 1. Set the timesteps and draw the starting noise x_T.
@@ -693,7 +699,7 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DiffusionPipeline):
         latents, *trajectory = self._denoise(
             latents,
             timesteps,
-            self._steps(generator, eta),
+            self._guided_steps(self._steps(generator, eta), classifier_guidance),
             class_labels=labels,
             guidance_scale=scale,
             output_type=output_type,

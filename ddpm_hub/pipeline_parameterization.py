@@ -64,6 +64,16 @@ def predicted_eps(prediction_type: str, sample: torch.Tensor, model_output: torc
     return (sample - alpha * model_output) / sigma
 
 
+def model_output_from(prediction_type: str, pred_original: torch.Tensor, pred_epsilon: torch.Tensor, alpha, sigma):
+    """The model output that means (x_0, eps) at a level: eps, v = alpha eps - sigma x_0, or x_0."""
+    _check(prediction_type)
+    if prediction_type == "epsilon":
+        return pred_epsilon
+    if prediction_type == "v_prediction":
+        return alpha * pred_epsilon - sigma * pred_original
+    return pred_original
+
+
 def split_prediction(
     model_output: torch.Tensor, sample: torch.Tensor, alpha_prod_t: torch.Tensor, prediction_type: str
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -59,7 +59,17 @@ def scheduler_from_name(name: str, config, **overrides) -> SchedulerMixin:
             f"Sampler {name!r} ({class_name}) cannot sample a model trained with zero terminal SNR; "
             "use one of: ddpm, ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc."
         )
-    return scheduler_cls.from_config(config, **{**defaults, **overrides})
+    return scheduler_cls.from_config(explicit_config(config), **{**defaults, **overrides})
+
+
+def explicit_config(config) -> dict[str, Any]:
+    """A scheduler config with every value explicit, for building another scheduler class from it.
+
+    A scheduler built in memory lists the arguments it was not given in `_use_default_values`, and `from_config`
+    drops those keys, so another class would fall back on its own defaults (Heun's betas are 0.00085 to 0.012, not
+    DDPM's 0.0001 to 0.02); saved configs do not carry the list.
+    """
+    return {key: value for key, value in config.items() if key != "_use_default_values"}
 
 
 # torch.compile's modes. "reduce-overhead" captures the compiled UNet in CUDA graphs: one launch per step instead of

@@ -18,7 +18,7 @@ from .choices import SAMPLE_STEPS
 from .data import open_image, to_model_mode
 from .devices import resolve_device
 from .files import save_image
-from .input_checks import check_finite_model, check_mask_marks_something, check_output_file
+from .input_checks import check_finite_model, check_mask_marks_something, check_output_file, check_output_folder
 from .labels import preview_class_ids
 from .pipeline import DDPMHubPipeline
 from .pipeline_steps import check_compile_options
@@ -49,23 +49,57 @@ def grid_shape(count: int) -> tuple[int, int]:
     return rows, count // rows
 
 
+@dataclass
+class SampleBatch:
+    """Images laid out in a grid of `rows` x `columns`, each with a file name that says how to make it again."""
+
+    images: list[PIL.Image.Image]
+    names: list[str]
+    rows: int
+    columns: int
+
+    def grid(self) -> PIL.Image.Image:
+        return make_image_grid(self.images, self.rows, self.columns)
+
+    def save_each(self, folder: str | os.PathLike) -> list[Path]:
+        """Every image as its own PNG in `folder` (created if missing); files of the same names are replaced."""
+        return [save_image(image, Path(folder) / f"{name}.png") for image, name in zip(self.images, self.names)]
+
+
+def image_names(seeds: Sequence[int], labels: Sequence | None = None, label_names: Sequence[str] | None = None):
+    """File names (no suffix) of images by their seed, e.g. "seed-7", and their class if any: "cat-seed-7"."""
+    if labels is None:
+        return [f"seed-{seed}" for seed in seeds]
+    names = []
+    for label, seed in zip(labels, seeds):
+        if label_names is not None and not isinstance(label, str):
+            label = label_names[int(label)]
+        names.append(f"{re.sub(r'[^A-Za-z0-9._-]+', '_', str(label)).strip('_.') or 'class'}-seed-{seed}")
+    return names
+
+
 @torch.no_grad()
-def generate_grid(
+def sample_batch(
     pipeline: DDPMHubPipeline,
     num_images: int,
     num_inference_steps: int,
     seed: int,
     class_labels: Sequence[int | str] | None = None,
     guidance_scale: float | None = None,
-):
-    """`num_images` samples in one grid; image i always comes from seed + i, so grids stay comparable.
+    classifier=None,
+    classifier_scale: float | None = None,
+) -> SampleBatch:
+    """`num_images` samples for a grid; image i always comes from seed + i, so grids stay comparable.
 
-    A class-conditional model gets one row per class of `class_labels` (default: every class, or 16 evenly spaced
-    ones), with at least 2 and enough columns for `num_images`; column j uses seed + j in every row, so rows differ
-    by their class only.
+    A class-conditional model, or any model with a `classifier` (classifier guidance), gets one row per class of
+    `class_labels` (default: every class, or 16 evenly spaced ones), with at least 2 and enough columns for
+    `num_images`; column j uses seed + j in every row, so rows differ by their class only.
     """
-    if class_labels is None and pipeline.num_classes:
-        class_labels = preview_class_ids(pipeline.num_classes)
+    label_names = pipeline.label_names
+    if classifier is not None and not pipeline.num_classes:
+        label_names = classifier.config.get("label_names") if hasattr(classifier, "config") else None
+    if class_labels is None and (pipeline.num_classes or label_names):
+        class_labels = preview_class_ids(pipeline.num_classes or len(label_names))
     if not class_labels:
         rows, columns = grid_shape(num_images)
         labels = None
@@ -77,6 +111,7 @@ def generate_grid(
         if labels is None
         else [seed + j for _ in range(rows) for j in range(columns)]
     )
+    guidance = {"classifier": classifier, "classifier_scale": classifier_scale} if classifier is not None else {}
     images = pipeline(
         batch_size=rows * columns,
         class_labels=labels,
@@ -84,8 +119,21 @@ def generate_grid(
         generator=[torch.Generator().manual_seed(s) for s in seeds],
         num_inference_steps=num_inference_steps,
         output_type="pil",
+        **guidance,
     ).images
-    return make_image_grid(images, rows, columns)
+    return SampleBatch(images, image_names(seeds, labels, label_names), rows, columns)
+
+
+def generate_grid(
+    pipeline: DDPMHubPipeline,
+    num_images: int,
+    num_inference_steps: int,
+    seed: int,
+    class_labels: Sequence[int | str] | None = None,
+    guidance_scale: float | None = None,
+):
+    """The grid of `sample_batch` (one image)."""
+    return sample_batch(pipeline, num_images, num_inference_steps, seed, class_labels, guidance_scale).grid()
 
 
 def render_grid(config: SampleConfig) -> Path:
@@ -97,34 +145,65 @@ def render_grid(config: SampleConfig) -> Path:
     `num_images` img2img results; with `mask_image` too, inpainted ones (RePaint); with `interpolate` a strip of
     `num_frames` frames. The steps default to the pipeline's own count (`default_steps`: a distilled student's,
     else `SAMPLE_STEPS`); inpainting, whose RePaint jumps need many levels, to `SAMPLE_STEPS` for every model.
+    With `classifier`, a noise-aware classifier steers each row towards its class (classifier guidance); with
+    `output_dir`, every image is also saved as its own PNG, named by its seed (and class).
     Options and images are checked before the model loads.
     """
     check_output_file(config.output)  # a folder, an unknown suffix or an unwritable place fails before any sampling
+    if config.output_dir is not None:
+        check_output_folder(config.output_dir, "--output_dir")
     if config.compile:
         check_compile_options(config.compile_mode, config.compile_backend)  # before loading anything
+    if config.classifier is not None and (config.init_image is not None or config.interpolate is not None):
+        raise ValueError("--classifier guides sampling from noise; it cannot be combined with --init_image or "
+                         "--interpolate.")  # fmt: skip
     edit = EditInputs.check(config)
     class_labels = config.class_labels()
     if edit is not None and edit.mode == "interpolate" and class_labels and len(class_labels) > 1:
         raise ValueError(f"--interpolate takes one --class_label (the class of every frame), got {class_labels}.")
     check_local_model(config.model)  # safetensors weights and a readable model_index.json, before loading anything
+    classifier = _load_classifier(config.classifier, class_labels)
     pipeline = DDPMHubPipeline.from_pretrained(config.model, revision=config.revision, **weights_kwargs())
     pipeline = pipeline.to(resolve_device(config.device))
     check_finite_model(pipeline.unet, config.model)
     pipeline.set_sampler(config.sampler)
-    # Checked before any sampling, so a bad label or scale fails at once with the pipeline's one-line error.
-    pipeline.prepare_class_labels(class_labels, len(class_labels or [0]), config.guidance_scale)
+    if classifier is not None:
+        classifier.to(pipeline.device)
+    # Checked before any sampling, so a bad label, scale or classifier fails at once with the pipeline's one-line
+    # error (a classifier with no label given guides towards each of its classes in turn).
+    check_labels = class_labels or (classifier.label_names[:1] if classifier is not None else None)
+    pipeline.prepare_guidance(
+        check_labels, len(check_labels or [0]), config.guidance_scale, classifier, config.classifier_scale,
+        pipeline.device,
+    )  # fmt: skip
     if config.compile:
         pipeline.compile(config.compile_mode, backend=config.compile_backend)
     inpaint = edit is not None and edit.mode == "inpaint"
     steps = default_steps(None if inpaint else pipeline, SAMPLE_STEPS, requested=config.num_inference_steps)
     if edit is None:
-        grid = generate_grid(
+        batch = sample_batch(
             pipeline, config.num_images, steps, config.seed, class_labels=class_labels,
-            guidance_scale=config.guidance_scale,
+            guidance_scale=config.guidance_scale, classifier=classifier, classifier_scale=config.classifier_scale,
         )  # fmt: skip
     else:
-        grid = edit.render(pipeline, config.num_images, steps, config.seed, class_labels, config.guidance_scale)
-    return save_image(grid, config.output)
+        batch = edit.render(pipeline, config.num_images, steps, config.seed, class_labels, config.guidance_scale)
+    if config.output_dir is not None:
+        saved = batch.save_each(config.output_dir)
+        print(f"Saved {len(saved)} images to {config.output_dir}")
+    return save_image(batch.grid(), config.output)
+
+
+def _load_classifier(name: str | None, class_labels: list[str] | None):
+    """The `--classifier` to guide with (or None), its class names checked against `--class_label` already."""
+    if name is None:
+        return None
+    from .classifier import load_classifier
+    from .pipeline_guidance import class_id
+
+    classifier = load_classifier(name)
+    for label in class_labels or []:
+        class_id(label, classifier.label_names, classifier.num_classes, owner="the classifier")
+    return classifier
 
 
 def open_user_image(path: str | os.PathLike, flag: str, channels: int = 3) -> PIL.Image.Image:
@@ -197,7 +276,8 @@ class EditInputs:
         class_labels: list[int | str] | None = None,
         guidance_scale: float | None = None,
     ):
-        """The grid (img2img, inpaint: `num_images` results, image i from seed + i) or the strip (interpolate).
+        """The grid (img2img, inpaint: `num_images` results, image i from seed + i) or the strip (interpolate), as a
+        `SampleBatch`.
 
         With `class_labels` (a conditional model) img2img and inpaint give one row per label, with seed + j in column
         j of every row (as `generate_grid`); interpolate takes one label, the class of every frame.
@@ -215,11 +295,12 @@ class EditInputs:
                 class_labels=class_labels[0] if class_labels else None,
                 **guidance,
             ).images
-            return make_image_grid(frames, 1, len(frames))
+            return SampleBatch(frames, [f"frame-{i:02d}" for i in range(len(frames))], 1, len(frames))
+        labels = None
         if class_labels:
             rows, columns = len(class_labels), max(2, math.ceil(num_images / len(class_labels)))
             seeds = [seed + j for _ in range(rows) for j in range(columns)]
-            guidance["class_labels"] = [label for label in class_labels for _ in range(columns)]
+            labels = guidance["class_labels"] = [label for label in class_labels for _ in range(columns)]
         else:
             rows, columns = grid_shape(num_images)
             seeds = [seed + i for i in range(num_images)]
@@ -242,7 +323,7 @@ class EditInputs:
                 jump_n_sample=self.jump_n_sample,
                 **guidance,
             ).images
-        return make_image_grid(images, rows, columns)
+        return SampleBatch(images, image_names(seeds, labels, pipeline.label_names), rows, columns)
 
 
 def _seed_or_image(value: str, flag: str) -> int | PIL.Image.Image:

@@ -421,3 +421,18 @@ def test_browser_shows_every_panel_and_the_t_slider_changes_x_t(explore_command,
             return pixels(PIL.Image.open(io.BytesIO(response.read())))
 
     assert np.abs(fetch(first) - fetch(second)).mean() > 10  # t = 250 -> 900: visibly noisier
+
+
+def test_step_by_step_with_a_classifier_steers_towards_its_class(client, tmp_path):
+    import torch
+    from conftest import make_tiny_pipeline
+
+    from ddpm_hub.classifier import classifier_for
+
+    torch.manual_seed(0)
+    classifier_for(make_tiny_pipeline(), ["a", "b"], width=8, layers_per_block=1).save_pretrained(tmp_path / "clf")
+    plain = client.predict("ddim", 3, 0.0, 1, api_name="/step_by_step")
+    guided = client.predict("ddim", 3, 0.0, 1, "b", str(tmp_path / "clf"), 8.0, api_name="/step_by_step")
+    assert guided[0]["maximum"] == 3 and np.abs(pixels(guided[2]) - pixels(plain[2])).mean() > 0
+    with pytest.raises(Exception, match="Unknown class label 'c'; the classifier knows: a, b."):
+        client.predict("ddim", 3, 0.0, 1, "c", str(tmp_path / "clf"), 8.0, api_name="/step_by_step")

@@ -21,6 +21,7 @@ def test_saved_layout(saved_pipeline_dir):
         "model_index.json",
         "pipeline.py",
         "pipeline_editing.py",
+        "pipeline_guidance.py",
         "pipeline_parameterization.py",
         "pipeline_steps.py",
         "pipeline_variance.py",

@@ -296,10 +296,16 @@ def sample_trajectory(
     eta: float = 0.0,
     seed: int = 0,
     progress: Progress = _no_progress,
+    *,
+    class_label: str | None = None,
+    classifier=None,
+    classifier_scale: float | None = None,
 ) -> Trajectory:
     """Generate one image with `sampler`, keeping every step's x_t and predicted x_0 (`return_trajectory=True`).
 
-    `num_inference_steps` defaults to the model's own count (a distilled student's), else `EXPLORER_STEPS`.
+    `num_inference_steps` defaults to the model's own count (a distilled student's), else `EXPLORER_STEPS`. A
+    `class_label` picks a conditional model's class, or with a `classifier` the class it steers towards
+    (classifier guidance, at `classifier_scale`).
     """
     num_inference_steps = default_steps(pipeline, EXPLORER_STEPS, requested=num_inference_steps)
     if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
@@ -310,13 +316,18 @@ def sample_trajectory(
         progress((step + 1) / num_inference_steps, f"{sampler}: step {step + 1}/{num_inference_steps}")
         return tensors
 
+    guidance = {"classifier": classifier, "classifier_scale": classifier_scale} if classifier is not None else {}
+    if classifier_scale is not None and classifier is None:
+        raise ValueError("A classifier scale needs a classifier: give its folder or Hub id.")
     start = time.perf_counter()
     output = sampling(
+        class_labels=class_label or None,
         generator=torch.Generator().manual_seed(seed),
         num_inference_steps=num_inference_steps,
         eta=eta,
         return_trajectory=True,
         callback_on_step_end=report,
+        **guidance,
     )
     seconds = time.perf_counter() - start
     return Trajectory(

@@ -122,6 +122,8 @@ class Explorer:
         self._data_lock = threading.Lock()
         self.limits = limits or Limits()
         self._shared: dict = {}  # model name -> pipeline, when exposed
+        self._classifiers: collections.OrderedDict[str, object] = collections.OrderedDict()  # newest last
+        self._classifier_lock = threading.Lock()
         self.text2image = panels.TextToImagePanel(Path(outputs_dir))
         self.work_dir = Path(tempfile.mkdtemp(prefix="ddpm-hub-explore-"))
         if model:
@@ -174,6 +176,21 @@ class Explorer:
         if int(index) >= len(images):
             raise ValueError(f"The data set has {len(images)} images; choose a number from 0 to {len(images) - 1}.")
         return images[int(index)]
+
+    def classifier(self, name: str, device):
+        """The classifier `name` (folder or Hub id) for classifier guidance, on `device`; each is loaded once and
+        kept (the last `limits.max_data_sets` of them). A shared explorer opens only those it was started with."""
+        from ..classifier import load_classifier
+
+        name = name.strip()
+        self.access.check(name, "classifiers")
+        with self._classifier_lock:
+            if name not in self._classifiers:
+                self._classifiers[name] = load_classifier(name, flag="The classifier")
+                while len(self._classifiers) > self.limits.max_data_sets:
+                    self._classifiers.popitem(last=False)
+            self._classifiers.move_to_end(name)
+            return self._classifiers[name].to(device)
 
     def require_model(self, session: Session | None = None):
         pipeline = self.pipeline_of(session)
@@ -396,6 +413,13 @@ def _steps_tab(page: _Page) -> gr.Slider:
             steps = gr.Slider(1, 200, value=page.served_steps, step=1, label="Steps", elem_id="steps")
             eta = gr.Slider(0, 1, value=0, step=0.05, label="eta (DDIM)")
             seed = gr.Number(0, precision=0, label="Seed")
+        with gr.Accordion("Class and classifier guidance", open=False):
+            with gr.Row():
+                class_label = gr.Textbox("", label="Class (name or id)",
+                                         placeholder="a conditional model's, or the classifier's")  # fmt: skip
+                classifier = gr.Textbox("", label="Classifier (folder or Hub id)",
+                                        placeholder="from ddpm-hub train-classifier; empty: none")  # fmt: skip
+                classifier_scale = gr.Slider(0, 20, value=1, step=0.5, label="Classifier scale")
         generate = gr.Button("Generate", variant="primary")
         trajectory = gr.State(None)
         scrub = gr.Slider(1, 20, value=20, step=1, label="Step (scrub)")
@@ -407,11 +431,16 @@ def _steps_tab(page: _Page) -> gr.Slider:
         steps_info = gr.Markdown()
 
     @page.shown
-    def step_by_step(sampler_name, num_steps, eta_value, seed_value, current, request: gr.Request,
-                     progress=gr.Progress()):  # fmt: skip
+    def step_by_step(sampler_name, num_steps, eta_value, seed_value, label="", classifier_name="", scale=1.0,
+                     current=None, request: gr.Request = None, progress=gr.Progress()):  # fmt: skip
+        pipeline = explorer.require_model(current)
+        guidance = {"class_label": label.strip()} if (label or "").strip() else {}
+        if (classifier_name or "").strip():
+            guidance["classifier"] = explorer.classifier(classifier_name, pipeline.device)
+            guidance["classifier_scale"] = float(scale)
         result = panels.sample_trajectory(
-            explorer.require_model(current), sampler_name, limits.check_steps(num_steps), float(eta_value),
-            int(seed_value or 0), progress=page.progress(progress, request),
+            pipeline, sampler_name, limits.check_steps(num_steps), float(eta_value), int(seed_value or 0),
+            progress=page.progress(progress, request), **guidance,
         )  # fmt: skip
         progress(1.0, desc="writing the GIF")
         gif_path = panels.save_gif(result, Path(tempfile.mkdtemp(dir=explorer.work_dir)) / "trajectory.gif")
@@ -421,7 +450,8 @@ def _steps_tab(page: _Page) -> gr.Slider:
                 panels.enlarge(result.image), str(gif_path), info)  # fmt: skip
 
     generate.click(
-        step_by_step, [sampler, steps, eta, seed, page.session], [trajectory, scrub, frame, final, gif, steps_info],
+        step_by_step, [sampler, steps, eta, seed, class_label, classifier, classifier_scale, page.session],
+        [trajectory, scrub, frame, final, gif, steps_info],
         api_name="step_by_step", **page.model_work,
     )  # fmt: skip
 

@@ -31,8 +31,9 @@ def check_output_dir(train: TrainConfig) -> None:
     )
 
 
-def make_publisher(hub: HubConfig, output_dir: Path):
-    """The Hub publisher of a pushing run (on the first process only: one uploader), else `None`."""
+def make_publisher(hub: HubConfig, output_dir: Path, **options):
+    """The Hub publisher of a pushing run (on the first process only: one uploader), else `None`; `options` go to
+    `HubPublisher.create` (a `snapshot` of what is pushed)."""
     if not hub.push_to_hub or int(os.environ.get("RANK", "0")) != 0:  # launchers stop the rest if it fails
         return None
     from ..hub import HubPublisher
@@ -44,6 +45,7 @@ def make_publisher(hub: HubConfig, output_dir: Path):
         private=hub.hub_private_repo,
         revision=hub.hub_revision,
         push_checkpoints=hub.hub_push_checkpoints,
+        **options,
     )
 
 

@@ -172,9 +172,14 @@ class Trainer:
                 self.image_resolution = part.image_resolution(self.image_resolution)
             self.checkpoint_path = resolve_checkpoint(self.output_dir, run.resume_from_checkpoint)
             self.evaluator = Evaluator(run, self.output_dir)  # FID & co. every --eval_steps / --eval_epochs
-            self.publisher = components.make_publisher(self.configs.hub, self.output_dir)
+            self.publisher = self.make_publisher()
         if self.publisher is not None:
             cleanup.callback(self.publisher.close)
+
+    def make_publisher(self):
+        """The Hub publisher of a pushing run (first process only), else `None`; a run that saves something else
+        than a pipeline pushes with a snapshot of its own."""
+        return components.make_publisher(self.configs.hub, self.output_dir)
 
     def model_shape(self) -> ModelShape:
         """What the parts ask of the UNet and its schedule, in their order."""
@@ -261,7 +266,7 @@ class Trainer:
         run, accelerator = self.run_config, self.accelerator
         set_seed(run.seed)
         with reported_as_setup_errors():
-            unet = self.plan.build(self.data.num_classes, self.configs.data.cache_dir)
+            unet = self.new_model()
         set_seed(run.seed, device_specific=True)
         unet = components.configure_unet(unet, run)
         self.ema = components.make_ema(unet, run)
@@ -294,6 +299,10 @@ class Trainer:
         options = {key: value for part in self.parts for key, value in part.step_options().items()}
         configs = RunConfigs(self.configs.model, self.configs.data, run, self.configs.hub, self.compile_mode, options)
         self.step: Step = self.step_factory(self.unet, self.noise_scheduler, accelerator, self.data, configs)
+
+    def new_model(self) -> torch.nn.Module:
+        """The model to train, with its initial weights: the plan's UNet for the data's classes."""
+        return self.plan.build(self.data.num_classes, self.configs.data.cache_dir)
 
     # ---- 3.-4. resume and start -----------------------------------------------------------------------------
 
@@ -601,23 +610,31 @@ class Trainer:
             yield
 
     def preview(self) -> None:
+        grid = self.preview_grid()
+        save_image(grid, self.output_dir / "samples" / f"step-{self.state.step:07d}.png")
+        log_grid(self.accelerator, grid, self.state.step)
+        self.state.preview = grid
+
+    def preview_grid(self):
+        """The preview grid of the EMA weights (a PIL image), sampled with fixed seeds."""
         run = self.run_config
         with ema_weights(self.ema, self.base_unet), self.accelerator.autocast(), self.sampling():
-            grid = sample_grid(
+            return sample_grid(
                 self.pipeline_parts(),
                 num_images=run.eval_batch_size,
                 sampler=run.preview_sampler,
                 num_inference_steps=run.ddpm_num_inference_steps,
                 seed=run.seed,
             )
-        save_image(grid, self.output_dir / "samples" / f"step-{self.state.step:07d}.png")
-        log_grid(self.accelerator, grid, self.state.step)
-        self.state.preview = grid
 
     def export(self, folder: Path) -> None:
         """Save the pipeline (EMA weights, the class names of a labelled set) into `folder`; the one export path."""
         with ema_weights(self.ema, self.base_unet):
             export_pipeline(self.pipeline_parts(), folder)
+
+    def write_card(self, metrics: dict[str, Any]) -> None:
+        """The model card (README.md) of the output folder."""
+        write_model_card(self.output_dir, self.card_info(metrics))
 
     def card_info(self, metrics: dict[str, Any]) -> CardInfo:
         """What the model card says; extend it in a subclass."""
@@ -644,7 +661,7 @@ class Trainer:
             save_image(state.preview, self.output_dir / SAMPLE_GRID)
             metrics = self.final_metrics()
             write_json(self.output_dir / METRICS_FILE, metrics)
-            write_model_card(self.output_dir, self.card_info(metrics))
+            self.write_card(metrics)
             logger.info("Saved the pipeline to %s", self.output_dir)
         self.push_final()
         return self.output_dir
