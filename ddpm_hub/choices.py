@@ -56,8 +56,10 @@ EFFICIENTNET_BLOCK_WIDTHS = (40, 80, 112, 192, 320)
 INCEPTION = "inception"
 EXTRACTORS = (EFFICIENTNET, *(f"{EFFICIENTNET}-{c}" for c in EFFICIENTNET_BLOCK_WIDTHS), INCEPTION)
 
-# Metric names for --metrics / --eval_metrics: Fréchet distance, kernel distance, precision/recall, Inception Score.
-METRICS = ("fid", "kid", "pr", "is")
+# Metric names for --metrics / --eval_metrics: Fréchet distance, kernel distance, precision/recall, Inception Score;
+# and, for a super-resolution model only, its fidelity to the originals and to its own input (evaluation/upscaler.py).
+UPSCALER_METRICS = ("psnr", "ssim", "consistency")
+METRICS = ("fid", "kid", "pr", "is", *UPSCALER_METRICS)
 
 __all__ = [
     "BETA_SCHEDULES",
@@ -74,6 +76,7 @@ __all__ = [
     "PREDICTION_TYPES",
     "PRESETS",
     "SAMPLERS",
+    "UPSCALER_METRICS",
     "check_extractor_name",
     "check_sample_count",
     "feature_dim",

@@ -244,7 +244,11 @@ class EvalConfig:
         },
     )
     metrics: str = field(
-        default="fid,kid,pr", metadata={"help": "Comma-separated: fid, kid, pr (precision/recall), is."}
+        default="fid,kid,pr",
+        metadata={
+            "help": "Comma-separated: fid, kid, pr (precision/recall), is; for a super-resolution model also psnr, "
+            "ssim and consistency, each printed beside bicubic upscaling's."
+        },
     )
     features: str = field(
         default=EFFICIENTNET,

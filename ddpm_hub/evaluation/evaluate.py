@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..choices import UPSCALER_METRICS
 from ..config import EvalConfig
 from ..data import image_extensions, is_image_file
-from ..data.shards import is_shard_reference
+from ..data.shards import ShardSet, is_shard_reference
 from . import check_sample_count
 from .features import Features, get_extractor
 from .metrics import frechet_distance, gaussian_statistics, inception_score, kid, precision_recall
-from .reference import ReferenceStatistics, is_image_folder, reference_statistics
+from .reference import ReferenceStatistics, is_image_folder, reference_images, reference_statistics
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +51,21 @@ def generate_images(
     With an accelerate `PartialState` of several processes, each process samples its contiguous share of the
     indices and the main process receives all of them, in order (the others get an empty array).
     """
-    indices = list(range(num_samples))
+    work = lambda share: _sample(pipeline, share, batch_size, seed, num_inference_steps)  # noqa: E731
+    return in_shares(list(range(num_samples)), work, state)
+
+
+def in_shares(indices: list[int], work, state=None) -> np.ndarray:
+    """`work(indices)` (an array, one row per index), split across the processes of an accelerate `state`: each
+    process does its contiguous share and the main process receives every row, in order (the others get none)."""
     if state is not None and state.num_processes > 1:
         from accelerate.utils import gather_object
 
         with state.split_between_processes(indices) as share:
-            mine = _sample(pipeline, list(share), batch_size, seed, num_inference_steps)
+            mine = work(list(share))
         parts = gather_object([mine])
         return np.concatenate(parts) if state.is_main_process else mine[:0]
-    return _sample(pipeline, indices, batch_size, seed, num_inference_steps)
+    return work(indices)
 
 
 def _sample(pipeline, indices: list[int], batch_size: int, seed: int, num_inference_steps: int) -> np.ndarray:
@@ -136,11 +143,14 @@ def evaluate_model(
     cache_dir: str | None = None,
     device: str = "auto",
     save_images: str | None = None,
+    noise_level: int = 0,
 ) -> dict[str, Any] | None:
     """Sample (or read) images of `model` and score them against `reference`; see `ddpm-hub eval --help`.
 
     The scoring arguments are the fields of `ddpm_hub.config.EvalConfig` (`**dataclasses.asdict(eval_config)`);
-    `num_inference_steps=None` samples at the pipeline's own count (a distilled student's), else 50.
+    `num_inference_steps=None` samples at the pipeline's own count (a distilled student's), else 50. A
+    super-resolution model upscales the first `num_samples` reference images, downsampled, at `noise_level`, and is
+    scored beside bicubic upscaling (`evaluation/upscaler.py`).
     Returns the result record on the main process and `None` on the others.
     """
     # 1. Arguments, checked before anything is loaded.
@@ -148,6 +158,12 @@ def evaluate_model(
     metrics = EvalConfig(num_samples, sampler, num_inference_steps, metrics, features, batch_size, seed).validate()
     model_path = Path(model)
     images_folder, reference_is_folder = _check_sources(model, reference)
+    upscaler_metrics = [name for name in metrics if name in UPSCALER_METRICS]
+    if images_folder and upscaler_metrics:
+        raise ValueError(
+            f"--metrics {','.join(upscaler_metrics)} score a super-resolution model against the originals of its "
+            "inputs; MODEL is a folder of images."
+        )
     if not images_folder:
         check_sample_count(num_samples, features, metrics)
 
@@ -158,6 +174,19 @@ def evaluate_model(
     from ..devices import resolve_device
 
     run_device = state.device if state.num_processes > 1 else resolve_device(device)
+    pipeline = None if images_folder else _load_pipeline(model, revision, run_device, sampler)
+    if pipeline is not None and pipeline.is_upscaler:
+        return _evaluate_upscaler(
+            pipeline, model, reference, reference_is_folder, metrics, state, run_device, num_samples=num_samples,
+            sampler=sampler, num_inference_steps=num_inference_steps, features=features, batch_size=batch_size,
+            seed=seed, reference_config=reference_config, image_column=image_column, cache_dir=cache_dir,
+            max_reference_images=max_reference_images, save_images=save_images, noise_level=noise_level,
+        )  # fmt: skip
+    if upscaler_metrics:
+        raise ValueError(
+            f"--metrics {','.join(upscaler_metrics)} score a super-resolution model (one with a low_resolution); "
+            f"{model!r} generates from noise."
+        )
     extractor = get_extractor(features, run_device, batch_size)  # fails here, before sampling, if it cannot load
 
     # 2. The images to score: generated now, or read from a folder.
@@ -167,7 +196,7 @@ def evaluate_model(
         check_sample_count(num_samples, features, metrics, flag="the number of images in MODEL")
     else:
         generated_images, channels, resolution, num_inference_steps = _sample_images(
-            model, revision, run_device, sampler, num_samples, batch_size, seed, num_inference_steps, state
+            pipeline, num_samples, batch_size, seed, num_inference_steps, state
         )
     if not state.is_main_process:
         return None
@@ -202,23 +231,74 @@ def _read_images(folder: Path, resolution: int | None) -> tuple[np.ndarray, int,
     return np.asarray(loaded), loaded.shape[1], resolution
 
 
-def _sample_images(model, revision, device, sampler, num_samples, batch_size, seed, num_inference_steps, state):
-    """`(images, channels, resolution, steps)` sampled from the pipeline `model` (this process's share of the seeds);
-    `num_inference_steps=None` takes the pipeline's own count (a distilled student's), else 50."""
+def _load_pipeline(model, revision, device, sampler):
+    """The pipeline `model` on `device`, with `sampler` and no progress bars."""
     from ..pipeline_ddpm_hub import DDPMHubPipeline
     from ..safe_loading import check_local_model, weights_kwargs
-    from ..sampling import default_steps
 
     check_local_model(model, "MODEL")
     pipeline = DDPMHubPipeline.from_pretrained(model, revision=revision, **weights_kwargs()).to(device)
     pipeline.set_sampler(sampler)
     pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def _sample_images(pipeline, num_samples, batch_size, seed, num_inference_steps, state):
+    """`(images, channels, resolution, steps)` sampled from `pipeline` (this process's share of the seeds);
+    `num_inference_steps=None` takes the pipeline's own count (a distilled student's), else 50."""
+    from ..sampling import default_steps
+
     channels, resolution, _ = pipeline.image_shape  # a latent model's images, not its latents
     steps = default_steps(pipeline) if num_inference_steps is None else num_inference_steps
     images = generate_images(
         pipeline, num_samples, batch_size=batch_size, seed=seed, num_inference_steps=steps, state=state
     )
     return images, channels, resolution, steps
+
+
+def _evaluate_upscaler(pipeline, model, reference, reference_is_folder, metrics, state, device, *, num_samples,
+                       sampler, num_inference_steps, features, batch_size, seed, reference_config, image_column,
+                       cache_dir, max_reference_images, save_images, noise_level):  # fmt: skip
+    """`evaluate_model` for a super-resolution model: its first `num_samples` reference images are downsampled and
+    upscaled (`evaluation/upscaler.py`), and scored with bicubic upscaling beside them."""
+    from ..sampling import default_steps
+    from .upscaler import FEATURE_METRICS, evaluate_upscaler
+
+    channels, resolution, _ = pipeline.image_shape
+    steps = default_steps(pipeline) if num_inference_steps is None else num_inference_steps
+    pipeline._noise_levels(noise_level, 1)  # a level the model was not trained with fails before anything is read
+    uses_features = any(name in FEATURE_METRICS for name in metrics)
+    extractor = get_extractor(features, device, batch_size) if uses_features else None
+    data = dict(
+        dataset_name=None if reference_is_folder else reference,
+        train_data_dir=reference if reference_is_folder else None,
+        dataset_config_name=reference_config, image_column=image_column, max_images=max_reference_images,
+        resolution=resolution, channels=channels,
+    )  # fmt: skip
+    shards = ShardSet.resolve(reference) if is_shard_reference(reference) else None
+    pixels = reference_images(**data, center_crop=True, data_cache_dir=None, shards=shards)  # every reference image
+    originals = np.asarray(pixels[:num_samples])
+    if uses_features:
+        check_sample_count(len(originals), features, metrics, flag="the number of reference images upscaled")
+    stats = None
+    if uses_features and state.is_main_process:
+        stats = reference_statistics(extractor, cache_dir=cache_dir, images=pixels, **data)
+    scored = evaluate_upscaler(
+        pipeline, originals, metrics, num_inference_steps=steps, noise_level=noise_level, batch_size=batch_size,
+        seed=seed, extractor=extractor, reference=stats, state=state,
+    )  # fmt: skip
+    if scored is None:
+        return None
+    values, images = scored
+    if save_images:
+        _save_images(images, save_images)
+    return dict(
+        model=str(model), upscaler=f"{pipeline.low_resolution}px to {resolution}px", noise_level=noise_level,
+        extractor=extractor.name if extractor else None, num_images=len(images), resolution=resolution,
+        sampler=sampler, num_inference_steps=steps, seed=seed,
+        reference=stats.source if stats else reference, reference_images=stats.num_images if stats else len(images),
+        metrics=list(metrics), **values,
+    )  # fmt: skip
 
 
 def _check_sources(model: str, reference: str) -> tuple[bool, bool]:
@@ -267,17 +347,24 @@ def _save_images(images: np.ndarray, folder: str) -> None:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """The result as a small aligned table: one metric a line, then the settings that produced it."""
+    """The result as a small aligned table: one metric a line, then the settings that produced it. An upscaler's
+    metrics have two columns, the model's and bicubic upscaling's (the baseline)."""
     names = {
+        "psnr": "PSNR (dB)", "ssim": "SSIM", "consistency": "consistency (MSE)",
         "fid": "FID", "kid_mean": "KID (mean)", "kid_std": "KID (std)", "precision": "precision", "recall": "recall",
         "inception_score_mean": "IS (mean)", "inception_score_std": "IS (std)",
     }  # fmt: skip
-    rows = [
-        (label, f"{result[key]:.4f}" if "kid" not in key else f"{result[key]:.6f}")
+    baseline = result.get("bicubic")
+    columns = [result] if baseline is None else [result, baseline]
+    rows = [("", "model", "bicubic")] if baseline is not None else []
+    rows += [
+        (label, *(f"{column[key]:.6f}" if key.startswith(("kid", "consistency")) else f"{column[key]:.4f}"
+                  for column in columns))
         for key, label in names.items()
         if key in result
-    ]
-    rows += [
+    ]  # fmt: skip
+    settings = [
+        ("upscaler", f"{result.get('upscaler')}, noise level {result.get('noise_level')}"),
         ("extractor", result["extractor"]),
         ("images", str(result["num_images"])),
         ("resolution", f"{result['resolution']}px"),
@@ -288,5 +375,7 @@ def format_table(result: dict[str, Any]) -> str:
         ),
         ("reference", f"{result['reference']} ({result['reference_images']} images)"),
     ]
-    width = max(len(label) for label, _ in rows)
-    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+    rows += [(label, value) for label, value in settings if result.get(label) or label not in ("upscaler", "extractor")]
+    # Every cell but a row's last is padded to its column's width, so long settings do not widen the metric columns.
+    widths = [max((len(row[i]) for row in rows if i < len(row) - 1), default=0) for i in range(3)]
+    return "\n".join("  ".join([*(cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])), row[-1]]) for row in rows)

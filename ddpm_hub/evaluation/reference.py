@@ -148,7 +148,7 @@ def reference_statistics(
     if callable(images):
         images = images()
     if images is None:
-        images = _reference_images(
+        images = reference_images(
             dataset_name, train_data_dir, dataset_config_name, image_column, max_images, resolution, channels,
             center_crop, data_cache_dir, shards,
         )  # fmt: skip
@@ -187,8 +187,8 @@ def _read_cached(cache_file: Path, settings: dict) -> ReferenceStatistics | None
         return None
 
 
-def _reference_images(dataset_name, train_data_dir, dataset_config_name, image_column, max_images, resolution,
-                      channels, center_crop, data_cache_dir, shards: ShardSet | None) -> torch.Tensor:  # fmt: skip
+def reference_images(dataset_name, train_data_dir, dataset_config_name, image_column, max_images, resolution,
+                     channels, center_crop, data_cache_dir, shards: ShardSet | None) -> torch.Tensor:  # fmt: skip
     """uint8 (N, C, H, W): the reference images named like training's data flags, or the first images of `shards`."""
     if shards is not None:
         # A stream's first N images (in shard order, centre crops): nothing is decoded beyond them.
