@@ -30,7 +30,7 @@ SAMPLERS = (
 # torch.compile modes (`--compile_mode`): `pipeline_steps.COMPILE_MODES`.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # UNet presets (`--model`): the keys of `models.PRESETS`.
-PRESETS = ("ddpm-64", "cats-128", "small", "ldm-churches-8", "tiny")
+PRESETS = ("ddpm-64", "cats-128", "small", "ldm-churches-8", "sr-16-64", "sr-32-128", "tiny")
 # Built-in data sets (`--dataset_name`): the keys of `data.images.BUILTIN_DATASETS`.
 BUILTIN_DATASETS = ("twemoji", "shapes")
 
