@@ -95,15 +95,10 @@ def render_grid(config: SampleConfig) -> Path:
     class labels, one per label; see `generate_grid`. With `compile`, the UNet is compiled first
     (`DDPMHubPipeline.compile`); the grid is the same, to floating-point rounding. With `init_image` the grid holds
     `num_images` img2img results; with `mask_image` too, inpainted ones (RePaint); with `interpolate` a strip of
-    `num_frames` frames; with `upscaler` or `low_res_image`, through a cascade (`superres.cascade.render_cascade`).
-    The steps default to the pipeline's own count (`default_steps`: a distilled student's,
+    `num_frames` frames. The steps default to the pipeline's own count (`default_steps`: a distilled student's,
     else `SAMPLE_STEPS`); inpainting, whose RePaint jumps need many levels, to `SAMPLE_STEPS` for every model.
     Options and images are checked before the model loads.
     """
-    if config.upscaler or config.low_res_image is not None:
-        from .superres.cascade import render_cascade
-
-        return render_cascade(config)
     check_output_file(config.output)  # a folder, an unknown suffix or an unwritable place fails before any sampling
     if config.compile:
         check_compile_options(config.compile_mode, config.compile_backend)  # before loading anything

@@ -21,7 +21,7 @@ from ..config import EvalConfig
 from ..data import image_extensions, is_image_file
 from ..data.shards import ShardSet, is_shard_reference
 from . import check_sample_count
-from .features import Features, get_extractor
+from .features import Features, get_extractor, to_uint8
 from .metrics import frechet_distance, gaussian_statistics, inception_score, kid, precision_recall
 from .reference import ReferenceStatistics, is_image_folder, reference_images, reference_statistics
 
@@ -29,11 +29,6 @@ logger = logging.getLogger(__name__)
 
 # Below this many images FID is visibly biased upwards (Chong & Forsyth 2020); papers use 50,000.
 RELIABLE_FID_SAMPLES = 10_000
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Pipeline output in [0, 1] (N, C, H, W) -> uint8, rounded as when saving a PNG."""
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
 @torch.no_grad()
@@ -259,16 +254,16 @@ def _sample_images(pipeline, num_samples, batch_size, seed, num_inference_steps,
 def _evaluate_upscaler(pipeline, model, reference, reference_is_folder, metrics, state, device, *, num_samples,
                        sampler, num_inference_steps, features, batch_size, seed, reference_config, image_column,
                        cache_dir, max_reference_images, save_images, noise_level):  # fmt: skip
-    """`evaluate_model` for a super-resolution model: its first `num_samples` reference images are downsampled and
-    upscaled (`evaluation/upscaler.py`), and scored with bicubic upscaling beside them."""
+    """`evaluate_model` for a super-resolution model: its first `num_samples` reference images are downsampled,
+    upscaled (each process its share) and scored with bicubic upscaling beside them (`evaluation/upscaler.py`)."""
     from ..sampling import default_steps
-    from .upscaler import FEATURE_METRICS, evaluate_upscaler
+    from .upscaler import bicubic_images, fidelity, low_res_inputs, upscale_images
 
     channels, resolution, _ = pipeline.image_shape
     steps = default_steps(pipeline) if num_inference_steps is None else num_inference_steps
     pipeline._noise_levels(noise_level, 1)  # a level the model was not trained with fails before anything is read
-    uses_features = any(name in FEATURE_METRICS for name in metrics)
-    extractor = get_extractor(features, device, batch_size) if uses_features else None
+    feature_metrics = tuple(name for name in metrics if name not in UPSCALER_METRICS)
+    extractor = get_extractor(features, device, batch_size) if feature_metrics else None
     data = dict(
         dataset_name=None if reference_is_folder else reference,
         train_data_dir=reference if reference_is_folder else None,
@@ -278,20 +273,27 @@ def _evaluate_upscaler(pipeline, model, reference, reference_is_folder, metrics,
     shards = ShardSet.resolve(reference) if is_shard_reference(reference) else None
     pixels = reference_images(**data, center_crop=True, data_cache_dir=None, shards=shards)  # every reference image
     originals = np.asarray(pixels[:num_samples])
-    if uses_features:
+    if feature_metrics:
         check_sample_count(len(originals), features, metrics, flag="the number of reference images upscaled")
-    stats = None
-    if uses_features and state.is_main_process:
-        stats = reference_statistics(extractor, cache_dir=cache_dir, images=pixels, **data)
-    scored = evaluate_upscaler(
-        pipeline, originals, metrics, num_inference_steps=steps, noise_level=noise_level, batch_size=batch_size,
-        seed=seed, extractor=extractor, reference=stats, state=state,
+    low_res = low_res_inputs(originals, pipeline.low_resolution)
+    upscale = lambda share: upscale_images(  # noqa: E731
+        pipeline, low_res, share, batch_size=batch_size, seed=seed, num_inference_steps=steps, noise_level=noise_level
     )  # fmt: skip
-    if scored is None:
+    images = in_shares(list(range(len(originals))), upscale, state)
+    if not state.is_main_process:
         return None
-    values, images = scored
     if save_images:
         _save_images(images, save_images)
+    warn_if_few_samples(len(images), metrics)
+    baseline = bicubic_images(low_res, resolution)
+    pixel_metrics = [name for name in metrics if name in UPSCALER_METRICS]
+    values = fidelity(images, originals, low_res, pixel_metrics)
+    values["bicubic"] = fidelity(baseline, originals, low_res, pixel_metrics)
+    stats = None
+    if feature_metrics:
+        stats = reference_statistics(extractor, cache_dir=cache_dir, images=pixels, **data)
+        values.update(score(extractor.extract(images), stats, feature_metrics, seed=seed))
+        values["bicubic"].update(score(extractor.extract(baseline), stats, feature_metrics, seed=seed))
     return dict(
         model=str(model), upscaler=f"{pipeline.low_resolution}px to {resolution}px", noise_level=noise_level,
         extractor=extractor.name if extractor else None, num_images=len(images), resolution=resolution,

@@ -1,5 +1,6 @@
-"""Scoring a super-resolution model, the body of `ddpm-hub eval SR --reference DATA`: the reference images are
-downsampled to the model's low resolution, upscaled by the model (and, as the baseline, bicubically) and compared.
+"""The pieces of scoring a super-resolution model (`ddpm-hub eval SR --reference DATA`, `evaluate.py`): the reference
+images are downsampled to the model's low resolution, upscaled by the model (and, as the baseline, bicubically) and
+compared.
 
 - `psnr`, `ssim`: fidelity to the originals, per image and averaged (SR3, Saharia et al. 2021, Table 2).
 - `consistency`: the mean squared difference, in [0, 1] pixel units, between the output downsampled again and the
@@ -12,18 +13,12 @@ low-resolution inputs are float images, not rounded to 8 bits, exactly as traini
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
-from ..choices import UPSCALER_METRICS
 from ..pipeline_superres import downsample, upsample
-from .evaluate import in_shares, score, to_uint8, warn_if_few_samples
+from .features import to_uint8
 from .metrics import psnr, ssim
-
-# Every metric but the pixel ones is scored from image features (`evaluate.score`).
-FEATURE_METRICS = ("fid", "kid", "pr", "is")
 
 
 def low_res_inputs(pixels: np.ndarray | torch.Tensor, low_resolution: int) -> torch.Tensor:
@@ -74,42 +69,3 @@ def upscale_images(
         ).images
         batches.append(to_uint8(images))
     return np.concatenate(batches) if batches else np.zeros((0, channels, size, size), np.uint8)
-
-
-def evaluate_upscaler(
-    pipeline,
-    originals: np.ndarray,
-    metrics: tuple[str, ...],
-    *,
-    num_inference_steps: int,
-    noise_level: int = 0,
-    batch_size: int = 64,
-    seed: int = 0,
-    extractor=None,
-    reference=None,
-    state=None,
-) -> tuple[dict[str, Any], np.ndarray] | None:
-    """Upscale the downsampled `originals` (uint8 (N, C, H, W) at the model's output size) and score the results and
-    bicubic upscaling; returns ({metric: value, "bicubic": {metric: value}}, upscaled images) on the main process,
-    `None` on the others. `extractor` and `reference` (statistics) are needed for the feature metrics only.
-
-    With an accelerate `state` of several processes each upscales its share of the images.
-    """
-    low_res = low_res_inputs(originals, pipeline.low_resolution)
-    upscale = lambda share: upscale_images(  # noqa: E731
-        pipeline, low_res, share, batch_size=batch_size, seed=seed, num_inference_steps=num_inference_steps,
-        noise_level=noise_level,
-    )  # fmt: skip
-    images = in_shares(list(range(len(originals))), upscale, state)
-    if state is not None and not state.is_main_process:
-        return None
-    warn_if_few_samples(len(images), metrics)
-    baseline = bicubic_images(low_res, originals.shape[-1])
-    pixel_metrics = [name for name in metrics if name in UPSCALER_METRICS]
-    results = fidelity(images, originals, low_res, pixel_metrics)
-    results["bicubic"] = fidelity(baseline, originals, low_res, pixel_metrics)
-    feature_metrics = tuple(name for name in metrics if name in FEATURE_METRICS)
-    if feature_metrics:
-        results.update(score(extractor.extract(images), reference, feature_metrics, seed=seed))
-        results["bicubic"].update(score(extractor.extract(baseline), reference, feature_metrics, seed=seed))
-    return results, images
