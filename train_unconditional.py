@@ -6,7 +6,7 @@
 Flag names follow diffusers' examples/unconditional_image_generation/train_unconditional.py.
 """
 
-from ddpm_hub.training import main
+from ddpm_hub.train import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

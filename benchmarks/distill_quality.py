@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 def train_teacher(args, folder: Path, extra: list[str]) -> Path:
-    from ddpm_hub.training import main
+    from ddpm_hub.train import main
 
     argv = [
         "--model", args.model, "--dataset_name", args.dataset_name, "--max_train_steps", str(args.teacher_steps),
@@ -45,7 +45,7 @@ def distill(args, teacher: Path, folder: Path, extra: list[str]) -> float:
         "--learning_rate", str(args.learning_rate), "--lr_warmup_steps", "0", "--logger", "none",
         "--eval_num_samples", str(args.num_samples), "--eval_features", args.features, "--eval_metrics", "fid,kid",
         "--eval_teacher_steps", str(args.eval_teacher_steps), "--eval_batch_size", "64", "--seed", str(args.seed),
-        "--checkpointing_steps", "1000000000", *extra,
+        "--checkpointing_steps", "1000000000", "--eval_every_round", *extra,
     ]  # fmt: skip
     started = time.perf_counter()
     if main(argv) != 0:

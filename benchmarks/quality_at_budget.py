@@ -26,7 +26,7 @@ from pathlib import Path
 
 
 def train(flags: list[str], output_dir: Path, max_train_steps: int, args) -> float:
-    from ddpm_hub.training import main
+    from ddpm_hub.train import main
 
     argv = [
         *args.data_flags, "--output_dir", str(output_dir), "--overwrite_output_dir",

@@ -125,7 +125,7 @@ def throughput(workdir: Path, size: int, count: int = 400) -> float:
     images, shards = workdir / f"throughput-{size}", workdir / f"throughput-shards-{size}"
     make_images(images, count, size)
     if not (shards / "manifest.json").is_file():
-        from ddpm_hub.data.prepare import main as prepare_main
+        from ddpm_hub.prepare import main as prepare_main
 
         prepare_main([str(images), str(shards), "--resolution", "0", "--shard_size", str(count)])
     reader = open_webdataset(resolve_shards(str(shards)))

@@ -4,7 +4,7 @@
     python benchmarks/train_throughput.py --model ddpm-64 --mixed_precision bf16 --modes eager reduce-overhead
     python benchmarks/train_throughput.py --model small --resolution 32 --train_batch_size 16 --baseline  # CPU
 
-`ours` runs the real training command (`ddpm_hub.training.main`) on the built-in Twemoji set once per `--modes`
+`ours` runs the real training command (`ddpm_hub.train.main`) on the built-in Twemoji set once per `--modes`
 entry (`eager`, or a `--compile_mode`) and reads the images/s it logs every `--logging_steps` steps; the first
 interval (warmup) is dropped and the median of the rest is reported. Compilation is reported apart, as
 `compile_seconds` (the first optimizer step), from a fresh compiler cache unless `--compile_cache_dir` is given.
@@ -33,7 +33,7 @@ from ddpm_hub.train_step import COMPILE_MODES
 
 
 def measure_ours(args, mode: str = "eager") -> dict:
-    from ddpm_hub.training import main
+    from ddpm_hub.train import main
 
     with tempfile.TemporaryDirectory() as tmp:
         argv = [

@@ -1,36 +1,44 @@
-"""ddpm-hub: train unconditional DDPM image models with accelerate, share them on the Hub, generate images."""
+"""ddpm-hub: train unconditional DDPM image models with accelerate, share them on the Hub, generate images.
+
+The names below load their modules when first used, so that `import ddpm_hub.config` (and every `--help`) stays
+free of torch, diffusers and transformers.
+"""
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
-from .models import PRESETS, UNetSpec, build_unet, get_preset, resolve_spec
-from .pipeline import SAMPLERS, DDPMHubPipeline, DDPMHubPipelineOutput, scheduler_from_name
-from .schedules import BETA_SCHEDULES, ScheduleCurves, make_noise_scheduler, plot_schedules, schedule_curves
+# name -> the module that defines it
+_EXPORTS = {
+    "PRESETS": "models",
+    "UNetSpec": "models",
+    "build_unet": "models",
+    "get_preset": "models",
+    "resolve_spec": "models",
+    "SAMPLERS": "pipeline",
+    "DDPMHubPipeline": "pipeline",
+    "DDPMHubPipelineOutput": "pipeline",
+    "scheduler_from_name": "pipeline",
+    "BETA_SCHEDULES": "schedules",
+    "ScheduleCurves": "schedules",
+    "make_noise_scheduler": "schedules",
+    "plot_schedules": "schedules",
+    "schedule_curves": "schedules",
+    "Text2Image": "text2img",  # pulls in transformers' CLIP stack
+}
 
-__all__ = [
-    "BETA_SCHEDULES",
-    "DDPMHubPipeline",
-    "DDPMHubPipelineOutput",
-    "PRESETS",
-    "SAMPLERS",
-    "ScheduleCurves",
-    "Text2Image",
-    "UNetSpec",
-    "build_unet",
-    "get_preset",
-    "make_noise_scheduler",
-    "plot_schedules",
-    "resolve_spec",
-    "schedule_curves",
-    "scheduler_from_name",
-]
+__all__ = sorted(_EXPORTS, key=lambda name: (not name.isupper(), name))
 
 
 def __getattr__(name: str):
-    # Text-to-image pulls in transformers' CLIP stack; load it only when asked for.
-    if name == "Text2Image":
-        from .text2img import Text2Image
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ddpm_hub' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
 
-        return Text2Image
-    raise AttributeError(f"module 'ddpm_hub' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

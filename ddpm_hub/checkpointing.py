@@ -24,6 +24,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ def save_checkpoint(
     *,
     model: torch.nn.Module | None = None,
     ema: EMAModel | None = None,
+    save_parts: Callable[[Path], None] | None = None,
 ) -> Path:
     """Save a checkpoint for `state["global_step"]` on every process (collective), then rotate old ones.
 
@@ -95,6 +97,7 @@ def save_checkpoint(
         total_limit (`int`, *optional*): keep at most this many checkpoints, deleting the oldest.
         model (`torch.nn.Module`, *optional*): the unwrapped model, checked to be finite; names the EMA weights.
         ema (`EMAModel`, *optional*): saved as `ema.safetensors` + `ema.json`.
+        save_parts (`Callable`, *optional*): writes more files into the checkpoint being staged (main process).
 
     Raises `NonFiniteWeightsError` (nothing written, no checkpoint rotated away) when the model or EMA weights
     hold NaN or infinity, and `WriteError` (partial folder removed, earlier checkpoints intact) when the folder
@@ -130,6 +133,8 @@ def save_checkpoint(
         if accelerator.is_main_process:
             if ema is not None:
                 save_ema(ema, model, staging)
+            if save_parts is not None:
+                save_parts(staging)
             write_json(staging / STATE_FILE, {**state, "finite": True})
             replace_directory(staging, final)
     if accelerator.is_main_process:

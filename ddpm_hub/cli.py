@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return distill_main(argv[1:])
     if argv[:1] == ["prepare"]:
-        from .data.prepare import main as prepare_main
+        from .prepare import main as prepare_main
 
         return prepare_main(argv[1:])
     # Subcommands in their own modules: one dispatch line each, here (see the module docstring).

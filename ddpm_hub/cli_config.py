@@ -217,7 +217,6 @@ class ExploreConfig:
             "help": "Beyond 127.0.0.1, a further model, run folder or Hub id visitors may open (repeatable).",
         },
     )
-    # --- streamed data (issue 17) ---
     data: str | None = field(
         default=None,
         metadata={

@@ -105,7 +105,7 @@ class ModelConfig:
             "generate unconditionally, as classifier-free guidance needs (Ho & Salimans 2022 use 0.1-0.2)."
         },
     )
-    # --- latent diffusion (issue 16) ---
+    # --- latent diffusion: train on a VAE's latents (docs/latent.md) ---
     vae_name_or_path: str | None = field(
         default=None,
         metadata={
@@ -120,6 +120,24 @@ class ModelConfig:
     )
     latent_scaling_factor: float | None = field(
         default=None, metadata={"help": "Multiply the latents by this instead of the VAE's config.scaling_factor."}
+    )
+    # --- super-resolution: train an upscaler (docs/super-resolution.md) ---
+    low_resolution: int | None = field(
+        default=None,
+        metadata={
+            "help": "Train a super-resolution model that upscales images of this size to --resolution (SR3): each "
+            "training image is downsampled to it (antialiased bicubic), upsampled back (bicubic), noised "
+            "(--low_res_noise_max) and given to the UNet beside x_t. Must divide --resolution. The sr-16-64 and "
+            "sr-32-128 presets imply theirs."
+        },
+    )
+    low_res_noise_max: int | None = field(
+        default=None,
+        metadata={
+            "help": "Super-resolution: the highest conditioning-augmentation level drawn for the low-resolution "
+            "input (uniform in 0..this, a timestep of the noise schedule; 0 = clean inputs, as SR3). Higher makes "
+            "an upscaler robust to a base model's artefacts in a cascade (Ho et al. 2021). Default: 100."
+        },
     )
 
     def validate(self) -> None:
@@ -139,10 +157,17 @@ class ModelConfig:
             values = getattr(self, name)
             if values is not None and any(v <= 0 for v in values):
                 raise ValueError(f"--{name} must hold positive integers, got {values}.")
-        # --- latent diffusion (issue 16) ---
         _positive(self, "latent_scaling_factor")
         if (self.vae_subfolder or self.latent_scaling_factor) and self.vae_name_or_path is None:
             raise ValueError("--vae_subfolder and --latent_scaling_factor need --vae_name_or_path.")
+        _positive(self, "low_resolution")
+        _non_negative(self, "low_res_noise_max")
+        low, size = self.low_resolution, self.resolution
+        if low is not None and size is not None and (size % low or low >= size):
+            raise ValueError(
+                f"--low_resolution {low} must divide --resolution {size} and be smaller (e.g. "
+                f"{size // 4} for a 4x upscaler)."
+            )
 
 
 @dataclass
@@ -190,7 +215,7 @@ class DataConfig:
             "data, which they decode, the cores per process minus one (1 to 8)."
         },
     )
-    # --- streamed data (issue 17) ---
+    # --- streamed data (docs/scaling-out.md) ---
     train_shards: list[str] | None = field(
         default=None,
         metadata={
@@ -344,7 +369,8 @@ class TrainConfig:
         metadata={"help": "Compiler cache reused across runs and resumes (default: ~/.cache/ddpm-hub/torch-compile)."},
     )
     channels_last: bool = field(
-        default=False, metadata={"help": "channels_last memory format (off: measured faster on an H100, issue 8)."}
+        default=False,
+        metadata={"help": "channels_last memory format (off: NCHW measured faster on an H100, docs/training.md)."},
     )
     max_nonfinite_steps: int = field(
         default=10,

@@ -158,7 +158,7 @@ PRESETS: dict[str, UNetSpec] = {
         resolution=32,
         learning_rate=1e-3,  # small UNets train stably, and much faster, at 1e-3
     ),
-    # Latent diffusion (issue 16), for 32x32x4 latents: 256 px images through an f8 VAE such as Stable Diffusion's
+    # Latent diffusion, for 32x32x4 latents: 256 px images through an f8 VAE such as Stable Diffusion's
     # (--vae_name_or_path stabilityai/sd-vae-ft-mse). After Rombach et al. 2022, Table 13, the unconditional
     # LSUN-Churches LDM-8 row (z 32x32x4): 192 base channels, channel multipliers 1,2,2,4,4, 2 residual blocks
     # per level, attention at the 32, 16, 8 and 4 latent feature maps, 24 channels per head. Built from diffusers'

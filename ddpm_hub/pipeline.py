@@ -13,11 +13,13 @@ relative imports of `pipeline.py` from the folder and, recursively, from a Hub r
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import math
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -781,18 +783,52 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DDPMHubSuperResolutionMixin, Diffusio
         for name in PIPELINE_SOURCE_FILES:
             shutil.copyfile(os.path.join(source_dir, name), os.path.join(save_directory, name))
         if push_to_hub:
-            self._push_folder(save_directory, kwargs)
+            self._upload(save_directory, kwargs.get("repo_id") or os.path.basename(os.path.abspath(save_directory)),
+                         token=kwargs.get("token"), private=kwargs.get("private"),
+                         commit_message=kwargs.get("commit_message"))  # fmt: skip
 
-    @staticmethod
-    def _push_folder(save_directory: str | os.PathLike, kwargs: dict[str, Any]) -> None:
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        **kwargs,
+    ) -> str:
+        """Save the pipeline to a temporary folder and upload it to the Hub repo `repo_id` (see `_upload`).
+
+        Example:
+
+        ```py
+        >>> pipe.push_to_hub("your-name/emoji-ddpm", private=True)
+        ```
+        """
+        if create_pr or self._publisher() is None:  # diffusers' own path (pull requests, or without ddpm-hub)
+            return super().push_to_hub(repo_id, commit_message, private, token, create_pr, **kwargs)
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder)
+            return self._upload(folder, repo_id, token=token, private=private, commit_message=commit_message)
+
+    # The upload of `push_to_hub` and `save_pretrained(push_to_hub=True)`: ddpm-hub's publisher, the path training's
+    # `--push_to_hub` takes (retries, an atomic folder snapshot, no local paths in the card), when ddpm-hub is
+    # installed; a copy of this file beside the weights on a machine without it uploads as diffusers does.
+    publisher = "ddpm_hub.hub:push_folder"
+
+    @classmethod
+    def _publisher(cls):
+        module, _, name = cls.publisher.partition(":")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except ImportError:
+            return None
+
+    def _upload(self, folder, repo_id: str, *, token=None, private=None, commit_message=None) -> str:
+        publish = self._publisher()
+        message = commit_message or "Upload DDPMHubPipeline"
+        if publish is not None:
+            return publish(folder, repo_id, token=token, private=bool(private), commit_message=message)
         from huggingface_hub import create_repo, upload_folder
 
-        repo_id = kwargs.get("repo_id") or os.path.basename(os.path.abspath(save_directory))
-        token = kwargs.get("token")
-        repo_id = create_repo(repo_id, private=kwargs.get("private"), token=token, exist_ok=True).repo_id
-        upload_folder(
-            repo_id=repo_id,
-            folder_path=save_directory,
-            commit_message=kwargs.get("commit_message", "Upload DDPMHubPipeline"),
-            token=token,
-        )
+        repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        return upload_folder(repo_id=repo_id, folder_path=folder, commit_message=message, token=token)

@@ -98,6 +98,10 @@ class TrainStep:
             (a `DataSource`'s `to_model_input`); defaults to `ddpm_hub.data.augment` (uint8 pixels).
         drop_labels (`Callable`, *optional*): labels -> labels with some replaced by the null class (classifier-free
             guidance); `None` keeps every label.
+        conditioning (`Callable`, *optional*): `(clean_images, alphas_cumprod) -> (condition, class_labels)`: input
+            channels for the UNet after x_t and the class labels that go with them, made from the clean batch with
+            the step's second random draws (a super-resolution run's low-resolution input and its augmentation
+            level); `None` for none.
     """
 
     def __init__(
@@ -113,10 +117,11 @@ class TrainStep:
         compile_backend: str = "inductor",
         to_model_input: Callable[[torch.Tensor, bool], torch.Tensor] | None = None,
         drop_labels: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        conditioning: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ):
         self.unet, self.noise_scheduler, self.accelerator = unet, noise_scheduler, accelerator
         self.to_model_input = to_model_input or augment
-        self.drop_labels = drop_labels
+        self.drop_labels, self.conditioning = drop_labels, conditioning
         self.snr_gamma, self.random_flip, self.channels_last = snr_gamma, random_flip, channels_last
         self.num_train_timesteps = noise_scheduler.config.num_train_timesteps
         self.cuda_graphs = False
@@ -134,9 +139,15 @@ class TrainStep:
         noise: torch.Tensor,
         timesteps: torch.Tensor,
         class_labels: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The part that is compiled: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (eq. 4), UNet, loss."""
+        """The part that is compiled: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (eq. 4), UNet, loss.
+
+        A `condition` (a low-resolution image) goes to the UNet after x_t on the channel axis; the loss is x_t's.
+        """
         noisy_images = self.noise_scheduler.add_noise(clean_images, noise, timesteps)
+        if condition is not None:
+            noisy_images = torch.cat([noisy_images, condition.to(noisy_images)], dim=1)
         if class_labels is None:
             model_output = self.unet(noisy_images, timesteps).sample
         else:
@@ -153,8 +164,12 @@ class TrainStep:
 
     def __call__(self, batch: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """Forward and backward for a stored batch; returns the detached loss (a device scalar, never read here)."""
-        # Drawn eagerly and in this order (flip, eps, t): compiled and eager runs use the same random streams.
+        # Drawn eagerly and in this order (flip, the conditioning's, eps, t): compiled and eager runs use the same
+        # random streams.
         clean_images = self.to_model_input(batch, self.random_flip)
+        condition = None
+        if self.conditioning is not None:  # e.g. the low-resolution input and its level (class labels)
+            condition, class_labels = self.conditioning(clean_images, self.noise_scheduler.alphas_cumprod)
         if self.channels_last:
             clean_images = clean_images.contiguous(memory_format=torch.channels_last)
         noise = torch.randn_like(clean_images)
@@ -163,16 +178,16 @@ class TrainStep:
             class_labels = self.drop_labels(class_labels)  # classifier-free guidance: some labels become the null class
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are no longer needed
-        loss = self.loss(clean_images, noise, timesteps, class_labels)
+        loss = self.loss(clean_images, noise, timesteps, class_labels, condition)
         self.accelerator.backward(loss)
         return loss.detach()
 
 
 def make_train_step(
-    unet: torch.nn.Module, noise_scheduler: DDPMScheduler, accelerator: Accelerator, data, config
+    unet: torch.nn.Module, noise_scheduler: DDPMScheduler, accelerator: Accelerator, data, config, **options
 ) -> TrainStep:
     """The default `StepFactory` of the Trainer: a `TrainStep` as the flags say, its input from
-    `data.to_model_input`."""
+    `data.to_model_input`; `options` are the run's parts' (`RunPart.step_options`, e.g. `conditioning`)."""
     dropping = None
     if data.num_classes and config.model.class_dropout_prob:
         dropping = functools.partial(
@@ -189,6 +204,7 @@ def make_train_step(
         compile_backend=config.run.compile_backend,
         to_model_input=data.to_model_input,
         drop_labels=dropping,
+        **options,
     )
 
 

@@ -22,7 +22,7 @@ from test_app import free_port, pixels  # noqa: E402
 
 from ddpm_hub.app import panels  # noqa: E402
 from ddpm_hub.data import draw_shapes  # noqa: E402
-from ddpm_hub.data.prepare import main as prepare_main  # noqa: E402
+from ddpm_hub.prepare import main as prepare_main  # noqa: E402
 
 REFUSED = "only opens the data sets it was started with"
 

@@ -45,7 +45,7 @@ def test_cli_unknown_flag_names_the_closest_and_exits_2(capsys, argv, flag, sugg
 
 
 def test_training_unknown_flag_exits_2_before_any_work(tmp_path, capsys):
-    from ddpm_hub.training import main as train_main
+    from ddpm_hub.train import main as train_main
 
     out = tmp_path / "out"
     assert _exit_status(train_main, ["--output_dir", str(out), "--learning_rat", "1e-4"]) == 2

@@ -19,7 +19,7 @@ from ddpm_hub import DDPMHubPipeline, make_noise_scheduler
 from ddpm_hub.cli import main as cli_main
 from ddpm_hub.data import load_images
 from ddpm_hub.labels import emoji_category
-from ddpm_hub.training import main as train_main
+from ddpm_hub.train import main as train_main
 
 LABELS = ["cat", "dog", "fish"]
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}

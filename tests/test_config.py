@@ -88,7 +88,7 @@ def test_config_module_imports_no_heavy_ddpm_hub_module():
 def test_training_config_records_the_resolved_defaults_and_keeps_null(tmp_path):
     import json
 
-    from ddpm_hub.training import main as train_main
+    from ddpm_hub.train import main as train_main
 
     out = tmp_path / "run"
     argv = ["--model", "tiny", "--dataset_name", "shapes", "--max_train_samples", "16", "--train_batch_size", "8",

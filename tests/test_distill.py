@@ -294,7 +294,7 @@ def assert_same_weights(a, b) -> None:
 @pytest.fixture(scope="module", params=["v_prediction", "epsilon"])
 def trained_teacher(request, tmp_path_factory):
     """A teacher that has learned something (150 steps on shapes): random weights have no trajectories to keep."""
-    from ddpm_hub.training import main as train_main
+    from ddpm_hub.train import main as train_main
 
     prediction_type = request.param
     folder = tmp_path_factory.mktemp("trained") / prediction_type
@@ -375,6 +375,32 @@ def test_resume_mid_round_and_after_a_round_ends_bit_identical(tmp_path, random_
     assert_same_weights(tmp_path / "a", b)
 
 
+def test_a_distillation_on_shards_scores_every_round_against_the_shards(tmp_path, random_teacher, monkeypatch):
+    from ddpm_hub.data import draw_shapes
+    from ddpm_hub.data.identity import shards_identity
+    from ddpm_hub.prepare import main as prepare_main
+
+    monkeypatch.setenv("DDPM_HUB_CACHE", str(tmp_path / "ddpm-hub-cache"))
+    (tmp_path / "images").mkdir()
+    for i, image in enumerate(draw_shapes(32, size=16, seed=5)):
+        image.save(tmp_path / "images" / f"{i:03d}.png")
+    assert (
+        prepare_main([str(tmp_path / "images"), str(tmp_path / "shards"), "--resolution", "16", "--shard_size", "8"])
+        == 0
+    )
+    out, pattern = tmp_path / "student", str(tmp_path / "shards" / "train-*.tar")
+    scores = "--eval_features efficientnet-lite0-40 --eval_metrics kid --eval_num_samples 8 --eval_teacher_steps 4"
+    distill(random_teacher, "--output_dir", out, "--start_steps", 4, "--end_steps", 1, "--steps_per_round", 2,
+            "--train_shards", pattern, "--dataloader_num_workers", 0, "--train_batch_size", 8, "--logger", "none",
+            "--eval_batch_size", 4, "--lr_warmup_steps", 0, "--eval_every_round", *scores.split())  # fmt: skip
+    identity = shards_identity(pattern)
+    for steps in (2, 1):  # every round is scored against the shards' own images, not a built-in set
+        quality = json.loads((out / f"round-{steps}" / "quality.json").read_text())
+        assert quality["reference"] == {"source": identity.description, "fingerprint": identity.fingerprint,
+                                        "num_images": 32}  # fmt: skip
+        assert f"reference: {identity.description} (32 images)" in quality["settings"]
+
+
 def test_final_student_loads_everywhere_and_samples_at_its_steps(tmp_path, random_teacher):
     from diffusers import DiffusionPipeline
 
@@ -382,7 +408,7 @@ def test_final_student_loads_everywhere_and_samples_at_its_steps(tmp_path, rando
 
     out = tmp_path / "student"
     distill(random_teacher, "--output_dir", out, "--start_steps", 8, "--end_steps", 2, "--steps_per_round", 2,
-            "--eval_rounds", "true", "--eval_features", "efficientnet-lite0-40", "--eval_num_samples", 48,
+            "--eval_every_round", "--eval_features", "efficientnet-lite0-40", "--eval_num_samples", 48,
             "--eval_metrics", "fid,kid", "--eval_teacher_steps", 16, *DATA)  # fmt: skip
     pipe = DDPMHubPipeline.from_pretrained(out)
     assert pipe.default_num_inference_steps == 2 and type(pipe.scheduler).__name__ == "DDIMScheduler"

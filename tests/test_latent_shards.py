@@ -26,10 +26,10 @@ from test_train import assert_same_weights
 from ddpm_hub import DDPMHubPipeline
 from ddpm_hub.app import panels
 from ddpm_hub.cli import main as cli_main
-from ddpm_hub.data.prepare import main as prepare_main
 from ddpm_hub.latents import cached_latents, load_vae, read_vae_info
 from ddpm_hub.latents.shards import read_sample_latents
-from ddpm_hub.training import main as train_main
+from ddpm_hub.prepare import main as prepare_main
+from ddpm_hub.train import main as train_main
 
 TRAIN = [
     "--model",

@@ -20,7 +20,7 @@ from test_train import assert_same_weights, launch, ok
 
 from ddpm_hub import DDPMHubPipeline
 from ddpm_hub.cli import main as cli_main
-from ddpm_hub.training import main as train_main
+from ddpm_hub.train import main as train_main
 
 # 32 px shapes -> 16x16 latents for the tiny UNet; a few optimizer steps, milliseconds each.
 LATENT = [

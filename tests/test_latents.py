@@ -1,4 +1,4 @@
-"""Latent diffusion (issue 16): the VAE checks, the encode-once cache and the latent data source.
+"""Latent diffusion: the VAE checks, the encode-once cache and the latent data source.
 
 Tiny random autoencoders are built here and saved to folders, so that every route goes through diffusers' real
 `from_pretrained`.
@@ -15,14 +15,8 @@ from diffusers import AutoencoderKL, UNet2DModel, VQModel
 
 from ddpm_hub.config import ModelConfig
 from ddpm_hub.data import ImageSet
-from ddpm_hub.latents import (
-    LatentImages,
-    cached_latents,
-    load_vae,
-    plan_latent_model,
-    read_vae_info,
-    sample_latents,
-)
+from ddpm_hub.data.memory import InMemoryImages
+from ddpm_hub.latents import LatentImages, LatentSpace, cached_latents, load_vae, read_vae_info, sample_latents
 from ddpm_hub.models import PRESETS, get_preset
 
 TINY_KL = {
@@ -173,35 +167,41 @@ def test_latent_source_shapes_and_pixel_references(tmp_path, kl_dir):
     images = random_images(6)
     stats, _, _ = cached_latents(images.pixels, load_vae(info), cache_root=tmp_path, resolution=16, center_crop=False,
                                  random_flip=False)  # fmt: skip
-    source = LatentImages(images, stats, info, random_flip=False)
+    source = LatentImages(InMemoryImages(images), stats, info, random_flip=False)
     assert source.sample_shape == (4, 8, 8) and source.num_classes == 0 and source.label_names is None
     assert "as latents of the VAE" in source.description
     refs = source.reference_images(4)
     assert refs.dtype == torch.uint8 and torch.equal(refs, images.pixels[:4])
     with pytest.raises(ValueError, match="--random_flip needs the latents of the flipped images"):
-        LatentImages(images, stats, info, random_flip=True)
+        LatentImages(InMemoryImages(images), stats, info, random_flip=True)
 
 
-def _plan(config):
-    from ddpm_hub.training import plan_model
+def _latent_plan(kl_dir, **model):
+    """The plan of a latent run (the latent space part, as the Trainer consults it) and its image resolution."""
+    from ddpm_hub.config import DataConfig, HubConfig, TrainConfig
+    from ddpm_hub.defaults import resolve_model_defaults
+    from ddpm_hub.training import ModelShape, RunConfigs, plan_model
 
-    return plan_model(config)
+    config = resolve_model_defaults(ModelConfig(vae_name_or_path=str(kl_dir), **model))
+    space = LatentSpace()
+    space.check(RunConfigs(config, DataConfig(), TrainConfig(), HubConfig()))
+    plan = plan_model(config, shape=space.shape_model(ModelShape(sample_size=config.resolution)))
+    return plan, space.image_resolution(plan.resolution)
 
 
 def test_presets_follow_the_latents_and_mismatched_unets_are_refused(tmp_path, kl_dir):
-    info = read_vae_info(str(kl_dir))
-    plan, resolution = plan_latent_model(ModelConfig(model="tiny", resolution=32), info, lambda c, _: _plan(c))
-    assert resolution == 32 and plan.unet_config["sample_size"] == 16
+    plan, resolution = _latent_plan(kl_dir, model="tiny", resolution=32)
+    assert resolution == 32 and plan.unet_config["sample_size"] == 16 and plan.sample_channels == 4
     assert plan.unet_config["in_channels"] == plan.unet_config["out_channels"] == 4
-    plan, resolution = plan_latent_model(ModelConfig(model="tiny"), info, lambda c, _: _plan(c))
+    plan, resolution = _latent_plan(kl_dir, model="tiny")
     assert (plan.unet_config["sample_size"], resolution) == (16, 32)  # the preset's size, read as the latent grid
+    with pytest.raises(TypeError):
+        plan.unet_config["in_channels"] = 3  # the plan is frozen
 
     config = tmp_path / "unet.json"
     config.write_text(json.dumps({"in_channels": 3, "out_channels": 3, "block_out_channels": [32, 64]}))
     with pytest.raises(ValueError, match="has in/out channels 3/3, but the latents .* have 4 channels"):
-        plan_latent_model(
-            ModelConfig(model_config_name_or_path=str(config), resolution=32), info, lambda c, _: _plan(c)
-        )
+        _latent_plan(kl_dir, model_config_name_or_path=str(config), resolution=32)
 
 
 def test_the_latent_preset_is_sized_for_32x32x4_latents():

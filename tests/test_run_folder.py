@@ -71,7 +71,7 @@ TINY = [
 
 
 def train(*args) -> int:
-    from ddpm_hub.training import main
+    from ddpm_hub.train import main
 
     return main([*TINY, *args])
 

@@ -44,7 +44,7 @@ def test_a_folder_with_only_pickled_weights_is_refused_unless_the_user_opts_in(t
 
 
 def test_training_from_pickled_weights_is_refused_too(tmp_path, capsys):
-    from ddpm_hub.training import main as train_main
+    from ddpm_hub.train import main as train_main
 
     model = pickled_pipeline(tmp_path / "pickled")
     code = train_main(["--output_dir", str(tmp_path / "out"), "--pretrained_model_name_or_path", str(model),

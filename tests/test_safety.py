@@ -20,9 +20,10 @@ from diffusers import UNet2DModel
 from safetensors.torch import load_file
 from test_train import TINY, launch
 
-from ddpm_hub import training
+from ddpm_hub import train
 from ddpm_hub.checkpointing import LEGACY_EMA_STATE, resolve_checkpoint
 from ddpm_hub.files import WriteError
+from ddpm_hub.training import trainer as trainer_module
 
 SHORT = [*TINY, "--max_train_steps", "4", "--checkpointing_steps", "2", "--logging_steps", "100"]
 
@@ -34,7 +35,7 @@ def error_lines(text: str) -> list[str]:
 def train_in_process(args: list[str], capsys) -> tuple[int, list[str]]:
     """train_unconditional.py's `main` in this process (so tests can inject faults): (exit status, error lines)."""
     capsys.readouterr()
-    status = training.main(args)
+    status = train.main(args)
     return status, error_lines(capsys.readouterr().err)
 
 
@@ -93,7 +94,7 @@ def write_code_running_pickle(path: Path, marker: Path) -> None:
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("straight") / "run"
-    assert training.main([*SHORT, "--output_dir", str(out)]) == 0
+    assert train.main([*SHORT, "--output_dir", str(out)]) == 0
     return out
 
 
@@ -181,7 +182,7 @@ def test_checkpoint_on_a_full_disk_ends_with_one_line_and_keeps_the_previous_one
     real_disk = _mount_tmpfs(out, "64m")
     try:
         saved = []
-        real_save = training.trainer.save_checkpoint
+        real_save = trainer_module.save_checkpoint
 
         def disk_fills_after_the_first_checkpoint(*args, **kwargs):
             if saved:
@@ -196,7 +197,7 @@ def test_checkpoint_on_a_full_disk_ends_with_one_line_and_keeps_the_previous_one
             saved.append(real_save(*args, **kwargs))
             return saved[-1]
 
-        monkeypatch.setattr(training.trainer, "save_checkpoint", disk_fills_after_the_first_checkpoint)
+        monkeypatch.setattr(trainer_module, "save_checkpoint", disk_fills_after_the_first_checkpoint)
         status, lines = train_in_process([*SHORT, "--output_dir", str(out)], capsys)
         monkeypatch.undo()
 

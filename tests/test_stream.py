@@ -21,7 +21,7 @@ import pytest
 from conftest import SUBPROCESS_TIMEOUT, clean_env
 from test_train import ACCELERATE, SCRIPT, _free_port, assert_same_weights, launch, ok
 
-from ddpm_hub.data.prepare import main as prepare_main
+from ddpm_hub.prepare import main as prepare_main
 
 TINY = [
     "--model",
@@ -595,14 +595,17 @@ def test_stream_reference_statistics_are_keyed_by_the_shard_set_and_the_resoluti
 
     from ddpm_hub.data import open_streamed_images
     from ddpm_hub.evaluation.features import get_extractor
-    from ddpm_hub.evaluation.reference import stream_reference_statistics
+    from ddpm_hub.evaluation.reference import reference_statistics
 
     extractor = get_extractor(SMALL, torch.device("cpu"), 64)
     cache = tmp_path / "cache"
 
     def statistics(pattern: str, resolution: int):
         stream = open_streamed_images(train_shards=str(small_shards / pattern), resolution=resolution)
-        return stream_reference_statistics(extractor, stream, resolution=resolution, cache_dir=cache)
+        return reference_statistics(
+            extractor, stream.identity(), resolution=resolution, channels=stream.channels, cache_dir=cache,
+            images=stream.reference_images,
+        )  # fmt: skip
 
     first = statistics(PATTERN, 16)
     assert not first.from_cache and first.num_images == 64

@@ -17,7 +17,7 @@ from odd_images import make_odd_image_folder
 from safetensors.torch import load_file
 
 from ddpm_hub import DDPMHubPipeline
-from ddpm_hub.training import main as train_main
+from ddpm_hub.train import main as train_main
 
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
 SCRIPT = str(REPO_ROOT / "train_unconditional.py")

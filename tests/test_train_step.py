@@ -13,10 +13,10 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
 from test_train import TINY, metrics_log
 
+import ddpm_hub.data.memory
 import ddpm_hub.train_step
-import ddpm_hub.training.sources
+from ddpm_hub.train import main as train_main
 from ddpm_hub.train_step import choose_compile_mode, ema_update
-from ddpm_hub.training import main as train_main
 
 # v-prediction with Min-SNR weighting: the loss path with the most arithmetic between the UNet and the number.
 V_MIN_SNR = ["--prediction_type", "v_prediction", "--snr_gamma", "5", "--logging_steps", "1", "--dropout", "0"]
@@ -86,8 +86,8 @@ def test_injected_nonfinite_batches_are_skipped_and_counted(tmp_path, monkeypatc
             images[0, 0, 0, 0] = math.inf
         return images
 
-    augment = ddpm_hub.training.sources.augment  # InMemoryImages.to_model_input, the step's first draw
-    monkeypatch.setattr(ddpm_hub.training.sources, "augment", augment_with_inf)
+    augment = ddpm_hub.data.memory.augment  # InMemoryImages.to_model_input, the step's first draw
+    monkeypatch.setattr(ddpm_hub.data.memory, "augment", augment_with_inf)
     out = tmp_path / "inf"
     rows = run(tmp_path, "inf", "--max_train_steps", "6", "--checkpointing_steps", "2", "--logging_steps", "2")
     assert [row["nonfinite_steps"] for row in rows if "loss" in row] == [0, 2, 0]

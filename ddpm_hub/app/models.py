@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..pipeline_ddpm_hub import DDPMHubPipeline
+from ..pipeline import DDPMHubPipeline
 from ..safe_loading import check_local_model, weights_kwargs
 
 PIPELINE_INDEX = "model_index.json"

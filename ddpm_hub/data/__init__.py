@@ -1,10 +1,10 @@
-"""Training data: decoded in-memory image sets (`images`), streamed WebDataset shards and `datasets` streams
-(`stream`, `shards`), and `ddpm-hub prepare`, which writes shards (`prepare`).
-
-`from ddpm_hub.data import X` keeps working for every name the single module `ddpm_hub/data.py` had.
+"""Training data, at the bottom of the package (it imports nothing from training, latents, distillation, evaluation or
+the explorer): decoded image sets (`images`) and the in-memory data source over them (`memory`), streamed WebDataset
+shards and `datasets` streams (`stream`, `shards`), and what a data set is, as a cache key (`identity`). Shards are
+written by `ddpm-hub prepare` (`ddpm_hub.prepare`).
 """
 
-from .images import (  # noqa: F401  (private, but importable as before)
+from .images import (  # noqa: F401  (private names that the tests read too)
     BUILTIN_DATASETS,
     IN_MEMORY_FRACTION,
     METADATA_FILES,

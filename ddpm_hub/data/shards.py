@@ -154,13 +154,13 @@ class ShardSet:
         return cls(tuple(shards), read_manifest(shards))
 
 
-def resolve_train_shards(data_config) -> ShardSet | None:
+def resolve_train_shards(train_shards: str | Sequence[str] | None) -> ShardSet | None:
     """A run's `--train_shards` resolved, or `None`: none given, or they cannot be resolved (the run says why in one
     line when it opens its stream)."""
-    if not data_config.train_shards:
+    if not train_shards:
         return None
     try:
-        return ShardSet.resolve(data_config.train_shards)
+        return ShardSet.resolve(train_shards)
     except ValueError:
         return None
 

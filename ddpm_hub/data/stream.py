@@ -43,11 +43,12 @@ import logging
 import os
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from .identity import DataIdentity, pixels_identity, shards_identity
 from .images import augment, open_image, resize_and_crop, to_model_mode
 from .shards import ShardSet
 
@@ -58,6 +59,23 @@ warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=
 DEFAULT_SHUFFLE_BUFFER = 1000
 REFERENCE_IMAGES = 10_000  # FID references of a stream: its first 10k images (`ddpm-hub eval --reference SHARDS` too)
 _READ_BATCH = 64  # examples datasets hands over at a time while reading one shard
+
+
+class StreamMember(Protocol):
+    """A member of every shard sample that a stream trains on instead of the image (latent shards' latents: see
+    `ddpm_hub.latents.source.LatentMember`). Its images stay the FID references."""
+
+    column: str  # the member's name after the sample's key, e.g. "latents.safetensors"
+    sample_shape: tuple[int, int, int]  # (C, H, W) of one training sample as the model sees it
+    description: str  # added to the stream's description, e.g. "as latents of the VAE ..."
+
+    def decode(self, payload: bytes) -> torch.Tensor:
+        """One sample's member, as the batches hold it (in a DataLoader worker)."""
+        ...
+
+    def to_model_input(self, samples: torch.Tensor, random_flip: bool) -> torch.Tensor:
+        """A batch of decoded members -> model input, on the device (the step's first random draw)."""
+        ...
 
 
 def _image_column(features, wanted: str | None) -> str:
@@ -78,8 +96,8 @@ def _image_column(features, wanted: str | None) -> str:
 
 
 class StreamReader:
-    """One `datasets.IterableDataset`, read one data shard at a time, as `{"key", "image", "label", "latents"}`
-    examples (`latents`: the raw bytes of `latents_column`, the latent statistics of latent shards, else `None`)."""
+    """One `datasets.IterableDataset`, read one data shard at a time, as `{"key", "image", "label", "member"}`
+    examples (`member`: the raw bytes of `member_column`, a member decoded instead of the image, else `None`)."""
 
     def __init__(
         self,
@@ -87,7 +105,7 @@ class StreamReader:
         *,
         image_column: str | None = None,
         label_column: str | None = None,
-        latents_column: str | None = None,
+        member_column: str | None = None,
     ):
         import datasets
 
@@ -96,7 +114,7 @@ class StreamReader:
         self.image_column = _image_column(dataset.features, image_column)
         if isinstance(dataset.features[self.image_column], datasets.Image):
             dataset = dataset.cast_column(self.image_column, datasets.Image(decode=False))
-        self.label_column, self.latents_column = label_column, latents_column
+        self.label_column, self.member_column = label_column, member_column
         self.dataset = dataset
         self.num_shards = dataset.num_shards
 
@@ -111,7 +129,7 @@ class StreamReader:
                     "key": f"{index}/{key}",
                     "image": batch[self.image_column][row],
                     "label": self._label(batch, row),
-                    "latents": batch[self.latents_column][row] if self.latents_column else None,
+                    "member": batch[self.member_column][row] if self.member_column else None,
                 }
                 position += 1
 
@@ -125,10 +143,11 @@ class StreamReader:
 
 
 def open_webdataset(
-    shards: list[str], *, image_column: str | None = None, labelled: bool = False, latents_column: str | None = None
+    shards: list[str], *, image_column: str | None = None, labelled: bool = False, member_column: str | None = None
 ) -> StreamReader:
     """A reader of WebDataset tars through datasets' `webdataset` builder (members `KEY.png`, `KEY.cls`, `KEY.json`,
-    and `KEY.latents.safetensors` in latent shards, read as `latents_column`)."""
+    and a member decoded instead of the image, such as latent shards' `KEY.latents.safetensors`, read as
+    `member_column`)."""
     import datasets
 
     dataset = datasets.load_dataset("webdataset", data_files={"train": shards}, split="train", streaming=True)
@@ -137,11 +156,9 @@ def open_webdataset(
         label_column = next((name for name in ("cls", "json") if name in dataset.features), None)
         if label_column is None:
             raise ValueError("--class_conditional needs a .cls or .json label member in every shard sample.")
-    if latents_column is not None and latents_column not in dataset.features:
-        raise ValueError(
-            f"The latent shards' samples have no {latents_column} member; write them with ddpm-hub prepare."
-        )
-    return StreamReader(dataset, image_column=image_column, label_column=label_column, latents_column=latents_column)
+    if member_column is not None and member_column not in dataset.features:
+        raise ValueError(f"The shards' samples have no {member_column} member; write them with ddpm-hub prepare.")
+    return StreamReader(dataset, image_column=image_column, label_column=label_column, member_column=member_column)
 
 
 class ShardStream(torch.utils.data.IterableDataset):
@@ -151,8 +168,8 @@ class ShardStream(torch.utils.data.IterableDataset):
     "repeated": int}` (the last two: this reader's unreadable images and repeated samples so far in the epoch).
     With `samples_per_reader`, every reader yields exactly that many samples an epoch (a short split starts again
     from its beginning); without it, one pass over its split.
-    With `latents=True` (latent shards) `"latents"`, the sample's latent statistics (F, M, C, h, w) as
-    `ddpm_hub.latents.shards.read_sample_latents` gives them, replaces `"pixels"` (the image is not decoded).
+    With a `member` (a `StreamMember`, e.g. latent shards' latents), `"member"`, the member decoded by it, replaces
+    `"pixels"` (the image is not decoded).
     `state_dict()` (in the worker) is this reader's position; `load_state_dict` makes the next `__iter__` resume there.
     """
 
@@ -169,10 +186,10 @@ class ShardStream(torch.utils.data.IterableDataset):
         rank: int = 0,
         num_processes: int = 1,
         endless: bool = False,
-        latents: bool = False,
+        member: StreamMember | None = None,
         samples_per_reader: int | None = None,
     ):
-        self.latents = latents
+        self.member = member
         self.reader, self.resolution, self.channels, self.center_crop = reader, resolution, channels, center_crop
         self.seed, self.shuffle_buffer_size, self.shuffle = seed, shuffle_buffer_size, shuffle
         self.rank, self.num_processes, self.endless = rank, num_processes, endless
@@ -222,14 +239,12 @@ class ShardStream(torch.utils.data.IterableDataset):
         yield from buffer
 
     def _decode(self, example: dict[str, Any], rng: np.random.Generator, warn: bool = True) -> torch.Tensor | None:
-        if self.latents:
-            from ..latents.shards import read_sample_latents
-
+        if self.member is not None:
             try:
-                return read_sample_latents(example["latents"])
-            except Exception as error:  # noqa: BLE001 (a corrupt latents member is skipped and counted, as an image)
+                return self.member.decode(example["member"])
+            except Exception as error:  # noqa: BLE001 (a corrupt member is skipped and counted, as an image)
                 if warn:
-                    logger.warning("Skipping unreadable latents %s: %s", example["key"], error)
+                    logger.warning("Skipping unreadable %s %s: %s", self.member.column, example["key"], error)
                 return None
         try:
             image = to_model_mode(open_image(example["image"]), self.channels)
@@ -287,7 +302,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             self._position = dict(epoch=epoch, taken=taken, yielded=yielded, skipped=skipped, repeated=repeated)
             label = example["label"]
             yield {
-                "latents" if self.latents else "pixels": pixels,
+                "pixels" if self.member is None else "member": pixels,
                 "label": -1 if label is None else label,
                 "key": example["key"],
                 "reader": reader,
@@ -341,8 +356,9 @@ class StreamedImages:
         shard_counts (`list[int]`, *optional*): images per shard (from the manifest); without it the length of an
             epoch is unknown and the stream runs on until `--max_train_steps`.
         label_names (`list[str]`, *optional*): class names by id for a labelled set.
-        latents (`bool`, defaults to `False`): batches are the latent statistics of latent shards, not pixels (see
-            `ddpm_hub.latents.source.StreamedLatents`, which turns them into model input).
+        member (`StreamMember`, *optional*): a member of every sample to train on instead of its image (latent
+            shards' latents); it decodes the member and turns batches of it into model input.
+        image_column (`str`, *optional*): the image column asked for (it keys the reference statistics).
         shards (`ShardSet`, *optional*): the resolved `--train_shards` (they key the FID reference cache).
     """
 
@@ -358,14 +374,17 @@ class StreamedImages:
         num_workers: int = 0,
         shard_counts: list[int] | None = None,
         label_names: list[str] | None = None,
-        latents: bool = False,
+        member: StreamMember | None = None,
         shards: ShardSet | None = None,
+        image_column: str | None = None,
     ):
-        self.reader, self.description, self.latents, self.shards = reader, description, latents, shards
+        self.reader, self.member, self.shards, self.image_column = reader, member, shards, image_column
+        self.description = description if member is None else f"{description}, {member.description}"
         self.resolution, self.channels, self.center_crop = resolution, channels, center_crop
         self.shuffle_buffer_size, self.num_workers, self.shard_counts = shuffle_buffer_size, num_workers, shard_counts
         self.label_names = label_names
-        self.sample_shape = (channels, resolution, resolution)
+        self.sample_shape = (channels, resolution, resolution) if member is None else tuple(member.sample_shape)
+        self._identity: DataIdentity | None = None
         self.last_keys: list[str] = []  # keys of the latest batch (for tests and debugging)
         self._skipped_before, self._skipped_now, self._repeated_now = 0, {}, {}
         self._repeats_reported = False
@@ -405,7 +424,7 @@ class StreamedImages:
         counts = sorted(self.shard_counts)
         least = sum(counts[: len(counts) // readers]) if len(counts) >= readers else sum(counts) // readers
         if least < batch_size:
-            from ..training.errors import SetupError
+            from ..errors import SetupError
 
             raise SetupError(
                 f"{self.description} has {least} images for some of its {readers} readers ({num_processes} processes x "
@@ -452,7 +471,7 @@ class StreamedImages:
             shuffle_buffer_size=self.shuffle_buffer_size,
             rank=accelerator.process_index,
             num_processes=processes,
-            latents=self.latents,
+            member=self.member,
             # Exactly the manifest's share per reader, a short one refilled: every process yields the same batches.
             samples_per_reader=None if per_reader is None else per_reader * batch_size,
         )
@@ -503,7 +522,7 @@ class StreamedImages:
                 if last:
                     break
         except EmptySplitError as error:  # bad data: one line, exit status 2 (a DataLoader worker's is a traceback)
-            from ..training.errors import SetupError
+            from ..errors import SetupError
 
             message = str(error).strip().splitlines()[-1].split("EmptySplitError: ", 1)[-1]
             raise SetupError(f"{self.description}: {message}") from None
@@ -552,7 +571,7 @@ class StreamedImages:
 
     def _to_device(self, batch: dict[str, Any]):
         device = self._accelerator.device
-        pixels = batch["latents" if self.latents else "pixels"].to(device, non_blocking=True)
+        pixels = batch["pixels" if self.member is None else "member"].to(device, non_blocking=True)
         if self.label_names is None:
             return pixels
         return pixels, batch["label"].to(device, non_blocking=True)
@@ -595,6 +614,8 @@ class StreamedImages:
         self._skipped_before = self._resume["skipped"]
 
     def to_model_input(self, samples: torch.Tensor, random_flip: bool) -> torch.Tensor:
+        if self.member is not None:
+            return self.member.to_model_input(samples, random_flip)
         return augment(samples, random_flip)
 
     def reference_images(self, count: int | None = None) -> torch.Tensor:
@@ -602,14 +623,17 @@ class StreamedImages:
         references: read by a stream of their own, so the training stream's position is not touched."""
         return first_images(self.reader, count or REFERENCE_IMAGES, resolution=self.resolution, channels=self.channels)
 
-    def reference_key(self) -> tuple[str, str] | None:
-        """`(description, fingerprint)` of the shards `reference_images` reads, as `ddpm-hub eval --reference SHARDS`
-        keys its reference cache (so the two share one); `None` for a `datasets` stream (key it by its images)."""
-        if self.shards is None:
-            return None
-        from .shards import shards_fingerprint
-
-        return shards_fingerprint(self.shards)
+    def identity(self) -> DataIdentity:
+        """What `reference_images` reads: shards by their names and sha256s, as `ddpm-hub eval --reference SHARDS`
+        keys them (so the two share one cache); a `datasets` stream, which has no cheap fingerprint, by its first
+        images' pixels (read here, once)."""
+        if self._identity is None:
+            if self.shards is not None:
+                self._identity = shards_identity(self.shards, image_column=self.image_column)
+            else:
+                pixels = self.reference_images()
+                self._identity = pixels_identity(self.description, pixels, image_column=self.image_column)
+        return self._identity
 
 
 def first_images(reader: StreamReader, count: int, *, resolution: int, channels: int = 3) -> torch.Tensor:
@@ -657,15 +681,13 @@ def open_streamed_images(
     center_crop: bool = False,
     shuffle_buffer_size: int = DEFAULT_SHUFFLE_BUFFER,
     num_workers: int = 0,
-    latents_column: str | None = None,
-    source_class: type[StreamedImages] | None = None,
-    **source_kwargs: Any,
+    member: StreamMember | None = None,
 ) -> StreamedImages:
     """The streamed `DataSource` of `--train_shards` or `--dataset_name --streaming`; raises `ValueError` in one
     sentence for a missing shard, a pattern matching nothing, an unreachable URL or an unknown data set.
 
-    Latent shards: `latents_column` names their latents member, and the source is `source_class(reader, ...,
-    **source_kwargs)` (`ddpm_hub.latents.source.StreamedLatents`) instead of a `StreamedImages`.
+    `member` (shards only) trains on a member of every sample instead of its image, e.g. latent shards' latents
+    (`ddpm_hub.latents.source.LatentMember`).
     """
     import datasets
 
@@ -681,9 +703,10 @@ def open_streamed_images(
                 "--class_conditional with --train_shards needs the label names of a manifest.json beside the shards "
                 "(ddpm-hub prepare writes it)."
             )
-        reader = open_webdataset(shards, image_column=image_column, labelled=labelled, latents_column=latents_column)
+        column = member.column if member is not None else None
+        reader = open_webdataset(shards, image_column=image_column, labelled=labelled, member_column=column)
         description = f"{len(shards)} shards of {shard_folder(shards[0])}"
-        return (source_class or StreamedImages)(
+        return StreamedImages(
             reader,
             description=description,
             resolution=resolution,
@@ -693,8 +716,9 @@ def open_streamed_images(
             num_workers=num_workers,
             shard_counts=shard_counts(shards, manifest),
             label_names=label_names if labelled else None,
+            member=member,
             shards=shard_set,
-            **source_kwargs,
+            image_column=image_column,
         )
     stream, counts = _datasets_stream(dataset_name, dataset_config_name, cache_dir)
     label_column, label_names = None, None
@@ -718,30 +742,5 @@ def open_streamed_images(
         num_workers=num_workers,
         shard_counts=counts,
         label_names=label_names,
-    )
-
-
-def open_stream(
-    data, resolution: int, channels: int, accelerator, shards: ShardSet | None = None, **latent_shards: Any
-) -> StreamedImages:
-    """The streamed source of a training run's `DataConfig` (`--train_shards`, or `--dataset_name --streaming`);
-    `shards` are its `--train_shards` if the run resolved them already, `latent_shards` are `open_streamed_images`'
-    arguments for latent shards."""
-    workers = data.dataloader_num_workers
-    if workers is None:
-        workers = default_num_workers(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
-    return open_streamed_images(
-        train_shards=shards or data.train_shards,
-        dataset_name=data.dataset_name,
-        dataset_config_name=data.dataset_config_name,
-        image_column=data.image_column,
-        class_column=data.class_column,
-        class_conditional=data.class_conditional,
-        cache_dir=data.cache_dir,
-        resolution=resolution,
-        channels=channels,
-        center_crop=data.center_crop,
-        shuffle_buffer_size=data.shuffle_buffer_size,
-        num_workers=workers,
-        **latent_shards,
+        image_column=image_column,
     )

@@ -38,8 +38,16 @@ class DistillConfig:
     eval_rounds: bool = field(
         default=True,
         metadata={
-            "help": "After each round, score (--eval_metrics, --eval_num_samples, --eval_features) the student, the "
-            "teacher with DDIM and with DPM-Solver++ at the student's steps, and the teacher at --eval_teacher_steps."
+            "help": "After the last round, score (--eval_metrics, --eval_num_samples, --eval_features) the student, "
+            "the teacher with DDIM and with DPM-Solver++ at the student's steps, and the teacher at "
+            "--eval_teacher_steps."
+        },
+    )
+    eval_every_round: bool = field(
+        default=False,
+        metadata={
+            "help": "Score every round, not only the last (each table costs about as much sampling as a round of "
+            "training on a CPU; the teacher's rows are computed once)."
         },
     )
     eval_teacher_steps: int = field(
@@ -77,6 +85,8 @@ def check_teacher_folder(folder: Path, flag: str) -> dict:
     for name in ("unet", "scheduler"):
         if name not in components or not (folder / name).is_dir():
             raise ValueError(f"{flag} {str(folder)!r} is not a ddpm-hub pipeline: it has no {name}/.")
+    if components.get("low_resolution") is not None:
+        raise ValueError(f"{flag} {str(folder)!r} is a super-resolution model: distilling upscalers is not supported.")
     if is_latent_pipeline(components) and not (folder / "vae" / "config.json").is_file():
         raise ValueError(f"{flag} {str(folder)!r} is a latent pipeline without its vae/ folder.")
     return components

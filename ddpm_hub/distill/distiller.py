@@ -4,8 +4,9 @@
     accelerate launch -m ddpm_hub.cli distill org/teacher --output_dir student --mixed_precision bf16
 
 Round k is a `DistillRound`: the `Trainer` with `DistillStep` as its step and the student's DDIM pipeline as its
-export, trained in `OUT/round-N/` (N the student's steps); a latent teacher's rounds are `LatentDistillRound`s
-(`latent.py`), which train on the teacher's VAE's cached latents and export latent students. Everything training
+export, trained in `OUT/round-N/` (N the student's steps); a latent teacher's rounds take the latent space as a part
+(`ddpm_hub.latents.space.LatentSpace`): they train on the teacher's VAE's cached latents and export latent
+students. The last round is scored (`--eval_rounds`; every round with `--eval_every_round`). Everything training
 guarantees comes with it: exact resume from `OUT/round-N/checkpoint-*`, SIGTERM, the non-finite guard, logging,
 previews. A round is finished once its `metrics.json` is written (after its pipeline); a resumed distillation skips
 finished rounds, continues the first unfinished one from its last checkpoint, and loads every teacher from the
@@ -31,15 +32,17 @@ from diffusers import DDIMScheduler, UNet2DModel
 from ..assembly import PipelineParts
 from ..checkpointing import list_checkpoints
 from ..config import DataConfig, HubConfig, ModelConfig, TrainConfig
+from ..data.shards import resolve_train_shards
 from ..export import ema_weights, export_pipeline
 from ..files import save_image, write_json
 from ..labels import drop_labels
+from ..latents.space import LatentSpace
 from ..model_card import CONFIG_FILE, METRICS_FILE, SAMPLE_GRID, card_info_for_run, write_model_card
-from ..pipeline import labels_in_id_order
-from ..training import Trainer, record_metrics
+from ..pipeline import DDPMHubPipeline, labels_in_id_order
+from ..training import ModelShape, Trainer, record_metrics
 from .config import DistillConfig, check_teacher_folder, is_latent_pipeline
 from .quality import RoundScorer, format_quality_table
-from .rounds import TRAJECTORY_STEPS, ddim_scheduler, round_step_counts, step_grid
+from .rounds import DDIM_OVERRIDES, TRAJECTORY_STEPS, ddim_scheduler, round_step_counts, step_grid
 from .step import DistillStep
 
 logger = logging.getLogger("ddpm_hub")
@@ -68,16 +71,24 @@ class RoundPlan:
 
 
 class DistillRound(Trainer):
-    """One round: the student (a copy of the teacher's weights) learns two teacher DDIM steps per step of its own."""
+    """One round: the student (a copy of the teacher's weights) learns two teacher DDIM steps per step of its own.
 
-    def __init__(self, plan: RoundPlan, distill: DistillConfig, data: DataConfig, run: TrainConfig, scorers: dict):
+    A latent teacher's round is the same round with the latent space as a part: it trains on the latents of the
+    TEACHER folder's `vae/` (encoded once by the first round and cached, or read from latent shards) and exports a
+    latent student with that VAE and the teacher's scaling factor. The VAE is never fetched on its own.
+    """
+
+    def __init__(
+        self, plan: RoundPlan, distill: DistillConfig, data: DataConfig, run: TrainConfig, scorers: dict, shards=None
+    ):
         self.plan_round, self.distill, self.scorers = plan, distill, scorers
         self.teacher_config = DDIMScheduler.load_config(plan.teacher_dir, subfolder="scheduler")
-        super().__init__(self.model_config(), data, run, HubConfig(), step_factory=self.make_step)
-
-    def model_config(self) -> ModelConfig:
-        """What to train: the teacher's UNet and schedule (a latent round adds its VAE)."""
-        return ModelConfig(pretrained_model_name_or_path=str(self.plan_round.teacher_dir))
+        parts = []
+        if plan.vae_source is not None:
+            # The VAE as the user named the teacher (a Hub teacher's folder is a path in the Hub cache).
+            parts.append(LatentSpace(shards=shards, vae_label=f"{distill.teacher}/vae"))
+        model_config = teacher_model_config(plan)
+        super().__init__(model_config, data, run, HubConfig(), step_factory=self.make_step, shards=shards, parts=parts)
 
     def data_seed(self) -> int:
         # Every round decodes the same images (and a latent round reads the latents the first one encoded): the
@@ -90,12 +101,10 @@ class DistillRound(Trainer):
         check_label_names(self.plan_round.teacher_dir, data.label_names)
         return data
 
-    def check(self, cleanup) -> None:
-        super().check(cleanup)
+    def model_shape(self) -> ModelShape:
         # Previews sample the student with DDIM at its own steps, on the grid it is distilled on.
-        self.plan.noise_scheduler = type(self.plan.noise_scheduler).from_config(
-            self.plan.noise_scheduler.config, timestep_spacing="trailing", steps_offset=0
-        )
+        shape = super().model_shape()
+        return shape.replace(scheduler_overrides={**shape.scheduler_overrides, **DDIM_OVERRIDES})
 
     def end_training(self) -> None:
         # The trackers only: the next round runs in this process, on the same process group (`distill_run` ends it).
@@ -138,22 +147,13 @@ class DistillRound(Trainer):
         # x_0 = (z - sigma eps) / alpha magnifies every error by 1 / alpha, strays far from its teacher (measured).
         return ddim_scheduler(self.teacher_config)
 
-    def pipeline_vae(self) -> dict[str, Any]:
-        """What makes the exported student a latent pipeline: nothing for a pixel teacher (see `latent.py`)."""
-        return {}
-
-    def image_size(self) -> int:
-        """The side of the images scored after the round (a latent round's are decoded, larger than its latents)."""
-        return self.plan.resolution
-
-    def export(self, folder: Path) -> None:
+    def pipeline_parts(self) -> PipelineParts:
         """The student as a pipeline: DDIM (trailing spacing) whose default step count is the student's."""
-        with ema_weights(self.ema, self.base_unet):
-            parts = PipelineParts(
-                self.base_unet, self.student_scheduler(), self.data.label_names, **self.pipeline_vae(),
-                default_num_inference_steps=self.plan_round.student_steps,
-            )  # fmt: skip
-            export_pipeline(parts, folder)
+        return (
+            super()
+            .pipeline_parts()
+            .replace(scheduler=self.student_scheduler(), default_num_inference_steps=self.plan_round.student_steps)
+        )
 
     def hyperparameters(self) -> dict[str, Any]:
         plan = self.plan_round
@@ -180,15 +180,17 @@ class DistillRound(Trainer):
         """The training figures, and the round's quality table (main process, after the export)."""
         metrics = super().final_metrics()
         metrics.update(self.hyperparameters_of_round())
-        if self.distill.eval_rounds:
+        if self.scored():
             scorer = self.scorer()
-            # A latent round's samples are decoded by its VAE (`sampling_extras`, on the accelerator meanwhile).
-            with ema_weights(self.ema, self.base_unet), self.accelerator.autocast(), self.sampling_extras() as decoder:
+            logger.info("Scoring round %d: %s.", self.plan_round.index + 1, scorer.describe())
+            # A latent round's samples are decoded by its VAE (on the accelerator meanwhile).
+            with ema_weights(self.ema, self.base_unet), self.accelerator.autocast(), self.sampling():
                 table = scorer.table(
-                    self.base_unet, self.student_scheduler().config, *self.first_teacher(),
-                    self.plan_round.student_steps, self.distill.eval_teacher_steps, self.data.label_names, **decoder,
+                    self.pipeline_parts(), self.first_teacher(), self.plan_round.student_steps,
+                    self.distill.eval_teacher_steps,
                 )  # fmt: skip
-            write_json(self.output_dir / QUALITY_FILE, {"settings": scorer.describe(), "scores": table})
+            record = {"settings": scorer.describe(), "reference": scorer.reference_record(), "scores": table}
+            write_json(self.output_dir / QUALITY_FILE, record)
             flat = {f"{metric}/{name}": value for name, scores in table.items() for metric, value in scores.items()}
             record_metrics(self.accelerator, self.output_dir, self.state.step, flat)
             metrics.update(
@@ -196,29 +198,54 @@ class DistillRound(Trainer):
             )
         return metrics
 
+    def scored(self) -> bool:
+        """Whether this round is scored: the last one with `--eval_rounds` (the default), every one with
+        `--eval_every_round` as well."""
+        last = self.plan_round.student_steps == self.distill.end_steps
+        return self.distill.eval_rounds and (last or self.distill.eval_every_round)
+
     def hyperparameters_of_round(self) -> dict[str, Any]:
         plan = self.plan_round
         return {"teacher_steps": plan.teacher_steps, "student_steps": plan.student_steps, "round": plan.index + 1}
 
-    def first_teacher(self) -> tuple[UNet2DModel, Any]:
-        """TEACHER's UNet (on the device) and scheduler config: the rows "teacher ..." of every round's table are
-        the model distillation started from (the training-free rival), not the previous round's student."""
-        if self.plan_round.index == 0:
-            return self.teacher.to(self.accelerator.device), self.teacher_config
+    def first_teacher(self) -> PipelineParts:
+        """TEACHER's parts (its UNet on the device): the rows "teacher ..." of every round's table are the model
+        distillation started from (the training-free rival), not the previous round's student."""
         if "teacher" not in self.scorers:
-            folder = self.plan_round.first_teacher_dir
-            unet = UNet2DModel.from_pretrained(folder, subfolder="unet").eval().requires_grad_(False)
-            self.scorers["teacher"] = unet, DDIMScheduler.load_config(folder, subfolder="scheduler")
-        unet, config = self.scorers["teacher"]
-        return unet.to(self.accelerator.device), config
+            if self.plan_round.index == 0:
+                unet = self.teacher
+            else:
+                folder = self.plan_round.first_teacher_dir
+                unet = UNet2DModel.from_pretrained(folder, subfolder="unet").eval().requires_grad_(False)
+            scheduler = DDIMScheduler.from_config(DDIMScheduler.load_config(self.plan_round.first_teacher_dir,
+                                                                            subfolder="scheduler"))  # fmt: skip
+            self.scorers["teacher"] = unet, scheduler
+        unet, scheduler = self.scorers["teacher"]
+        return super().pipeline_parts().replace(unet=unet.to(self.accelerator.device), scheduler=scheduler)
 
     def scorer(self) -> RoundScorer:
-        # One reference-statistics computation per distillation (cached on disk too), shared by the rounds.
+        # One reference-statistics computation per distillation (cached on disk too), shared by the rounds, as are
+        # the teacher's rows.
         if "scorer" not in self.scorers:
             self.scorers["scorer"] = RoundScorer(
-                self.run_config, self.configs.data, self.data, self.image_size(), self.accelerator.device
+                self.run_config, self.data, self.image_resolution, self.accelerator.device
             )
         return self.scorers["scorer"]
+
+
+def teacher_model_config(plan: RoundPlan) -> ModelConfig:
+    """What a round trains: the teacher's UNet and schedule; for a latent teacher, on the latents of the TEACHER
+    folder's `vae/`, scaled by the teacher's factor."""
+    config = ModelConfig(pretrained_model_name_or_path=str(plan.teacher_dir))
+    if plan.vae_source is None:
+        return config
+    index = json.loads((plan.vae_source / "model_index.json").read_text(encoding="utf-8"))
+    return dataclasses.replace(
+        config,
+        vae_name_or_path=str(plan.vae_source),
+        vae_subfolder="vae",
+        latent_scaling_factor=index.get("latent_scaling_factor"),
+    )
 
 
 def plan_rounds(teacher_dir: Path, distill: DistillConfig, output_dir: Path) -> list[RoundPlan]:
@@ -230,15 +257,6 @@ def plan_rounds(teacher_dir: Path, distill: DistillConfig, output_dir: Path) -> 
         plans.append(RoundPlan(index, teacher, teacher_steps, student_steps, folder, teacher_dir, vae_source))
         teacher, teacher_steps = folder, student_steps
     return plans
-
-
-def make_round(plan: RoundPlan, distill: DistillConfig, data: DataConfig, run: TrainConfig, scorers: dict):
-    """The Trainer of one round: a `DistillRound`, or for a latent teacher a `LatentDistillRound`."""
-    if plan.vae_source is None:
-        return DistillRound(plan, distill, data, run, scorers)
-    from .latent import LatentDistillRound  # it builds on this module
-
-    return LatentDistillRound(plan, distill, data, run, scorers)
 
 
 def check_label_names(teacher_dir: Path, label_names: list[str] | None) -> None:
@@ -323,6 +341,7 @@ def run_rounds(teacher_dir: Path, distill: DistillConfig, data: DataConfig, run:
     """Train every round not finished yet; returns each round's metrics (read back from finished rounds)."""
     output_dir, scorers, results = Path(run.output_dir), {}, []
     overwrite = run.overwrite_output_dir and run.resume_from_checkpoint is None
+    shards = resolve_train_shards(data.train_shards)  # once, for every round
     for plan in plan_rounds(teacher_dir, distill, output_dir):
         if not overwrite and round_finished(plan.folder):
             logger.info("Round %d (%d -> %d steps) is finished in %s.", plan.index + 1, plan.teacher_steps,
@@ -330,9 +349,8 @@ def run_rounds(teacher_dir: Path, distill: DistillConfig, data: DataConfig, run:
         else:
             logger.info("Round %d: distilling %d teacher steps into %d student steps in %s.", plan.index + 1,
                         plan.teacher_steps, plan.student_steps, plan.folder)  # fmt: skip
-            trainer = make_round(
-                plan, distill, data, round_run_config(run, plan, steps_per_round(distill, run), overwrite), scorers
-            )
+            round_run = round_run_config(run, plan, steps_per_round(distill, run), overwrite)
+            trainer = DistillRound(plan, distill, data, round_run, scorers, shards)
             trainer.run()
             if trainer.state.stopped_by:
                 return []  # stopped by a signal: the checkpoint is saved, the next run resumes the round
@@ -361,18 +379,8 @@ def finish_distillation(teacher: str, distill: DistillConfig, run: TrainConfig, 
     """The final student at OUT: its pipeline, settings, the table of every round, the card (main process)."""
     output_dir = Path(run.output_dir)
     last = round_dir(output_dir, distill.end_steps)
-    index = json.loads((last / "model_index.json").read_text(encoding="utf-8"))
-    label_names = index.get("label_names")
-    decoder = {}
-    if is_latent_pipeline(index):  # a latent student: the same vae/ and latent scaling factor
-        from .latent import saved_vae
-
-        decoder = saved_vae(last, index)
-    parts = PipelineParts(
-        UNet2DModel.from_pretrained(last, subfolder="unet"), DDIMScheduler.from_pretrained(last, subfolder="scheduler"),
-        label_names, **decoder, default_num_inference_steps=distill.end_steps,
-    )  # fmt: skip
-    export_pipeline(parts, output_dir)
+    # The last round's student, whole (a latent student's vae/ and scaling factor, the class names, its steps).
+    export_pipeline(PipelineParts.of(DDPMHubPipeline.from_pretrained(last)), output_dir)
     hparams = json.loads((last / CONFIG_FILE).read_text(encoding="utf-8"))
     hparams["model_source"] = f"distilled from {teacher}"
     write_json(output_dir / CONFIG_FILE, hparams)

@@ -17,7 +17,6 @@ from ..evaluation import parse_metrics
 from ..evaluation.evaluate import generate_images, score
 from ..evaluation.features import get_extractor
 from ..evaluation.reference import reference_statistics
-from ..pipeline_steps import scheduler_from_name
 from .rounds import DDIM_OVERRIDES
 
 
@@ -32,70 +31,69 @@ def quality_rows(student_steps: int, teacher_steps: int) -> list[tuple[str, str,
 
 
 class RoundScorer:
-    """Reference statistics and the extractor, loaded once per run, and the scores of one round's table.
+    """Reference statistics and the extractor, loaded once per distillation, and the scores of one round's table.
+
+    The teacher's rows depend only on the teacher, the sampler and the step count, so each is computed once per
+    distillation and reused by every round (the large `--eval_teacher_steps` row is the costliest of a table).
 
     Args:
         run (`TrainConfig`): reads `eval_features`, `eval_metrics`, `eval_num_samples`, `eval_batch_size`, `seed`.
-        data (`DataConfig`): the training data (the reference statistics' cache key).
-        source (`DataSource`): the run's data source; its `reference_images` are the reference pixels.
+        source (`DataSource`): the training data; its `identity()` keys the reference statistics, its
+            `reference_images` are their pixels.
         resolution (`int`): the model's image size (a latent model's decoded images', not its latents').
         device (`torch.device`): where to sample and extract features.
     """
 
-    def __init__(self, run, data, source, resolution: int, device):
+    def __init__(self, run, source, resolution: int, device):
         self.run, self.metrics = run, parse_metrics(run.eval_metrics, "--eval_metrics")
         self.extractor = get_extractor(run.eval_features, device, run.eval_batch_size)
-        images = source.reference_images(None)
+        self.identity = source.identity()
+        channels = source.reference_images(1)[0:1].shape[1] if getattr(source, "channels", None) is None else None
         self.reference = reference_statistics(
-            self.extractor, resolution=resolution, channels=images[0:1].shape[1], dataset_name=data.dataset_name,
-            train_data_dir=data.train_data_dir, dataset_config_name=data.dataset_config_name,
-            image_column=data.image_column, max_images=data.max_train_samples, center_crop=data.center_crop,
-            data_cache_dir=data.cache_dir, images=images,
+            self.extractor, self.identity, resolution=resolution, channels=channels or source.channels,
+            images=lambda: source.reference_images(None),
         )  # fmt: skip
+        self.teacher_rows: dict[tuple[str, int], dict[str, float]] = {}
 
     @torch.no_grad()
-    def score(self, unet, scheduler_config, sampler: str, steps: int, label_names=None, **decoder) -> dict[str, float]:
-        """FID/KID/... of `unet` sampled with `sampler` at `steps` (trailing spacing, seeds seed .. seed + N - 1).
-
-        A latent model's `decoder` (`vae`, `latent_scaling_factor`) decodes its samples, so that pixels are scored.
-        """
-        scheduler = scheduler_from_name(sampler, scheduler_config, **DDIM_OVERRIDES)
-        pipeline = PipelineParts(unet, scheduler, label_names, **decoder).pipeline()
-        was_training = unet.training
-        unet.eval()
+    def score(self, parts: PipelineParts, sampler: str, steps: int, what: str = "") -> dict[str, float]:
+        """FID/KID/... of the pipeline of `parts` sampled with `sampler` at `steps` (trailing spacing, seeds seed ..
+        seed + N - 1); a latent model's `vae` in `parts` decodes its samples, so that pixels are scored."""
+        pipeline = parts.pipeline(sampler, **DDIM_OVERRIDES)
+        was_training = parts.unet.training
+        parts.unet.eval()
         try:
             images = generate_images(
                 pipeline, self.run.eval_num_samples, batch_size=self.run.eval_batch_size, seed=self.run.seed,
-                num_inference_steps=steps,
+                num_inference_steps=steps, progress=f"Scoring {what}",
             )  # fmt: skip
         finally:
-            unet.train(was_training)
+            parts.unet.train(was_training)
         with torch.autocast(self.extractor.device.type, enabled=False):  # features in full precision
             return score(self.extractor.extract(images), self.reference, self.metrics, seed=self.run.seed)
 
-    def table(
-        self,
-        student,
-        student_config,
-        teacher,
-        teacher_config,
-        student_steps: int,
-        teacher_steps: int,
-        label_names=None,
-        **decoder,
-    ):
-        """{row name: scores} for `quality_rows`, each model sampled with its own scheduler config (and `decoder`)."""
-        models = {"student": (student, student_config), "teacher": (teacher, teacher_config)}
-        return {
-            name: self.score(*models[model], sampler, steps, label_names, **decoder)
-            for name, model, sampler, steps in quality_rows(student_steps, teacher_steps)
-        }
+    def table(self, student: PipelineParts, teacher: PipelineParts, student_steps: int, teacher_steps: int):
+        """{row name: scores} for `quality_rows`, each model sampled with its own parts (scheduler, VAE, classes)."""
+        table = {}
+        for name, model, sampler, steps in quality_rows(student_steps, teacher_steps):
+            if model == "student":
+                table[name] = self.score(student, sampler, steps, name)
+                continue
+            if (sampler, steps) not in self.teacher_rows:
+                self.teacher_rows[sampler, steps] = self.score(teacher, sampler, steps, name)
+            table[name] = self.teacher_rows[sampler, steps]
+        return table
 
     def describe(self) -> str:
         return (
             f"{self.run.eval_features}, {self.run.eval_num_samples} samples (seeds {self.run.seed}+), reference: "
             f"{self.reference.source} ({self.reference.num_images} images)"
         )
+
+    def reference_record(self) -> dict[str, Any]:
+        """What the rows were scored against (in each round's quality.json)."""
+        return {"source": self.identity.description, "fingerprint": self.identity.fingerprint,
+                "num_images": self.reference.num_images}  # fmt: skip
 
 
 def format_quality_table(rounds: list[dict[str, Any]]) -> str:

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from ..choices import UPSCALER_METRICS
 from ..files import write_json
 from . import check_sample_count, parse_metrics
 from .evaluate import generate_images, score, warn_if_few_samples
@@ -40,6 +42,12 @@ class Evaluation:
         return {f"eval_{k}": v for k, v in self.scores.items()}
 
 
+def _reference_channels(source) -> int:
+    """Channels of a data source's reference pixels (a stream knows them; the others give one image cheaply)."""
+    channels = getattr(source, "channels", None)
+    return channels if channels is not None else source.reference_images(1)[0:1].shape[1]
+
+
 class Evaluator:
     """Periodic evaluation of a training run; inactive (`enabled` is False) unless an eval interval is set.
 
@@ -56,7 +64,7 @@ class Evaluator:
         self.best: dict[str, Any] | None = None  # {"fid": ..., "step": ..., plus the settings}
         self.last: dict[str, Any] | None = None
         self.last_step: int | None = None
-        self.reference = self.extractor = None
+        self.reference = self.extractor = self.source = None
         if self.enabled:
             check_sample_count(run.eval_num_samples, run.eval_features, self.metrics, "--eval_num_samples")
 
@@ -70,31 +78,23 @@ class Evaluator:
             "seed": self.run.seed,
         }
 
-    def prepare(self, source, data, resolution: int, device) -> None:
+    def prepare(self, source, resolution: int, device) -> None:
         """Load the extractor and the reference statistics of the training images (cached); main process only.
 
-        `source` is the run's `DataSource` (its `reference_images` are the pixels), `data` its `DataConfig`. A
-        stream's references are its first images, read by a reader of their own (the training stream's position is
-        untouched) on this process only: the others never evaluate.
+        `source` is the run's `DataSource`: its `identity()` keys the statistics, its `reference_images` are the
+        pixels (read only when the cache has no statistics; a stream's first images, by a reader of their own, so
+        the training stream's position is untouched). `resolution` is the generated images' side.
         """
         if not self.enabled:
             return
-        from ..data.stream import StreamedImages
-        from .reference import reference_statistics, stream_reference_statistics
+        from .reference import reference_statistics
 
         warn_if_few_samples(self.run.eval_num_samples, self.metrics)
+        self.source = source  # a super-resolution run upscales its first images
         self.extractor = get_extractor(self.run.eval_features, device, self.run.eval_batch_size)
-        if isinstance(source, StreamedImages):
-            self.reference = stream_reference_statistics(
-                self.extractor, source, resolution=resolution, image_column=data.image_column
-            )
-            return
-        images = source.reference_images(None)
         self.reference = reference_statistics(
-            self.extractor, resolution=resolution, channels=images[0:1].shape[1], dataset_name=data.dataset_name,
-            train_data_dir=data.train_data_dir, dataset_config_name=data.dataset_config_name,
-            image_column=data.image_column, max_images=data.max_train_samples, center_crop=data.center_crop,
-            data_cache_dir=data.cache_dir, images=images,
+            self.extractor, source.identity(), resolution=resolution, channels=_reference_channels(source),
+            images=lambda: source.reference_images(None),
         )  # fmt: skip
 
     def due(self, global_step: int, *, epoch_end: int | None = None, final: bool = False) -> bool:
@@ -109,36 +109,50 @@ class Evaluator:
         return bool(self.run.eval_steps) and global_step % self.run.eval_steps == 0
 
     @torch.no_grad()
-    def evaluate(
-        self, unet, noise_scheduler, global_step: int, *, vae=None, latent_scaling_factor: float | None = None
-    ) -> Evaluation:
-        """Sample `unet` (the caller swaps in the EMA weights) and score it; the best score is kept if FID improved.
-
-        A latent model's `vae` (and `latent_scaling_factor`) decode the samples, so that pixels are scored. Returns
-        the scores and whether FID improved (the caller then exports best/ and calls `save_best`).
-        """
-        from ..assembly import PipelineParts
-
-        pipeline = PipelineParts(unet, noise_scheduler, vae=vae, latent_scaling_factor=latent_scaling_factor).pipeline(
-            self.run.eval_sampler
-        )
+    def evaluate(self, parts, global_step: int) -> Evaluation:
+        """Sample the pipeline of `parts` (the caller swaps in the EMA weights) and score it; the best score is kept
+        if FID improved. A latent model's `vae` (in `parts`) decodes the samples, so that pixels are scored; a
+        super-resolution model upscales the training data's first `--eval_num_samples` images, downsampled, and is
+        also scored against them (PSNR, SSIM, consistency: `evaluation/upscaler.py`). Returns the scores and whether
+        FID improved (the caller then exports best/ and calls `save_best`)."""
+        pipeline = parts.pipeline(self.run.eval_sampler)
+        unet = parts.unet
         was_training = unet.training
         unet.eval()
+        run = self.run
         try:
-            images = generate_images(
-                pipeline, self.run.eval_num_samples, batch_size=self.run.eval_batch_size, seed=self.run.seed,
-                num_inference_steps=self.run.eval_num_inference_steps,
-            )  # fmt: skip
+            if pipeline.is_upscaler:
+                images, fidelity = self._upscale(pipeline)
+            else:
+                images, fidelity = generate_images(
+                    pipeline, run.eval_num_samples, batch_size=run.eval_batch_size, seed=run.seed,
+                    num_inference_steps=run.eval_num_inference_steps, progress=f"Evaluating step {global_step}",
+                ), {}  # fmt: skip
         finally:
             unet.train(was_training)
+        feature_metrics = tuple(name for name in self.metrics if name not in UPSCALER_METRICS)
         with torch.autocast(self.extractor.device.type, enabled=False):  # features in full precision
-            values = score(self.extractor.extract(images), self.reference, self.metrics, seed=self.run.seed)
+            features = self.extractor.extract(images)
+            values = {**fidelity, **score(features, self.reference, feature_metrics, seed=run.seed)}
         self.last_step = global_step
         self.last = {"step": global_step, **values, **self.settings()}
         improved = "fid" in values and (self.best is None or values["fid"] < self.best["fid"])
         if improved:
             self.best = {"fid": values["fid"], "step": global_step, **self.settings()}
         return Evaluation(values, improved)
+
+    def _upscale(self, pipeline) -> tuple[np.ndarray, dict[str, float]]:
+        """A super-resolution model's upscales of the first training images, downsampled, and their fidelity."""
+        from .upscaler import fidelity, low_res_inputs, upscale_images
+
+        run = self.run
+        originals = np.asarray(self.source.reference_images(run.eval_num_samples)[: run.eval_num_samples])
+        low_res = low_res_inputs(originals, pipeline.low_resolution)
+        images = upscale_images(
+            pipeline, low_res, list(range(len(originals))), batch_size=run.eval_batch_size, seed=run.seed,
+            num_inference_steps=run.eval_num_inference_steps,
+        )  # fmt: skip
+        return images, fidelity(images, originals, low_res, self.metrics)
 
     def save_best(self, folder: Path | None = None) -> None:
         """Beside the pipeline just exported to `folder` (`<output_dir>/best`): the best score and how it was
@@ -181,7 +195,7 @@ class Evaluator:
         values = {
             f"final_{k}": round(v, 6)
             for k, v in self.last.items()
-            if k in ("fid", "kid_mean", "kid_std", "precision", "recall", "inception_score_mean")
+            if k in ("fid", "kid_mean", "kid_std", "precision", "recall", "inception_score_mean", *UPSCALER_METRICS)
         }
         values["final_eval_step"] = self.last["step"]
         if self.best is not None:

@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..choices import UPSCALER_METRICS
+from ..choices import SAMPLE_STEPS, UPSCALER_METRICS
 from ..config import EvalConfig
 from ..data import image_extensions, is_image_file
-from ..data.shards import ShardSet, is_shard_reference
+from ..data.shards import is_shard_reference
 from . import check_sample_count
 from .features import Features, get_extractor, to_uint8
 from .metrics import frechet_distance, gaussian_statistics, inception_score, kid, precision_recall
-from .reference import ReferenceStatistics, is_image_folder, reference_images, reference_statistics
+from .reference import ReferenceStatistics, is_image_folder, reference_source, reference_statistics
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +38,17 @@ def generate_images(
     *,
     batch_size: int = 64,
     seed: int = 0,
-    num_inference_steps: int = 50,
+    num_inference_steps: int = SAMPLE_STEPS,
     state=None,
+    progress: str | None = None,
 ) -> np.ndarray:
     """`num_samples` uint8 images (N, C, H, W); image i always comes from seed + i, whatever the batch size.
 
     With an accelerate `PartialState` of several processes, each process samples its contiguous share of the
-    indices and the main process receives all of them, in order (the others get an empty array).
+    indices and the main process receives all of them, in order (the others get an empty array). With `progress`,
+    a progress bar of that description counts the images (on the main process).
     """
-    work = lambda share: _sample(pipeline, share, batch_size, seed, num_inference_steps)  # noqa: E731
+    work = lambda share: _sample(pipeline, share, batch_size, seed, num_inference_steps, progress, state)  # noqa: E731
     return in_shares(list(range(num_samples)), work, state)
 
 
@@ -63,9 +65,13 @@ def in_shares(indices: list[int], work, state=None) -> np.ndarray:
     return work(indices)
 
 
-def _sample(pipeline, indices: list[int], batch_size: int, seed: int, num_inference_steps: int) -> np.ndarray:
+def _sample(pipeline, indices, batch_size, seed, num_inference_steps, progress=None, state=None) -> np.ndarray:
+    from tqdm.auto import tqdm
+
     channels, size, _ = pipeline.image_shape  # pixels, also for a latent model (its samples are decoded)
     batches = []
+    shown = progress is not None and (state is None or state.is_main_process)
+    bar = tqdm(total=len(indices), desc=progress, unit="image", disable=not shown)
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         generators = [torch.Generator().manual_seed(seed + i) for i in chunk]
@@ -73,6 +79,8 @@ def _sample(pipeline, indices: list[int], batch_size: int, seed: int, num_infere
             batch_size=len(chunk), generator=generators, num_inference_steps=num_inference_steps, output_type="pt"
         ).images
         batches.append(to_uint8(images))
+        bar.update(len(chunk))
+    bar.close()
     return np.concatenate(batches) if batches else np.zeros((0, channels, size, size), np.uint8)
 
 
@@ -152,7 +160,7 @@ def evaluate_model(
     metrics = metrics if isinstance(metrics, str) else ",".join(metrics)
     metrics = EvalConfig(num_samples, sampler, num_inference_steps, metrics, features, batch_size, seed).validate()
     model_path = Path(model)
-    images_folder, reference_is_folder = _check_sources(model, reference)
+    images_folder = _check_sources(model, reference)
     upscaler_metrics = [name for name in metrics if name in UPSCALER_METRICS]
     if images_folder and upscaler_metrics:
         raise ValueError(
@@ -161,6 +169,10 @@ def evaluate_model(
         )
     if not images_folder:
         check_sample_count(num_samples, features, metrics)
+    # The reference is found and fingerprinted before any model is loaded or any image sampled.
+    identity, reference_images = reference_source(
+        reference, dataset_config_name=reference_config, image_column=image_column, max_images=max_reference_images
+    )
 
     from accelerate import PartialState
 
@@ -172,10 +184,9 @@ def evaluate_model(
     pipeline = None if images_folder else _load_pipeline(model, revision, run_device, sampler)
     if pipeline is not None and pipeline.is_upscaler:
         return _evaluate_upscaler(
-            pipeline, model, reference, reference_is_folder, metrics, state, run_device, num_samples=num_samples,
+            pipeline, model, identity, reference_images, metrics, state, run_device, num_samples=num_samples,
             sampler=sampler, num_inference_steps=num_inference_steps, features=features, batch_size=batch_size,
-            seed=seed, reference_config=reference_config, image_column=image_column, cache_dir=cache_dir,
-            max_reference_images=max_reference_images, save_images=save_images, noise_level=noise_level,
+            seed=seed, cache_dir=cache_dir, save_images=save_images, noise_level=noise_level,
         )  # fmt: skip
     if upscaler_metrics:
         raise ValueError(
@@ -191,7 +202,7 @@ def evaluate_model(
         check_sample_count(num_samples, features, metrics, flag="the number of images in MODEL")
     else:
         generated_images, channels, resolution, num_inference_steps = _sample_images(
-            pipeline, num_samples, batch_size, seed, num_inference_steps, state
+            pipeline, sampler, num_samples, batch_size, seed, num_inference_steps, state
         )
     if not state.is_main_process:
         return None
@@ -201,10 +212,8 @@ def evaluate_model(
 
     # 3. Features and scores, on the main process.
     stats = reference_statistics(
-        extractor, resolution=resolution, channels=channels, cache_dir=cache_dir, max_images=max_reference_images,
-        dataset_name=None if reference_is_folder else reference,
-        train_data_dir=reference if reference_is_folder else None,
-        dataset_config_name=reference_config, image_column=image_column,
+        extractor, identity, resolution=resolution, channels=channels, cache_dir=cache_dir,
+        images=lambda: reference_images(resolution, channels),
     )  # fmt: skip
     generated = extractor.extract(generated_images)
     values = score(generated, stats, metrics, seed=seed)
@@ -228,7 +237,7 @@ def _read_images(folder: Path, resolution: int | None) -> tuple[np.ndarray, int,
 
 def _load_pipeline(model, revision, device, sampler):
     """The pipeline `model` on `device`, with `sampler` and no progress bars."""
-    from ..pipeline_ddpm_hub import DDPMHubPipeline
+    from ..pipeline import DDPMHubPipeline
     from ..safe_loading import check_local_model, weights_kwargs
 
     check_local_model(model, "MODEL")
@@ -238,40 +247,34 @@ def _load_pipeline(model, revision, device, sampler):
     return pipeline
 
 
-def _sample_images(pipeline, num_samples, batch_size, seed, num_inference_steps, state):
+def _sample_images(pipeline, sampler, num_samples, batch_size, seed, num_inference_steps, state):
     """`(images, channels, resolution, steps)` sampled from `pipeline` (this process's share of the seeds);
     `num_inference_steps=None` takes the pipeline's own count (a distilled student's), else 50."""
     from ..sampling import default_steps
 
     channels, resolution, _ = pipeline.image_shape  # a latent model's images, not its latents
-    steps = default_steps(pipeline) if num_inference_steps is None else num_inference_steps
+    steps = default_steps(pipeline, requested=num_inference_steps)
     images = generate_images(
-        pipeline, num_samples, batch_size=batch_size, seed=seed, num_inference_steps=steps, state=state
-    )
+        pipeline, num_samples, batch_size=batch_size, seed=seed, num_inference_steps=steps, state=state,
+        progress=f"Sampling {num_samples} images ({sampler}, {steps} steps)",
+    )  # fmt: skip
     return images, channels, resolution, steps
 
 
-def _evaluate_upscaler(pipeline, model, reference, reference_is_folder, metrics, state, device, *, num_samples,
-                       sampler, num_inference_steps, features, batch_size, seed, reference_config, image_column,
-                       cache_dir, max_reference_images, save_images, noise_level):  # fmt: skip
+def _evaluate_upscaler(pipeline, model, identity, reference_images, metrics, state, device, *, num_samples,
+                       sampler, num_inference_steps, features, batch_size, seed, cache_dir, save_images,
+                       noise_level):  # fmt: skip
     """`evaluate_model` for a super-resolution model: its first `num_samples` reference images are downsampled,
     upscaled (each process its share) and scored with bicubic upscaling beside them (`evaluation/upscaler.py`)."""
     from ..sampling import default_steps
     from .upscaler import bicubic_images, fidelity, low_res_inputs, upscale_images
 
     channels, resolution, _ = pipeline.image_shape
-    steps = default_steps(pipeline) if num_inference_steps is None else num_inference_steps
+    steps = default_steps(pipeline, requested=num_inference_steps)
     pipeline._noise_levels(noise_level, 1)  # a level the model was not trained with fails before anything is read
     feature_metrics = tuple(name for name in metrics if name not in UPSCALER_METRICS)
     extractor = get_extractor(features, device, batch_size) if feature_metrics else None
-    data = dict(
-        dataset_name=None if reference_is_folder else reference,
-        train_data_dir=reference if reference_is_folder else None,
-        dataset_config_name=reference_config, image_column=image_column, max_images=max_reference_images,
-        resolution=resolution, channels=channels,
-    )  # fmt: skip
-    shards = ShardSet.resolve(reference) if is_shard_reference(reference) else None
-    pixels = reference_images(**data, center_crop=True, data_cache_dir=None, shards=shards)  # every reference image
+    pixels = reference_images(resolution, channels)  # every reference image: the statistics need them all
     originals = np.asarray(pixels[:num_samples])
     if feature_metrics:
         check_sample_count(len(originals), features, metrics, flag="the number of reference images upscaled")
@@ -291,20 +294,22 @@ def _evaluate_upscaler(pipeline, model, reference, reference_is_folder, metrics,
     values["bicubic"] = fidelity(baseline, originals, low_res, pixel_metrics)
     stats = None
     if feature_metrics:
-        stats = reference_statistics(extractor, cache_dir=cache_dir, images=pixels, **data)
+        stats = reference_statistics(
+            extractor, identity, resolution=resolution, channels=channels, cache_dir=cache_dir, images=pixels
+        )
         values.update(score(extractor.extract(images), stats, feature_metrics, seed=seed))
         values["bicubic"].update(score(extractor.extract(baseline), stats, feature_metrics, seed=seed))
     return dict(
         model=str(model), upscaler=f"{pipeline.low_resolution}px to {resolution}px", noise_level=noise_level,
         extractor=extractor.name if extractor else None, num_images=len(images), resolution=resolution,
         sampler=sampler, num_inference_steps=steps, seed=seed,
-        reference=stats.source if stats else reference, reference_images=stats.num_images if stats else len(images),
+        reference=identity.description, reference_images=stats.num_images if stats else len(pixels),
         metrics=list(metrics), **values,
     )  # fmt: skip
 
 
-def _check_sources(model: str, reference: str) -> tuple[bool, bool]:
-    """(MODEL is a folder of images, --reference is a folder of images); `ValueError` for an unusable one."""
+def _check_sources(model: str, reference: str) -> bool:
+    """Whether MODEL is a folder of images; `ValueError` for an unusable MODEL or --reference folder."""
     model_path = Path(model)
     images_folder = model_path.is_dir() and not (model_path / "model_index.json").is_file()
     if images_folder and not has_images(model_path):
@@ -320,7 +325,7 @@ def _check_sources(model: str, reference: str) -> tuple[bool, bool]:
             f"--reference {reference!r} holds no image files (none of the {len(image_extensions())} extensions the "
             "image loader reads)."
         )
-    return images_folder, reference_is_folder
+    return images_folder
 
 
 def has_images(folder: Path) -> bool:

@@ -68,11 +68,15 @@ class FeatureExtractor:
         self.device, self.batch_size = torch.device(device), batch_size
 
     @torch.no_grad()
-    def extract(self, images, batch_size: int | None = None) -> Features:
-        """Features of uint8 images (N, C, H, W) (a tensor, array or anything indexable returning one)."""
+    def extract(self, images, batch_size: int | None = None, progress: str | None = None) -> Features:
+        """Features of uint8 images (N, C, H, W) (a tensor, array or anything indexable returning one); with
+        `progress`, a progress bar of that description counts them."""
+        from tqdm.auto import tqdm
+
         batch_size = batch_size or self.batch_size
         features, probabilities = [], []
-        for start in range(0, len(images), batch_size):
+        starts = range(0, len(images), batch_size)
+        for start in tqdm(starts, desc=progress, unit="batch", disable=progress is None or len(starts) < 2):
             batch = torch.as_tensor(np.asarray(images[start : start + batch_size]))
             if batch.dtype != torch.uint8 or batch.ndim != 4:
                 raise ValueError(f"Images must be uint8 (N, C, H, W), got {batch.dtype} {tuple(batch.shape)}.")

@@ -1,10 +1,10 @@
 """Reference statistics of a data set: its features (for KID, precision/recall) and their mean and covariance (FID).
 
 They are computed once per (data set, resolution, extractor) and kept in a cache folder as one `.npz` file whose
-name hashes those settings and a fingerprint of the data: the list of files with their sizes and modification
-times for a folder, the `datasets` fingerprint for a Hub or saved data set, the generator's version for a built-in
-synthetic set. Changing, adding or removing an image changes the fingerprint, so stale statistics are never used.
-Images are loaded with `ddpm_hub.data.load_images` (centre crop by default), exactly as for training.
+name hashes those settings and the data set's identity (`ddpm_hub.data.identity`: a fingerprint that changes
+whenever the images do), so stale statistics are never used. A training run's data source carries its identity;
+`ddpm-hub eval --reference DATA` works it out from DATA (`reference_source`) before anything is sampled. Images are
+loaded with `ddpm_hub.data.load_images` (centre crop by default), exactly as for training.
 """
 
 from __future__ import annotations
@@ -13,14 +13,16 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..data import is_image_file, load_images, load_source, twemoji_dir
-from ..data.shards import ShardSet, is_shard_reference, shards_fingerprint
+from ..data import load_images
+from ..data.identity import DataIdentity, data_identity, shards_identity
+from ..data.shards import ShardSet, is_shard_reference
 from ..data.stream import REFERENCE_IMAGES, first_images, open_webdataset
 from ..files import atomic_file
 from .features import FeatureExtractor
@@ -59,37 +61,10 @@ class ReferenceStatistics:
     from_cache: bool = False
 
 
-def folder_fingerprint(folder: str | os.PathLike) -> str:
-    """A hash of every image file's relative path, size and modification time under `folder`."""
-    folder = Path(folder)
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p)):
-        stat = path.stat()
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
 def is_image_folder(path: str | os.PathLike) -> bool:
     """A folder that is not a saved `datasets` data set (those are read by name)."""
     path = Path(path)
     return path.is_dir() and not ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())
-
-
-def data_fingerprint(dataset_name: str | None, train_data_dir: str | None, dataset_config_name: str | None = None,
-                     cache_dir: str | None = None) -> tuple[str, str]:  # fmt: skip
-    """(description, fingerprint) of the data named like training's --dataset_name / --train_data_dir (shards are
-    keyed by `shards_fingerprint`)."""
-    if train_data_dir is not None:
-        if not Path(train_data_dir).is_dir():
-            raise ValueError(f"Reference folder {train_data_dir!r} is not a folder.")
-        return f"folder {Path(train_data_dir).resolve()}", folder_fingerprint(train_data_dir)
-    name = dataset_name or "twemoji"
-    if name == "twemoji" and not os.path.exists(name):
-        return "twemoji (built in)", folder_fingerprint(twemoji_dir())
-    if name == "shapes" and not os.path.exists(name):
-        return "shapes (built in)", "draw_shapes-512-seed0-v1"
-    dataset, source = load_source(name, dataset_config_name, None, cache_dir)
-    return f"{source} {dataset_config_name or ''}".strip(), str(getattr(dataset, "_fingerprint", "")) or source
 
 
 def _cache_key(**settings: Any) -> str:
@@ -98,73 +73,87 @@ def _cache_key(**settings: Any) -> str:
 
 def reference_statistics(
     extractor: FeatureExtractor,
+    identity: DataIdentity,
     *,
     resolution: int,
-    dataset_name: str | None = None,
-    train_data_dir: str | None = None,
-    dataset_config_name: str | None = None,
-    image_column: str | None = None,
-    max_images: int | None = None,
     channels: int = 3,
-    center_crop: bool = True,
+    images: Any = None,
     cache_dir: str | os.PathLike | None = None,
-    data_cache_dir: str | None = None,
-    images=None,
-    key: tuple[str, str] | None = None,
 ) -> ReferenceStatistics:
-    """The reference statistics of a data set at `resolution` under `extractor`, from the cache when valid.
+    """The reference statistics of the data set `identity` names at `resolution` under `extractor`, from the cache
+    when valid.
 
     Args:
         extractor (`FeatureExtractor`): from `features.get_extractor`.
+        identity (`DataIdentity`): what the data set is (a data source's `identity()`, or `reference_source`'s).
         resolution (`int`): the size images are cropped to, the generated images' size.
-        dataset_name, train_data_dir, dataset_config_name, image_column: as for training.
-        max_images (`int`, *optional*): use a seeded random subset of this size (as --max_train_samples).
+        channels (`int`, defaults to 3): the images' channels.
+        images: the data set's uint8 pixels (N, C, H, W), or a function returning them, called only when the cache
+            has no statistics.
         cache_dir (`str`, *optional*): where statistics are kept; defaults to `default_cache_dir()`.
-        data_cache_dir (`str`, *optional*): the `datasets` cache (training's --cache_dir).
-        images (*optional*): the data set's uint8 pixels (N, C, H, W) when the caller has loaded them already
-            (training does); they must be what `load_images` returns for these arguments. Or a function returning
-            them, called only when the cache has no statistics.
-        key (`tuple[str, str]`, *optional*): `(description, fingerprint)` of the data when the caller knows it (a
-            training stream); by default it comes from the data arguments.
     """
-    # Shards are listed once, for their key and (when the cache misses) their reader.
-    shards = ShardSet.resolve(dataset_name) if dataset_name is not None and is_shard_reference(dataset_name) else None
-    if key is not None:
-        source, fingerprint = key
-    elif shards is not None:  # streamed shards: their manifest's sha256s
-        source, fingerprint = shards_fingerprint(shards)
-    else:
-        source, fingerprint = data_fingerprint(dataset_name, train_data_dir, dataset_config_name, data_cache_dir)
-    settings = dict(
-        version=CACHE_VERSION, source=source, fingerprint=fingerprint, resolution=resolution, channels=channels,
-        extractor=extractor.name, image_column=image_column, max_images=max_images, center_crop=center_crop,
-    )  # fmt: skip
+    settings = dict(version=CACHE_VERSION, **identity.settings(), resolution=resolution, channels=channels,
+                    extractor=extractor.name)  # fmt: skip
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_file = cache_dir / f"{extractor.name}-{resolution}px-{_cache_key(**settings)}.npz"
     cached = _read_cached(cache_file, settings)
     if cached is not None:
         return cached
-
     if callable(images):
         images = images()
-    if images is None:
-        images = reference_images(
-            dataset_name, train_data_dir, dataset_config_name, image_column, max_images, resolution, channels,
-            center_crop, data_cache_dir, shards,
-        )  # fmt: skip
     logger.info(
-        "Computing %s reference features of %d images of %s at %dpx.", extractor.name, len(images), source, resolution
-    )
-    extracted = extractor.extract(images)
+        "Computing %s reference features of %d images of %s at %dpx (cached in %s).", extractor.name, len(images),
+        identity.description, resolution, cache_file,
+    )  # fmt: skip
+    extracted = extractor.extract(images, progress=f"Reference features ({extractor.name})")
     if len(extracted.features) < 2:
-        raise ValueError(f"The reference data ({source}) needs at least 2 images, it has {len(extracted.features)}.")
+        raise ValueError(
+            f"The reference data ({identity.description}) needs at least 2 images, it has {len(extracted.features)}."
+        )
     mu, sigma = gaussian_statistics(extracted.features)
     stats = ReferenceStatistics(
-        extracted.features, mu, sigma, extractor.name, len(extracted.features), resolution, source, fingerprint,
-        extracted.probabilities, cache_file,
+        extracted.features, mu, sigma, extractor.name, len(extracted.features), resolution, identity.description,
+        identity.fingerprint, extracted.probabilities, cache_file,
     )  # fmt: skip
     _write_cache(stats, settings)
     return stats
+
+
+def reference_source(
+    reference: str,
+    *,
+    dataset_config_name: str | None = None,
+    image_column: str | None = None,
+    max_images: int | None = None,
+    data_cache_dir: str | None = None,
+) -> tuple[DataIdentity, Callable[[int, int], torch.Tensor]]:
+    """`ddpm-hub eval --reference`: the identity of `reference` (a folder of images, a built-in set, a `datasets`
+    data set or WebDataset shards), worked out and checked now, and a function `images(resolution, channels)` that
+    loads its images (centre crops) when the cache has no statistics. `ValueError` in one sentence for a reference
+    that does not exist or cannot be read."""
+    if is_shard_reference(reference):
+        shards = ShardSet.resolve(reference)  # listed once, for the key and (when the cache misses) the reader
+
+        def shard_images(resolution: int, channels: int) -> torch.Tensor:
+            # The stream's first N images (in shard order, centre crops): nothing is decoded beyond them.
+            reader = open_webdataset(list(shards.paths), image_column=image_column)
+            return first_images(reader, max_images or REFERENCE_IMAGES, resolution=resolution, channels=channels)
+
+        return shards_identity(shards, image_column=image_column), shard_images
+    folder = Path(reference).exists() and is_image_folder(reference)
+    names = dict(dataset_name=None if folder else reference, train_data_dir=reference if folder else None)
+    identity = data_identity(
+        **names, dataset_config_name=dataset_config_name, cache_dir=data_cache_dir, image_column=image_column,
+        max_images=max_images, center_crop=True,
+    )  # fmt: skip
+
+    def data_images(resolution: int, channels: int) -> torch.Tensor:
+        return load_images(
+            **names, dataset_config_name=dataset_config_name, image_column=image_column, cache_dir=data_cache_dir,
+            resolution=resolution, channels=channels, center_crop=True, max_train_samples=max_images,
+        ).pixels  # fmt: skip
+
+    return identity, data_images
 
 
 def _read_cached(cache_file: Path, settings: dict) -> ReferenceStatistics | None:
@@ -187,21 +176,6 @@ def _read_cached(cache_file: Path, settings: dict) -> ReferenceStatistics | None
         return None
 
 
-def reference_images(dataset_name, train_data_dir, dataset_config_name, image_column, max_images, resolution,
-                     channels, center_crop, data_cache_dir, shards: ShardSet | None) -> torch.Tensor:  # fmt: skip
-    """uint8 (N, C, H, W): the reference images named like training's data flags, or the first images of `shards`."""
-    if shards is not None:
-        # A stream's first N images (in shard order, centre crops): nothing is decoded beyond them.
-        reader = open_webdataset(list(shards.paths), image_column=image_column)
-        count = max_images or REFERENCE_IMAGES  # a streamed --reference: its first 10k images
-        return first_images(reader, count, resolution=resolution, channels=channels)
-    return load_images(
-        dataset_name, dataset_config_name=dataset_config_name, train_data_dir=train_data_dir,
-        image_column=image_column, cache_dir=data_cache_dir, resolution=resolution, channels=channels,
-        center_crop=center_crop, max_train_samples=max_images,
-    ).pixels  # fmt: skip
-
-
 def _write_cache(stats: ReferenceStatistics, settings: dict) -> None:
     """Write `stats` to its cache file, atomically, with the settings that key it."""
     arrays = dict(features=stats.features, mu=stats.mu, sigma=stats.sigma, settings=np.array(json.dumps(settings)))
@@ -210,36 +184,3 @@ def _write_cache(stats: ReferenceStatistics, settings: dict) -> None:
     with atomic_file(stats.cache_file) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
-
-
-def stream_reference_statistics(
-    extractor: FeatureExtractor,
-    stream,
-    *,
-    resolution: int,
-    image_column: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> ReferenceStatistics:
-    """The reference statistics of a training stream (`StreamedImages`): its first `REFERENCE_IMAGES` images
-    (centre crops, in shard order, read by `stream.reference_images`, never the whole set).
-
-    Shards are keyed as `ddpm-hub eval --reference SHARDS` keys them (the two share a cache) and their images are read
-    only when the cache misses; a `datasets` stream has no cheap fingerprint, so its images are read and keyed by
-    their own pixels. Either way another shard set, resolution or number of channels is another cache file.
-    """
-    key, images = stream.reference_key(), stream.reference_images  # read only when the cache misses
-    if key is None:
-        images = stream.reference_images()
-        array = np.ascontiguousarray(images.numpy())
-        digest = hashlib.sha256(f"{array.shape}".encode())
-        digest.update(memoryview(array).cast("B"))
-        key = (stream.description, f"pixels-{digest.hexdigest()}")
-    return reference_statistics(
-        extractor,
-        resolution=resolution,
-        channels=stream.channels,
-        image_column=image_column,
-        cache_dir=cache_dir,
-        images=images,
-        key=key,
-    )

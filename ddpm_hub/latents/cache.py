@@ -51,6 +51,12 @@ class LatentStats:
         return sum(t.numel() * t.element_size() for t in (self.mean, self.std) if t is not None)
 
 
+def stack_moments(stats: LatentStats) -> torch.Tensor:
+    """(N, F, M, C, h, w): the mean (and the std) side by side, so that one indexing operation reads a batch."""
+    moments = (stats.mean,) if stats.std is None else (stats.mean, stats.std)
+    return torch.stack(moments, 2)
+
+
 def pixel_digest(pixels) -> str:
     """A hash of the decoded uint8 images (a tensor or a memory-mapped `datasets.Dataset` with a `pixels` column)."""
     digest = hashlib.blake2b(digest_size=16)

@@ -30,8 +30,7 @@ from typing import Any
 import torch
 
 from ..data.shards import ShardSet
-from .cache import STORAGE_DTYPE, LatentStats, encode_latents
-from .source import stack_moments
+from .cache import STORAGE_DTYPE, LatentStats, encode_latents, stack_moments
 from .vae import VAEInfo, vae_fingerprint
 
 LATENTS_MEMBER = "latents.safetensors"  # the member's extension after the key: `000000123.latents.safetensors`

@@ -1,10 +1,11 @@
-"""Cached VAE latents as a training data source (the `DataSource` seam of `ddpm_hub.training.seams`).
+"""VAE latents as training data (the `DataSource` seam of `ddpm_hub.training.seams`).
 
 A batch holds each image's cached encoder statistics, `(B, F, M, C, h, w)`: F views (the image and, with flips,
 the flipped image) and M moments (mean and std of an `AutoencoderKL`'s posterior, or the one latent of a
 `VQModel`). `to_model_input` turns it into what the UNet trains on, on the device, inside the step: first the view
 (the step's first random draw, as the pixel path's flip), then a fresh sample of the posterior, then the scaling.
-`LatentImages` serves the encode-once cache from memory, `StreamedLatents` streams latent shards (`shards.py`).
+`LatentImages` serves the encode-once cache from memory; `LatentMember` is the member of latent shards
+(`shards.py`) that a stream (`ddpm_hub.data.stream.StreamedImages`) trains on instead of the images.
 """
 
 from __future__ import annotations
@@ -13,17 +14,12 @@ from typing import Any
 
 import torch
 
-from ..data import ImageSet, collate_uint8
-from ..data.stream import StreamedImages
-from ..training.sources import InMemoryImages
-from .cache import LatentStats
+from ..data import collate_uint8
+from ..data.identity import DataIdentity
+from ..data.memory import InMemoryImages
+from .cache import LatentStats, stack_moments
+from .shards import LATENTS_MEMBER, read_sample_latents
 from .vae import VAEInfo
-
-
-def stack_moments(stats: LatentStats) -> torch.Tensor:
-    """(N, F, M, C, h, w): the mean (and the std) side by side, so that one indexing operation reads a batch."""
-    moments = (stats.mean,) if stats.std is None else (stats.mean, stats.std)
-    return torch.stack(moments, 2)
 
 
 class LatentBatchDataset(torch.utils.data.Dataset):
@@ -72,13 +68,14 @@ class LatentImages:
     """Training batches from cached latents; pixels are kept for FID references and the explorer.
 
     Args:
-        images (`ImageSet`): the decoded training images (what was encoded; `reference_images` reads them).
+        pixels (`InMemoryImages`): the decoded training images (what was encoded; the FID references).
         stats (`LatentStats`): their cached encoder statistics, one row per image, in the same order.
         vae (`VAEInfo`): the autoencoder (its scaling factor and name).
         random_flip (`bool`): whether `stats` holds flipped views (then `to_model_input` may choose them).
     """
 
-    def __init__(self, images: ImageSet, stats: LatentStats, vae: VAEInfo, random_flip: bool):
+    def __init__(self, pixels: InMemoryImages, stats: LatentStats, vae: VAEInfo, random_flip: bool):
+        self.pixels, images = pixels, pixels.images
         if len(stats) != len(images):
             raise ValueError(
                 f"the latent cache has {len(stats)} rows for {len(images)} images; delete it to re-encode."
@@ -132,25 +129,30 @@ class LatentImages:
     def reference_images(self, count: int | None) -> Any:
         """The training images' uint8 *pixels* (FID compares decoded samples with them), as the pixel source gives
         them: at most `count`, all when `None`."""
-        return InMemoryImages(self.images).reference_images(count)
+        return self.pixels.reference_images(count)
+
+    def identity(self) -> DataIdentity:
+        return self.pixels.identity()
 
 
-class StreamedLatents(StreamedImages):
-    """Latent shards streamed (`--train_shards` written by `ddpm-hub prepare --vae_name_or_path`): the stream's
-    batches are each sample's latent statistics (F, M, C, h, w), which `to_model_input` samples as `LatentImages`
-    does; the images in the shards stay the FID references (`reference_images`).
+class LatentMember:
+    """The latents member of latent shards (`ddpm-hub prepare --vae_name_or_path`), which a stream trains on instead of
+    the images: each sample's statistics (F, M, C, h, w), sampled into model input as `LatentImages` does; the images
+    in the shards stay the FID references.
 
     Args:
-        reader, **kwargs: as for `StreamedImages` (`resolution` and `channels` are the images').
         vae (`VAEInfo`): the shards' autoencoder (its scaling factor, possibly overridden, and name).
         latent_shape (`tuple[int, int, int]`): (C, h, w) of one latent, from the manifest.
+        column (`str`, defaults to `LATENTS_MEMBER`): the member's name after the sample's key.
     """
 
-    def __init__(self, reader, *, vae: VAEInfo, latent_shape: tuple[int, int, int], **kwargs):
-        super().__init__(reader, latents=True, **kwargs)
-        self.vae, self.scaling_factor = vae, vae.scaling_factor
+    def __init__(self, vae: VAEInfo, latent_shape: tuple[int, int, int], column: str = LATENTS_MEMBER):
+        self.vae, self.scaling_factor, self.column = vae, vae.scaling_factor, column
         self.sample_shape = tuple(latent_shape)
-        self.description = f"{self.description}, as latents of the VAE {vae.name}"
+        self.description = f"as latents of the VAE {vae.name}"
+
+    def decode(self, payload: bytes) -> torch.Tensor:
+        return read_sample_latents(payload)
 
     def to_model_input(self, samples: torch.Tensor, random_flip: bool) -> torch.Tensor:
         return sample_latents(samples, random_flip, self.scaling_factor)

@@ -104,17 +104,6 @@ def read_vae_info(
     return VAEInfo(source, subfolder, class_name, config, factor)
 
 
-def check_unet_channels(unet_config: dict[str, Any], info: VAEInfo, origin: str) -> None:
-    """A UNet trained on latents takes and returns `latent_channels` channels; say so in one line if it does not."""
-    have = (unet_config.get("in_channels", 3), unet_config.get("out_channels", 3))
-    want = info.latent_channels
-    if have != (want, want):
-        raise ValueError(
-            f"{origin} has in/out channels {have[0]}/{have[1]}, but the latents of the VAE {info.name} have {want} "
-            f"channels; use a UNet config with in_channels={want} and out_channels={want}, or a --model preset."
-        )
-
-
 def load_vae(info: VAEInfo, cache_dir: str | None = None) -> torch.nn.Module:
     """The frozen autoencoder (`AutoencoderKL` or `VQModel`) in eval mode, on the CPU."""
     import diffusers

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from ..arguments import one_line, parse_config
 from ..devices import resolve_device
 from ..files import WriteError
-from ..pipeline_ddpm_hub import SAMPLERS
+from ..pipeline_steps import SAMPLERS
 from .inputs import DEFAULT_MODEL, GenerationInputs, check_model_reference, resolve_dtype
 from .metadata import ImageMetadata
 from .text2image import Text2Image

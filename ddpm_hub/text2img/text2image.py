@@ -14,7 +14,7 @@ import torch
 
 from ..arguments import one_line
 from ..devices import resolve_device
-from ..pipeline_ddpm_hub import SAMPLERS, compile_denoiser, scheduler_from_name
+from ..pipeline_steps import SAMPLERS, compile_denoiser, scheduler_from_name
 from ..safe_loading import check_local_model, weights_kwargs
 from .inputs import (
     DEFAULT_MODEL,

@@ -16,7 +16,7 @@ from diffusers.training_utils import EMAModel
 
 from .. import run_folder
 from ..config import HubConfig, TrainConfig
-from .errors import SetupError
+from ..errors import SetupError
 
 logger = logging.getLogger("ddpm_hub")
 

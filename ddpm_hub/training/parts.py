@@ -28,45 +28,36 @@ checkpoint through `save`/`load` or `state_dict`, so a resumed run stays bit-ide
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .plan import ModelShape
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
     from ..assembly import PipelineParts
+    from ..data.shards import ShardSet
     from .seams import DataSource, RunConfigs
 
 
 @dataclass(frozen=True)
-class ModelShape:
-    """What the parts ask of the UNet and its schedule: inputs of the one build of the model plan.
-
-    `None` keeps the model's own value (a preset's, a config file's, a pretrained UNet's).
-    """
-
-    sample_size: int | None = None  # the UNet's sample side (latents: the latent grid's)
-    in_channels: int | None = None
-    out_channels: int | None = None
-    class_embed_type: str | None = None  # e.g. "timestep": a continuous level through the class embedding
-    scheduler_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. `variance_type`, `timestep_spacing`
-
-    def replace(self, **changes: Any) -> ModelShape:
-        return dataclasses.replace(self, **changes)
-
-
-@dataclass(frozen=True)
 class DataOpening:
-    """What a part needs to open the run's data source (`RunPart.open_data`)."""
+    """What a part needs to open the run's data source (`RunPart.open_data`).
+
+    `open_default(channels=..., member=None)` opens the source the data flags name (decoded images at
+    `image_resolution` with `channels`, or a stream; with a `member`, the shards' samples train on that member), so
+    that a part can build on it (the latent space encodes its images) or redirect it (latent shards).
+    """
 
     configs: RunConfigs
     image_resolution: int
     accelerator: Accelerator
     seed: int  # the decoding seed (random crops, a subset): the run's, or a distillation's own
-    shards: Any = None  # the resolved `--train_shards` (`ddpm_hub.data.shards.ShardSet`), if any
+    shards: ShardSet | None
+    open_default: Callable[..., DataSource]
 
 
 @dataclass(frozen=True)

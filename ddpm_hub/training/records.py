@@ -25,7 +25,8 @@ METRICS_LOG = "metrics.jsonl"
 
 def hyperparameters(configs, plan: ModelPlan, **derived) -> dict[str, Any]:
     """Every setting of the run, flat, as JSON values (`None` stays null: `defaults.tracker_hparams` converts for
-    trackers, whose hparams take scalars only)."""
+    trackers, whose hparams take scalars only): the flags, the plan's schedule, and the `derived` values the run
+    worked out (its image `resolution`, sizes, parts' settings)."""
     values: dict[str, Any] = {}
     for config in configs:
         for key, value in dataclasses.asdict(config).items():
@@ -33,12 +34,12 @@ def hyperparameters(configs, plan: ModelPlan, **derived) -> dict[str, Any]:
                 continue  # never logged
             json_value = value is None or isinstance(value, (int, float, str, bool, list, tuple))
             values[key] = value if json_value else str(value)
+    schedule = plan.scheduler_config
     values.update(
-        resolution=plan.resolution,
         model_source=plan.description,
-        beta_schedule=plan.noise_scheduler.config.beta_schedule,
-        num_train_timesteps=plan.noise_scheduler.config.num_train_timesteps,
-        prediction_type=plan.noise_scheduler.config.prediction_type,
+        beta_schedule=schedule["beta_schedule"],
+        num_train_timesteps=schedule["num_train_timesteps"],
+        prediction_type=schedule["prediction_type"],
         ddpm_hub_version=__version__,
         **derived,
     )

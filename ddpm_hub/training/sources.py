@@ -1,110 +1,76 @@
-"""`InMemoryImages`, the first `DataSource`: decoded images held in memory (or memory-mapped), batched by index."""
+"""The data source a run's data flags name: decoded images in memory, or a stream (`ddpm_hub.data`).
+
+This is where training reads its `DataConfig`; the data package itself takes plain arguments.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
-import torch
-from accelerate import Accelerator
+import os
 
 from ..config import DataConfig
-from ..data import ImageBatchDataset, ImageSet, augment, collate_uint8, load_images
+from ..data.memory import InMemoryImages
+from ..data.shards import ShardSet
+from ..data.stream import StreamedImages, StreamMember, default_num_workers, open_streamed_images
+from .seams import DataSource
 
 
-class _Pixels:
-    """Slices of an `ImageSet` as uint8 tensors, whether it is held in memory or memory-mapped (a
-    `datasets.Dataset`)."""
+def open_source(
+    data: DataConfig,
+    *,
+    resolution: int,
+    channels: int,
+    accelerator,
+    seed: int,
+    shards: ShardSet | None = None,
+    member: StreamMember | None = None,
+) -> DataSource:
+    """The run's data: `InMemoryImages` decoded once (main process first; the others read its cache), or a stream
+    (`--train_shards`, `--dataset_name --streaming`), whose samples are a `member` of the shards' samples if given."""
+    if data.is_streamed:
+        return open_stream(data, resolution, channels, accelerator, shards, member)
+    return InMemoryImages.load(
+        data.dataset_name,
+        train_data_dir=data.train_data_dir,
+        dataset_config_name=data.dataset_config_name,
+        cache_dir=data.cache_dir,
+        image_column=data.image_column,
+        max_train_samples=data.max_train_samples,
+        center_crop=data.center_crop,
+        num_workers=data.dataloader_num_workers or 0,  # None: 0 for in-memory data
+        resolution=resolution,
+        channels=channels,
+        seed=seed,
+        num_proc=data.preprocessing_num_workers,
+        class_conditional=data.class_conditional,
+        class_column=data.class_column,
+    )
 
-    def __init__(self, images: ImageSet):
-        self.batches = ImageBatchDataset(ImageSet(pixels=images.pixels, num_skipped=0, source=images.source))
 
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, index: slice) -> torch.Tensor:
-        return self.batches.__getitems__(list(range(*index.indices(len(self)))))
-
-
-class InMemoryImages:
-    """A map-style `DataSource` over an `ImageSet`: a seeded shuffle per epoch, full batches only, split by accelerate.
-
-    Its position is (epoch, batch) alone: `state_dict()` is `{}`, and resuming skips the first batches of the epoch by
-    index (accelerate's `skip_first_batches`), without loading them.
-
-    Args:
-        images (`ImageSet`): the decoded images (see `ddpm_hub.data.load_images`).
-        num_workers (`int`, defaults to 0): DataLoader worker processes (`--dataloader_num_workers`).
-    """
-
-    def __init__(self, images: ImageSet, *, num_workers: int = 0):
-        self.images, self.num_workers = images, num_workers
-        self.description = images.source
-        self.num_skipped = images.num_skipped
-        self.label_names = images.label_names
-        self.num_classes = images.num_classes
-        first = images.pixels[:1] if torch.is_tensor(images.pixels) else images.pixels[:1]["pixels"]
-        self.sample_shape = tuple(first.shape[1:])
-        self.loader = self.accelerator = None
-
-    @classmethod
-    def load(cls, data: DataConfig, *, resolution: int, channels: int, seed: int) -> InMemoryImages:
-        """Decode the images the data flags name, once (`load_images` caches them for other processes)."""
-        images = load_images(
-            data.dataset_name,
-            dataset_config_name=data.dataset_config_name,
-            train_data_dir=data.train_data_dir,
-            image_column=data.image_column,
-            cache_dir=data.cache_dir,
-            resolution=resolution,
-            channels=channels,
-            center_crop=data.center_crop,
-            max_train_samples=data.max_train_samples,
-            seed=seed,
-            num_proc=data.preprocessing_num_workers,
-            class_conditional=data.class_conditional,
-            class_column=data.class_column,
-        )
-        return cls(images, num_workers=data.dataloader_num_workers or 0)  # None: 0 for in-memory data
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def num_batches(self, batch_size: int, num_processes: int) -> int:
-        return len(self.images) // (batch_size * num_processes)
-
-    def make_loader(self, accelerator: Accelerator, batch_size: int, seed: int) -> None:
-        loader = torch.utils.data.DataLoader(
-            ImageBatchDataset(self.images),
-            batch_size=batch_size,
-            shuffle=True,
-            drop_last=True,  # equal, static batch shapes: no recompiles, even DDP shards
-            collate_fn=collate_uint8,
-            num_workers=self.num_workers,
-            generator=torch.Generator().manual_seed(seed),  # iterators draw from it, not from the global RNG
-            pin_memory=torch.cuda.is_available(),
-        )
-        # With accelerate's seedable sampler the shuffle order is a function of (seed, epoch).
-        self.accelerator, self.loader = accelerator, accelerator.prepare(loader)
-
-    def epoch_batches(self, epoch: int, skip_batches: int) -> Iterable[Any]:
-        self.loader.set_epoch(epoch)
-        if skip_batches:
-            return self.accelerator.skip_first_batches(self.loader, skip_batches)
-        return self.loader
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass  # the position is (epoch, batch), restored by `epoch_batches`
-
-    def to_model_input(self, samples: torch.Tensor, random_flip: bool) -> torch.Tensor:
-        return augment(samples, random_flip)
-
-    def reference_images(self, count: int | None) -> Any:
-        pixels = self.images.pixels
-        if torch.is_tensor(pixels):
-            return pixels[:count]
-        view = _Pixels(self.images)
-        return view if count is None or count >= len(view) else view[0:count]
+def open_stream(
+    data: DataConfig,
+    resolution: int,
+    channels: int,
+    accelerator,
+    shards: ShardSet | None = None,
+    member: StreamMember | None = None,
+) -> StreamedImages:
+    """The streamed source of `--train_shards` (resolved already as `shards`, when the run did) or `--dataset_name
+    --streaming`, with one decoding worker per spare core by default."""
+    workers = data.dataloader_num_workers
+    if workers is None:
+        workers = default_num_workers(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
+    return open_streamed_images(
+        train_shards=shards or data.train_shards,
+        dataset_name=data.dataset_name,
+        dataset_config_name=data.dataset_config_name,
+        image_column=data.image_column,
+        class_column=data.class_column,
+        class_conditional=data.class_conditional,
+        cache_dir=data.cache_dir,
+        resolution=resolution,
+        channels=channels,
+        center_crop=data.center_crop,
+        shuffle_buffer_size=data.shuffle_buffer_size,
+        num_workers=workers,
+        member=member,
+    )

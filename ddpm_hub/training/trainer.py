@@ -16,7 +16,6 @@ import dataclasses
 import itertools
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,17 +25,16 @@ import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from ..arguments import one_line, parse_config
 from ..assembly import PipelineParts
 from ..checkpointing import SignalStop, load_checkpoint, resolve_checkpoint, save_checkpoint, set_aside_abandoned
-from ..config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
+from ..config import DataConfig, HubConfig, ModelConfig, TrainConfig
 from ..data import split_batch
-from ..data.shards import ShardSet, resolve_train_shards
-from ..data.stream import open_stream
+from ..data.shards import ShardSet
 from ..defaults import resolve_defaults, tracker_hparams
+from ..errors import PushError, SetupError, reported_as_setup_errors
 from ..evaluation.during_training import BEST_DIR, Evaluator
 from ..export import ema_weights, export_pipeline, sample_grid
-from ..files import NonFiniteWeightsError, WriteError, save_image, write_json
+from ..files import save_image, write_json
 from ..model_card import CONFIG_FILE, METRICS_FILE, SAMPLE_GRID, CardInfo, card_info_for_run, write_model_card
 from ..train_step import (
     CompileTimer,
@@ -51,8 +49,8 @@ from ..train_step import (
     use_compile_cache,
 )
 from . import components
-from .errors import PushError, SetupError, reported_as_setup_errors
-from .plan import ModelPlan, plan_model
+from .parts import DataOpening, PreparedRun, RunPart
+from .plan import ModelShape, plan_model
 from .records import (
     ThroughputMeter,
     hyperparameters,
@@ -63,7 +61,7 @@ from .records import (
 )
 from .schedule import Schedule
 from .seams import DataSource, RunConfigs, Step, StepFactory
-from .sources import InMemoryImages
+from .sources import open_source
 
 logger = logging.getLogger("ddpm_hub")
 
@@ -97,26 +95,24 @@ class Trainer:
     """Trains a DDPM as the configs say: `Trainer(model, data, run, hub).run()` returns the output folder.
 
     Construction only stores its arguments (build one per distillation round); `run()` does everything, in phases:
-    `check` (cheap input checks, the Hub publisher), `setup` (accelerate, data, model, optimizer, step), `resume`,
-    `start` (settings and trackers), `loop`, `finish` (final evaluation, checkpoint, export, card, push). One
-    `ExitStack` closes the progress bar, the trackers (`accelerator.end_training`) and the publisher whatever way
-    the run ends.
+    `check` (cheap input checks, the plan, the Hub publisher), `setup` (accelerate, data, model, optimizer, step),
+    `resume`, `start` (settings and trackers), `loop`, `finish` (final evaluation, checkpoint, export, card, push).
+    One `ExitStack` closes the progress bar, the trackers (`accelerator.end_training`) and the publisher whatever
+    way the run ends.
 
     Args:
         model_config, data_config, run, hub: the parsed flags (`ddpm_hub.config`).
-        data (`DataSource`, *optional*): where batches come from; by default `InMemoryImages` loaded from the data
-            flags during setup (see `load_data`).
+        data (`DataSource`, *optional*): where batches come from; by default a part's source (`RunPart.open_data`)
+            or the one the data flags name (`sources.open_source`), opened during setup.
         step_factory (`StepFactory`, defaults to `make_train_step`): builds the per-batch `Step` once the model is
             prepared: `step_factory(model, noise_scheduler, accelerator, data, config) -> Step`.
+        shards (`ShardSet`, *optional*): `--train_shards`, resolved once by the entry point.
+        parts (`list[RunPart]`, *optional*): what the run adds to plain training (latent diffusion, ...), consulted at
+            the hooks described in `parts.py`.
 
-    A subclass (e.g. progressive distillation) reuses accumulation, `apply_gradients`, EMA, the non-finite guard,
-    checkpoints with exact resume, SIGTERM, logging, evaluation and the push, and overrides only what differs:
-    - `load_data()` for another data source built at setup time (or pass `data=`);
-    - `export(folder)` for what a saved pipeline is (the one path for `best/`, epoch exports and the final one);
-    - `checkpoint_state()` / `restore_state(state)` to keep more in `training_state.json` (call `super()`, add keys,
-      e.g. `"distill_round"`; read them back in `restore_state`);
-    - `hyperparameters()` for more settings in `training_config.json` and the trackers, and `card_info(metrics)`
-      for the model card.
+    A subclass (progressive distillation) reuses all of that and overrides only what differs: `model_config()`-like
+    inputs, `model_shape()` (its scheduler's spacing), `load_data()`, `pipeline_parts()` (what a saved pipeline
+    is), `checkpoint_state()` / `restore_state(state)`, `hyperparameters()` and `card_info(metrics)`.
     """
 
     def __init__(
@@ -129,13 +125,15 @@ class Trainer:
         data: DataSource | None = None,
         step_factory: StepFactory = make_train_step,
         shards: ShardSet | None = None,
+        parts: list[RunPart] | tuple[RunPart, ...] = (),
     ):
         self.configs = RunConfigs(model_config, data_config, run, hub)
         self.run_config = run
         self.given_data, self.step_factory = data, step_factory
-        self.shards = shards if shards is not None else resolve_train_shards(data_config)  # resolved once
+        self.shards, self.parts = shards, tuple(parts)
         self.output_dir = Path(run.output_dir)
         self.state = TrainState()
+        self._preview_images = None  # what a super-resolution model's previews upscale, read at the first
 
     # ---- the story of a run ---------------------------------------------------------------------------------
 
@@ -153,27 +151,34 @@ class Trainer:
     # ---- 1.-2. check and set up -----------------------------------------------------------------------------
 
     def check(self, cleanup: contextlib.ExitStack) -> None:
-        model_config, data_config, run, hub = self.configs.model, self.configs.data, self.run_config, self.configs.hub
         with reported_as_setup_errors():
-            components.check_output_dir(run)
+            components.check_output_dir(self.run_config)
+            for part in self.parts:  # a part may fill flags it implies (latent shards: their VAE, resolution)
+                self.configs = part.check(self.configs)
             # Every None default filled in once (defaults.py), so that training_config.json records what ran.
-            model_config, run = resolve_defaults(model_config, run, data_config.cache_dir)
+            model_config, run = resolve_defaults(self.configs.model, self.run_config, self.configs.data.cache_dir)
             self.configs = dataclasses.replace(self.configs, model=model_config, run=run)
             self.run_config = run
-            self.plan = self.make_plan(model_config)
+            self.plan = plan_model(model_config, self.configs.data.cache_dir, self.model_shape())
+            self.image_resolution = self.plan.resolution
+            for part in self.parts:
+                self.image_resolution = part.image_resolution(self.image_resolution)
             self.checkpoint_path = resolve_checkpoint(self.output_dir, run.resume_from_checkpoint)
             self.evaluator = Evaluator(run, self.output_dir)  # FID & co. every --eval_steps / --eval_epochs
-            self.publisher = components.make_publisher(hub, self.output_dir)
+            self.publisher = components.make_publisher(self.configs.hub, self.output_dir)
         if self.publisher is not None:
             cleanup.callback(self.publisher.close)
+
+    def model_shape(self) -> ModelShape:
+        """What the parts ask of the UNet and its schedule, in their order."""
+        shape = ModelShape(sample_size=self.configs.model.resolution)
+        for part in self.parts:
+            shape = part.shape_model(shape)
+        return shape
 
     def end_training(self) -> None:
         """The trackers' writers closed and accelerate's process group destroyed, however the run ends."""
         self.accelerator.end_training()
-
-    def make_plan(self, model_config: ModelConfig) -> ModelPlan:
-        """The UNet and schedule to build (`ModelPlan`), checked before anything heavy."""
-        return plan_model(model_config, self.configs.data.cache_dir)
 
     def setup(self, cleanup: contextlib.ExitStack) -> None:
         run = self.run_config
@@ -188,23 +193,34 @@ class Trainer:
         # Data: decoded once (main process first, the others reuse its cache).
         with reported_as_setup_errors(), accelerator.main_process_first():
             self.data = self.load_data()
-            self.plan.condition_on(self.data.num_classes)
         if accelerator.is_main_process:
             with reported_as_setup_errors():
-                self.evaluator.prepare(self.data, self.configs.data, self.plan.resolution, accelerator.device)
+                self.evaluator.prepare(self.data, self.image_resolution, accelerator.device)
         self.size = self.size_run()
         self.build_model()
+        prepared = PreparedRun(self.base_unet, accelerator, self.output_dir, self.data)
+        for part in self.parts:
+            part.prepare(prepared)
 
     def load_data(self) -> DataSource:
-        """The run's data source: the one given, else `InMemoryImages` from the data flags (main process first)."""
+        """The run's data source: the one given, else the first part's that opens one, else the data flags'."""
         if self.given_data is not None:
             return self.given_data
-        channels = self.plan.unet_config.get("in_channels", 3)
-        if self.configs.data.is_streamed:  # --train_shards, --dataset_name --streaming (ddpm_hub.data.stream)
-            return open_stream(self.configs.data, self.plan.resolution, channels, self.accelerator, self.shards)
-        return InMemoryImages.load(
-            self.configs.data, resolution=self.plan.resolution, channels=channels, seed=self.data_seed()
+        opening = DataOpening(
+            self.configs, self.image_resolution, self.accelerator, self.data_seed(), self.shards, self.open_default
         )
+        for part in self.parts:
+            source = part.open_data(opening)
+            if source is not None:
+                return source
+        return self.open_default(channels=self.plan.sample_channels)
+
+    def open_default(self, *, channels: int, member=None) -> DataSource:
+        """The source the data flags name, at the image resolution (see `sources.open_source`)."""
+        return open_source(
+            self.configs.data, resolution=self.image_resolution, channels=channels, accelerator=self.accelerator,
+            seed=self.data_seed(), shards=self.shards, member=member,
+        )  # fmt: skip
 
     def data_seed(self) -> int:
         """The seed of the images' decoding (random crops, the --max_train_samples subset): the run's own."""
@@ -238,7 +254,7 @@ class Trainer:
         run, accelerator = self.run_config, self.accelerator
         set_seed(run.seed)
         with reported_as_setup_errors():
-            unet = self.plan.build(self.configs.data.cache_dir)
+            unet = self.plan.build(self.data.num_classes, self.configs.data.cache_dir)
         set_seed(run.seed, device_specific=True)
         unet = components.configure_unet(unet, run)
         self.ema = components.make_ema(unet, run)
@@ -251,7 +267,7 @@ class Trainer:
         )
         self.unet, self.optimizer, self.lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
         self.data.make_loader(accelerator, run.train_batch_size, run.seed)
-        self.noise_scheduler = self.plan.noise_scheduler
+        self.noise_scheduler = self.plan.noise_scheduler()
         self.noise_scheduler.alphas_cumprod = self.noise_scheduler.alphas_cumprod.to(accelerator.device)
         self.base_unet = accelerator.unwrap_model(self.unet)
         self.compile_mode = None
@@ -269,7 +285,8 @@ class Trainer:
         # The step function is compiled, not the UNet: checkpoints keep plain parameter names, so a run may be
         # resumed with or without --compile.
         configs = RunConfigs(self.configs.model, self.configs.data, run, self.configs.hub, self.compile_mode)
-        self.step: Step = self.step_factory(self.unet, self.noise_scheduler, accelerator, self.data, configs)
+        options = {key: value for part in self.parts for key, value in part.step_options().items()}
+        self.step: Step = self.step_factory(self.unet, self.noise_scheduler, accelerator, self.data, configs, **options)
 
     # ---- 3.-4. resume and start -----------------------------------------------------------------------------
 
@@ -281,6 +298,8 @@ class Trainer:
             return
         with reported_as_setup_errors():
             state = load_checkpoint(self.accelerator, self.checkpoint_path, model=self.base_unet, ema=self.ema)
+            for part in self.parts:
+                part.load(self.checkpoint_path, state)
         if self.accelerator.is_main_process:  # later checkpoints: another branch of the run, never mixed with this
             set_aside_abandoned(self.output_dir, state["global_step"])
         self.accelerator.wait_for_everyone()
@@ -304,7 +323,14 @@ class Trainer:
             total_batch_size=self.size.total_batch_size,
             **self.evaluator.state(),
             data_state=self.data.state_dict(),
+            **self.parts_state(),
         )
+
+    def parts_state(self) -> dict[str, Any]:
+        """The parts' own state in `training_state.json` (`"parts": {name: state}`), when a part has one."""
+        states = {part.name: part.state_dict() for part in self.parts}
+        states = {name: state for name, state in states.items() if state}
+        return {"parts": states} if states else {}
 
     def restore_state(self, state: dict[str, Any]) -> None:
         """Take up a checkpoint's `training_state.json` (also one written before data sources had a state)."""
@@ -312,6 +338,8 @@ class Trainer:
         self.evaluator.restore(state)
         self.state.best_score = self.evaluator.best["fid"] if self.evaluator.best else None
         self.data.load_state_dict(state.get("data_state") or {})
+        for part in self.parts:
+            part.load_state_dict(state.get("parts", {}).get(part.name, {}))
         steps_per_epoch = self.size.steps_per_epoch
         if steps_per_epoch is None:  # a stream: its own state holds the position within the epoch
             self.state.first_epoch = state.get("epoch", 0)
@@ -331,6 +359,7 @@ class Trainer:
         return hyperparameters(
             (self.configs.model, self.configs.data, run, self.configs.hub),
             self.plan,
+            resolution=self.image_resolution,
             **known_size,
             skipped_images=data.num_skipped,
             num_processes=self.accelerator.num_processes,
@@ -344,6 +373,7 @@ class Trainer:
             compile_mode_effective=self.compile_mode or "none",
             num_classes=data.num_classes,
             label_names=data.label_names,
+            **{key: value for part in self.parts for key, value in part.hyperparameters().items()},
         )
 
     def start(self) -> None:
@@ -356,7 +386,7 @@ class Trainer:
         logger.info(
             "Training %s (%.1fM parameters) at %dpx on %s%s (%d unreadable skipped): %d steps, %s epochs, "
             "batch %d per device x %d processes x %d accumulation = %d, precision %s, on %s.",
-            self.plan.description, self.hparams["unet_parameters"] / 1e6, self.plan.resolution, images,
+            self.plan.description, self.hparams["unet_parameters"] / 1e6, self.image_resolution, images,
             self.data.description, self.data.num_skipped, size.max_train_steps, self.hparams["num_epochs_effective"],
             run.train_batch_size, accelerator.num_processes, run.gradient_accumulation_steps, size.total_batch_size,
             accelerator.mixed_precision, accelerator.device,
@@ -429,6 +459,8 @@ class Trainer:
         self.monitor.end_step(finite)
         if self.ema is not None:
             ema_update(self.ema, self.base_unet.parameters(), finite)
+        for part in self.parts:
+            part.after_optimizer_step(self.state.step, finite)
         self.progress.update(1)
         return True
 
@@ -527,44 +559,66 @@ class Trainer:
         self.fail_if_diverged(self.monitor.diverged())
         return save_checkpoint(
             self.accelerator, self.output_dir, self.checkpoint_state(), self.run_config.checkpoints_total_limit,
-            model=self.base_unet, ema=self.ema,
+            model=self.base_unet, ema=self.ema, save_parts=self.save_parts,
         )  # fmt: skip
+
+    def save_parts(self, folder: Path) -> None:
+        """The parts' files in a checkpoint being written (main process; `folder` is renamed into place after)."""
+        for part in self.parts:
+            part.save(folder)
 
     def evaluate(self) -> None:
         """Score the EMA weights; a better FID is exported to best/ through `export` (main process)."""
-        with ema_weights(self.ema, self.base_unet), self.accelerator.autocast():
-            evaluation = self.evaluator.evaluate(self.base_unet, self.noise_scheduler, self.state.step)
+        with ema_weights(self.ema, self.base_unet), self.accelerator.autocast(), self.sampling():
+            evaluation = self.evaluator.evaluate(self.pipeline_parts(), self.state.step)
         if evaluation.improved:
             self.export(self.output_dir / BEST_DIR)
             self.evaluator.save_best(self.output_dir / BEST_DIR)
             self.state.best_score = evaluation.scores["fid"]
         record_metrics(self.accelerator, self.output_dir, self.state.step, evaluation.metrics)
 
+    def pipeline_parts(self) -> PipelineParts:
+        """What a pipeline of this run is made of (previews, evaluations, exports): the UNet being trained, the
+        training scheduler, the class names of a labelled set, and what the parts add (a latent run's VAE)."""
+        parts = PipelineParts(self.base_unet, self.noise_scheduler, self.data.label_names)
+        for part in self.parts:
+            parts = part.pipeline_parts(parts)
+        return parts
+
     @contextlib.contextmanager
-    def sampling_extras(self):
-        """Extra `sample_grid` arguments while a preview is drawn: none for pixel models (a latent run lends its
-        VAE, on the accelerator for the duration)."""
-        yield {}
+    def sampling(self):
+        """While a preview or an evaluation samples: what the parts need (a latent run's VAE on the accelerator)."""
+        with contextlib.ExitStack() as stack:
+            for part in self.parts:
+                stack.enter_context(part.sampling())
+            yield
 
     def preview(self) -> None:
         run = self.run_config
-        ema = ema_weights(self.ema, self.base_unet)
-        with ema, self.accelerator.autocast(), self.sampling_extras() as extras:
+        with ema_weights(self.ema, self.base_unet), self.accelerator.autocast(), self.sampling():
             grid = sample_grid(
-                PipelineParts(self.base_unet, self.noise_scheduler, self.data.label_names, **extras),
+                self.pipeline_parts(),
                 num_images=run.eval_batch_size,
                 sampler=run.preview_sampler,
                 num_inference_steps=run.ddpm_num_inference_steps,
                 seed=run.seed,
+                images=self.preview_images,
             )
         save_image(grid, self.output_dir / "samples" / f"step-{self.state.step:07d}.png")
         log_grid(self.accelerator, grid, self.state.step)
         self.state.preview = grid
 
+    def preview_images(self):
+        """The training images a super-resolution model's previews upscale: the data's first `--eval_batch_size`
+        pixel images, read once (a stream's by a reader of their own, so that the training position is untouched)."""
+        if self._preview_images is None:
+            self._preview_images = self.data.reference_images(self.run_config.eval_batch_size)[:]
+        return self._preview_images
+
     def export(self, folder: Path) -> None:
         """Save the pipeline (EMA weights, the class names of a labelled set) into `folder`; the one export path."""
         with ema_weights(self.ema, self.base_unet):
-            export_pipeline(PipelineParts(self.base_unet, self.noise_scheduler, self.data.label_names), folder)
+            export_pipeline(self.pipeline_parts(), folder)
 
     def card_info(self, metrics: dict[str, Any]) -> CardInfo:
         """What the model card says; extend it in a subclass."""
@@ -620,33 +674,3 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         if push_error is not None:
             raise push_error
-
-
-def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: HubConfig) -> Path:
-    """Train a DDPM as the configs say; returns the output folder holding the saved pipeline."""
-    from ..latents.shards import latent_shards_manifest
-
-    shards = resolve_train_shards(data)
-    # Latent diffusion (issue 16): the same loop on VAE latents, encoded once, or read from latent shards.
-    if model_config.vae_name_or_path is not None or latent_shards_manifest(shards) is not None:
-        from ..latents.trainer import LatentTrainer
-
-        return LatentTrainer(model_config, data, run, hub, shards=shards).run()
-    return Trainer(model_config, data, run, hub, shards=shards).run()
-
-
-def main(argv: list[str] | None = None) -> int:
-    model_config, data, run, hub = parse_config(
-        CONFIG_TYPES,
-        argv,
-        prog="train_unconditional.py",
-        description="Train an unconditional DDPM image model (run with `accelerate launch`).",
-    )
-    try:
-        train(model_config, data, run, hub)
-    except (SetupError, PushError, DivergedError, NonFiniteWeightsError, WriteError) as error:
-        for bar in list(getattr(tqdm, "_instances", ())):
-            bar.close()  # end the progress bar's line, so that the error is a line of its own
-        print(f"train_unconditional.py: error: {one_line(error)}", file=sys.stderr)
-        return 2 if isinstance(error, SetupError) else 1
-    return 0

@@ -33,13 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..files import atomic_file, write_json
-from .images import TWEMOJI_SOURCE, find_image_column, load_source, open_image, resize_and_crop, to_model_mode
-from .shards import MANIFEST_FORMAT, MANIFEST_NAME
+from .data.images import TWEMOJI_SOURCE, find_image_column, load_source, open_image, resize_and_crop, to_model_mode
+from .data.shards import MANIFEST_FORMAT, MANIFEST_NAME
+from .files import atomic_file, write_json
 
 logger = logging.getLogger(__name__)
 PROGRESS_NAME = "prepare-progress.json"
-VAE_SETTINGS = ("vae_name_or_path", "vae_subfolder")  # in the settings only when given, as before they existed
+VAE_SETTINGS = ("vae_name_or_path", "vae_subfolder")  # in the settings only when given: pixel shards' stay as they are
 
 
 @dataclass
@@ -69,7 +69,7 @@ class PrepareConfig:
     )
     seed: int = field(default=0, metadata={"help": "Seed of the random crops."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where datasets are cached."})
-    # --- latent shards (issue 17, item 5) ---
+    # --- latent shards: the latents of every image, stored beside it ---
     vae_name_or_path: str | None = field(
         default=None,
         metadata={
@@ -101,7 +101,7 @@ class PrepareConfig:
 
 def _open_source(config: PrepareConfig):
     """`(dataset, image column, label names or None, description)` of SRC."""
-    from ..labels import LABEL_COLUMN, attach_labels
+    from .labels import LABEL_COLUMN, attach_labels
 
     is_folder = Path(config.source).is_dir() and not (Path(config.source) / "state.json").is_file()
     is_folder = is_folder and not (Path(config.source) / "dataset_dict.json").is_file()
@@ -167,13 +167,13 @@ def write_shard(
 
     `encoder` (`(vae, device)`, for latent shards) adds each sample's `KEY.latents.safetensors`, encoded in batches.
     """
-    from ..labels import LABEL_COLUMN
+    from .labels import LABEL_COLUMN
 
     rows = dataset[start : start + config.shard_size]
     samples, skipped = _readable(config, rows[column], start)
     latents = None
     if encoder is not None and samples:  # before the tar is opened: non-finite latents leave no shard
-        from ..latents.shards import LATENTS_MEMBER, sample_latents_payloads
+        from .latents.shards import LATENTS_MEMBER, sample_latents_payloads
 
         vae, device = encoder
         latents = sample_latents_payloads(vae, torch.from_numpy(np.stack([s[2] for s in samples])), device)
@@ -194,9 +194,9 @@ def _open_encoder(config: PrepareConfig) -> tuple[tuple | None, dict | None]:
     read; `(None, None)` without it."""
     if config.vae_name_or_path is None:
         return None, None
-    from ..devices import resolve_device
-    from ..latents import load_vae, read_vae_info
-    from ..latents.shards import latents_record
+    from .devices import resolve_device
+    from .latents import load_vae, read_vae_info
+    from .latents.shards import latents_record
 
     info = read_vae_info(config.vae_name_or_path, config.vae_subfolder, cache_dir=config.cache_dir)
     channels = info.config.get("in_channels", 3)
@@ -275,7 +275,7 @@ def prepare(config: PrepareConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..arguments import one_line, parse_config
+    from .arguments import one_line, parse_config
 
     argv = list(sys.argv[1:] if argv is None else argv)
     positional = [arg for arg in argv[:2] if not arg.startswith("-")]

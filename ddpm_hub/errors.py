@@ -1,4 +1,5 @@
-"""The two ways a run ends in a one-line error of its own (besides divergence and write errors)."""
+"""The errors a command reports in one line (besides divergence and write errors, `files.WriteError`): bad input found
+before any heavy work (`SetupError`, exit status 2) and a failed upload after a saved result (`PushError`)."""
 
 from __future__ import annotations
 
