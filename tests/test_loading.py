@@ -23,6 +23,7 @@ def test_saved_layout(saved_pipeline_dir):
         "pipeline_editing.py",
         "pipeline_parameterization.py",
         "pipeline_steps.py",
+        "pipeline_superres.py",
         "scheduler/scheduler_config.json",
         "unet/config.json",
         "unet/diffusion_pytorch_model.safetensors",
