@@ -196,7 +196,7 @@ class DDPMHubSuperResolutionMixin:
                 )
         return self._prepare_images(image, "image", size=(low, low))
 
-    def _noise_levels(self, noise_level, batch_size: int) -> torch.Tensor:
+    def prepare_noise_levels(self, noise_level, batch_size: int) -> torch.Tensor:
         """The augmentation level s of every image, checked against the levels the model was trained with."""
         if noise_level is None:
             noise_level = 0
@@ -281,7 +281,7 @@ class DDPMHubSuperResolutionMixin:
         batch_size = low_res.shape[0]
         num_inference_steps = self.resolve_num_inference_steps(num_inference_steps)
         self.check_inputs(batch_size, num_inference_steps, output_type, latents, generator, 1)
-        levels = self._noise_levels(noise_level, batch_size)
+        levels = self.prepare_noise_levels(noise_level, batch_size)
         tensor_inputs = self._callback_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
 
         # 1. Set the timesteps and draw x_T, then the augmentation noise.

@@ -271,7 +271,7 @@ def _evaluate_upscaler(pipeline, model, identity, reference_images, metrics, sta
 
     channels, resolution, _ = pipeline.image_shape
     steps = default_steps(pipeline, requested=num_inference_steps)
-    pipeline._noise_levels(noise_level, 1)  # a level the model was not trained with fails before anything is read
+    pipeline.prepare_noise_levels(noise_level, 1)  # a level it was not trained with fails before anything is read
     feature_metrics = tuple(name for name in metrics if name not in UPSCALER_METRICS)
     extractor = get_extractor(features, device, batch_size) if feature_metrics else None
     pixels = reference_images(resolution, channels)  # every reference image: the statistics need them all
