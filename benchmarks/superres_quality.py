@@ -1,15 +1,17 @@
-"""Super-resolution at a fixed training budget: a 16 -> 64 upscaler against bicubic, a cascade against a 64 px model.
+"""Super-resolution at a fixed training budget: an upscaler against bicubic, a cascade against a direct model.
 
-    python benchmarks/superres_quality.py --budget_seconds 300 --work_dir sr-bench --output superres.json
+    python benchmarks/superres_quality.py --budget_seconds 900 --work_dir sr-bench --output superres.json \
+        -- --lr_warmup_steps 5 --train_batch_size 8
 
-Three models are trained on the same data, each for a wall-clock budget turned into optimizer steps by a short
-calibration run (`quality_at_budget.py`'s): a 16 -> 64 upscaler (`--low_resolution 16 --resolution 64`) and a 16 px
-base model for `--budget_seconds` each, and a 64 px model for twice that, the cascade's total. Then:
+Three models of `--model` are trained on the same data, each for a wall-clock budget turned into optimizer steps by
+a short calibration run (`quality_at_budget.py`'s): an upscaler from `--low_resolution` (16) to `--resolution` (64)
+and a base model at the low resolution for `--budget_seconds` each, and a model at the full resolution for twice
+that, the cascade's total. Then:
 
-- `upscaler`: `ddpm-hub eval`'s code on the upscaler: the first `--num_samples` images of the data, downsampled to
-  16 px, upscaled, scored with PSNR, SSIM, consistency and FID beside bicubic upscaling of the same inputs;
+- `upscaler`: `ddpm-hub eval`'s code on the upscaler: the first `--num_samples` images of the data, downsampled,
+  upscaled, scored with PSNR, SSIM, consistency and FID beside bicubic upscaling of the same inputs;
 - `cascade`: FID of `--num_samples` cascade samples (base, then upscaler at `--noise_level`) and of as many samples of
-  the 64 px model, both against the data's reference statistics at 64 px;
+  the full-resolution model, both against the data's reference statistics at the full resolution;
 - `docs/superres.png` (`--figure`): rows of low-res | bicubic | ours | original for a few held images.
 
 Flags after `--` go to every training run. `--stages` picks what to (re)do; trained models are kept in `--work_dir`
@@ -29,13 +31,14 @@ import numpy as np
 import torch
 from quality_at_budget import calibrate, train
 
-SIZE, LOW = 64, 16
-MODELS = {  # name: flags of its training run
-    "upscaler": ["--model", "small", "--resolution", str(SIZE), "--low_resolution", str(LOW)],
-    "base": ["--model", "small", "--resolution", str(LOW)],
-    "direct": ["--model", "small", "--resolution", str(SIZE)],
-}
-BUDGET_SHARE = {"upscaler": 1, "base": 1, "direct": 2}  # the 64 px model gets the cascade's two budgets
+BUDGET_SHARE = {"upscaler": 1, "base": 1, "direct": 2}  # the full-resolution model gets the cascade's two budgets
+
+
+def model_flags(name: str, args) -> list[str]:
+    """The flags of the training run of `name`: the upscaler, the base model or the full-resolution one."""
+    resolution = {"upscaler": args.resolution, "base": args.low_resolution, "direct": args.resolution}[name]
+    upscaler = ["--low_resolution", str(args.low_resolution)] if name == "upscaler" else []
+    return ["--model", args.model, "--resolution", str(resolution), *upscaler]
 
 
 def trained(name: str, flags: list[str], args) -> tuple[Path, dict]:
@@ -44,7 +47,7 @@ def trained(name: str, flags: list[str], args) -> tuple[Path, dict]:
     record_file = folder / "budget.json"
     if record_file.is_file() and (folder / "model_index.json").is_file():
         return folder, json.loads(record_file.read_text())
-    run_flags = [*MODELS[name], *flags]
+    run_flags = [*model_flags(name, args), *flags]
     images_per_second, batch = calibrate(run_flags, args)
     budget = args.budget_seconds * BUDGET_SHARE[name]
     steps = max(1, round(budget * images_per_second / batch))
@@ -86,7 +89,8 @@ def cascade_scores(base: Path, upscaler: Path, direct: Path, args) -> dict:
 
     extractor = get_extractor(args.features, "cpu", args.batch_size)
     identity, images = reference_source(args.dataset_name)
-    stats = reference_statistics(extractor, identity, resolution=SIZE, images=lambda: images(SIZE, 3))
+    size = args.resolution
+    stats = reference_statistics(extractor, identity, resolution=size, images=lambda: images(size, 3))
     reference = {"extractor": extractor, "stats": stats}
     steps = args.num_inference_steps
     cascade = DDPMHubCascade.from_pretrained(str(base), upscalers=[str(upscaler)]).set_sampler(args.sampler)
@@ -123,7 +127,7 @@ def figure(upscaler: Path, args, count: int = 6) -> str:
 
     pipe = DDPMHubPipeline.from_pretrained(str(upscaler))
     pipe.set_progress_bar_config(disable=True)
-    pixels = load_images(dataset_name=args.dataset_name, resolution=SIZE, center_crop=True).pixels[-count:]
+    pixels = load_images(dataset_name=args.dataset_name, resolution=args.resolution, center_crop=True).pixels[-count:]
     import PIL.Image
 
     rows = [
@@ -143,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget_seconds", type=float, required=True, help="Training time of the upscaler and base.")
     parser.add_argument("--dataset_name", default="twemoji")
+    parser.add_argument("--model", default="small", help="The preset of all three models.")
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--low_resolution", type=int, default=16)
     parser.add_argument("--work_dir", required=True, help="Where the trained models are kept (and reused).")
     parser.add_argument("--stages", default="upscaler,cascade,figure")
     parser.add_argument("--calibration_steps", type=int, default=20)
