@@ -37,8 +37,10 @@ BUDGET_SHARE = {"upscaler": 1, "base": 1, "direct": 2}  # the full-resolution mo
 def model_flags(name: str, args) -> list[str]:
     """The flags of the training run of `name`: the upscaler, the base model or the full-resolution one."""
     resolution = {"upscaler": args.resolution, "base": args.low_resolution, "direct": args.resolution}[name]
-    upscaler = ["--low_resolution", str(args.low_resolution)] if name == "upscaler" else []
-    return ["--model", args.model, "--resolution", str(resolution), *upscaler]
+    if name == "upscaler":
+        model = args.upscaler_model or args.model
+        return ["--model", model, "--resolution", str(resolution), "--low_resolution", str(args.low_resolution)]
+    return ["--model", args.model, "--resolution", str(resolution)]
 
 
 def trained(name: str, flags: list[str], args) -> tuple[Path, dict]:
@@ -147,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget_seconds", type=float, required=True, help="Training time of the upscaler and base.")
     parser.add_argument("--dataset_name", default="twemoji")
-    parser.add_argument("--model", default="small", help="The preset of all three models.")
+    parser.add_argument("--model", default="small", help="The preset of the base and full-resolution models.")
+    parser.add_argument("--upscaler_model", default=None, help="The upscaler's preset (default: --model).")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--low_resolution", type=int, default=16)
     parser.add_argument("--work_dir", required=True, help="Where the trained models are kept (and reused).")
