@@ -1,7 +1,7 @@
 """Super-resolution at a fixed training budget: an upscaler against bicubic, a cascade against a direct model.
 
-    python benchmarks/superres_quality.py --budget_seconds 900 --work_dir sr-bench --output superres.json \
-        -- --lr_warmup_steps 5 --train_batch_size 8
+    OMP_NUM_THREADS=1 python benchmarks/superres_quality.py --budget_seconds 900 --work_dir sr-bench \
+        --output superres.json -- --lr_warmup_steps 5 --train_batch_size 8
 
 Three models of `--model` are trained on the same data, each for a wall-clock budget turned into optimizer steps by
 a short calibration run (`quality_at_budget.py`'s): an upscaler from `--low_resolution` (16) to `--resolution` (64)
