@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 # The source files of the pipeline, copied beside the weights by `save_pretrained` and pushed with them; `pipeline.py`
-# imports the other two directly, which is what diffusers' custom-pipeline loader follows.
+# imports the others directly, which is what diffusers' custom-pipeline loader follows.
 PIPELINE_SOURCE_FILES = (
     "pipeline.py",
     "pipeline_steps.py",
@@ -69,8 +69,7 @@ DEFAULT_GUIDANCE_SCALE = 3.0
 
 # `model_index.json` of a class-conditional, latent or super-resolution model: the class in `pipeline.py` beside the
 # weights. Stock diffusers' DDPMPipeline can pass neither class labels, nor decode latents, nor take a low-resolution
-# image, so such a model asks for
-# `trust_remote_code=True` instead of loading as one.
+# image, so such a model asks for `trust_remote_code=True` instead of loading as one.
 CONDITIONAL_CLASS_NAME = ["pipeline", "DDPMHubPipeline"]
 
 

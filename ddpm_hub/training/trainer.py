@@ -133,7 +133,7 @@ class Trainer:
         self.shards, self.parts = shards, tuple(parts)
         self.output_dir = Path(run.output_dir)
         self.state = TrainState()
-        self._preview_images = None  # what a super-resolution model's previews upscale, read at the first
+        self._preview_images = None  # what a super-resolution model's previews upscale, read at the first preview
 
     # ---- the story of a run ---------------------------------------------------------------------------------
 
