@@ -86,6 +86,28 @@ def cast_level_embedding_input(unet: UNet2DModel) -> None:
         embedding._casts_to_weights = True
 
 
+def _check_upscaler_unet(config, low_resolution) -> None:
+    """An upscaler's UNet: the level through a timestep class embedding, [x_t, z_s] in, x_t's channels out (or twice
+    them, for learned variances), square, its side a multiple of `low_resolution`."""
+    if config.get("class_embed_type") != "timestep":
+        raise ValueError(
+            'A super-resolution UNet takes its noise level through class_embed_type="timestep", got '
+            f"{config.get('class_embed_type')!r}."
+        )
+    channels, size = config.in_channels // 2, config.sample_size
+    if config.in_channels % 2 or config.out_channels not in (channels, 2 * channels):
+        raise ValueError(
+            f"A super-resolution UNet takes x_t and the upsampled image (2 x C channels) and predicts C; got "
+            f"in_channels {config.in_channels} and out_channels {config.out_channels}."
+        )
+    if not isinstance(size, int) or isinstance(low_resolution, bool) or not isinstance(low_resolution, int):
+        raise ValueError(f"`low_resolution` must be an integer, the UNet square; got {low_resolution!r}, {size}.")
+    if not 0 < low_resolution < size or size % low_resolution:
+        raise ValueError(
+            f"`low_resolution` {low_resolution} must divide the UNet's sample size {size} and be smaller than it."
+        )
+
+
 class DDPMHubSuperResolutionMixin:
     """`upscale` and the low-resolution input channels of a super-resolution `DDPMHubPipeline` (see module docstring).
 
@@ -110,27 +132,9 @@ class DDPMHubSuperResolutionMixin:
                     '"timestep", its noise level).'
                 )
             return
-        config = unet.config
-        size = config.sample_size
         if getattr(self, "vae", None) is not None:
             raise ValueError("Latent super-resolution is not supported: an upscaler works in pixels (no `vae`).")
-        if config.get("class_embed_type") != "timestep":
-            raise ValueError(
-                'A super-resolution UNet takes its noise level through class_embed_type="timestep", got '
-                f"{config.get('class_embed_type')!r}."
-            )
-        channels = config.in_channels // 2
-        if config.in_channels % 2 or config.out_channels not in (channels, 2 * channels):
-            raise ValueError(
-                f"A super-resolution UNet takes x_t and the upsampled image (2 x C channels) and predicts C; got "
-                f"in_channels {config.in_channels} and out_channels {config.out_channels}."
-            )
-        if not isinstance(size, int) or isinstance(low_resolution, bool) or not isinstance(low_resolution, int):
-            raise ValueError(f"`low_resolution` must be an integer, the UNet square; got {low_resolution!r}, {size}.")
-        if not 0 < low_resolution < size or size % low_resolution:
-            raise ValueError(
-                f"`low_resolution` {low_resolution} must divide the UNet's sample size {size} and be smaller than it."
-            )
+        _check_upscaler_unet(unet.config, low_resolution)
         noise_max = 0 if noise_max is None else noise_max
         steps = self.scheduler.config.num_train_timesteps
         if isinstance(noise_max, bool) or not isinstance(noise_max, (int, np.integer)) or not 0 <= noise_max <= steps:
