@@ -39,7 +39,8 @@ def model_flags(name: str, args) -> list[str]:
     resolution = {"upscaler": args.resolution, "base": args.low_resolution, "direct": args.resolution}[name]
     if name == "upscaler":
         model = args.upscaler_model or args.model
-        return ["--model", model, "--resolution", str(resolution), "--low_resolution", str(args.low_resolution)]
+        noise = ["--low_res_noise_max", str(args.low_res_noise_max)] if args.low_res_noise_max is not None else []
+        return ["--model", model, "--resolution", str(resolution), "--low_resolution", str(args.low_resolution), *noise]
     return ["--model", args.model, "--resolution", str(resolution)]
 
 
@@ -161,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--sampler", default="ddim")
     parser.add_argument("--num_inference_steps", type=int, default=25)
+    parser.add_argument("--low_res_noise_max", type=int, default=None, help="The upscaler's (default: training's).")
     parser.add_argument("--noise_level", type=int, default=0, help="The upscaler's level in the cascade.")
     parser.add_argument("--features", default="efficientnet-lite0-112")
     parser.add_argument("--seed", type=int, default=0)
