@@ -67,8 +67,9 @@ CARD_HYPERPARAMETERS = (
     "num_classes", "class_column", "class_dropout_prob", "latent_shape", "latent_scaling_factor_effective",
     "low_resolution", "low_res_noise_max",
 )  # fmt: skip
-# Shown only for class-conditional runs.
+# Shown only for class-conditional runs, and for super-resolution runs.
 CONDITIONAL_HYPERPARAMETERS = ("num_classes", "class_column", "class_dropout_prob")
+SUPERRES_HYPERPARAMETERS = ("low_resolution", "low_res_noise_max")
 
 
 def card_info_for_run(
@@ -94,7 +95,9 @@ def card_info_for_run(
         hyperparameters={
             key: hparams[key]
             for key in CARD_HYPERPARAMETERS
-            if key in hparams and (hparams.get("num_classes") or key not in CONDITIONAL_HYPERPARAMETERS)
+            if key in hparams
+            and (hparams.get("num_classes") or key not in CONDITIONAL_HYPERPARAMETERS)
+            and (hparams.get("low_resolution") or key not in SUPERRES_HYPERPARAMETERS)
         },
         dataset_description=description,
         dataset_id=dataset_id,

@@ -296,7 +296,18 @@ def test_sample_cli_upscales_a_given_image_and_refuses_bad_input_in_one_line(sav
         assert exit_info.value.code == 2 and re.search(message, error), error
 
 
-# --- Evaluation and the explorer ------------------------------------------------------------------------------------
+# --- Evaluation, the card and the explorer -----------------------------------------------------------------------
+
+
+def test_the_card_says_what_an_upscaler_upscales_and_other_cards_say_nothing_of_it():
+    from ddpm_hub.model_card import build_model_card, card_info_for_run
+
+    settings = {"resolution": 64, "model": "small", "low_res_noise_max": None}
+    plain = str(build_model_card(card_info_for_run({**settings, "low_resolution": None})))
+    upscaler = str(build_model_card(card_info_for_run({**settings, "low_resolution": 16, "low_res_noise_max": 9})))
+    assert "low_res" not in plain and "upscale" not in plain and "pipeline_tag: unconditional-image-generation" in plain
+    assert "it upscales 16x16 images to 64x64 pixels" in upscaler and "pipeline_tag: image-to-image" in upscaler
+    assert "| low_res_noise_max | 9 |" in upscaler and ".upscale(low_res" in upscaler
 
 
 def test_eval_scores_the_upscaler_beside_bicubic(saved_upscaler, tmp_path):

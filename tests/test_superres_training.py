@@ -41,7 +41,8 @@ def test_a_briefly_trained_upscaler_follows_its_input(tmp_path):
                        "--checkpointing_steps", "1000", "--output_dir", str(out)]) == 0  # fmt: skip
     index = json.loads((out / "model_index.json").read_text())
     assert (index["low_resolution"], index["low_res_noise_max"], index["low_res_upsampling"]) == (8, 50, "bicubic")
-    assert "it upscales 8x8 images to 32x32 pixels" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "it upscales 8x8 images to 32x32 pixels" in card and "| low_resolution | 8 |" in card
     assert PIL.Image.open(out / "sample_grid.png").size == (2 * 64, 2 * 32)  # 4 cells of low-res | upscaled
     # Held-out images (another seed), downsampled as training does, upscaled by the model and by the same network
     # with its low-resolution input channels zeroed: the one that sees its input follows it.
