@@ -166,10 +166,7 @@ def set_aside_abandoned(output_dir: str | Path, resumed_step: int) -> Path | Non
     later = [path for path in list_checkpoints(output_dir) if int(path.name.split("-")[1]) > resumed_step]
     if not later:
         return None
-    folder = output_dir / time.strftime("abandoned-%Y%m%d-%H%M%S")
-    while folder.exists():
-        folder = folder.with_name(folder.name + "x")
-    folder.mkdir()
+    folder = new_abandoned_folder(output_dir)
     for path in later:
         os.replace(path, folder / path.name)
     logger.warning(
@@ -179,6 +176,15 @@ def set_aside_abandoned(output_dir: str | Path, resumed_step: int) -> Path | Non
         ", ".join(path.name for path in later),
         folder,
     )
+    return folder
+
+
+def new_abandoned_folder(parent: Path) -> Path:
+    """A new, empty `abandoned-<time>/` folder in `parent`, for what an abandoned branch of a run wrote there."""
+    folder = parent / time.strftime("abandoned-%Y%m%d-%H%M%S")
+    while folder.exists():
+        folder = folder.with_name(folder.name + "x")
+    folder.mkdir()
     return folder
 
 

@@ -9,22 +9,21 @@
     ddpm-hub explore [MODEL] [--port 7860] [--host 127.0.0.1] [--share] [--data SHARDS]
     ddpm-hub prepare SRC OUT [--resolution 64] [--shard_size 1000]
     ddpm-hub distill TEACHER --output_dir OUT [--start_steps 256] [--end_steps 4] [--steps_per_round 2000] [...]
+    ddpm-hub ema RUN --output_dir OUT (--sigma_rel 0.07 | --sweep 0.02:0.25:12) [--step N] [eval flags]
+    ddpm-hub eval-text2img MODEL --prompts prompts.txt [--compare SCHEDULER_OR_MODEL ...] [--reference DIR] [...]
 
 Every subcommand is a dataclass config (`cli_config.py`) parsed by `ddpm_hub.arguments.parse_config`, the parser
 of training, so `--help`, unknown flags (exit 2, with the closest real flag) and bad values (exit 2, one line) look
 the same everywhere. To add a subcommand, write its own module with a dataclass config and a `main(argv) -> int`
-that calls `parse_config(..., prog="ddpm-hub NAME")`, and add ONE dispatch line at the top of `main` below:
-
-    if argv and argv[0] == "prepare":
-        return prepare_main(argv[1:])
-
-and one `(name, help)` pair to `EXTERNAL_COMMANDS` so that `ddpm-hub --help` lists it.
+that calls `parse_config(..., prog="ddpm-hub NAME")`, and add one line to `EXTERNAL_COMMANDS`: its name, its help
+(for `ddpm-hub --help`) and its module, imported only when the subcommand runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import sys
 
 from .arguments import config_parser, one_line, parse_with
@@ -42,11 +41,23 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...]]] = {
     "explore": ("Open the interactive explorer (a Gradio app; needs [app]).", (ExploreConfig,)),
 }
 
-# Subcommands that live in their own module (dispatched at the top of `main`): (name, help) for `ddpm-hub --help`.
-EXTERNAL_COMMANDS: list[tuple[str, str]] = [
-    ("distill", "Distill a trained pipeline into a few-step student (progressive distillation)."),
-    ("prepare", "Write WebDataset shards (and a manifest) from an image folder or a data set, for --train_shards."),
-]
+# Subcommands that live in their own module, whose `main(argv)` takes the rest of the command line: name -> (help,
+# module).
+EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
+    "distill": ("Distill a trained pipeline into a few-step student (progressive distillation).", "distill.command"),
+    "prepare": (
+        "Write WebDataset shards (and a manifest) from an image folder or a data set, for --train_shards.",
+        "prepare",
+    ),
+    "ema": (
+        "Reconstruct a post-hoc EMA of any length from a run's EMA snapshots, or sweep lengths by FID.",
+        "posthoc_ema.command",
+    ),
+    "eval-text2img": (
+        "Score a text-to-image model on a prompt file (CLIP score; FID/KID), or compare models.",
+        "text2img.evaluate",
+    ),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,22 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, (help, _) in COMMANDS.items():
         commands.add_parser(name, help=help, add_help=False)
-    for name, help in EXTERNAL_COMMANDS:
+    for name, (help, _) in EXTERNAL_COMMANDS.items():
         commands.add_parser(name, help=help, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["distill"]:
-        from .distill.command import main as distill_main
-
-        return distill_main(argv[1:])
-    if argv[:1] == ["prepare"]:
-        from .prepare import main as prepare_main
-
-        return prepare_main(argv[1:])
-    # Subcommands in their own modules: one dispatch line each, here (see the module docstring).
+    if argv and argv[0] in EXTERNAL_COMMANDS:
+        module = importlib.import_module(f".{EXTERNAL_COMMANDS[argv[0]][1]}", __package__)
+        return module.main(argv[1:])
     top = build_parser()
     if not argv or argv[0] not in COMMANDS:
         top.parse_args(argv)  # --help, or a missing or unknown subcommand: argparse's message, exit 0 or 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -42,6 +43,21 @@ def _non_negative(config, *names: str) -> None:
         value = getattr(config, name)
         if value is not None and value < 0:
             raise ValueError(f"--{name} must be zero or positive, got {value}.")
+
+
+def check_resolution(resolution: int | None, flag: str = "--resolution") -> None:
+    """Refuse an image size that no image can be decoded at, before anything is read: more pixels than PIL's
+    decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`, 89,478,485 by default: 9459 x 9459)."""
+    import PIL.Image
+
+    limit = PIL.Image.MAX_IMAGE_PIXELS or 89_478_485
+    if resolution is not None and resolution * resolution > limit:
+        size = 3 * resolution * resolution / 1e9
+        raise ValueError(
+            f"{flag} {resolution} is too large: one decoded {resolution} x {resolution} image takes {size:,.1f} GB "
+            f"(3 channels of 8 bits); the most is {math.isqrt(limit)} (PIL's decompression-bomb limit of {limit:,} "
+            "pixels)."
+        )
 
 
 def _one_of(name: str, value, choices) -> None:
@@ -146,6 +162,7 @@ class ModelConfig:
         _one_of("ddpm_beta_schedule", self.ddpm_beta_schedule, BETA_SCHEDULES)
         _one_of("prediction_type", self.prediction_type, PREDICTION_TYPES)
         _positive(self, "resolution", "model_channels", "num_res_blocks")
+        check_resolution(self.resolution)
         _non_negative(self, "snr_gamma")
         if self.ddpm_num_steps is not None and self.ddpm_num_steps < 2:
             raise ValueError(f"--ddpm_num_steps must be at least 2, got {self.ddpm_num_steps}.")
@@ -233,6 +250,13 @@ class DataConfig:
         default=1000,
         metadata={"help": "Streamed data: samples each reader shuffles among (besides the shard order); 0: none."},
     )
+    verify_shards: bool = field(
+        default=False,
+        metadata={
+            "help": "Before training, compare every local shard's sha256 with manifest.json's (reads every shard "
+            "once); names and sizes are always checked."
+        },
+    )
 
     @property
     def is_streamed(self) -> bool:
@@ -247,6 +271,8 @@ class DataConfig:
             raise ValueError("Pass either --train_shards or --dataset_name / --train_data_dir, not both.")
         if self.streaming and (self.train_shards or self.dataset_name is None):
             raise ValueError("--streaming streams --dataset_name; pass a data set name (or use --train_shards alone).")
+        if self.verify_shards and not self.train_shards:
+            raise ValueError("--verify_shards checks --train_shards against their manifest; give --train_shards.")
         if self.is_streamed and self.max_train_samples is not None:
             raise ValueError(
                 "--max_train_samples needs the whole data set up front; with a stream use --max_train_steps."
@@ -346,6 +372,22 @@ class TrainConfig:
     ema_inv_gamma: float = field(default=1.0, metadata={"help": "EMA warmup inverse gamma."})
     ema_power: float = field(default=3 / 4, metadata={"help": "EMA warmup power."})
     ema_max_decay: float = field(default=0.9999, metadata={"help": "EMA decay ceiling."})
+    # --- post-hoc EMA: choose the EMA length after training (docs/training.md#post-hoc-ema) ---
+    post_hoc_ema: bool = field(
+        default=False,
+        metadata={
+            "help": "Also track power-function EMAs (Karras et al. 2024) and keep 16-bit snapshots of them, so that "
+            "`ddpm-hub ema RUN` can reconstruct the EMA of any length after training (and score a sweep of them)."
+        },
+    )
+    ema_sigma_rels: str = field(
+        default="0.05,0.10",
+        metadata={"help": "With --post_hoc_ema: the tracked EMAs' relative standard deviations (EDM2's two)."},
+    )
+    ema_snapshot_steps: int | None = field(
+        default=None,
+        metadata={"help": "With --post_hoc_ema: a snapshot every N steps (default: a 32nd of the run, and the last)."},
+    )
     mixed_precision: Literal["no", "fp16", "bf16"] | None = field(
         default=None, metadata={"help": "Mixed precision (default: accelerate config, else no)."}
     )
@@ -444,6 +486,7 @@ class TrainConfig:
             "eval_epochs",
             "eval_num_samples",
             "eval_num_inference_steps",
+            "ema_snapshot_steps",
         )
         _non_negative(self, "lr_warmup_steps", "adam_weight_decay", "max_grad_norm", "max_nonfinite_steps")
         _one_of("compile_mode", self.compile_mode, COMPILE_MODES)
@@ -458,6 +501,8 @@ class TrainConfig:
         metrics = self.eval_config().validate(prefix="eval_")
         if self.eval_steps or self.eval_epochs:
             check_sample_count(self.eval_num_samples, self.eval_features, metrics, "--eval_num_samples")
+        if (self.ema_snapshot_steps is not None or self.ema_sigma_rels != "0.05,0.10") and not self.post_hoc_ema:
+            raise ValueError("--ema_sigma_rels and --ema_snapshot_steps need --post_hoc_ema.")
         if not 0 < self.ema_max_decay < 1:
             raise ValueError(f"--ema_max_decay must lie in (0, 1), got {self.ema_max_decay}.")
         for name in ("adam_beta1", "adam_beta2"):

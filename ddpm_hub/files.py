@@ -171,6 +171,36 @@ def writing(
         raise WriteError(message, number) from error
 
 
+def check_writable_folder(folder: str | os.PathLike, flag: str) -> None:
+    """Refuse, in one sentence (`ValueError`), an output folder that is a file or cannot be written, before any work.
+
+    A file is created and removed in `folder`, or, when it does not exist yet, in the nearest folder above it that
+    does (where `mkdir` will create it): a read-only file system or a missing permission shows here, as the first
+    write would meet it, whatever `os.access` thinks (root passes permission checks, not a read-only mount).
+
+    Args:
+        folder (`str` or `os.PathLike`): the output folder.
+        flag (`str`): how the user named it, for the message ("--output_dir", "OUT").
+    """
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {str(folder)!r} exists and is not a folder.")
+    probe = path.absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{flag} {str(folder)!r} cannot be created: {probe} is a file, not a folder.")
+    test_file = probe / f".ddpm-hub-write-test-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(test_file, "wb"):
+            pass
+        os.unlink(test_file)
+    except OSError as error:
+        reason = f"{error.strerror or error} (errno {error.errno})"
+        where = "" if probe == path.absolute() else f" (in {probe})"
+        raise ValueError(f"{flag} {str(folder)!r} cannot be written{where}: {reason}.") from error
+
+
 class NonFiniteWeightsError(RuntimeError):
     """Weights holding NaN or infinity, which are never saved."""
 

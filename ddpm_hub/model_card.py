@@ -63,13 +63,16 @@ class CardInfo:
 CARD_HYPERPARAMETERS = (
     "model", "resolution", "model_source", "beta_schedule", "num_train_timesteps", "prediction_type", "snr_gamma",
     "train_batch_size", "total_batch_size", "gradient_accumulation_steps", "max_train_steps", "learning_rate_effective",
-    "lr_scheduler", "lr_warmup_steps", "mixed_precision_effective", "use_ema", "ema_max_decay", "seed",
+    "lr_scheduler", "lr_warmup_steps", "mixed_precision_effective", "use_ema", "ema_max_decay",
+    "posthoc_ema_sigma_rel", "posthoc_ema_step", "seed",
     "num_classes", "class_column", "class_dropout_prob", "latent_shape", "latent_scaling_factor_effective",
     "low_resolution", "low_res_noise_max",
 )  # fmt: skip
 # Shown only for class-conditional runs, and for super-resolution runs.
 CONDITIONAL_HYPERPARAMETERS = ("num_classes", "class_column", "class_dropout_prob")
 SUPERRES_HYPERPARAMETERS = ("low_resolution", "low_res_noise_max")
+# Not shown for a post-hoc EMA reconstruction (`ddpm-hub ema`), whose weights are not the fixed-decay EMA's.
+FIXED_EMA_HYPERPARAMETERS = ("use_ema", "ema_max_decay")
 
 
 def card_info_for_run(
@@ -78,6 +81,7 @@ def card_info_for_run(
     """The card of a training run, from its `training_config.json` settings and final metrics."""
     from .data import BUILTIN_DATASETS
 
+    posthoc = hparams.get("posthoc_ema_sigma_rel") is not None
     folder, name = hparams.get("train_data_dir"), hparams.get("dataset_name")
     folder = None if folder in (None, "None") else folder
     name = None if name in (None, "None") else name
@@ -98,6 +102,7 @@ def card_info_for_run(
             if key in hparams
             and (hparams.get("num_classes") or key not in CONDITIONAL_HYPERPARAMETERS)
             and (hparams.get("low_resolution") or key not in SUPERRES_HYPERPARAMETERS)
+            and not (posthoc and key in FIXED_EMA_HYPERPARAMETERS)
         },
         dataset_description=description,
         dataset_id=dataset_id,
@@ -179,6 +184,13 @@ def _introduction(info: CardInfo) -> list[str]:
             f"A few-step student, distilled from `{info.distilled_from}` by progressive distillation"
             + (f" (steps {rounds})" if rounds else "")
             + f": it samples in {info.sampling_steps} DDIM steps, its default when `num_inference_steps` is not given."
+        )
+    sigma_rel = info.hyperparameters.get("posthoc_ema_sigma_rel")
+    if sigma_rel is not None:
+        sections.append(
+            f"Its weights are a post-hoc EMA (Karras et al. 2024, EDM2) of relative length sigma_rel {sigma_rel} at "
+            f"step {info.hyperparameters.get('posthoc_ema_step', '?')}, reconstructed after training from the run's "
+            "EMA snapshots with `ddpm-hub ema`."
         )
     if info.vae:
         licence = f"`{info.vae_license}`" if info.vae_license else "not stated in its model card; see its page"

@@ -1,5 +1,5 @@
 # Copyright 2026 The ddpm-hub authors. Licensed under the Apache License, Version 2.0.
-"""The pipeline's former single module, kept so that `from ddpm_hub.pipeline_ddpm_hub import X` keeps working.
+"""A public alias: `from ddpm_hub.pipeline_ddpm_hub import X` for every name of the pipeline's files.
 
 The code lives in the files that travel beside the weights: `ddpm_hub/pipeline.py` (the class),
 `ddpm_hub/pipeline_steps.py` (samplers, compile helpers, device steps), `ddpm_hub/pipeline_editing.py` (the

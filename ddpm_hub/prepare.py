@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import sys
 import tarfile
 from dataclasses import asdict, dataclass, field
@@ -33,12 +34,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.images import TWEMOJI_SOURCE, find_image_column, load_source, open_image, resize_and_crop, to_model_mode
-from .data.shards import MANIFEST_FORMAT, MANIFEST_NAME
-from .files import atomic_file, write_json
+from .config import check_resolution
+from .data.images import (
+    TWEMOJI_SOURCE,
+    find_image_column,
+    images_that_fit,
+    load_source,
+    open_image,
+    resize_and_crop,
+    to_model_mode,
+)
+from .data.shards import MANIFEST_FORMAT, MANIFEST_NAME, file_sha256
+from .files import WriteError, atomic_file, write_json, writing
+from .run_folder import OutputFolder
 
 logger = logging.getLogger(__name__)
 PROGRESS_NAME = "prepare-progress.json"
+RESUME_ADVICE = "the shards written so far are whole; free space and run the same command again to resume after them"
 VAE_SETTINGS = ("vae_name_or_path", "vae_subfolder")  # in the settings only when given: pixel shards' stay as they are
 
 
@@ -89,6 +101,7 @@ class PrepareConfig:
     def validate(self) -> None:
         if self.resolution < 0:
             raise ValueError(f"--resolution must be 0 (keep) or positive, got {self.resolution}.")
+        check_resolution(self.resolution)
         if self.shard_size <= 0:
             raise ValueError(f"--shard_size must be positive, got {self.shard_size}.")
         if self.channels not in (1, 3):
@@ -144,6 +157,8 @@ def _readable(config: PrepareConfig, entries, start: int) -> tuple[list[tuple[in
     for offset, entry in enumerate(entries):
         try:
             samples.append((start + offset, *_png(config, entry, start + offset)))
+        except MemoryError:  # not the file's fault: the resolution or --shard_size is too large for this machine
+            raise
         except Exception as error:  # noqa: BLE001 (unreadable files are skipped and counted, never fatal)
             logger.warning(
                 "Skipping unreadable image %s: %s",
@@ -185,8 +200,8 @@ def write_shard(
                     _add(tar, f"{index:09d}.cls", str(int(rows[LABEL_COLUMN][index - start])).encode())
                 if latents is not None:
                     _add(tar, f"{index:09d}.{LATENTS_MEMBER}", latents[number])  # KEY.latents.safetensors
-        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    return {"name": path.name, "num_images": len(samples), "num_skipped": skipped, "sha256": digest}
+        digest, size = hashlib.sha256(tmp.read_bytes()).hexdigest(), tmp.stat().st_size
+    return {"name": path.name, "num_images": len(samples), "num_skipped": skipped, "sha256": digest, "size": size}
 
 
 def _open_encoder(config: PrepareConfig) -> tuple[tuple | None, dict | None]:
@@ -220,9 +235,11 @@ def _open_encoder(config: PrepareConfig) -> tuple[tuple | None, dict | None]:
 def prepare(config: PrepareConfig) -> dict:
     """Write the shards and manifest of `config` and return the manifest.
 
-    Resumes an interrupted run with the same settings (with latents: the same VAE, by fingerprint).
+    Resumes an interrupted run with the same settings (with latents: the same VAE, by fingerprint); a shard written
+    earlier is kept only while its sha256 is still the one recorded, so that a shard damaged since is written again.
     """
     out = Path(config.output_dir)
+    check_output_folder(config)
     settings = {
         key: value
         for key, value in asdict(config).items()
@@ -231,31 +248,39 @@ def prepare(config: PrepareConfig) -> dict:
     encoder, latents = _open_encoder(config)
     if latents is not None:
         settings["vae_fingerprint"] = latents["vae_fingerprint"]
-    if (out / MANIFEST_NAME).is_file():
-        manifest = json.loads((out / MANIFEST_NAME).read_text())
-        if manifest.get("settings") == settings:
-            logger.info("%s already holds these shards (manifest.json); nothing to do.", out)
-            return manifest
-        raise ValueError(f"{out} already holds shards made with other settings ({MANIFEST_NAME}); choose another OUT.")
+    finished, recorded = _recorded_shards(out, settings)
+    intact = {entry["name"]: entry for entry in recorded if _intact(out / entry["name"], entry)}
+    if finished is not None and len(intact) == len(recorded):
+        logger.info("%s already holds these shards (manifest.json, every sha256 checked); nothing to do.", out)
+        return finished
     dataset, column, label_names, description = _open_source(config)
     if len(dataset) == 0:
         raise ValueError(f"The source {config.source!r} is empty.")
+    if config.resolution:
+        what = f"--resolution {config.resolution}"
+        fitting = images_that_fit(config.shard_size, config.channels, config.resolution, what)
+        if fitting < min(config.shard_size, len(dataset)):
+            raise ValueError(
+                f"--shard_size {config.shard_size} images of {config.resolution} px do not fit in half the memory "
+                f"available, which a shard is written from; use --shard_size {fitting} or less."
+            )
+    if intact:
+        logger.info("Resuming: %d shards of %s were written already.", len(intact), out)
     progress_path = out / PROGRESS_NAME
-    done: list[dict] = []
-    if progress_path.is_file():
-        progress = json.loads(progress_path.read_text())
-        if progress.get("settings") == settings:
-            done = [entry for entry in progress["shards"] if (out / entry["name"]).is_file()]
-            logger.info("Resuming: %d shards of %s were written already.", len(done), out)
     for stale in out.glob(".train-*.tar.*.tmp"):  # left by a killed writer; never a shard
         stale.unlink()
     num_shards = -(-len(dataset) // config.shard_size)
     width = max(6, len(str(num_shards - 1)))
-    for number in range(len(done), num_shards):
+    done: list[dict] = []
+    for number in range(num_shards):
         path = out / f"train-{number:0{width}d}.tar"
+        if path.name in intact:
+            done.append(intact[path.name])
+            continue
         start = number * config.shard_size
-        done.append(write_shard(config, dataset, column, label_names is not None, start, path, encoder))
-        write_json(progress_path, {"settings": settings, "shards": done})
+        with writing(path.name, out, advice=RESUME_ADVICE):
+            done.append(write_shard(config, dataset, column, label_names is not None, start, path, encoder))
+            write_json(progress_path, {"settings": settings, "shards": done})
         logger.info("Wrote %s (%d images).", path, done[-1]["num_images"])
     manifest = {
         "format": MANIFEST_FORMAT,
@@ -269,9 +294,75 @@ def prepare(config: PrepareConfig) -> dict:
         "settings": settings,
         "shards": done,
     }
-    write_json(out / MANIFEST_NAME, manifest)
+    with writing(MANIFEST_NAME, out, advice=RESUME_ADVICE):
+        write_json(out / MANIFEST_NAME, manifest)
     progress_path.unlink(missing_ok=True)
     return manifest
+
+
+def _recorded_shards(out: Path, settings: dict) -> tuple[dict | None, list[dict]]:
+    """`(the finished manifest or None, the shards recorded as written)` of an earlier prepare into `out` with these
+    settings (its manifest, else its progress file); another prepare's manifest is refused."""
+    manifest = _read_json(out / MANIFEST_NAME)
+    if manifest is not None:
+        if manifest.get("settings") != settings:
+            raise ValueError(
+                f"{out} already holds shards made with other settings ({MANIFEST_NAME}); choose another OUT."
+            )
+        return manifest, list(manifest["shards"])
+    progress = _read_json(out / PROGRESS_NAME)
+    if progress is not None and progress.get("settings") == settings:
+        return None, list(progress["shards"])
+    return None, []
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _intact(path: Path, entry: dict) -> bool:
+    """Whether a shard written earlier is still what was recorded (its size, then its sha256); a warning if not."""
+    if not path.is_file():
+        return False
+    size = path.stat().st_size
+    if ("size" in entry and size != entry["size"]) or file_sha256(path) != entry["sha256"]:
+        logger.warning("%s changed since it was written (its sha256 differs): writing it again.", path)
+        return False
+    return True
+
+
+def is_shard_set(folder: Path) -> bool:
+    """Whether `folder` holds a shard set written by `ddpm-hub prepare` (finished or interrupted)."""
+    return any(
+        (data := _read_json(folder / name)) is not None and "settings" in data and "shards" in data
+        for name in (MANIFEST_NAME, PROGRESS_NAME)
+    )
+
+
+_PREPARE_NAMES = re.compile(r"^(train-\d+\.tar|manifest\.json|prepare-progress\.json|\..*\.tmp)$")
+SHARD_SET = OutputFolder(
+    flag="OUT",
+    holds="a shard set written by ddpm-hub prepare",
+    is_own=is_shard_set,
+    writes=lambda name: bool(_PREPARE_NAMES.match(name)),
+)
+
+
+def check_output_folder(config: PrepareConfig) -> None:
+    """OUT is new, empty, or an earlier prepare's shard set, can be written, and is not SRC or inside it (the shards
+    would become part of the source); a `ValueError` in one sentence otherwise."""
+    out, source = Path(config.output_dir).resolve(), Path(config.source)
+    if source.is_dir() and (out == source.resolve() or out.is_relative_to(source.resolve())):
+        where = "SRC itself" if out == source.resolve() else "inside SRC"
+        raise ValueError(
+            f"OUT {config.output_dir!r} is {where} ({config.source!r}): the shards would be written among the images "
+            "they are made from; choose a new or empty folder elsewhere."
+        )
+    SHARD_SET.check(config.output_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,6 +379,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"ddpm-hub prepare: error: {one_line(error)}", file=sys.stderr)
         return 2
+    except WriteError as error:
+        print(f"ddpm-hub prepare: error: {one_line(error)}", file=sys.stderr)
+        return 1
+    except MemoryError:  # not an unreadable image: the shards written so far are whole, and the same command resumes
+        print(
+            "ddpm-hub prepare: error: out of memory while decoding; lower --resolution or --shard_size (the shards "
+            "written so far are kept: the same command resumes after them).",
+            file=sys.stderr,
+        )
+        return 1
     latents = manifest.get("latents")
     with_latents = f", with their latents under the VAE {latents['vae_name_or_path']}" if latents else ""
     print(

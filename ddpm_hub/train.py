@@ -4,9 +4,9 @@
     accelerate launch train_unconditional.py --model ddpm-64 --dataset_name huggan/smithsonian_butterflies_subset \\
         --resolution 64 --train_batch_size 64 --mixed_precision bf16 --num_epochs 100
 
-This is the one place that decides: it resolves `--train_shards` once, builds the run's parts from the flags (latent
-diffusion for `--vae_name_or_path` or latent shards) and hands them to the `Trainer` (`ddpm_hub.training`), which
-never imports a part itself.
+This is the one place that decides: it resolves `--train_shards` once, builds the run's parts from the flags
+(latent diffusion for `--vae_name_or_path` or latent shards, post-hoc EMA for `--post_hoc_ema`) and hands them to
+the `Trainer` (`ddpm_hub.training`), which never imports a part itself.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from .choices import UPSCALER_METRICS, parse_metrics
 from .config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
 
 
-def run_parts(model: ModelConfig, shards, run: TrainConfig | None = None) -> list:
+def run_parts(model: ModelConfig, run: TrainConfig, shards) -> list:
     """The parts of a run with these flags (`ddpm_hub.training.parts`), in the order the Trainer consults them."""
     from .errors import SetupError
     from .latents.shards import latent_shards_manifest
     from .latents.space import LatentSpace
+    from .posthoc_ema.part import PostHocEMAPart
     from .superres.part import SuperResolution
 
     parts = []
@@ -37,12 +38,14 @@ def run_parts(model: ModelConfig, shards, run: TrainConfig | None = None) -> lis
         parts.append(SuperResolution(low_resolution, model.low_res_noise_max))
     elif model.low_res_noise_max is not None:
         raise SetupError("--low_res_noise_max applies to a super-resolution run: give --low_resolution too.")
-    elif run is not None:
+    else:
         upscaler_metrics = [name for name in parse_metrics(run.eval_metrics) if name in UPSCALER_METRICS]
         if upscaler_metrics:
             raise SetupError(
                 f"--eval_metrics {','.join(upscaler_metrics)} score a super-resolution run (--low_resolution)."
             )
+    if run.post_hoc_ema:
+        parts.append(PostHocEMAPart(run.ema_sigma_rels, run.ema_snapshot_steps))
     return parts
 
 
@@ -58,10 +61,12 @@ def _preset_low_resolution(model: ModelConfig) -> int | None:
 def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: HubConfig) -> Path:
     """Train a DDPM as the configs say; returns the output folder holding the saved pipeline."""
     from .data.shards import resolve_train_shards
+    from .errors import reported_as_setup_errors
     from .training import Trainer
 
     shards = resolve_train_shards(data.train_shards)
-    parts = run_parts(model_config, shards, run)
+    with reported_as_setup_errors():
+        parts = run_parts(model_config, run, shards)
     return Trainer(model_config, data, run, hub, shards=shards, parts=parts).run()
 
 

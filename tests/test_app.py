@@ -99,7 +99,7 @@ def client(app) -> Client:
 def test_every_panel_has_an_api_name(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     for name in ("load_model", "model_steps", "forward_process", "schedules", "step_by_step", "scrub",
-                 "compare_samplers", "upscale", "text_to_image", "training_monitor"):  # fmt: skip
+                 "compare_samplers", "upscale", "text_to_image", "upscale_image", "training_monitor"):  # fmt: skip
         assert f"/{name}" in endpoints
 
 
@@ -267,6 +267,30 @@ def test_text_to_image_loads_its_model_on_first_use_and_shows_the_saved_metadata
     assert metadata["seed"] == 7 and metadata["scheduler"] == "ddim" and metadata["num_inference_steps"] == 2
     saved = list(panel.output_dir.glob("*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text()) == metadata
+
+
+def test_text_to_image_shows_the_clip_score_and_upscales_4x(client, app, tmp_path):
+    from tiny_sd import build_tiny_clip, build_tiny_sd, build_tiny_upscaler
+
+    from ddpm_hub.text2img import CLIPScorer
+
+    for name, build in (("sd", build_tiny_sd), ("clip", build_tiny_clip), ("upscaler", build_tiny_upscaler)):
+        build(tmp_path / name)
+    clip = str(tmp_path / "clip")
+    image, metadata = client.predict(str(tmp_path / "sd"), "a cat", "", "ddim", 2, 5.0, 32, 32, 3, True, clip,
+                                     api_name="/text_to_image")  # fmt: skip
+    assert 0 <= metadata["clip_score"] <= 100 and metadata["clip_model"] == str((tmp_path / "clip").resolve())
+    upscaled, saved = client.predict(handle_file(image), metadata, str(tmp_path / "upscaler"), 30, 2, 9.0, True, clip,
+                                     api_name="/upscale_image")  # fmt: skip
+    assert PIL.Image.open(upscaled).size == (128, 128)
+    assert saved["upscaler"] == str((tmp_path / "upscaler").resolve()) and saved["upscale_noise_level"] == 30
+    assert (saved["prompt"], saved["seed"], saved["width"]) == ("a cat", 3, 32)  # the generated image's own
+    # Scored again: the score is of the upscaled pixels.
+    assert saved["clip_score"] == pytest.approx(CLIPScorer.from_pretrained(clip)(upscaled, "a cat")[0], abs=1e-4)
+    sidecars = [json.loads(path.read_text()) for path in app[0].explorer.text2image.output_dir.glob("*.json")]
+    assert metadata in sidecars and saved in sidecars
+    with pytest.raises(AppError, match="Generate an image first"):
+        client.predict(None, None, str(tmp_path / "upscaler"), 20, 2, 9.0, False, clip, api_name="/upscale_image")
 
 
 def test_explore_finds_the_newest_training_output(tmp_path, tiny_run, saved_pipeline_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import torch
 from conftest import TINY_UNET, run_python
 from diffusers import UNet2DModel
-from test_train import TINY, assert_same_weights, launch, ok
+from test_train import TINY, assert_same_weights
 
 from ddpm_hub import DDPMHubPipeline, make_noise_scheduler
 from ddpm_hub.cli import main as cli_main
@@ -209,17 +210,18 @@ def test_stock_load_asks_for_remote_code_which_loads_the_full_conditional_pipeli
 
 
 def test_conditional_pipeline_from_the_hub(hub_server, saved_conditional_dir, tmp_path):
-    from test_hub import ddpm_hub_cli, hub_env
+    from test_hub import hub_env
 
-    pushed = ddpm_hub_cli(
-        "push",
-        str(saved_conditional_dir),
-        "--repo_id",
-        "test-org/colours",
+    # `ddpm-hub push`, then our class by repo id into an empty cache, in one fresh process.
+    ours = run_python(
+        "from ddpm_hub.cli import main\n"
+        f"print('push status', main(['push', {str(saved_conditional_dir)!r}, '--repo_id', 'test-org/colours']))\n"
+        "from ddpm_hub import DDPMHubPipeline\n"
+        f"pipe = DDPMHubPipeline.from_pretrained('test-org/colours', cache_dir={str(tmp_path / 'cache-2')!r})\n"
+        "print(type(pipe).__module__, pipe.label_names)\n",
         env=hub_env(hub_server, tmp_path),
-        cwd=tmp_path,
     )
-    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    assert "push status 0" in ours and "ddpm_hub.pipeline ['cat', 'dog', 'fish']" in ours
     remote = run_python(
         "from diffusers import DiffusionPipeline\n"
         "pipe = DiffusionPipeline.from_pretrained('test-org/colours', trust_remote_code=True)\n"
@@ -229,13 +231,6 @@ def test_conditional_pipeline_from_the_hub(hub_server, saved_conditional_dir, tm
         env=hub_env(hub_server, tmp_path, "cache-1"),
     )
     assert "DDPMHubPipeline ['cat', 'dog', 'fish'] (1, 16, 16, 3)" in remote
-    ours = run_python(
-        "from ddpm_hub import DDPMHubPipeline\n"
-        "pipe = DDPMHubPipeline.from_pretrained('test-org/colours')\n"
-        "print(type(pipe).__module__, pipe.label_names)\n",
-        env=hub_env(hub_server, tmp_path, "cache-2"),
-    )
-    assert "ddpm_hub.pipeline ['cat', 'dog', 'fish']" in ours
 
 
 # --- Training -------------------------------------------------------------------------------------------------
@@ -250,11 +245,7 @@ def test_conditional_training_on_sub_folders_saves_label_names_and_generates_per
     labelled_folder, tmp_path, capsys
 ):
     out = tmp_path / "colours"
-    ok(
-        launch(
-            *folder_args(labelled_folder), "--output_dir", str(out), "--max_train_steps", "3", cwd=tmp_path, python=True
-        )
-    )
+    assert train_main([*folder_args(labelled_folder), "--output_dir", str(out), "--max_train_steps", "3"]) == 0
     index = json.loads((out / "model_index.json").read_text())
     assert index["label_names"] == {"0": "blue", "1": "green", "2": "red"}  # imagefolder's sub-folder names, sorted
     config = json.loads((out / "unet" / "config.json").read_text())
@@ -304,18 +295,18 @@ def test_best_model_of_a_conditional_run_keeps_its_class_names(labelled_folder, 
     assert DDPMHubPipeline.from_pretrained(out / "best").config.label_names == best["label_names"]
 
 
-def test_resumed_conditional_run_is_bit_identical(labelled_folder, tmp_path):
+def test_resumed_conditional_run_is_bit_identical(labelled_folder, tmp_path, caplog):
     # A high dropout rate makes the dropped labels differ from step to step; they must come from the resumed RNG.
     args = [*folder_args(labelled_folder), "--max_train_steps", "5", "--class_dropout_prob", "0.5", "--random_flip",
             "--checkpointing_steps", "2"]  # fmt: skip
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    ok(launch(*args, "--output_dir", str(straight), cwd=tmp_path, python=True))
+    caplog.set_level(logging.INFO)  # both runs in this process: their log is caplog's
+    assert train_main([*args, "--output_dir", str(straight)]) == 0
     resumed.mkdir()
     shutil.copytree(straight / "checkpoint-2", resumed / "checkpoint-2")
-    result = ok(
-        launch(*args, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True)
-    )
-    assert "at step 2" in result.stderr
+    caplog.clear()
+    assert train_main([*args, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest"]) == 0
+    assert "at step 2" in caplog.text
     assert_same_weights(straight / "checkpoint-5" / "model.safetensors", resumed / "checkpoint-5" / "model.safetensors")
     unet = "unet/diffusion_pytorch_model.safetensors"
     assert_same_weights(straight / unet, resumed / unet)

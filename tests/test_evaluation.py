@@ -244,17 +244,22 @@ def test_training_eval_flags_fail_fast_with_one_line(tmp_path, capsys, args, mes
     assert error.startswith("train_unconditional.py: error: ") and re.search(message, error), error
 
 
-def test_training_with_eval_steps_keeps_the_best_model_and_resumes_with_its_score(tmp_path):
-    from conftest import clean_env
-    from test_train import TINY, launch, metrics_log, ok
+def test_training_with_eval_steps_keeps_the_best_model_and_resumes_with_its_score(tmp_path, monkeypatch, caplog):
+    import logging
 
-    env = clean_env(DDPM_HUB_CACHE=str(tmp_path / "cache"))
+    from test_train import TINY, metrics_log
+
+    from ddpm_hub.train import main as train_main
+
+    # Both runs in this process: the reference cache is its environment's, the log caplog's.
+    monkeypatch.setenv("DDPM_HUB_CACHE", str(tmp_path / "cache"))
+    caplog.set_level(logging.INFO)
     out = tmp_path / "run"
     args = [*TINY, "--output_dir", str(out), "--checkpointing_steps", "3", "--save_images_epochs", "100",
             "--eval_steps", "3", "--eval_num_samples", "44", "--eval_features", SMALL,
             "--eval_num_inference_steps", "2", "--eval_batch_size", "22"]  # fmt: skip
-    first = ok(launch(*args, "--max_train_steps", "3", cwd=tmp_path, env=env))
-    assert "FID from 44 images is biased" in first.stderr  # the small-sample warning
+    assert train_main([*args, "--max_train_steps", "3"]) == 0
+    assert "FID from 44 images is biased" in caplog.text  # the small-sample warning
     fids = [line for line in metrics_log(out) if "eval_fid" in line]
     assert [line["step"] for line in fids] == [3] and fids[0]["eval_fid"] > 0 and "eval_kid_mean" in fids[0]
     assert (out / "best" / "model_index.json").is_file() and (out / "best" / "unet").is_dir()
@@ -270,8 +275,9 @@ def test_training_with_eval_steps_keeps_the_best_model_and_resumes_with_its_scor
     assert "best_fid" in (out / "README.md").read_text()
 
     (out / "best" / "eval_results.json").touch()
-    resumed = ok(launch(*args, "--max_train_steps", "6", "--resume_from_checkpoint", "latest", cwd=tmp_path, env=env))
-    assert f"Best FID so far: {best['fid']:.4g} at step 3" in resumed.stderr
+    caplog.clear()
+    assert train_main([*args, "--max_train_steps", "6", "--resume_from_checkpoint", "latest"]) == 0
+    assert f"Best FID so far: {best['fid']:.4g} at step 3" in caplog.text
     fids = [line for line in metrics_log(out) if "eval_fid" in line]
     assert [line["step"] for line in fids] == [3, 6]
     state = json.loads((out / "checkpoint-6" / "training_state.json").read_text())

@@ -103,21 +103,26 @@ def test_train_push_and_load_three_ways(hub_server, tmp_path):
         env=env,
     )
     assert "DDPMPipeline (1, 16, 16, 3)" in stock and "DDPMHubPipeline (2, 16, 16, 3) 2" in stock
+    # Private: without a token (token=False sends none) and with an empty cache, the repo is not there.
     ours = run_python(
         f"from ddpm_hub import DDPMHubPipeline\n"
         f"pipe = DDPMHubPipeline.from_pretrained({REPO!r})\n"
-        f"print(type(pipe).__name__, pipe(num_inference_steps=2, output_type='np').images.shape)\n",
+        f"print(type(pipe).__name__, pipe(num_inference_steps=2, output_type='np').images.shape)\n"
+        f"from diffusers import DiffusionPipeline\n"
+        f"try:\n"
+        f"    DiffusionPipeline.from_pretrained({REPO!r}, token=False, cache_dir={str(tmp_path / 'anon')!r})\n"
+        f"except Exception as error:\n"
+        f"    chain = []\n"
+        f"    while error is not None:\n"
+        f"        chain, error = [*chain, type(error).__name__, str(error)], error.__cause__ or error.__context__\n"
+        f"    print('denied:', ' '.join(chain).replace(chr(10), ' '))\n"
+        f"else:\n"
+        f"    print('loaded without a token')\n",
         env=hub_env(hub_server, tmp_path, "fresh-cache-2"),
     )
     assert "DDPMHubPipeline (1, 16, 16, 3)" in ours
-    # Private: without a token the repo is not there.
-    anonymous = hub_server.client_env(tmp_path / "anon", token=False, base_env=clean_env())
-    denied = run(
-        [sys.executable, "-c", f"from diffusers import DiffusionPipeline; DiffusionPipeline.from_pretrained({REPO!r})"],
-        anonymous,
-        tmp_path,
-    )
-    assert denied.returncode != 0 and ("RepositoryNotFoundError" in denied.stderr or "401" in denied.stderr)
+    denied = [line for line in ours.splitlines() if line.startswith("denied:")]
+    assert denied and ("RepositoryNotFoundError" in denied[0] or "401" in denied[0]), ours[-3000:]
 
 
 def test_failed_push_keeps_the_results_and_says_how_to_retry(hub_server, tmp_path):
@@ -149,11 +154,11 @@ def test_failed_push_keeps_the_results_and_says_how_to_retry(hub_server, tmp_pat
 
 @pytest.fixture
 def trained(tmp_path_factory) -> Path:
+    """A trained pipeline folder, trained in this process (the Hub is only in the commands that follow)."""
+    from ddpm_hub.train import main as train_main
+
     out = tmp_path_factory.mktemp("trained") / "pipe"
-    result = run(
-        [sys.executable, SCRIPT, *TINY, "--output_dir", str(out), "--max_train_steps", "2"], clean_env(), out.parent
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert train_main([*TINY, "--output_dir", str(out), "--max_train_steps", "2"]) == 0
     return out
 
 
@@ -176,7 +181,11 @@ def test_push_command_branches_user_notes_and_sampling(hub_server, trained, tmp_
     )
     assert hub_server.commits("test-org/shapes", "dev")[0].title == "Second take"
 
-    # revision= reaches the branch; a missing repo, revision or file is the client's own error, not ours.
+    # revision= reaches the branch; a missing repo, revision or file is the client's own error, not ours. Then, in
+    # the same fresh process (a cache without main's files), `ddpm-hub sample` pulls and renders without retraining.
+    grid = tmp_path / "grids" / "shapes.png"
+    sample = ["sample", "test-org/shapes", "--output", str(grid), "--num_images", "4", "--num_inference_steps", "2",
+              "--sampler", "dpmpp_2m"]  # fmt: skip
     probe = run_python(
         "import traceback\n"
         "from ddpm_hub import DDPMHubPipeline\n"
@@ -188,31 +197,31 @@ def test_push_command_branches_user_notes_and_sampling(hub_server, trained, tmp_
         "        DDPMHubPipeline.from_pretrained(**kwargs)\n"
         "    except OSError as error:\n"
         "        frames = [f.filename for f in traceback.extract_tb(error.__traceback__)]\n"
-        "        print(type(error.__cause__).__name__, any('ddpm_hub' in f for f in frames))\n",
+        "        print(type(error.__cause__).__name__, any('ddpm_hub' in f for f in frames))\n"
+        "from ddpm_hub.cli import main\n"
+        f"print('sample status', main({sample!r}))\n",
         env=hub_env(hub_server, tmp_path, "probe-cache"),
     )
     assert "dev ok 16" in probe
     # diffusers reports both as OSError caused by the client's typed error; no frame of ours is involved.
     assert "RepositoryNotFoundError False" in probe and "RevisionNotFoundError False" in probe
-
-    # Pull and render without retraining.
-    grid = tmp_path / "grids" / "shapes.png"
-    sampled = ddpm_hub_cli("sample", "test-org/shapes", "--output", str(grid), "--num_images", "4",
-                           "--num_inference_steps", "2", "--sampler", "dpmpp_2m",
-                           env=hub_env(hub_server, tmp_path, "s"), cwd=tmp_path)  # fmt: skip
-    assert sampled.returncode == 0, sampled.stderr[-3000:]
+    assert "sample status 0" in probe, probe[-3000:]
     from PIL import Image
 
     with Image.open(grid) as image:
         assert image.size == (32, 32)  # a 2 x 2 grid of 16 px samples
 
 
-def test_push_command_errors_are_one_line(hub_server, tmp_path):
-    env = hub_env(hub_server, tmp_path)
+def test_push_command_errors_are_one_line(hub_server, tmp_path, capsys):
+    from ddpm_hub.cli import main as cli_main
+
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = ddpm_hub_cli("push", str(empty), "--repo_id", "test-org/x", env=env, cwd=tmp_path)
-    assert result.returncode == 2 and "holds no saved pipeline (model_index.json is missing)" in result.stderr
+    # Refused before the Hub is asked: in this process (which is offline).
+    with pytest.raises(SystemExit) as refused:  # argparse's error: exit status 2
+        cli_main(["push", str(empty), "--repo_id", "test-org/x"])
+    assert refused.value.code == 2
+    assert "holds no saved pipeline (model_index.json is missing)" in capsys.readouterr().err
     bad_token = hub_server.client_env(tmp_path / "bad", token="hf_wrong", base_env=clean_env())
     (empty / "model_index.json").write_text("{}")
     result = ddpm_hub_cli("push", str(empty), "--repo_id", "test-org/x", env=bad_token, cwd=tmp_path)
@@ -220,7 +229,7 @@ def test_push_command_errors_are_one_line(hub_server, tmp_path):
     assert "Traceback" not in result.stderr and "hf_wrong" not in result.stderr
 
 
-def test_hub_dataset_trains_online_then_offline_from_the_cache(hub_server, tmp_path):
+def test_hub_dataset_trains_online_then_offline_from_the_cache(hub_server, tmp_path, capsys):
     import io
 
     from PIL import Image
@@ -246,11 +255,15 @@ def test_hub_dataset_trains_online_then_offline_from_the_cache(hub_server, tmp_p
     offline = dict(online, HF_HUB_OFFLINE="1")
     second = run([sys.executable, *args, "--output_dir", str(tmp_path / "offline")], offline, tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
-    missing = run([sys.executable, *args[:1], "--dataset_name", "test-org/never-downloaded", "--output_dir",
-                   str(tmp_path / "missing")], offline, tmp_path)  # fmt: skip
-    assert missing.returncode == 2, missing.stderr[-3000:]
+    # A data set never downloaded, offline (as this process is): one line, exit status 2.
+    from ddpm_hub.train import main as train_main
+
+    capsys.readouterr()
+    missing = train_main(["--dataset_name", "test-org/never-downloaded", "--output_dir", str(tmp_path / "missing")])
+    stderr = capsys.readouterr().err
+    assert missing == 2, stderr[-3000:]
     assert (
-        missing.stderr.strip()
+        stderr.strip()
         .splitlines()[-1]
         .startswith("train_unconditional.py: error: --dataset_name 'test-org/never-downloaded'")
     )

@@ -371,12 +371,19 @@ def test_stock_ldm_pipeline_decodes_a_latent_folder_built_from_its_parts_only_wi
 
 
 def test_latent_pipeline_from_the_local_hub(hub_server, latent_dirs, tmp_path):
-    from test_hub import ddpm_hub_cli, hub_env
+    from test_hub import hub_env
 
-    pushed = ddpm_hub_cli(
-        "push", str(latent_dirs["kl"]), "--repo_id", "test-org/latent", env=hub_env(hub_server, tmp_path), cwd=tmp_path
+    # `ddpm-hub push`, then our class by repo id into an empty cache, in one fresh process.
+    ours = run_python(
+        "from ddpm_hub.cli import main\n"
+        f"print('push status', main(['push', {str(latent_dirs['kl'])!r}, '--repo_id', 'test-org/latent']))\n"
+        "from ddpm_hub import DDPMHubPipeline\n"
+        f"pipe = DDPMHubPipeline.from_pretrained('test-org/latent', cache_dir={str(tmp_path / 'cache-2')!r})\n"
+        "print(type(pipe).__module__, type(pipe.vae).__name__, pipe.image_shape)\n",
+        env=hub_env(hub_server, tmp_path),
+        timeout=900,
     )
-    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    assert "push status 0" in ours and "ddpm_hub.pipeline AutoencoderKL (3, 32, 32)" in ours
     files = hub_server.repo_files("test-org/latent")
     assert {"vae/config.json", *PIPELINE_SOURCE_FILES} <= set(files)
     remote = run_python(
@@ -387,14 +394,6 @@ def test_latent_pipeline_from_the_local_hub(hub_server, latent_dirs, tmp_path):
     )
     assert "DDPMHubPipeline AutoencoderKL 0.18215 (1, 32, 32, 3) (1, 32, 32, 3)" in remote
     np.testing.assert_allclose(eval(remote.strip().splitlines()[-1]), ours_ddim(latent_dirs["kl"]), atol=1e-5)
-    ours = run_python(
-        "from ddpm_hub import DDPMHubPipeline\n"
-        "pipe = DDPMHubPipeline.from_pretrained('test-org/latent')\n"
-        "print(type(pipe).__module__, type(pipe.vae).__name__, pipe.image_shape)\n",
-        env=hub_env(hub_server, tmp_path, "cache-2"),
-        timeout=900,
-    )
-    assert "ddpm_hub.pipeline AutoencoderKL (3, 32, 32)" in ours
 
 
 def test_export_pipeline_with_a_vae_and_a_default_step_count(tmp_path):

@@ -7,6 +7,7 @@ route goes through diffusers' `from_pretrained`.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -107,19 +108,19 @@ def test_the_saved_latent_pipeline_loads_without_ddpm_hub(tmp_path, vaes):
 
 
 @pytest.mark.parametrize("flip", [False, True], ids=["no-flips", "flips"])
-def test_resume_of_a_latent_run_is_bit_identical(tmp_path, vaes, flip):
+def test_resume_of_a_latent_run_is_bit_identical(tmp_path, vaes, caplog, flip):
     # Checkpoint 3 falls in the middle of the second epoch (2 optimizer steps per epoch of 16 images).
     args = [*LATENT, "--vae_name_or_path", str(vaes["kl"]), "--cache_dir", str(tmp_path / "cache"),
             "--max_train_samples", "16", "--max_train_steps", "5", "--checkpointing_steps", "3",
             *(["--random_flip"] if flip else [])]  # fmt: skip
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    ok(launch(*args, "--output_dir", str(straight), cwd=tmp_path, python=True))
+    caplog.set_level(logging.INFO)  # both runs in this process: their log is caplog's
+    assert train_main([*args, "--output_dir", str(straight)]) == 0
     resumed.mkdir()
     shutil.copytree(straight / "checkpoint-3", resumed / "checkpoint-3")  # as if the first run had died here
-    result = ok(
-        launch(*args, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True)
-    )
-    assert "Using the cached latents" in result.stderr and "Resumed from" in result.stderr
+    caplog.clear()
+    assert train_main([*args, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest"]) == 0
+    assert "Using the cached latents" in caplog.text and "Resumed from" in caplog.text
     assert_same_weights(straight / "checkpoint-5" / "model.safetensors", resumed / "checkpoint-5" / "model.safetensors")
     unet = "unet/diffusion_pytorch_model.safetensors"
     assert_same_weights(straight / unet, resumed / unet)

@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),  # fmt: skip
     ("evaluation", ("evaluation",)),
     ("training", ("training", "train_step", "checkpointing", "run_folder", "defaults")),
-    ("parts", ("latents", "superres")),
+    ("parts", ("latents", "posthoc_ema", "superres")),
     ("commands", ("train", "prepare", "distill", "cli", "app", "text2img")),
 ]
 LEVEL = {name: level for level, (_, names) in enumerate(LAYERS) for name in names}

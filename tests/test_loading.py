@@ -33,18 +33,34 @@ def test_saved_layout(saved_pipeline_dir):
     assert index["unet"] == ["diffusers", "UNet2DModel"] and index["scheduler"] == ["diffusers", "DDPMScheduler"]
 
 
-def test_stock_diffusers_loads_and_generates_without_ddpm_hub(saved_pipeline_dir):
+def test_stock_diffusers_loads_and_generates_without_ddpm_hub_as_the_ddpm_hub_class_does(saved_pipeline_dir):
+    import numpy as np
+    import torch
+
     out = run_python(
         f"""
+import torch
 from diffusers import DiffusionPipeline
 pipe = DiffusionPipeline.from_pretrained({str(saved_pipeline_dir)!r})
 pipe.set_progress_bar_config(disable=True)
 images = pipe(batch_size=2, num_inference_steps=3, output_type="np").images
 print(type(pipe).__name__, images.shape, float(images.std()) > 0)
+images = pipe(batch_size=1, num_inference_steps=3, output_type="np", generator=torch.Generator().manual_seed(5)).images
+print(repr(images.reshape(-1)[:8].tolist()))
 """,
         without_ddpm_hub=True,
     )
     assert "DDPMPipeline (2, 16, 16, 3) True" in out
+
+    # (3) DDPMHubPipeline loads the folder with no trust flag, and samples what stock DDPMPipeline samples: the same
+    # noise from the same seed, the same scheduler math.
+    pipe = DDPMHubPipeline.from_pretrained(saved_pipeline_dir)
+    assert type(pipe) is DDPMHubPipeline
+    pipe.set_progress_bar_config(disable=True)
+    ours = pipe(
+        batch_size=1, num_inference_steps=3, output_type="np", generator=torch.Generator().manual_seed(5)
+    ).images
+    np.testing.assert_allclose(ours.reshape(-1)[:8], eval(out.strip().splitlines()[-1]), atol=1e-4)
 
 
 def test_custom_pipeline_mechanism_loads_the_full_class_without_ddpm_hub(saved_pipeline_dir):
@@ -68,31 +84,6 @@ except ValueError as error:
     )
     assert "DDPMHubPipeline DPMSolverMultistepScheduler (2, 16, 16, 3) 3" in out
     assert "refused without trust: True" in out
-
-
-def test_ddpm_hub_class_loads_without_trust_flag_and_matches_stock(saved_pipeline_dir):
-    import numpy as np
-    import torch
-
-    pipe = DDPMHubPipeline.from_pretrained(saved_pipeline_dir)
-    assert type(pipe) is DDPMHubPipeline
-    pipe.set_progress_bar_config(disable=True)
-    ours = pipe(
-        batch_size=1, num_inference_steps=3, output_type="np", generator=torch.Generator().manual_seed(5)
-    ).images
-    stock = run_python(
-        f"""
-import torch, numpy as np
-from diffusers import DiffusionPipeline
-pipe = DiffusionPipeline.from_pretrained({str(saved_pipeline_dir)!r})
-pipe.set_progress_bar_config(disable=True)
-images = pipe(batch_size=1, num_inference_steps=3, output_type="np", generator=torch.Generator().manual_seed(5)).images
-print(repr(images.reshape(-1)[:8].tolist()))
-""",
-        without_ddpm_hub=True,
-    )
-    # Stock DDPMPipeline and ours draw the same noise from the same seed and run the same scheduler math.
-    np.testing.assert_allclose(ours.reshape(-1)[:8], eval(stock.strip().splitlines()[-1]), atol=1e-4)
 
 
 def test_weights_are_safetensors_only(saved_pipeline_dir, tiny_pipeline, tmp_path):

@@ -18,7 +18,7 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 from safetensors.torch import load_file
-from test_train import TINY, launch
+from test_train import TINY
 
 from ddpm_hub import train
 from ddpm_hub.checkpointing import LEGACY_EMA_STATE, resolve_checkpoint
@@ -48,13 +48,15 @@ def assert_finite_file(path: Path) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_absurd_learning_rate_stops_with_one_line_and_saves_nothing_non_finite(tmp_path):
+def test_absurd_learning_rate_stops_with_one_line_and_saves_nothing_non_finite(tmp_path, capsys):
     out = tmp_path / "run"
-    result = launch(*TINY, "--learning_rate", "1e8", "--max_train_steps", "12", "--checkpointing_steps", "2",
-                    "--checkpoints_total_limit", "1", "--output_dir", str(out), cwd=tmp_path, python=True)  # fmt: skip
-    assert result.returncode != 0, result.stderr[-3000:]
-    lines = error_lines(result.stderr)
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    capsys.readouterr()
+    status = train.main([*TINY, "--learning_rate", "1e8", "--max_train_steps", "12", "--checkpointing_steps", "2",
+                         "--checkpoints_total_limit", "1", "--output_dir", str(out)])  # fmt: skip
+    stderr = capsys.readouterr().err
+    assert status != 0, stderr[-3000:]
+    lines = error_lines(stderr)
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
     assert re.search(r"step \d+", lines[0]) and re.search(r"learning.rate", lines[0]), lines
     assert "--resume_from_checkpoint latest" in lines[0]
     # No pipeline was exported; every checkpoint left is finite and `latest` picks one of them.

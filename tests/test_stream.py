@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ from conftest import SUBPROCESS_TIMEOUT, clean_env
 from test_train import ACCELERATE, SCRIPT, _free_port, assert_same_weights, launch, ok
 
 from ddpm_hub.prepare import main as prepare_main
+from ddpm_hub.train import main as train_main
 
 TINY = [
     "--model",
@@ -44,6 +46,13 @@ TINY = [
 PATTERN = "train-{000000..000007}.tar"
 
 
+@pytest.fixture
+def run_log(caplog):
+    """The log of training runs in this process (`train_main`, no interpreter start-up): INFO and above."""
+    caplog.set_level(logging.INFO)
+    return caplog
+
+
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     """512 seeded shapes at 16 px in 8 shards of 64, with a manifest, made by `ddpm-hub prepare`."""
@@ -52,14 +61,7 @@ def shards(tmp_path_factory) -> Path:
     return out
 
 
-def _prepare_cli(*args, timeout=900, **popen):
-    command = [sys.executable, "-c", "from ddpm_hub.cli import main; raise SystemExit(main())", "prepare", *args]
-    return subprocess.run(
-        command, check=False, env=clean_env(), capture_output=True, text=True, timeout=timeout, **popen
-    )
-
-
-def test_prepare_writes_shards_and_a_manifest_that_train_by_epochs(shards, tmp_path):
+def test_prepare_writes_shards_and_a_manifest_that_train_by_epochs(shards, tmp_path, run_log):
     manifest = json.loads((shards / "manifest.json").read_text())
     assert manifest["num_images"] == 512 and manifest["resolution"] == 16 and manifest["source"] == "shapes (built in)"
     assert [entry["num_images"] for entry in manifest["shards"]] == [64] * 8
@@ -72,27 +74,13 @@ def test_prepare_writes_shards_and_a_manifest_that_train_by_epochs(shards, tmp_p
     assert PIL.Image.open(io.BytesIO(first)).size == (16, 16)
 
     out = tmp_path / "run"
-    result = ok(
-        launch(
-            *TINY,
-            "--train_shards",
-            str(shards / PATTERN),
-            "--num_epochs",
-            "1",
-            "--output_dir",
-            str(out),
-            "--dataloader_num_workers",
-            "2",
-            cwd=tmp_path,
-            python=True,
-            timeout=900,
-        )
-    )
+    args = ["--train_shards", str(shards / PATTERN), "--num_epochs", "1", "--dataloader_num_workers", "2"]
+    assert train_main([*TINY, *args, "--output_dir", str(out)]) == 0
     config = json.loads((out / "training_config.json").read_text())
     # 2 workers x 4 shards x 64 images, 8 a batch: the epoch length comes from the manifest.
     assert config["steps_per_epoch"] == 64 and config["max_train_steps"] == 64
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
-    assert "8 shards of" in result.stderr
+    assert "8 shards of" in run_log.text
 
 
 SPLIT_CHECK = """
@@ -166,18 +154,8 @@ def _straight_and_interrupted(tmp_path, shards, how: str):
         "1",
     ]
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    ok(
-        launch(
-            *args,
-            "--checkpointing_steps",
-            "1000",
-            "--output_dir",
-            str(straight),
-            cwd=tmp_path,
-            python=True,
-            timeout=900,
-        )
-    )
+    # The uninterrupted run and the resume train in this process; only the run that is stopped needs its own.
+    assert train_main([*args, "--checkpointing_steps", "1000", "--output_dir", str(straight)]) == 0
     every = ["--checkpointing_steps", "1000"] if how == "SIGTERM" else ["--checkpointing_steps", "7"]
     process = subprocess.Popen(
         [sys.executable, SCRIPT, *args, *every, "--output_dir", str(stopped)],
@@ -201,19 +179,7 @@ def _straight_and_interrupted(tmp_path, shards, how: str):
         assert process.returncode == 0 and "Stopped by SIGTERM" in output, output[-3000:]
     steps = sorted(int(p.name.split("-")[1]) for p in stopped.glob("checkpoint-*"))
     assert steps and steps[-1] < 80, steps
-    ok(
-        launch(
-            *args,
-            *every,
-            "--output_dir",
-            str(stopped),
-            "--resume_from_checkpoint",
-            "latest",
-            cwd=tmp_path,
-            python=True,
-            timeout=900,
-        )
-    )
+    assert train_main([*args, *every, "--output_dir", str(stopped), "--resume_from_checkpoint", "latest"]) == 0
     return straight, stopped
 
 
@@ -243,22 +209,8 @@ def test_dataset_name_of_a_local_folder_streams_and_trains(tmp_path):
         image.save(folder / f"{i}.png")
     for name, extra in ((saved, ["--num_epochs", "1"]), (folder, ["--max_train_steps", "3"])):
         out = tmp_path / f"run-{name.name}"
-        ok(
-            launch(
-                *TINY,
-                "--dataset_name",
-                str(name),
-                "--streaming",
-                *extra,
-                "--output_dir",
-                str(out),
-                "--dataloader_num_workers",
-                "1",
-                cwd=tmp_path,
-                python=True,
-                timeout=900,
-            )
-        )
+        args = ["--dataset_name", str(name), "--streaming", *extra, "--dataloader_num_workers", "1"]
+        assert train_main([*TINY, *args, "--output_dir", str(out)]) == 0
         config = json.loads((out / "training_config.json").read_text())
         assert config["max_train_steps"] == (8 if name == saved else 3)
         assert (out / "model_index.json").is_file()
@@ -278,9 +230,10 @@ def _png(seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def test_a_corrupt_member_and_an_unreadable_image_are_skipped_and_counted(tmp_path):
+def test_a_corrupt_member_and_an_unreadable_image_are_skipped_and_counted(tmp_path, capsys):
     import torch
 
+    from ddpm_hub.cli import main as cli_main
     from ddpm_hub.data import open_streamed_images
 
     for shard in range(2):
@@ -304,11 +257,13 @@ def test_a_corrupt_member_and_an_unreadable_image_are_skipped_and_counted(tmp_pa
     for i in range(5):
         (folder / f"{i}.png").write_bytes(_png(i))
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
-    result = _prepare_cli(str(folder), str(tmp_path / "out"), "--resolution", "16", "--shard_size", "4")
-    assert result.returncode == 0, result.stderr[-3000:]
+    capsys.readouterr()
+    status = cli_main(["prepare", str(folder), str(tmp_path / "out"), "--resolution", "16", "--shard_size", "4"])
+    printed = capsys.readouterr()
+    assert status == 0, printed.err[-3000:]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["num_images"] == 5 and manifest["num_skipped"] == 1
-    assert "(1 unreadable files skipped)" in result.stdout
+    assert "(1 unreadable files skipped)" in printed.out
 
 
 @pytest.mark.parametrize(
@@ -320,45 +275,28 @@ def test_a_corrupt_member_and_an_unreadable_image_are_skipped_and_counted(tmp_pa
         ("http://127.0.0.1:9/train-{{000000..000001}}.tar", "could not be read"),
     ],
 )
-def test_bad_shards_are_one_line_before_training(tmp_path, shards_arg, expected):
-    result = launch(
-        *TINY,
-        "--train_shards",
-        shards_arg.format(root=tmp_path),
-        "--max_train_steps",
-        "2",
-        "--output_dir",
-        str(tmp_path / "run"),
-        cwd=tmp_path,
-        python=True,
-        env=clean_env(HF_HUB_OFFLINE="1"),
-        timeout=900,
-    )
-    assert result.returncode == 2, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-    assert len(errors) == 1 and expected in errors[0], result.stderr[-3000:]
-    assert "Traceback" not in result.stderr and "Training" not in result.stderr
+def test_bad_shards_are_one_line_before_training(tmp_path, capsys, run_log, shards_arg, expected):
+    # In this process (offline, as conftest.py sets it): the exit status through the script is test_train's.
+    args = ["--train_shards", shards_arg.format(root=tmp_path), "--max_train_steps", "2"]
+    status = train_main([*TINY, *args, "--output_dir", str(tmp_path / "run")])
+    stderr = capsys.readouterr().err + run_log.text
+    assert status == 2, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and expected in errors[0], stderr[-3000:]
+    assert "Traceback" not in stderr and "Training" not in stderr
 
 
-def test_epochs_of_a_stream_without_manifest_are_refused(shards, tmp_path):
+def test_epochs_of_a_stream_without_manifest_are_refused(shards, tmp_path, capsys):
     bare = tmp_path / "bare"
     bare.mkdir()
     for tar in sorted(shards.glob("train-*.tar"))[:2]:
         shutil.copy(tar, bare)
-    result = launch(
-        *TINY,
-        "--train_shards",
-        str(bare),
-        "--output_dir",
-        str(tmp_path / "run"),
-        cwd=tmp_path,
-        python=True,
-        timeout=900,
-    )
-    assert result.returncode == 2 and "--max_train_steps" in result.stderr, result.stderr[-3000:]
+    status = train_main([*TINY, "--train_shards", str(bare), "--output_dir", str(tmp_path / "run")])
+    stderr = capsys.readouterr().err
+    assert status == 2 and "--max_train_steps" in stderr, stderr[-3000:]
 
 
-def test_an_interrupted_prepare_leaves_no_partial_shard_and_resumes(tmp_path):
+def test_an_interrupted_prepare_leaves_no_partial_shard_and_resumes(tmp_path, capsys, run_log):
     out = tmp_path / "emoji"
     args = ["twemoji", str(out), "--resolution", "16", "--shard_size", "100"]
     command = [sys.executable, "-c", "from ddpm_hub.cli import main; raise SystemExit(main())", "prepare", *args]
@@ -373,9 +311,11 @@ def test_an_interrupted_prepare_leaves_no_partial_shard_and_resumes(tmp_path):
     for shard in written:  # every shard that exists is whole: written to a temporary file, then renamed
         with tarfile.open(shard) as tar:
             assert len(tar.getmembers()) == 100
-    result = _prepare_cli(*args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Resuming" in result.stderr
+    # The resume needs no process of its own: the CLI in this process.
+    from ddpm_hub.cli import main as cli_main
+
+    assert cli_main(["prepare", *args]) == 0, capsys.readouterr().err[-3000:]
+    assert "Resuming" in run_log.text
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["num_images"] + manifest["num_skipped"] == 4009 and len(manifest["shards"]) == 41
     assert not list(out.glob(".*.tmp")) and not (out / "prepare-progress.json").exists()
@@ -478,21 +418,18 @@ def _checkpoint_steps(output_dir: Path) -> list[int]:
     return sorted(int(p.name.split("-")[1]) for p in output_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit())
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
-def test_a_stopped_two_process_streamed_run_resumes_bit_identically(small_shards, straight_two, tmp_path, how):
-    args = _two_process_args(small_shards)
-    stopped = tmp_path / "stopped"
+def _stop_two(args: list[str], output_dir: Path, cwd: Path, after_step: int, how: str) -> tuple[int, str]:
+    """Start a two-process run, stop it with `how` once it has logged `after_step`; its exit status and output."""
     process = subprocess.Popen(
-        _accelerate_two(*args, "--output_dir", str(stopped)),
-        cwd=tmp_path,
+        _accelerate_two(*args, "--output_dir", str(output_dir)),
+        cwd=cwd,
         env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     deadline = time.time() + SUBPROCESS_TIMEOUT
-    # Into the second epoch (steps 5-8), so that the resumed run starts from a position within a later epoch.
-    while time.time() < deadline and _steps_logged(stopped) < 5 and process.poll() is None:
+    while time.time() < deadline and _steps_logged(output_dir) < after_step and process.poll() is None:
         time.sleep(0.05)
     assert process.poll() is None, process.communicate()[0][-3000:]
     if how == "SIGTERM":  # as a cluster scheduler does: every training process gets it
@@ -505,22 +442,39 @@ def test_a_stopped_two_process_streamed_run_resumes_bit_identically(small_shards
         for pid in [process.pid, *_descendants(process.pid)]:
             os.kill(pid, signal.SIGKILL)
     output, _ = process.communicate(timeout=SUBPROCESS_TIMEOUT)
+    return process.returncode, output
+
+
+def test_a_two_process_streamed_run_stopped_by_sigterm_then_killed_resumes_bit_identically(
+    small_shards, straight_two, tmp_path
+):
+    # One run stopped both ways: SIGTERM, a resume of it killed with SIGKILL, and a last resume to the end. Each
+    # resume must restore the exact stream position of 2 processes x 2 workers for the weights to match.
+    args = _two_process_args(small_shards)
+    resume = ["--resume_from_checkpoint", "latest"]
+    stopped = tmp_path / "stopped"
+    # Into the second epoch (steps 5-8), so that the resumed run starts from a position within a later epoch.
+    status, output = _stop_two(args, stopped, tmp_path, 5, "SIGTERM")
+    assert status == 0 and "Stopped by SIGTERM" in output, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    assert not (stopped / "model_index.json").exists()
+    termed = _checkpoint_steps(stopped)
+    assert termed and 4 <= termed[-1] < SMALL_STEPS, (termed, output[-3000:])
+
+    _, output = _stop_two([*args, *resume], stopped, tmp_path, termed[-1] + 5, "SIGKILL")
+    assert f"checkpoint-{termed[-1]}" in output, output[-3000:]  # resumed from the SIGTERM's checkpoint
+    assert "approximately" not in output  # the same 2 processes x 2 workers: the exact position
     steps = _checkpoint_steps(stopped)
-    if how == "SIGTERM":
-        assert process.returncode == 0 and "Stopped by SIGTERM" in output, output[-3000:]
-        assert "Traceback" not in output, output[-3000:]
-        assert not (stopped / "model_index.json").exists()
-    assert steps and 4 <= steps[-1] < SMALL_STEPS, (steps, output[-3000:])
-    if how == "SIGKILL":  # resume within an epoch: from the last checkpoint that is not on an epoch's boundary
-        per_epoch = json.loads((straight_two / "training_config.json").read_text())["steps_per_epoch"]
-        assert per_epoch == 4
-        while steps[-1] % per_epoch == 0:
-            shutil.rmtree(stopped / f"checkpoint-{steps.pop()}")
-    resumed = ok(
-        launch(*args, "--output_dir", str(stopped), "--resume_from_checkpoint", "latest", cwd=tmp_path, processes=2)
-    )
+    assert termed[-1] < steps[-1] < SMALL_STEPS, (steps, output[-3000:])
+    # Resume within an epoch: from the last checkpoint that is not on an epoch's boundary.
+    per_epoch = json.loads((straight_two / "training_config.json").read_text())["steps_per_epoch"]
+    assert per_epoch == 4
+    while steps[-1] % per_epoch == 0:
+        shutil.rmtree(stopped / f"checkpoint-{steps.pop()}")
+    assert steps[-1] > termed[-1], steps
+    resumed = ok(launch(*args, "--output_dir", str(stopped), *resume, cwd=tmp_path, processes=2))
     assert f"checkpoint-{steps[-1]}" in resumed.stderr
-    assert "approximately" not in resumed.stderr  # the same 2 processes x 2 workers: the exact position
+    assert "approximately" not in resumed.stderr
     assert _checkpoint_steps(stopped)[-1] == SMALL_STEPS  # the resumed run did all the steps
     last = f"checkpoint-{SMALL_STEPS}/model.safetensors"
     assert_same_weights(straight_two / last, stopped / last)
@@ -529,18 +483,17 @@ def test_a_stopped_two_process_streamed_run_resumes_bit_identically(small_shards
 
 
 def test_a_resume_on_another_number_of_processes_warns_that_the_position_is_approximate(
-    small_shards, straight_two, tmp_path
+    small_shards, straight_two, tmp_path, run_log
 ):
     out = tmp_path / "one"
     out.mkdir()
     shutil.copytree(straight_two / "checkpoint-6", out / "checkpoint-6")
     args = [*_two_process_args(small_shards), "--max_train_steps", "10"]
-    result = ok(
-        launch(*args, "--output_dir", str(out), "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True)
-    )
+    assert train_main([*args, "--output_dir", str(out), "--resume_from_checkpoint", "latest"]) == 0
     # The checkpoint is of 2 processes x 2 workers, this run 1 x 2: allowed, and said in one warning.
-    assert "stream position is of 2 processes x 2 workers, this run has 1 x 2" in result.stderr, result.stderr[-3000:]
-    assert "approximately, not exactly" in result.stderr
+    warnings = [r.getMessage() for r in run_log.records if r.levelno == logging.WARNING]
+    assert len([w for w in warnings if "stream position is of 2 processes x 2 workers, this run has 1 x 2" in w]) == 1
+    assert "approximately, not exactly" in run_log.text
     assert "approximately, not exactly" in (out / "train.log").read_text()
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert _checkpoint_steps(out)[-1] == 10
@@ -553,18 +506,18 @@ EVAL = ["--eval_num_samples", "44", "--eval_features", SMALL, "--eval_num_infere
 
 
 def test_eval_steps_on_a_stream_score_its_first_images_keep_the_best_and_leave_training_alone(
-    small_shards, tmp_path, capsys
+    small_shards, tmp_path, capsys, monkeypatch
 ):
     from test_train import metrics_log
 
     from ddpm_hub.cli import main as cli_main
 
     cache = tmp_path / "cache"
-    env = clean_env(DDPM_HUB_CACHE=str(cache))
+    monkeypatch.setenv("DDPM_HUB_CACHE", str(cache))
     args = [*TINY, "--train_shards", str(small_shards / PATTERN), "--max_train_steps", "4"]
     args += ["--dataloader_num_workers", "1", "--eval_batch_size", "22", "--checkpointing_steps", "4"]
     out, plain = tmp_path / "run", tmp_path / "plain"
-    ok(launch(*args, "--eval_steps", "2", *EVAL, "--output_dir", str(out), cwd=tmp_path, python=True, env=env))
+    assert train_main([*args, "--eval_steps", "2", *EVAL, "--output_dir", str(out)]) == 0
     fids = [line for line in metrics_log(out) if "eval_fid" in line]
     assert [line["step"] for line in fids] == [2, 4] and all(line["eval_fid"] > 0 for line in fids)
     assert (out / "best" / "model_index.json").is_file() and (out / "best" / "unet").is_dir()
@@ -577,7 +530,7 @@ def test_eval_steps_on_a_stream_score_its_first_images_keep_the_best_and_leave_t
     assert len(stats) == 1
 
     # Reading the references and evaluating leave the training stream (and every draw) as they were.
-    ok(launch(*args, "--output_dir", str(plain), cwd=tmp_path, python=True))
+    assert train_main([*args, "--output_dir", str(plain)]) == 0
     weights = "checkpoint-4/model.safetensors"
     assert_same_weights(out / weights, plain / weights)
 
@@ -639,17 +592,17 @@ def _short_shards(root: Path, unreadable: int, shard: int = 1) -> Path:
     return root / "shards"
 
 
-def test_a_short_stream_repeats_samples_warns_once_runs_the_manifest_steps_and_resumes_exactly(tmp_path):
+def test_a_short_stream_repeats_samples_warns_once_runs_the_manifest_steps_and_resumes_exactly(tmp_path, run_log):
     # Shard 0 is short; with seed 0 worker 0 reads it in epochs 0 and 1, so its repeat is in the epoch's 3rd batch.
     shards = _short_shards(tmp_path / "data", unreadable=1, shard=0)
     # 2 workers, a shard each: 8 images (2 batches of 4) per reader by the manifest, 4 steps an epoch.
     args = [*TINY, "--train_shards", str(shards), "--num_epochs", "2", "--train_batch_size", "4"]
     args += ["--dataloader_num_workers", "2", "--shuffle_buffer_size", "4", "--checkpointing_steps", "1"]
     straight = tmp_path / "straight"
-    result = ok(launch(*args, "--output_dir", str(straight), cwd=tmp_path, python=True))
+    assert train_main([*args, "--output_dir", str(straight)]) == 0
     assert json.loads((straight / "metrics.json").read_text())["optimizer_steps"] == 8
-    warnings = [line for line in result.stderr.splitlines() if "WARNING" in line and "fewer samples" in line]
-    assert len(warnings) == 1, result.stderr[-3000:]
+    warnings = [r.getMessage() for r in run_log.records if r.levelno == logging.WARNING and "fewer samples" in r.msg]
+    assert len(warnings) == 1, run_log.text[-3000:]
     assert "epoch 0: process 0 repeated 1 sample (1 unreadable image skipped)" in warnings[0]
     assert "the manifest's 4 batches an epoch" in warnings[0]
     assert "INFO ddpm_hub.data.stream" in (straight / "train.log").read_text()  # epoch 1: a line of the log
@@ -660,19 +613,20 @@ def test_a_short_stream_repeats_samples_warns_once_runs_the_manifest_steps_and_r
         resumed = tmp_path / f"resumed-{step}"
         resumed.mkdir()
         shutil.copytree(straight / f"checkpoint-{step}", resumed / f"checkpoint-{step}")
-        ok(launch(*args, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest", cwd=tmp_path, python=True))
+        assert train_main([*args, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest"]) == 0
         assert_same_weights(straight / "checkpoint-8/model.safetensors", resumed / "checkpoint-8/model.safetensors")
 
 
-def test_a_split_without_a_readable_image_is_one_line(tmp_path):
+def test_a_split_without_a_readable_image_is_one_line(tmp_path, capsys, run_log):
     shards = _short_shards(tmp_path / "data", unreadable=8)
     args = [*TINY, "--train_shards", str(shards), "--num_epochs", "1", "--train_batch_size", "4"]
     args += ["--dataloader_num_workers", "2", "--output_dir", str(tmp_path / "run")]
-    result = launch(*args, cwd=tmp_path, python=True)
-    assert result.returncode == 2, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1 and "found no readable image in its split of epoch 0" in errors[0], result.stderr[-3000:]
-    assert "ddpm-hub prepare" in errors[0] and "Traceback" not in result.stderr
+    status = train_main(args)
+    stderr = capsys.readouterr().err + run_log.text
+    assert status == 2, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "found no readable image in its split of epoch 0" in errors[0], stderr[-3000:]
+    assert "ddpm-hub prepare" in errors[0] and "Traceback" not in stderr
 
 
 def test_two_processes_one_with_a_short_split_finish_without_hanging(tmp_path):

@@ -591,27 +591,21 @@ def test_cli_bad_input_exits_2_through_the_entry_point(tiny_sd_dir, tmp_path):
     assert not out.exists()
 
 
-def test_cli_mask_of_another_size_exits_2_through_the_entry_point(tiny_sd_dir, edit_inputs, tmp_path):
+def test_cli_mask_of_another_size_exits_2(tiny_sd_dir, edit_inputs, tmp_path, capsys):
+    # In this process: the exit status through the entry point is test_cli_bad_input_exits_2_through_the_entry_point's.
     out = tmp_path / "out"
-    result = run_cli(
-        "--model",
-        str(tiny_sd_dir),
-        "--prompt",
-        "a hat",
-        "--init_image",
-        str(edit_inputs["init"]),
-        "--mask_image",
-        str(edit_inputs["other-mask"]),
-        "--output_dir",
-        str(out),
-    )
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit:
+        main(["--model", str(tiny_sd_dir), "--prompt", "a hat", "--init_image", str(edit_inputs["init"]),
+              "--mask_image", str(edit_inputs["other-mask"]), "--output_dir", str(out)])  # fmt: skip
+    stderr = capsys.readouterr().err
 
-    assert result.returncode == 2
-    assert error_lines(result.stderr) == [
+    assert exit.value.code == 2
+    assert error_lines(stderr) == [
         f"text2img.py: error: The mask image {str(edit_inputs['other-mask'])!r} is 48x32 but the init image is "
         "32x48 (width x height); they must be the same size."
     ]
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in stderr
     assert not out.exists()
 
 

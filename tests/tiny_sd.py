@@ -234,3 +234,80 @@ def build_tiny_sdxl(directory: str | os.PathLike, *, seed: int = 0) -> StableDif
     )
     pipeline.save_pretrained(directory)
     return pipeline
+
+
+def build_tiny_clip(directory: str | os.PathLike, *, seed: int = 0) -> Path:
+    """Save a tiny random `CLIPModel` with its `CLIPProcessor` (32 px images, the offline vocabulary) to `directory`.
+
+    It stands in for `openai/clip-vit-base-patch16` in the CLIP score tests: the same classes, loaded by the same
+    `from_pretrained`, with a 32-dimensional embedding.
+    """
+    from transformers import CLIPModel, CLIPProcessor
+
+    directory = Path(directory)
+    tokenizer = _tokenizer(directory)
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config=_text_config(tokenizer).to_dict(),
+        vision_config={
+            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "image_size": 32, "patch_size": 8,
+        },
+        projection_dim=32,
+    )  # fmt: skip
+    CLIPModel(config).eval().save_pretrained(directory)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
+    return directory
+
+
+def build_tiny_upscaler(directory: str | os.PathLike, *, seed: int = 0):
+    """Build a tiny `StableDiffusionUpscalePipeline` from seeded random weights and `save_pretrained` it.
+
+    It has the x4 upscaler's shape scaled down: the UNet reads 7 channels (4 of latents, then the 3 of the noised
+    low-resolution image) and takes the noise level as its class label; the VAE has three levels, so it decodes
+    latents at the input's size to 4x that size; a DDPM low-resolution scheduler noises the input, a v-prediction
+    DDIM scheduler denoises.
+    """
+    from diffusers import DDPMScheduler, StableDiffusionUpscalePipeline
+
+    directory = Path(directory)
+    tokenizer = _tokenizer(directory)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        **{**TINY_UNET, "in_channels": 7, "sample_size": 32},
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        num_class_embeds=1000,  # noise levels 0..max_noise_level (350) index an embedding, as in the x4 upscaler
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        latent_channels=4,
+        scaling_factor=0.08333,
+    )
+    pipeline = StableDiffusionUpscalePipeline(
+        vae=vae,
+        text_encoder=CLIPTextModel(_text_config(tokenizer)),
+        tokenizer=tokenizer,
+        unet=unet,
+        low_res_scheduler=DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear"),
+        scheduler=DDIMScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=1,
+            prediction_type="v_prediction",
+        ),
+        max_noise_level=350,
+    )
+    pipeline.save_pretrained(directory)
+    return pipeline

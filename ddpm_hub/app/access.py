@@ -38,6 +38,7 @@ class Limits:
     max_text2image_steps: int = 150
     max_text2image_side: int = 1024  # pixels, height and width each
     max_text2image_pixels: int = 768 * 768  # height x width (1024 x 1024 takes minutes on a CPU)
+    max_upscale_pixels: int = 256 * 256  # of the image to upscale: its output is 16 times that (1024 x 1024)
     max_upload_bytes: int = 20 * 2**20
     max_image_pixels: int = 4096 * 4096  # of an uploaded image, checked from its header before decoding
     max_data_images: int = 64  # first images of a streamed data set offered (each set is read once)
@@ -72,6 +73,13 @@ class Limits:
             raise ValueError(
                 f"{height}x{width} is more than this explorer's {self.max_text2image_pixels} pixels per image; "
                 "choose a smaller size."
+            )
+
+    def check_upscale_size(self, height: int, width: int) -> None:
+        if height * width > self.max_upscale_pixels:
+            raise ValueError(
+                f"{height}x{width} is more than this explorer upscales ({self.max_upscale_pixels} pixels, 16 times "
+                "that once upscaled); generate a smaller image."
             )
 
 

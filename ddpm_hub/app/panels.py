@@ -443,12 +443,31 @@ MODEL_SCHEDULER = "model default"
 
 
 class TextToImagePanel:
-    """Loads a `Text2Image` model the first time it is asked for one (and again only when the choice changes)."""
+    """Loads a `Text2Image` model the first time it is asked for one (and again only when the choice changes); the
+    CLIP model and the upscaler likewise, on first use."""
 
     def __init__(self, output_dir: str | Path = "outputs"):
         self.output_dir = Path(output_dir)
         self._loaded = None
         self._key = None
+        self._helpers: dict[str, object] = {}  # "clip" -> CLIPScorer, "upscaler" -> Upscaler (one of each kept)
+
+    def _helper(self, kind: str, model: str, progress: Progress):
+        """The CLIP scorer or upscaler `model`, loaded when first asked for (replacing the previous one)."""
+        from ..text2img import CLIPScorer, Upscaler
+
+        model = model.strip()
+        loaded = self._helpers.get(kind)
+        loaded_name = None if loaded is None else loaded.name if kind == "clip" else loaded.model
+        if loaded_name not in (model, str(Path(model).expanduser().resolve())):
+            progress(0.0, f"loading {model}")
+            self._helpers.pop(kind, None)
+            try:
+                loaded = (CLIPScorer if kind == "clip" else Upscaler).from_pretrained(model)
+            except (OSError, ValueError) as error:
+                raise ValueError((str(error).strip().splitlines() or [type(error).__name__])[0]) from None
+            self._helpers[kind] = loaded
+        return loaded
 
     def model(self, model: str, scheduler: str, progress: Progress = _no_progress):
         from ..text2img import Text2Image
@@ -477,10 +496,10 @@ class TextToImagePanel:
         width: int | None = None,
         seed: int = 0,
         progress: Progress = _no_progress,
+        clip_model: str | None = None,
     ) -> tuple[PIL.Image.Image, dict, Path]:
-        """Generate and save one image; return it, its metadata as saved in the JSON sidecar, and the PNG's path."""
-        import json
-
+        """Generate and save one image, scored with `clip_model` if given; return it, its metadata as saved in the
+        JSON sidecar, and the PNG's path."""
         t2i = self.model(model, scheduler, progress)
         kwargs = dict(
             negative_prompt=negative_prompt.strip() or None,
@@ -491,7 +510,40 @@ class TextToImagePanel:
             seed=seed,
         )
         t2i.check_inputs(prompt, **kwargs)
+        scorer = self._helper("clip", clip_model, progress) if clip_model else None
         progress(0.1, "generating")
-        output = t2i.generate(prompt, progress=True, **kwargs)
+        return self._saved(t2i.generate(prompt, progress=True, **kwargs), scorer)
+
+    def upscale(
+        self,
+        image: PIL.Image.Image,
+        metadata: dict | None,
+        upscaler_model: str,
+        noise_level: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        progress: Progress = _no_progress,
+        clip_model: str | None = None,
+    ) -> tuple[PIL.Image.Image, dict, Path]:
+        """Upscale a generated image 4x under its own prompt and seed (from `metadata`, as the Generate panel shows
+        it) and save it, scored with `clip_model` if given; return it, its saved metadata and the PNG's path."""
+        from ..text2img import ImageMetadata
+
+        if image is None or not metadata:
+            raise ValueError("Generate an image first: Upscale works on the image shown, with its metadata.")
+        source = ImageMetadata.from_dict(metadata, source="the metadata shown")
+        upscaler = self._helper("upscaler", upscaler_model, progress)
+        settings = dict(noise_level=noise_level, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        upscaler.settings(**settings)  # bad settings are one line before any work
+        scorer = self._helper("clip", clip_model, progress) if clip_model else None
+        progress(0.1, "upscaling")
+        return self._saved(upscaler(image, metadata=[source], **settings), scorer)
+
+    def _saved(self, output, scorer) -> tuple[PIL.Image.Image, dict, Path]:
+        """Score (if asked) and save the one image of `output`: (image, its metadata as saved, the PNG's path)."""
+        import json
+
+        if scorer is not None:
+            scorer.score(output)
         png, sidecar = output.save(self.output_dir)
         return output.images[0], json.loads(sidecar.read_text(encoding="utf-8")), png

@@ -22,6 +22,8 @@ import gradio as gr  # noqa: E402
 from ..choices import EXPLORER_STEPS  # noqa: E402
 from ..pipeline import SAMPLERS  # noqa: E402
 from ..sampling import default_steps  # noqa: E402
+from ..text2img.clip_score import DEFAULT_CLIP_MODEL  # noqa: E402
+from ..text2img.upscale import DEFAULT_UPSCALER  # noqa: E402
 from . import monitor, panels  # noqa: E402
 from .access import Access, Limits, is_exposed  # noqa: E402
 from .models import describe_pipeline, load_pipeline  # noqa: E402
@@ -242,7 +244,7 @@ def build_app(
     from ..text2img import DEFAULT_MODEL
 
     access = Access(exposed=is_exposed(None) if exposed is None else exposed)
-    access.allow([text2image_model or DEFAULT_MODEL, *allow])
+    access.allow([text2image_model or DEFAULT_MODEL, DEFAULT_CLIP_MODEL, DEFAULT_UPSCALER, *allow])
     explorer = Explorer(model, run_dir, outputs_dir, access=access, limits=limits, data=data)
     # delete_cache: files Gradio copies for the page (images, GIFs) go after a day, so a long-lived Space stays small.
     with gr.Blocks(title="ddpm-hub explorer", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
@@ -530,31 +532,89 @@ def _text2image_tab(page: _Page, model: str, outputs_dir: str | Path) -> None:
                     height = gr.Number(0, precision=0, label="Height (0: the model's)")
                     width = gr.Number(0, precision=0, label="Width (0: the model's)")
                     t2i_seed = gr.Number(0, precision=0, label="Seed")
+                with gr.Row():
+                    clip_on = gr.Checkbox(False, label="CLIP score (how well the image follows the prompt)")
+                    clip_model = gr.Textbox(DEFAULT_CLIP_MODEL, label="CLIP model")
                 t2i_button = gr.Button("Generate", variant="primary")
             with gr.Column():
                 t2i_image = gr.Image(label="Image", type="pil", format="png")
+                clip_shown = gr.Number(label="CLIP score: max(100 cos(image, prompt), 0)", interactive=False)
                 t2i_metadata = gr.JSON(label="Saved metadata")
+        _upscale_controls(page, t2i_image, t2i_metadata, clip_on, clip_model)
 
     @page.shown
-    def text_to_image(model_id, text, negative_text, scheduler_name, num_steps, scale, h, w, seed_value,
-                      request: gr.Request, progress=gr.Progress(track_tqdm=True)):  # fmt: skip
+    def text_to_image(model_id, text, negative_text, scheduler_name, num_steps, scale, h, w, seed_value, score,
+                      clip_id, request: gr.Request, progress=gr.Progress(track_tqdm=True)):  # fmt: skip
         page.access.check(model_id)
+        clip_id = _clip_choice(page, score, clip_id)
         height_px, width_px = int(h or 0) or None, int(w or 0) or None
         limits.check_text2image_size(height_px, width_px)
         image, metadata, _ = explorer.text2image.generate(
             model_id, text, negative_text, scheduler_name,
             limits.check_steps(num_steps, limits.max_text2image_steps), float(scale), height_px, width_px,
-            int(seed_value or 0), progress=page.progress(progress, request),
+            int(seed_value or 0), progress=page.progress(progress, request), clip_model=clip_id,
         )  # fmt: skip
         return image, metadata
 
-    t2i_button.click(
+    generated = t2i_button.click(
         text_to_image,
-        [t2i_model, prompt, negative, t2i_scheduler, t2i_steps, guidance, height, width, t2i_seed],
+        [t2i_model, prompt, negative, t2i_scheduler, t2i_steps, guidance, height, width, t2i_seed, clip_on, clip_model],
         [t2i_image, t2i_metadata],
         api_name="text_to_image",
         **page.model_work,
     )
+    _show_clip_score(generated, t2i_metadata, clip_shown)
+
+
+def _show_clip_score(event, metadata, shown) -> None:
+    """After `event`, show the CLIP score saved in `metadata` (empty when the image was not scored)."""
+    event.then(lambda saved: (saved or {}).get("clip_score"), metadata, shown, api_visibility="private")
+
+
+def _clip_choice(page: _Page, score: bool, clip_id: str) -> str | None:
+    """The CLIP model to score with (one a shared explorer may open), or `None` when the score is off."""
+    if not score:
+        return None
+    clip_id = (clip_id or "").strip() or DEFAULT_CLIP_MODEL
+    page.access.check(clip_id)
+    return clip_id
+
+
+def _upscale_controls(page: _Page, image, metadata, clip_on, clip_model) -> None:
+    """5b. Upscale the generated image 4x (the x4 upscaler, under the image's own prompt and seed), scored as the
+    generated one is."""
+    explorer, limits = page.explorer, page.limits
+    with gr.Accordion("Upscale 4x", open=False):
+        with gr.Row():
+            with gr.Column():
+                upscaler_model = gr.Textbox(DEFAULT_UPSCALER, label="Upscaler (Hub id or folder)")
+                with gr.Row():
+                    noise_level = gr.Slider(0, 350, value=20, step=1, label="Noise level (more: more new detail)")
+                    up_steps = gr.Slider(1, 150, value=25, step=1, label="Steps")
+                    up_guidance = gr.Slider(0, 20, value=9.0, step=0.5, label="Guidance scale")
+                up_button = gr.Button("Upscale 4x")
+            with gr.Column():
+                up_image = gr.Image(label="Upscaled image", type="pil", format="png")
+                up_clip_shown = gr.Number(label="CLIP score of the upscaled image", interactive=False)
+                up_metadata = gr.JSON(label="Saved metadata (upscaled)")
+
+    @page.shown
+    def upscale(source, source_metadata, upscaler_id, level, num_steps, scale, score, clip_id, request: gr.Request,
+                progress=gr.Progress(track_tqdm=True)):  # fmt: skip
+        page.access.check(upscaler_id)
+        clip_id = _clip_choice(page, score, clip_id)
+        if source is not None:
+            limits.check_upscale_size(source.height, source.width)
+        steps = limits.check_steps(num_steps, limits.max_text2image_steps)
+        upscaled, saved, _ = explorer.text2image.upscale(
+            source, source_metadata, upscaler_id, int(level), steps, float(scale),
+            progress=page.progress(progress, request), clip_model=clip_id,
+        )  # fmt: skip
+        return upscaled, saved
+
+    inputs = [image, metadata, upscaler_model, noise_level, up_steps, up_guidance, clip_on, clip_model]
+    event = up_button.click(upscale, inputs, [up_image, up_metadata], api_name="upscale_image", **page.model_work)
+    _show_clip_score(event, up_metadata, up_clip_shown)
 
 
 def _monitor_tab(page: _Page, run_dir: str | None) -> None:

@@ -31,6 +31,8 @@ METADATA_FILES = {"metadata.jsonl", "metadata.csv", "metadata.parquet", "README.
 
 # Keep the decoded set in memory up to this share of physical RAM, else read it from the memory-mapped cache.
 IN_MEMORY_FRACTION = 0.25
+# Images `datasets.map` decodes and holds at a time (its default batch); fewer when that many would not fit.
+DECODE_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -173,11 +175,45 @@ def _describe(entry: Any) -> str:
     return "<in-memory image>"
 
 
+def available_memory() -> int:
+    """Bytes of memory available to this process now (psutil's estimate: free plus reclaimable caches)."""
+    try:
+        import psutil  # a dependency of accelerate
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def images_that_fit(count: int, channels: int, resolution: int, what: str) -> int:
+    """How many of `count` decoded images (uint8, `channels` x `resolution` x `resolution`) fit in half the memory
+    available (the other half: the source images and the resizing), at most `count`; a `ValueError` naming the
+    estimate and the limit when not even one does.
+
+    Args:
+        what (`str`): what is decoded, for the message ("--resolution 9000").
+    """
+    per_image, available = channels * resolution * resolution, available_memory()
+    fitting = min(count, available // 2 // per_image)
+    if fitting < 1:
+        raise ValueError(
+            f"{what}: one decoded image takes {_bytes(per_image)} and the source and the resizing as much again, "
+            f"more than the {_bytes(available)} of memory available; lower the resolution or free memory."
+        )
+    return fitting
+
+
+def _bytes(size: int) -> str:
+    return f"{size / 1e9:,.1f} GB" if size >= 1e9 else f"{size / 1e6:,.1f} MB" if size >= 1e6 else f"{size:,} bytes"
+
+
 def _preprocess_batch(batch, indices, *, column, resolution, channels, center_crop, seed, labelled=False):
     pixels, labels = [], []
     for row, (entry, index) in enumerate(zip(batch[column], indices)):
         try:
             image = to_model_mode(open_image(entry), channels)
+        except MemoryError:  # not the file's fault: the resolution is too large for this machine
+            raise
         except Exception as error:  # any unreadable file is skipped; the caller reports the count
             logger.warning("Skipping unreadable image %s: %s", _describe(entry), error)
             continue
@@ -442,8 +478,12 @@ def _decode(dataset_name, train_data_dir, cache_dir, settings: DecodeSettings, n
     )
     if label_names is not None:
         features[LABEL_COLUMN] = datasets.Value("int64")
+    # A batch of decoded images is held in memory: fewer at a time when datasets' default batch would not fit.
+    batch = images_that_fit(DECODE_BATCH, settings.channels, settings.resolution, f"--resolution {settings.resolution}")
+    sizes = {"batch_size": batch, "writer_batch_size": batch} if batch < min(DECODE_BATCH, len(dataset)) else {}
     processed = dataset.map(
         _preprocess_batch,
+        **sizes,
         batched=True,
         with_indices=True,
         remove_columns=dataset.column_names,

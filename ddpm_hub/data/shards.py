@@ -9,6 +9,7 @@ manifest, when there is one) are, so a typo or an unreachable host is one clear 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -74,8 +75,6 @@ def _resolve_one(pattern: str) -> list[str]:
 
 
 def _is_file(path: str) -> bool:
-    import os
-
     return os.path.isfile(path)
 
 
@@ -115,12 +114,18 @@ def shard_name(shard: str) -> str:
     return shard.rsplit("/", 1)[-1]
 
 
-def read_manifest(shards: Sequence[str]) -> dict[str, Any] | None:
-    """The `manifest.json` written by `ddpm-hub prepare` beside the first shard, if there is one and it lists every
-    shard (its per-shard counts give the length of an epoch); `None` otherwise."""
+def read_manifest(shards: Sequence[str], whole_folder: bool = False) -> dict[str, Any] | None:
+    """The `manifest.json` written by `ddpm-hub prepare` beside the first shard, checked against the shards; `None`
+    without one (or for shards of several folders, which no one manifest describes).
+
+    The shards must match it, cheaply (its per-shard counts give the length of an epoch): every shard is one it
+    lists, each local shard has the size it records, and with `whole_folder` (the shards are all of the folder's
+    `.tar` files) none that it lists is missing. A mismatch is a `ValueError` saying what differs.
+    """
     import fsspec
 
-    url = f"{shard_folder(shards[0])}/{MANIFEST_NAME}"
+    folder = shard_folder(shards[0])
+    url = f"{folder}/{MANIFEST_NAME}"
     try:
         with fsspec.open(url, "r") as handle:
             manifest = json.load(handle)
@@ -128,10 +133,59 @@ def read_manifest(shards: Sequence[str]) -> dict[str, Any] | None:
         return None
     except Exception:  # noqa: BLE001 (an unreachable manifest only costs the epoch length; the shards were checked already)
         return None
-    listed = {entry["name"] for entry in manifest.get("shards", [])}
-    if not all(shard_name(shard) in listed for shard in shards):
+    if any(shard_folder(shard) != folder for shard in shards):
         return None
+    entries = {entry["name"]: entry for entry in manifest.get("shards", [])}
+    differs = f"the shards in {folder} do not match its {MANIFEST_NAME} (written by `ddpm-hub prepare`)"
+    rewrite = "run the `ddpm-hub prepare` command that wrote them again (it rewrites damaged and missing shards)"
+    unlisted = [shard_name(shard) for shard in shards if shard_name(shard) not in entries]
+    if unlisted:
+        raise ValueError(
+            f"{differs}: {unlisted[0]} is not one of the {len(entries)} shards it lists ({len(unlisted)} such); move "
+            f"{'it' if len(unlisted) == 1 else 'them'} out of {folder}, or write the shard set again."
+        )
+    if whole_folder:
+        present = {shard_name(shard) for shard in shards}
+        missing = [name for name in entries if name not in present]
+        if missing:
+            raise ValueError(
+                f"{differs}: {missing[0]} is missing ({len(missing)} of the {len(entries)} shards it lists); restore "
+                f"it, {rewrite}, or name the shards to train on with a brace pattern."
+            )
+    for shard in shards:
+        recorded = entries[shard_name(shard)].get("size")
+        if recorded is not None and "://" not in shard and os.path.getsize(shard) != recorded:
+            raise ValueError(
+                f"{differs}: {shard_name(shard)} is {os.path.getsize(shard):,} bytes, the manifest says {recorded:,} "
+                f"(changed or truncated since); {rewrite}."
+            )
     return manifest
+
+
+def verify_shards(shard_set: ShardSet) -> None:
+    """Compare every local shard's sha256 with its manifest's (reads every shard once); `ValueError` naming the first
+    that differs. Shards without a manifest, or remote ones, are not checked."""
+    if shard_set.manifest is None:
+        return
+    digests = {entry["name"]: entry.get("sha256") for entry in shard_set.manifest["shards"]}
+    for shard in shard_set.paths:
+        expected = digests.get(shard_name(shard))
+        if expected is not None and "://" not in shard and file_sha256(shard) != expected:
+            raise ValueError(
+                f"the shards in {shard_folder(shard)} do not match its {MANIFEST_NAME}: the sha256 of "
+                f"{shard_name(shard)} differs from the one recorded (changed since `ddpm-hub prepare` wrote it); run "
+                "that command again (it rewrites damaged shards)."
+            )
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -151,7 +205,9 @@ class ShardSet:
         if isinstance(patterns, ShardSet):
             return patterns
         shards = resolve_shards(patterns)
-        return cls(tuple(shards), read_manifest(shards))
+        names = [patterns] if isinstance(patterns, str) else patterns
+        whole_folder = any("://" not in str(name) and os.path.isdir(name) for name in names)  # all its .tar files
+        return cls(tuple(shards), read_manifest(shards, whole_folder))
 
 
 def resolve_train_shards(train_shards: str | Sequence[str] | None) -> ShardSet | None:
@@ -175,8 +231,6 @@ def shard_counts(shards: Sequence[str], manifest: dict[str, Any] | None) -> list
 
 def is_shard_reference(value: str) -> bool:
     """Whether `value` (an `--reference` or data argument) names WebDataset shards rather than images or a data set."""
-    import os
-
     text = str(value)
     if text.endswith(".tar") or (".tar" in text and any(char in text for char in "{*?")):
         return True
@@ -187,7 +241,6 @@ def shards_fingerprint(value: str | Sequence[str] | ShardSet) -> tuple[str, str]
     """`(description, fingerprint)` of shards, for a reference cache: of exactly these shards in this order, each by
     its name and the manifest's sha256, else (no manifest) its size and modification time (a URL: its name only)."""
     import hashlib
-    import os
 
     shard_set = ShardSet.resolve(value)
     shards, manifest = shard_set.paths, shard_set.manifest

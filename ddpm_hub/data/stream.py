@@ -97,7 +97,12 @@ def _image_column(features, wanted: str | None) -> str:
 
 class StreamReader:
     """One `datasets.IterableDataset`, read one data shard at a time, as `{"key", "image", "label", "member"}`
-    examples (`member`: the raw bytes of `member_column`, a member decoded instead of the image, else `None`)."""
+    examples (`member`: the raw bytes of `member_column`, a member decoded instead of the image, else `None`).
+
+    A data shard that cannot be read to its end (a truncated or corrupt tar) ends with one more example whose
+    `unreadable` says what was lost; the stream skips and counts it as an unreadable image, with a warning.
+    `shard_names` (the tar files, in order) name the shard in that warning.
+    """
 
     def __init__(
         self,
@@ -106,6 +111,7 @@ class StreamReader:
         image_column: str | None = None,
         label_column: str | None = None,
         member_column: str | None = None,
+        shard_names: list[str] | None = None,
     ):
         import datasets
 
@@ -117,12 +123,23 @@ class StreamReader:
         self.label_column, self.member_column = label_column, member_column
         self.dataset = dataset
         self.num_shards = dataset.num_shards
+        self.shard_names = shard_names if shard_names is not None and len(shard_names) == self.num_shards else None
 
     def iter_shard(self, index: int) -> Iterator[dict[str, Any]]:
         shard = self.dataset.shard(num_shards=self.num_shards, index=index, contiguous=True)
         position = 0
         # `.iter` reads in this process: datasets' own worker split (in `__iter__`) is ours to do here.
-        for batch in shard.iter(batch_size=_READ_BATCH):
+        batches = iter(shard.iter(batch_size=_READ_BATCH))
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except Exception as error:  # noqa: BLE001 (a truncated or corrupt shard: its rest is skipped and counted)
+                name = self.shard_names[index] if self.shard_names else f"data shard {index}"
+                lost = f"the rest of shard {name} after {position} samples ({type(error).__name__}: {error})"
+                yield {"key": f"{index}/{name}", "image": None, "label": None, "member": None, "unreadable": lost}
+                return
             for row in range(len(batch[self.image_column])):
                 key = batch["__key__"][row] if "__key__" in batch else f"{index}/{position}"
                 yield {
@@ -148,9 +165,17 @@ def open_webdataset(
     """A reader of WebDataset tars through datasets' `webdataset` builder (members `KEY.png`, `KEY.cls`, `KEY.json`,
     and a member decoded instead of the image, such as latent shards' `KEY.latents.safetensors`, read as
     `member_column`)."""
+    import tarfile
+
     import datasets
 
-    dataset = datasets.load_dataset("webdataset", data_files={"train": shards}, split="train", streaming=True)
+    try:
+        dataset = datasets.load_dataset("webdataset", data_files={"train": shards}, split="train", streaming=True)
+    except (tarfile.TarError, EOFError) as error:  # datasets reads the first shard's first samples for their features
+        raise ValueError(
+            f"the first shard {shards[0]} cannot be read ({type(error).__name__}: {error}); it is truncated or not a "
+            "tar file: write it again with `ddpm-hub prepare`, or leave it out of --train_shards."
+        ) from error
     label_column = None
     if labelled:
         label_column = next((name for name in ("cls", "json") if name in dataset.features), None)
@@ -158,7 +183,15 @@ def open_webdataset(
             raise ValueError("--class_conditional needs a .cls or .json label member in every shard sample.")
     if member_column is not None and member_column not in dataset.features:
         raise ValueError(f"The shards' samples have no {member_column} member; write them with ddpm-hub prepare.")
-    return StreamReader(dataset, image_column=image_column, label_column=label_column, member_column=member_column)
+    from .shards import shard_name
+
+    return StreamReader(
+        dataset,
+        image_column=image_column,
+        label_column=label_column,
+        member_column=member_column,
+        shard_names=[shard_name(shard) for shard in shards],
+    )
 
 
 class ShardStream(torch.utils.data.IterableDataset):
@@ -239,6 +272,10 @@ class ShardStream(torch.utils.data.IterableDataset):
         yield from buffer
 
     def _decode(self, example: dict[str, Any], rng: np.random.Generator, warn: bool = True) -> torch.Tensor | None:
+        if example.get("unreadable"):
+            if warn:
+                logger.warning("Skipping %s.", example["unreadable"])
+            return None
         if self.member is not None:
             try:
                 return self.member.decode(example["member"])
@@ -248,6 +285,8 @@ class ShardStream(torch.utils.data.IterableDataset):
                 return None
         try:
             image = to_model_mode(open_image(example["image"]), self.channels)
+        except MemoryError:  # not the image's fault
+            raise
         except Exception as error:  # noqa: BLE001 (any unreadable image is skipped and counted, as in memory)
             if warn:
                 logger.warning("Skipping unreadable image %s: %s", example["key"], error)
@@ -682,20 +721,24 @@ def open_streamed_images(
     shuffle_buffer_size: int = DEFAULT_SHUFFLE_BUFFER,
     num_workers: int = 0,
     member: StreamMember | None = None,
+    verify: bool = False,
 ) -> StreamedImages:
     """The streamed `DataSource` of `--train_shards` or `--dataset_name --streaming`; raises `ValueError` in one
-    sentence for a missing shard, a pattern matching nothing, an unreachable URL or an unknown data set.
+    sentence for a missing shard, a pattern matching nothing, shards that do not match their manifest (names and
+    sizes; sha256s too with `verify`), an unreachable URL or an unknown data set.
 
     `member` (shards only) trains on a member of every sample instead of its image, e.g. latent shards' latents
     (`ddpm_hub.latents.source.LatentMember`).
     """
     import datasets
 
-    from .shards import shard_counts, shard_folder
+    from .shards import shard_counts, shard_folder, verify_shards
 
     labelled = class_conditional or class_column is not None
     if train_shards:
         shard_set = ShardSet.resolve(train_shards)
+        if verify:
+            verify_shards(shard_set)
         shards, manifest = list(shard_set.paths), shard_set.manifest
         label_names = manifest.get("label_names") if manifest is not None else None
         if labelled and label_names is None:

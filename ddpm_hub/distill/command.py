@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
 from ..arguments import one_line, parse_config
-from .config import CONFIG_TYPES, DistillConfig, check_latent_teacher, check_teacher_folder, is_latent_pipeline
+from ..export import PIPELINE_ENTRIES
+from ..model_card import CONFIG_FILE, METRICS_FILE, SAMPLE_GRID
+from ..run_folder import OutputFolder
+from .config import (
+    CONFIG_TYPES,
+    DistillConfig,
+    check_latent_teacher,
+    check_teacher_folder,
+    is_latent_pipeline,
+    teacher_fingerprint,
+)
 from .rounds import TRAJECTORY_STEPS, check_ddim_can_run
 
 logger = logging.getLogger("ddpm_hub")
@@ -24,6 +35,8 @@ def check_run_flags(distill: DistillConfig, data, run, hub) -> None:
         raise ValueError(
             "--eval_steps and --eval_epochs are for training; each round is scored at its end (--eval_rounds)."
         )
+    if run.post_hoc_ema:
+        raise ValueError("--post_hoc_ema is for training; a distillation round keeps the fixed-decay EMA (--use_ema).")
     if hub.hub_push_checkpoints:
         raise ValueError(
             "--hub_push_checkpoints is for training; a distillation pushes only its final student, its rounds' "
@@ -104,15 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with reported_as_setup_errors():
             check_run_flags(distill, data, run, hub)
+            check_output_dir(distill, run)
             teacher_dir = resolve_teacher(distill, data.cache_dir)
             check_labels(teacher_dir, data)
-            check_output_dir(distill, run)
-            from .distiller import check_finished_rounds, distill_run
+            from .distiller import check_finished_rounds, check_same_teacher, distill_run
 
+            fingerprint = teacher_fingerprint(teacher_dir)
             if run.resume_from_checkpoint is not None or not run.overwrite_output_dir:
+                check_same_teacher(teacher_dir, distill, Path(run.output_dir), fingerprint)
                 check_finished_rounds(teacher_dir, distill, Path(run.output_dir))
 
-        distill_run(distill, teacher_dir, data, run, hub)
+        distill_run(distill, teacher_dir, data, run, hub, fingerprint=fingerprint)
     except (SetupError, PushError, DivergedError, NonFiniteWeightsError, WriteError) as error:
         print(f"{PROG}: error: {one_line(error)}", file=sys.stderr)
         return 2 if isinstance(error, SetupError) else 1
@@ -120,19 +135,58 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_output_dir(distill: DistillConfig, run) -> None:
-    """Refuse to distil over a previous run unless told to resume it or start over (the rule of training)."""
+    """Refuse an output folder the distillation would damage (the rule of training, with a distillation's names):
+    the TEACHER itself, a file, a folder that cannot be written, a non-empty folder that is not a distillation (unless
+    --overwrite_output_dir), or a previous distillation unless told to resume it or start over."""
     from ..checkpointing import list_checkpoints
 
     output_dir = Path(run.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"--output_dir {run.output_dir!r} exists and is not a folder.")
+    if run.resume_from_checkpoint not in (None, "latest"):
+        raise ValueError("--resume_from_checkpoint takes 'latest' for a distillation (each round resumes its own).")
+    if output_dir.exists() and output_dir.resolve() == Path(distill.teacher).resolve():
+        raise ValueError(
+            f"--output_dir {run.output_dir!r} is the TEACHER folder: the student would replace the teacher; choose "
+            "another --output_dir."
+        )
+    DISTILLATION.check(output_dir, overwrite=run.overwrite_output_dir)
+    rounds = round_folders(output_dir) if output_dir.is_dir() else []
     previous = (output_dir / "model_index.json").exists() or any(
-        list_checkpoints(folder) or (folder / "model_index.json").exists() for folder in output_dir.glob("round-*")
+        list_checkpoints(folder) or (folder / "model_index.json").exists() for folder in rounds
     )
     if previous and run.resume_from_checkpoint is None and not run.overwrite_output_dir:
         raise ValueError(
             f"--output_dir {run.output_dir!r} already holds a distillation; pass --resume_from_checkpoint latest to "
             "continue it, --overwrite_output_dir to start over, or choose another --output_dir."
         )
-    if run.resume_from_checkpoint not in (None, "latest"):
-        raise ValueError("--resume_from_checkpoint takes 'latest' for a distillation (each round resumes its own).")
+
+
+_ROUND = re.compile(r"^round-\d+$")
+# What a distillation writes at OUT: the final student, its settings, scores, grid and card, and one folder a round.
+FINAL_FILES = frozenset((*PIPELINE_ENTRIES, "README.md", CONFIG_FILE, METRICS_FILE, SAMPLE_GRID))
+
+
+def round_folders(output_dir: Path) -> list[Path]:
+    return sorted(path for path in output_dir.iterdir() if path.is_dir() and _ROUND.match(path.name))
+
+
+def is_distillation(output_dir: Path) -> bool:
+    """Whether a folder holds a distillation: a round's folder, or a final student whose settings name a teacher."""
+    if round_folders(output_dir):
+        return True
+    try:
+        return "distill_teacher" in json.loads((output_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
+def distillation_writes(name: str) -> bool:
+    return name in FINAL_FILES or bool(_ROUND.match(name)) or name.startswith((".pipeline.", ".hub-push-"))
+
+
+DISTILLATION = OutputFolder(
+    flag="--output_dir",
+    holds="a distillation",
+    is_own=is_distillation,
+    writes=distillation_writes,
+    anyway="pass --overwrite_output_dir to distil there",
+)

@@ -4,6 +4,7 @@ here what they mean in `train_unconditional.py`."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,31 @@ def check_teacher_folder(folder: Path, flag: str) -> dict:
     if is_latent_pipeline(components) and not (folder / "vae" / "config.json").is_file():
         raise ValueError(f"{flag} {str(folder)!r} is a latent pipeline without its vae/ folder.")
     return components
+
+
+# The files that make a teacher what it is: its weights, their configs, its VAE (a latent teacher), its classes.
+TEACHER_FILES = (
+    "model_index.json",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "scheduler/scheduler_config.json",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+)
+
+
+def teacher_fingerprint(folder: Path) -> str:
+    """The sha256 of a teacher pipeline's files (`TEACHER_FILES`, those it has): every round records it, and a resumed
+    distillation must give the same teacher (a folder or Hub repo may hold other weights under the same name)."""
+    digest = hashlib.sha256()
+    for name in TEACHER_FILES:
+        path = folder / name
+        if path.is_file():
+            digest.update(f"{name}\0{path.stat().st_size}\0".encode())
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
 
 
 def is_latent_pipeline(index: dict) -> bool:

@@ -40,7 +40,7 @@ from ..latents.space import LatentSpace
 from ..model_card import CONFIG_FILE, METRICS_FILE, SAMPLE_GRID, card_info_for_run, write_model_card
 from ..pipeline import DDPMHubPipeline, labels_in_id_order
 from ..training import ModelShape, Trainer, record_metrics
-from .config import DistillConfig, check_teacher_folder, is_latent_pipeline
+from .config import DistillConfig, check_teacher_folder, is_latent_pipeline, teacher_fingerprint
 from .quality import RoundScorer, format_quality_table
 from .rounds import DDIM_OVERRIDES, TRAJECTORY_STEPS, ddim_scheduler, round_step_counts, step_grid
 from .step import DistillStep
@@ -68,6 +68,7 @@ class RoundPlan:
     folder: Path
     first_teacher_dir: Path  # TEACHER: every round is scored against it, the model distillation started from
     vae_source: Path | None = None  # a latent teacher: the TEACHER folder whose vae/ every round encodes with
+    teacher_fingerprint: str | None = None  # TEACHER's (`teacher_fingerprint`), recorded by every round
 
 
 class DistillRound(Trainer):
@@ -160,6 +161,7 @@ class DistillRound(Trainer):
         return {
             **super().hyperparameters(),
             "distill_teacher": str(self.distill.teacher),
+            "distill_teacher_fingerprint": plan.teacher_fingerprint or teacher_fingerprint(plan.first_teacher_dir),
             "distill_round": plan.index + 1,
             "distill_teacher_steps": plan.teacher_steps,
             "distill_student_steps": plan.student_steps,
@@ -248,13 +250,17 @@ def teacher_model_config(plan: RoundPlan) -> ModelConfig:
     )
 
 
-def plan_rounds(teacher_dir: Path, distill: DistillConfig, output_dir: Path) -> list[RoundPlan]:
+def plan_rounds(
+    teacher_dir: Path, distill: DistillConfig, output_dir: Path, fingerprint: str | None = None
+) -> list[RoundPlan]:
     plans, teacher, teacher_steps = [], teacher_dir, distill.start_steps
     index_file = json.loads((teacher_dir / "model_index.json").read_text(encoding="utf-8"))
     vae_source = teacher_dir if is_latent_pipeline(index_file) else None
     for index, student_steps in enumerate(round_step_counts(distill.start_steps, distill.end_steps)):
         folder = round_dir(output_dir, student_steps)
-        plans.append(RoundPlan(index, teacher, teacher_steps, student_steps, folder, teacher_dir, vae_source))
+        plans.append(
+            RoundPlan(index, teacher, teacher_steps, student_steps, folder, teacher_dir, vae_source, fingerprint)
+        )
         teacher, teacher_steps = folder, student_steps
     return plans
 
@@ -271,6 +277,30 @@ def check_label_names(teacher_dir: Path, label_names: list[str] | None) -> None:
             f"the data's classes {label_names} are not the teacher's {teacher_names} (by id); distil the teacher on "
             "its own labelled data."
         )
+
+
+def check_same_teacher(teacher_dir: Path, distill: DistillConfig, output_dir: Path, fingerprint: str) -> None:
+    """Before any work on a resumed distillation: it goes on with the TEACHER it was started with, by fingerprint.
+
+    Every round that began (and the final student) recorded its TEACHER's `distill_teacher_fingerprint` in its
+    `training_config.json`; another teacher would train the rest of a round, or rewrite the card, against weights the
+    earlier rounds never saw. Folders without a record (older versions) are not compared.
+    """
+    folders = [output_dir, *(plan.folder for plan in plan_rounds(teacher_dir, distill, output_dir))]
+    for folder in folders:
+        try:
+            recorded = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # absent, or unreadable: check_finished_rounds says so for a finished round
+            continue
+        theirs = recorded.get("distill_teacher_fingerprint") if isinstance(recorded, dict) else None
+        if theirs is not None and theirs != fingerprint:
+            theirs_name = recorded.get("distill_teacher")
+            raise ValueError(
+                f"--output_dir {str(output_dir)!r} was distilled from another teacher ({theirs_name}, fingerprint "
+                f"{theirs[:12]} in {folder.name}/{CONFIG_FILE}) than TEACHER {distill.teacher!r} "
+                f"(fingerprint {fingerprint[:12]}); resume with that teacher, pass --overwrite_output_dir to start "
+                "over with this one, or choose another --output_dir."
+            )
 
 
 def check_finished_rounds(teacher_dir: Path, distill: DistillConfig, output_dir: Path) -> None:
@@ -337,12 +367,14 @@ def round_run_config(run: TrainConfig, plan: RoundPlan, steps: int, overwrite: b
     )
 
 
-def run_rounds(teacher_dir: Path, distill: DistillConfig, data: DataConfig, run: TrainConfig) -> list[dict[str, Any]]:
+def run_rounds(
+    teacher_dir: Path, distill: DistillConfig, data: DataConfig, run: TrainConfig, fingerprint: str
+) -> list[dict[str, Any]]:
     """Train every round not finished yet; returns each round's metrics (read back from finished rounds)."""
     output_dir, scorers, results = Path(run.output_dir), {}, []
     overwrite = run.overwrite_output_dir and run.resume_from_checkpoint is None
     shards = resolve_train_shards(data.train_shards)  # once, for every round
-    for plan in plan_rounds(teacher_dir, distill, output_dir):
+    for plan in plan_rounds(teacher_dir, distill, output_dir, fingerprint):
         if not overwrite and round_finished(plan.folder):
             logger.info("Round %d (%d -> %d steps) is finished in %s.", plan.index + 1, plan.teacher_steps,
                         plan.student_steps, plan.folder)  # fmt: skip
@@ -417,8 +449,16 @@ def summary_metrics(teacher: str, distill: DistillConfig, results: list[dict[str
     return metrics
 
 
-def distill_run(distill: DistillConfig, teacher_dir: Path, data: DataConfig, run: TrainConfig, hub: HubConfig) -> Path:
-    """Every round, then the final student at OUT and its upload; returns OUT."""
+def distill_run(
+    distill: DistillConfig,
+    teacher_dir: Path,
+    data: DataConfig,
+    run: TrainConfig,
+    hub: HubConfig,
+    fingerprint: str | None = None,
+) -> Path:
+    """Every round, then the final student at OUT and its upload; returns OUT (`fingerprint`: the teacher's
+    `teacher_fingerprint`, computed here when not given)."""
     from accelerate import PartialState
 
     from ..training import PushError, reported_as_setup_errors
@@ -428,7 +468,7 @@ def distill_run(distill: DistillConfig, teacher_dir: Path, data: DataConfig, run
     with reported_as_setup_errors():
         publisher = make_publisher(hub, output_dir)  # fails fast on a bad token or repo id
     try:
-        results = run_rounds(teacher_dir, distill, data, run)
+        results = run_rounds(teacher_dir, distill, data, run, fingerprint or teacher_fingerprint(teacher_dir))
         if not results:
             return output_dir  # stopped by a signal
         if PartialState().is_main_process:

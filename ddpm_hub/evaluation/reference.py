@@ -141,6 +141,12 @@ def reference_source(
 
         return shards_identity(shards, image_column=image_column), shard_images
     folder = Path(reference).exists() and is_image_folder(reference)
+    looks_like_a_path = "://" not in reference and (reference.startswith(("/", ".", "~")) or reference.count("/") > 1)
+    if looks_like_a_path and not Path(reference).exists():
+        raise ValueError(
+            f"--reference {reference!r} does not exist; give a folder of images, WebDataset shards, a built-in set or "
+            "a data set id."
+        )
     names = dict(dataset_name=None if folder else reference, train_data_dir=reference if folder else None)
     identity = data_identity(
         **names, dataset_config_name=dataset_config_name, cache_dir=data_cache_dir, image_column=image_column,

@@ -8,7 +8,9 @@ every step (Rombach et al. 2022 train on samples of the posterior); a `VQModel` 
 encoder output before quantisation, which its decoder quantises). With flips, the flipped image is encoded too:
 the latent of a flipped image is not the flipped latent.
 
-Stored as float16 (half the disk and memory of float32; the posterior's own std is far above float16's rounding).
+Stored as float16 (half the disk and memory of float32; the posterior's own std is far above float16's rounding),
+with a checksum of the tensors in the file's header: an entry that is unreadable, truncated, changed since it was
+written (or written without one), not finite, or of another length is encoded again, with a warning, never trained on.
 """
 
 from __future__ import annotations
@@ -122,6 +124,16 @@ def encode_latents(
     return LatentStats(torch.cat(means), torch.cat(stds) if is_kl else None)
 
 
+def stats_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """A hash of a cache entry's tensors (names, shapes, dtypes, bytes), stored in its header and checked on read."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        digest.update(f"{name}\0{tuple(tensor.shape)}\0{tensor.dtype}\0".encode())
+        digest.update(tensor.view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
 def save_stats(stats: LatentStats, path: Path) -> None:
     from safetensors.torch import save_file
 
@@ -129,14 +141,34 @@ def save_stats(stats: LatentStats, path: Path) -> None:
     if stats.std is not None:
         tensors["std"] = stats.std.contiguous()
     with atomic_file(path) as tmp:  # a crash while writing never leaves a truncated cache entry
-        save_file(tensors, str(tmp))
+        save_file(tensors, str(tmp), metadata={"checksum": stats_checksum(tensors)})
 
 
-def load_stats(path: Path) -> LatentStats:
-    from safetensors.torch import load_file
+class DamagedCacheError(ValueError):
+    """A latent cache entry that is not what was written: unreadable, truncated, changed, or not finite."""
 
-    tensors = load_file(str(path))
-    return LatentStats(tensors["mean"], tensors.get("std"))
+
+def load_stats(path: Path, num_images: int | None = None) -> LatentStats:
+    """A cache entry, verified: readable, its checksum the one written with it, finite, and (with `num_images`) one
+    row per image; `DamagedCacheError` saying what is wrong otherwise."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as entry:
+            written = (entry.metadata() or {}).get("checksum")
+            tensors = {name: entry.get_tensor(name) for name in entry.keys()}
+    except Exception as error:  # noqa: BLE001 (safetensors' own error for a truncated or garbled file, or an OSError)
+        raise DamagedCacheError(f"unreadable ({type(error).__name__}: {' '.join(str(error).split())[:200]})") from error
+    if written is None:
+        raise DamagedCacheError("it has no checksum (written by an older ddpm-hub, or not by ddpm-hub)")
+    if "mean" not in tensors or stats_checksum(tensors) != written:
+        raise DamagedCacheError("its contents differ from the checksum written with them")
+    stats = LatentStats(tensors["mean"], tensors.get("std"))
+    if not all(torch.isfinite(t).all() for t in (stats.mean, stats.std) if t is not None):
+        raise DamagedCacheError("it holds NaN or infinity")
+    if num_images is not None and len(stats) != num_images:
+        raise DamagedCacheError(f"it has {len(stats)} rows for {num_images} images")
+    return stats
 
 
 def cached_latents(
@@ -158,8 +190,13 @@ def cached_latents(
     """
     path = cache_root / cache_key(pixel_digest(pixels), resolution, center_crop, random_flip, vae_fingerprint(vae))
     if path.is_file():
-        logger.info("Using the cached latents in %s.", path)
-        return load_stats(path), path, False
+        try:
+            stats = load_stats(path, len(pixels))
+        except DamagedCacheError as error:
+            logger.warning("The cached latents in %s cannot be used: %s. Encoding the images again.", path, error)
+        else:
+            logger.info("Using the cached latents in %s (checksum verified).", path)
+            return stats, path, False
     logger.info("Encoding %d images with the VAE on %s, once (cached in %s).", len(pixels), device, path)
     try:
         vae.to(device)

@@ -116,21 +116,34 @@ def plan_latent_shards(manifest: dict[str, Any] | None, model_config, data_confi
     return dataclasses.replace(model_config, resolution=resolution)
 
 
-def check_shards_vae(manifest: dict[str, Any], info: VAEInfo, vae: torch.nn.Module | None) -> None:
+class VAEMismatchError(ValueError):
+    """A VAE that is not the one latent shards were encoded with."""
+
+
+def check_shards_vae(
+    manifest: dict[str, Any], info: VAEInfo, vae: torch.nn.Module | None, implied: bool = False
+) -> None:
     """Refuse in one line a VAE other than the shards' (cheaply by its config first; by fingerprint once `vae`, its
-    loaded weights, is given)."""
+    loaded weights, is given). `implied`: the VAE is the one the manifest names (no `--vae_name_or_path` given), so a
+    mismatch means it changed at its place since the shards were written."""
     record = manifest["latents"]
     expected = f"the VAE the shards were encoded with ({record['vae_class']} {record['vae_name_or_path']}"
     expected += f"/{record['vae_subfolder']})" if record["vae_subfolder"] else ")"
-    advice = "leave --vae_name_or_path out to use theirs, or write the shards again with this VAE"
+    if implied:
+        subject = f"the VAE at {info.name}, named by the shards' manifest.json,"
+        expected = "the one they were encoded with: it changed since `ddpm-hub prepare` ran"
+        advice = "restore that VAE, pass --vae_name_or_path with a copy of it, or write the shards again"
+    else:
+        subject = f"--vae_name_or_path {info.name}"
+        advice = "leave --vae_name_or_path out to use theirs, or write the shards again with this VAE"
     shape = list(info.sample_shape(manifest["resolution"]))
     if info.class_name != record["vae_class"] or shape != record["latent_shape"]:
-        raise ValueError(
-            f"--vae_name_or_path {info.name} is not {expected}: a {info.class_name} with {shape} latents, theirs "
-            f"are {record['latent_shape']}; {advice}."
+        raise VAEMismatchError(
+            f"{subject} is not {expected}: a {info.class_name} with {shape} latents, theirs are "
+            f"{record['latent_shape']}; {advice}."
         )
     if vae is not None and vae_fingerprint(vae) != record["vae_fingerprint"]:
-        raise ValueError(
-            f"--vae_name_or_path {info.name} is not {expected}: its weights or config differ (fingerprint "
-            f"{vae_fingerprint(vae)[:12]}, theirs {record['vae_fingerprint'][:12]}); {advice}."
+        raise VAEMismatchError(
+            f"{subject} is not {expected}: its weights or config differ (fingerprint {vae_fingerprint(vae)[:12]}, "
+            f"theirs {record['vae_fingerprint'][:12]}); {advice}."
         )

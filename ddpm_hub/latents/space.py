@@ -21,7 +21,7 @@ import torch
 
 from ..training.parts import DataOpening, ModelShape, PreparedRun, RunPart
 from .cache import cached_latents, default_cache_root
-from .shards import check_shards_vae, latent_shards_manifest, plan_latent_shards
+from .shards import VAEMismatchError, check_shards_vae, latent_shards_manifest, plan_latent_shards
 from .source import LatentImages, LatentMember
 from .vae import VAEInfo, load_vae, read_vae_info, vae_license
 
@@ -68,16 +68,18 @@ class LatentSpace(RunPart):
         given `--vae_name_or_path` that must be the same; one line when it is not, or cannot be read."""
         try:
             info = read_vae_info(model.vae_name_or_path, model.vae_subfolder, model.latent_scaling_factor, cache_dir)
-            check_shards_vae(self.manifest, info, None)  # the config first: no weights loaded for a wrong class
+            check_shards_vae(
+                self.manifest, info, None, implied
+            )  # the config first: no weights loaded for a wrong class
             self.vae = load_vae(info, cache_dir)
         except ValueError as error:
-            if not implied:
+            if not implied or isinstance(error, VAEMismatchError):
                 raise
             raise ValueError(
                 f"the latent shards' VAE {model.vae_name_or_path} (named by their manifest.json) could not be "
                 f"read ({error}); pass --vae_name_or_path with a copy of it."
             ) from error
-        check_shards_vae(self.manifest, info, self.vae)
+        check_shards_vae(self.manifest, info, self.vae, implied)
         return info
 
     def shape_model(self, shape: ModelShape) -> ModelShape:

@@ -1,10 +1,11 @@
-"""The `text2img.py` command line: three typed configs, parsed and validated (`GenerationInputs.check`, the one
+"""The `text2img.py` command line: five typed configs, parsed and validated (`GenerationInputs.check`, the one
 input check) before anything loads."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,9 +16,11 @@ from ..arguments import one_line, parse_config
 from ..devices import resolve_device
 from ..files import WriteError
 from ..pipeline_steps import SAMPLERS
-from .inputs import DEFAULT_MODEL, GenerationInputs, check_model_reference, resolve_dtype
+from .clip_score import DEFAULT_CLIP_MODEL, check_clip_model
+from .inputs import DEFAULT_MODEL, GenerationInputs, check_model_reference, read_prompts_file, resolve_dtype
 from .metadata import ImageMetadata
 from .text2image import Text2Image
+from .upscale import DEFAULT_UPSCALER, UpscaleSettings, check_upscale_size
 
 logger = logging.getLogger("ddpm_hub.text2img")
 
@@ -84,14 +87,7 @@ class GenerationConfig:
         """The prompts of `--prompt`, then those of `--prompts_file`."""
         prompts = list(self.prompt)
         if self.prompts_file is not None:
-            path = Path(self.prompts_file)
-            if not path.is_file():
-                raise ValueError(f"Prompts file {self.prompts_file!r} does not exist.")
-            lines = path.read_text(encoding="utf-8").splitlines()
-            from_file = [line.strip() for line in lines if line.strip()]
-            if not from_file:
-                raise ValueError(f"Prompts file {self.prompts_file!r} holds no prompt.")
-            prompts += from_file
+            prompts += read_prompts_file(self.prompts_file)
         return prompts
 
     def inputs(self) -> GenerationInputs:
@@ -143,6 +139,78 @@ class ModelConfig:
             raise ValueError(f"--cpu_offload needs a CUDA device, but the device is {device}.")
 
 
+UPSCALE_FLAGS = ("upscale", "upscaler_model", "noise_level", "upscale_num_inference_steps", "upscale_guidance_scale")
+# What `Text2Image.upscale` takes besides the images; the prompts, negative prompts and seeds are in their metadata.
+UPSCALE_SETTINGS = ("upscaler_model", "noise_level", "num_inference_steps", "guidance_scale")
+UPSCALED_IMAGES = "With --upscale, the images to generate"
+
+
+@dataclass
+class UpscaleConfig:
+    """4x upscaling of the generated images (diffusers' StableDiffusionUpscalePipeline)."""
+
+    upscale: bool = field(
+        default=False,
+        metadata={
+            "help": "Upscale every image 4x with --upscaler_model, under its own prompt, negative prompt and seed; "
+            "generated sides must be at most 512 px (the x4 upscaler was trained on 128 px inputs)."
+        },
+    )
+    upscaler_model: str = field(
+        default=DEFAULT_UPSCALER, metadata={"help": "Hub id or folder of a StableDiffusionUpscalePipeline."}
+    )
+    noise_level: int | None = field(
+        default=None,
+        metadata={
+            "help": "Noise added to the image before upscaling, 0 to the upscaler's max_noise_level (350): more "
+            "invents more detail (diffusers' default: 20)."
+        },
+    )
+    upscale_num_inference_steps: int | None = field(
+        default=None, metadata={"help": "The upscaler's denoising steps (diffusers' default: 75)."}
+    )
+    upscale_guidance_scale: float | None = field(
+        default=None, metadata={"help": "The upscaler's classifier-free guidance weight (diffusers' default: 9.0)."}
+    )
+
+    def upscale_kwargs(self) -> dict[str, Any] | None:
+        """The upscaler and its settings (the arguments of `Text2Image.upscale`), `None` without --upscale."""
+        if not self.upscale:
+            return None
+        return {"upscaler_model": self.upscaler_model, "noise_level": self.noise_level,
+                "num_inference_steps": self.upscale_num_inference_steps,
+                "guidance_scale": self.upscale_guidance_scale}  # fmt: skip
+
+    def validate(self) -> None:
+        if not self.upscale:
+            given = _non_default_flags(self, only=UPSCALE_FLAGS)
+            if given:
+                raise ValueError(f"Without --upscale nothing is upscaled, so {given} cannot apply; add --upscale.")
+            return
+        check_model_reference(self.upscaler_model)
+        UpscaleSettings(self.noise_level, self.upscale_num_inference_steps, self.upscale_guidance_scale).check()
+
+
+@dataclass
+class ScoreConfig:
+    """How well the images follow their prompts."""
+
+    clip_score: bool = field(
+        default=False,
+        metadata={
+            "help": "Score each image against its prompt, max(100 cos(E_image, E_prompt), 0) with --clip_model; "
+            "written into its metadata (clip_score) and the mean printed last."
+        },
+    )
+    clip_model: str = field(
+        default=DEFAULT_CLIP_MODEL, metadata={"help": "CLIP model for --clip_score (Hub id or local folder)."}
+    )
+
+    def validate(self) -> None:
+        if not self.clip_score and self.clip_model != DEFAULT_CLIP_MODEL:
+            raise ValueError("--clip_model only applies with --clip_score.")
+
+
 @dataclass
 class OutputConfig:
     """Where the images go."""
@@ -168,32 +236,25 @@ def _non_default_flags(config, only: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `text2img.py` command line; returns the exit status (2 for bad input)."""
     prog = "text2img.py"
-    generation, model_config, output = parse_config(
-        (GenerationConfig, ModelConfig, OutputConfig),
+    generation, model_config, upscaling, scoring, output = parse_config(
+        (GenerationConfig, ModelConfig, UpscaleConfig, ScoreConfig, OutputConfig),
         argv,
         prog=prog,
         description="Generate images from text prompts with a Stable Diffusion (1.x, 2.x, SDXL) pipeline, from text "
-        "alone, from an init image (--init_image --strength) or inside a mask (--mask_image).",
+        "alone, from an init image (--init_image --strength) or inside a mask (--mask_image); then, if asked, "
+        "upscale them 4x (--upscale) and score how well they follow their prompts (--clip_score).",
     )
-    model_kwargs = dataclasses.asdict(model_config)
     try:
-        if generation.from_metadata is not None:
-            # The sidecar fixes what shapes the pixels; how to run (device, memory options) stays the user's.
-            given = _non_default_flags(model_config, only=("model", "revision", "variant", "scheduler", "dtype"))
-            if given:
-                raise ValueError(f"--from_metadata takes the model, scheduler and dtype from the file; drop {given}.")
-            metadata = ImageMetadata.load(generation.from_metadata)
-            model_kwargs.update(metadata.from_pretrained_kwargs())
-            generate_kwargs = metadata.generate_kwargs()
-        else:
-            generate_kwargs = generation.generate_kwargs()
-        text2image = Text2Image.from_pretrained(**model_kwargs)
-        text2image.check_inputs(**generate_kwargs)
+        text2image, generate_kwargs, upscale_kwargs = _load(generation, model_config, upscaling, scoring)
     except (ValueError, OSError) as error:
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         return 2
 
     result = text2image.generate(**generate_kwargs)
+    if upscale_kwargs is not None:
+        upscaled = text2image.upscale(result.images, metadata=result.metadata, **upscale_kwargs)
+        result = dataclasses.replace(upscaled, num_images_per_prompt=result.num_images_per_prompt)
+    scores = text2image.clip_score(result, clip_model=scoring.clip_model) if scoring.clip_score else None
     try:
         paths = result.save(output.output_dir, grid=output.grid)
     except WriteError as error:
@@ -201,7 +262,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     for path in paths:
         print(path)
+    if scores is not None:
+        print(f"CLIP score {statistics.fmean(scores):.4f} (mean of {len(scores)} images; {scoring.clip_model})")
     flagged = [meta.index for meta in result.metadata if meta.nsfw_content_detected]
     if flagged:
         logger.warning("The safety checker blacked out image(s) %s.", ", ".join(map(str, flagged)))
     return 0
+
+
+def _load(generation: GenerationConfig, model_config: ModelConfig, upscaling: UpscaleConfig, scoring: ScoreConfig):
+    """(`Text2Image`, `generate` kwargs, `upscale` kwargs or `None`), every model loaded and every input checked;
+    `ValueError` or `OSError` (exit status 2) otherwise. Checks that need no model come first."""
+    model_kwargs = dataclasses.asdict(model_config)
+    if scoring.clip_score:
+        check_clip_model(scoring.clip_model)  # its config only
+    if generation.from_metadata is not None:
+        # The sidecar fixes what shapes the pixels; how to run (device, memory options) stays the user's.
+        given = _non_default_flags(model_config, only=("model", "revision", "variant", "scheduler", "dtype"))
+        given = ", ".join(filter(None, [given, _non_default_flags(upscaling, only=UPSCALE_FLAGS)]))
+        if given:
+            raise ValueError(f"--from_metadata takes the model, scheduler, dtype and upscaling from the file; drop "
+                             f"{given}.")  # fmt: skip
+        metadata = ImageMetadata.load(generation.from_metadata)
+        model_kwargs.update(metadata.from_pretrained_kwargs())
+        generate_kwargs, upscale_kwargs = metadata.generate_kwargs(), metadata.upscale_kwargs()
+    else:
+        generate_kwargs, upscale_kwargs = generation.generate_kwargs(), upscaling.upscale_kwargs()
+    if upscale_kwargs is not None:  # the sizes given, before any model loads
+        check_upscale_size(generate_kwargs["height"], generate_kwargs["width"], what=UPSCALED_IMAGES)
+    text2image = Text2Image.from_pretrained(**model_kwargs)
+    text2image.check_inputs(**generate_kwargs)
+    if upscale_kwargs is not None:
+        check_upscale_size(*text2image.image_size(**generate_kwargs), what=UPSCALED_IMAGES)
+        upscaler = text2image.load_upscaler(upscale_kwargs["upscaler_model"])
+        upscaler.settings(upscale_kwargs["noise_level"], upscale_kwargs["num_inference_steps"],
+                          upscale_kwargs["guidance_scale"])  # fmt: skip
+        upscale_kwargs = {key: upscale_kwargs[key] for key in UPSCALE_SETTINGS}
+    if scoring.clip_score:
+        text2image.load_clip_scorer(scoring.clip_model)
+    return text2image, generate_kwargs, upscale_kwargs

@@ -119,6 +119,40 @@ def check_generation_inputs(prompts: Sequence[str], **inputs: Any) -> None:
     GenerationInputs(list(prompts), **inputs).check()
 
 
+# A prompt file is text, one prompt a line; a file this big is a mistake (a data set, an image), not a prompt list.
+PROMPTS_FILE_MAX_BYTES = 16 << 20
+
+
+def read_prompts_file(path: str | os.PathLike, flag: str = "--prompts_file") -> list[str]:
+    """The prompts of a UTF-8 text file, one a line (stripped; blank lines skipped).
+
+    Raises `ValueError` naming `flag` and the path for a missing file, a folder or device, a file over 16 MB, one
+    that is not text (NUL bytes, or not UTF-8: an image, a PDF), and one that holds no prompt.
+    """
+    name = os.fspath(path)
+    file = Path(path)
+    if not file.exists():
+        raise ValueError(f"{flag} {name!r} does not exist.")
+    if not file.is_file():
+        raise ValueError(f"{flag} {name!r} is not a regular file; give a text file with one prompt a line.")
+    if file.stat().st_size > PROMPTS_FILE_MAX_BYTES:
+        raise ValueError(f"{flag} {name!r} is over {PROMPTS_FILE_MAX_BYTES >> 20} MB; give a text file with one "
+                         "prompt a line.")  # fmt: skip
+    data = file.read_bytes()
+    try:
+        if b"\0" in data:
+            raise UnicodeDecodeError("utf-8", data, data.index(b"\0"), data.index(b"\0") + 1, "NUL byte")
+        text = data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is not part of the first prompt
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{flag} {name!r} is not a UTF-8 text file (byte {error.start}); give a text file with one prompt a line."
+        ) from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"{flag} {name!r} holds no prompt (it is empty or blank).")
+    return prompts
+
+
 def check_model_reference(model: str) -> None:
     """Raise `ValueError` unless `model` is an existing local path or looks like a Hub id ("org/name")."""
     if not model or not model.strip():

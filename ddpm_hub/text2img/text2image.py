@@ -16,6 +16,7 @@ from ..arguments import one_line
 from ..devices import resolve_device
 from ..pipeline_steps import SAMPLERS, compile_denoiser, scheduler_from_name
 from ..safe_loading import check_local_model, weights_kwargs
+from .clip_score import DEFAULT_CLIP_MODEL, CLIPScorer
 from .inputs import (
     DEFAULT_MODEL,
     DTYPES,
@@ -27,7 +28,8 @@ from .inputs import (
     logger,
     resolve_dtype,
 )
-from .metadata import ImageMetadata, Text2ImageOutput
+from .metadata import ImageMetadata, Text2ImageOutput, library_versions
+from .upscale import DEFAULT_UPSCALER, Upscaler
 
 
 class Text2Image:
@@ -44,6 +46,8 @@ class Text2Image:
             Recorded in the metadata.
         scheduler (`str`, *optional*):
             Short name of the sampler in use (see `SAMPLERS`); `None` when it is the model's own scheduler.
+        cpu_offload (`bool`, defaults to `False`):
+            Whether `pipeline` runs under model CPU offload; the upscaler, when loaded, then does too.
 
     Example:
 
@@ -58,6 +62,11 @@ class Text2Image:
     >>> # The same loaded weights redraw an image (img2img), or only the white part of a mask (inpainting):
     >>> painted = t2i.generate("an oil painting of a cat", image="cat.png", strength=0.6, seed=0)
     >>> hatted = t2i.generate("a red hat", image="cat.png", mask_image="hat-mask.png", seed=0)
+    >>> # How well each image follows its prompt (CLIP score, also saved in its metadata), and a 4x upscale:
+    >>> scores = t2i.clip_score(output)
+    >>> small = t2i.generate("a cat wearing a hat", height=128, width=128, seed=0)
+    >>> big = t2i.upscale(small.images, metadata=small.metadata)  # 512 x 512, same prompt and seed
+    >>> photo = t2i.upscale("photo-128px.png", "a cat on a sofa", seed=0)  # any image
     ```
     """
 
@@ -69,6 +78,7 @@ class Text2Image:
         revision: str | None = None,
         variant: str | None = None,
         scheduler: str | None = None,
+        cpu_offload: bool = False,
     ):
         self.pipeline = pipeline
         # diffusers' img2img and inpaint pipelines over the same component objects, built on first use.
@@ -77,6 +87,9 @@ class Text2Image:
         self.revision = revision
         self.variant = variant
         self.scheduler = scheduler
+        self.cpu_offload = cpu_offload
+        self._upscaler: Upscaler | None = None
+        self._clip_scorer: CLIPScorer | None = None
 
     @classmethod
     def from_pretrained(
@@ -158,7 +171,9 @@ class Text2Image:
         # A local folder is recorded by its absolute path, so that its metadata works from any working directory.
         local = Path(model).expanduser()
         model = str(local.resolve()) if local.exists() else model
-        return cls(pipeline, model=model, revision=revision, variant=variant, scheduler=scheduler)
+        return cls(
+            pipeline, model=model, revision=revision, variant=variant, scheduler=scheduler, cpu_offload=cpu_offload
+        )
 
     @property
     def default_size(self) -> tuple[int, int]:
@@ -303,16 +318,28 @@ class Text2Image:
             metadata += new_metadata
         return Text2ImageOutput(images=images, metadata=metadata, num_images_per_prompt=num_images_per_prompt)
 
+    def image_size(self, prompt: str | list[str], **inputs: Any) -> tuple[int, int]:
+        """(height, width) of the images [`~Text2Image.generate`] makes with these arguments."""
+        inputs = GenerationInputs(prompt, **inputs)
+        init = None if inputs.image is None else input_image(inputs.image, "init image")[0]
+        return self._size(inputs, init)
+
+    def _size(self, inputs: GenerationInputs, init) -> tuple[int, int]:
+        """The size given, else the init image's rounded down to multiples of 8, else the model's default."""
+        if init is None:
+            default_height, default_width = self.default_size
+            return inputs.height or default_height, inputs.width or default_width
+        height = inputs.height or _round_down_to_8(init.height, "height")
+        return height, inputs.width or _round_down_to_8(init.width, "width")
+
     def _image_inputs(self, pipeline, inputs: GenerationInputs):
         """(height, width), the size and image arguments of the diffusers call, and the metadata of the source files."""
         sources: dict[str, Any] = {}
         if inputs.image is None:
-            default_height, default_width = self.default_size
-            height, width = inputs.height or default_height, inputs.width or default_width
+            height, width = self._size(inputs, None)
             return (height, width), {"height": height, "width": width}, sources
         init, sources["init_image"], sources["init_image_sha256"] = input_image(inputs.image, "init image")
-        height = inputs.height or _round_down_to_8(init.height, "height")
-        width = inputs.width or _round_down_to_8(init.width, "width")
+        height, width = self._size(inputs, init)
         # Resized here rather than inside diffusers, whose img2img pipelines take no size argument.
         # One copy of the init image (and mask) per image: diffusers' inpaint pipelines VAE-encode a single image
         # with the first generator only, which would tie image k's noise to its place in the batch. With a copy
@@ -369,25 +396,117 @@ class Text2Image:
 
     def _run_info(self, pipeline) -> dict[str, Any]:
         """The metadata fields shared by every image of a run made with `pipeline`."""
-        import diffusers
-
-        from .. import __version__
-
-        unet_dtype = self.pipeline.unet.dtype
         return {
             "scheduler": self.scheduler,
             "scheduler_class": type(self.pipeline.scheduler).__name__,
             "model": self.model,
             "revision": self.revision,
             "variant": self.variant,
-            "dtype": next((name for name, dtype in DTYPES.items() if dtype == unet_dtype), str(unet_dtype)),
+            "dtype": self.dtype,
             "device": str(pipeline._execution_device),
             "pipeline_class": type(pipeline).__name__,
             "safety_checker": getattr(pipeline, "safety_checker", None) is not None,
-            "ddpm_hub_version": __version__,
-            "diffusers_version": diffusers.__version__,
-            "torch_version": torch.__version__,
+            **library_versions(),
         }
+
+    @property
+    def dtype(self) -> str:
+        """The short name (fp32, fp16, bf16) of the dtype the UNet runs in."""
+        unet_dtype = self.pipeline.unet.dtype
+        return next((name for name, dtype in DTYPES.items() if dtype == unet_dtype), str(unet_dtype))
+
+    def set_scheduler(self, scheduler: str | None) -> None:
+        """Swap in the sampler `scheduler` (a key of `SAMPLERS`, built `from_config` so the model's noise schedule
+        stays) for every mode; `None` keeps the current one."""
+        if scheduler is None:
+            return
+        if scheduler not in SAMPLERS:
+            raise ValueError(f"Unknown scheduler {scheduler!r}; choose one of: {', '.join(SAMPLERS)}.")
+        self.pipeline.scheduler = scheduler_from_name(scheduler, self.pipeline.scheduler.config)
+        for edit_pipeline in self._edit_pipelines.values():
+            edit_pipeline.scheduler = self.pipeline.scheduler
+        self.scheduler = scheduler
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Upscaling and CLIP score: models of their own, loaded on first use on this pipeline's device.
+    # ------------------------------------------------------------------------------------------------------------
+
+    def load_upscaler(self, model: str = DEFAULT_UPSCALER, *, revision: str | None = None) -> Upscaler:
+        """The [`Upscaler`] `model`, loaded once (in this pipeline's dtype, on its device, offloaded if it is)."""
+        if self._upscaler is None or self._upscaler.model not in (model, str(Path(model).expanduser().resolve())):
+            self._upscaler = None  # the previous one is freed before the next loads
+            self._upscaler = Upscaler.from_pretrained(
+                model, revision=revision, dtype=self.dtype, device=self.pipeline._execution_device,
+                cpu_offload=self.cpu_offload,
+            )  # fmt: skip
+        return self._upscaler
+
+    def upscale(
+        self, images, prompt: str | list[str] | None = None, *, upscaler_model: str = DEFAULT_UPSCALER, **kwargs
+    ) -> Text2ImageOutput:
+        r"""
+        Upscale `images` 4x under `prompt` with the upscaler `upscaler_model` (loaded on first use).
+
+        `images` may be any images (PIL or paths, sides of 8 to 512 px) or the `images` of a [`Text2ImageOutput`],
+        passed with its `metadata=`: the upscaled images then keep their metadata, and by default their own prompts,
+        negative prompts and seeds. The other arguments
+        (`negative_prompt`, `noise_level`, `num_inference_steps`, `guidance_scale`, `seed`, `metadata`, `progress`)
+        are those of [`Upscaler.__call__`].
+
+        Example:
+
+        ```py
+        >>> output = t2i.generate("a cat wearing a hat", height=128, width=128, seed=0)
+        >>> big = t2i.upscale(output.images, metadata=output.metadata, noise_level=20)
+        >>> big.images[0].size
+        (512, 512)
+        ```
+        """
+        return self.load_upscaler(upscaler_model)(images, prompt, **kwargs)
+
+    def load_clip_scorer(self, model: str = DEFAULT_CLIP_MODEL, *, revision: str | None = None) -> CLIPScorer:
+        """The [`CLIPScorer`] `model`, loaded once, on this pipeline's device."""
+        if self._clip_scorer is None or self._clip_scorer.name not in (model, str(Path(model).expanduser().resolve())):
+            self._clip_scorer = None
+            self._clip_scorer = CLIPScorer.from_pretrained(
+                model, revision=revision, device=self.pipeline._execution_device
+            )
+        return self._clip_scorer
+
+    def clip_score(self, output: Text2ImageOutput, *, clip_model: str = DEFAULT_CLIP_MODEL) -> list[float]:
+        r"""
+        Score each image of `output` against its own prompt (max(100 · cos(E_image, E_prompt), 0), see
+        `clip_score.py`), record the score and the CLIP model in its metadata, and return the scores.
+
+        Example:
+
+        ```py
+        >>> output = t2i.generate(["a cat wearing a hat", "a dog"], seed=0)
+        >>> scores = t2i.clip_score(output)  # output.metadata[k].clip_score == scores[k]
+        >>> output.save("outputs")  # with clip_score and clip_model in every PNG and sidecar
+        ```
+        """
+        return self.load_clip_scorer(clip_model).score(output)
+
+
+def check_pipeline(model: str, revision: str | None = None) -> dict[str, Any]:
+    """The `model_index.json` of a text-to-image `model`, read without loading a weight (the Hub's, cached when
+    offline); `ValueError` or `OSError` saying what could not be read from where."""
+    from diffusers import AutoPipelineForText2Image
+
+    check_model_reference(model)
+    check_local_model(model)
+    try:
+        return AutoPipelineForText2Image.load_config(model, revision=revision)
+    except OSError as error:
+        raise _load_error(model, error) from error
+
+
+def _load_error(model: str, error: OSError) -> OSError:
+    if Path(model).expanduser().exists():
+        return OSError(f"Cannot load the local folder {model!r}: {error}")
+    hint = "check the id, the revision and the network"
+    return OSError(f"Cannot load {model!r} from the Hub ({hint}): {error}")
 
 
 def _load_pipeline(model: str, revision: str | None, variant: str | None, dtype: torch.dtype, no_safety_checker: bool):
@@ -401,9 +520,6 @@ def _load_pipeline(model: str, revision: str | None, variant: str | None, dtype:
             load_kwargs.update(safety_checker=None, requires_safety_checker=False)
         return AutoPipelineForText2Image.from_pretrained(model, **load_kwargs)
     except OSError as error:
-        if Path(model).expanduser().exists():
-            raise OSError(f"Cannot load the local folder {model!r}: {error}") from error
-        hint = "check the id, the revision and the network"
-        raise OSError(f"Cannot load {model!r} from the Hub ({hint}): {error}") from error
+        raise _load_error(model, error) from error
     except ValueError as error:
         raise ValueError(f"Cannot load model {model!r} as a text-to-image pipeline: {error}") from error

@@ -68,6 +68,7 @@ class PreparedRun:
     accelerator: Accelerator
     output_dir: Path
     data: DataSource
+    max_train_steps: int
 
 
 class RunPart:

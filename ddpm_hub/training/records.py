@@ -102,10 +102,8 @@ def setup_logging(accelerator: Accelerator, output_dir: Path) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     for noisy in ("diffusers", "datasets", "accelerate", "huggingface_hub", "httpx", "httpx2", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    close_run_log()  # a previous run's in this process
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "ddpm_hub_run_log", False)]:
-        root.removeHandler(handler)  # a previous run in this process
-        handler.close()
     if accelerator.is_main_process:
         handler = logging.FileHandler(output_dir / "train.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -113,6 +111,14 @@ def setup_logging(accelerator: Accelerator, output_dir: Path) -> None:
         root.addHandler(handler)
     else:
         logging.getLogger().setLevel(logging.ERROR)
+
+
+def close_run_log() -> None:
+    """Stop writing the run's `train.log` (a run that ends, or that stopped during setup and removes it)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "ddpm_hub_run_log", False)]:
+        root.removeHandler(handler)
+        handler.close()
 
 
 class ThroughputMeter:

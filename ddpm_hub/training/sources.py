@@ -73,4 +73,5 @@ def open_stream(
         shuffle_buffer_size=data.shuffle_buffer_size,
         num_workers=workers,
         member=member,
+        verify=data.verify_shards,
     )

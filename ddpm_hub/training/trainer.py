@@ -25,6 +25,7 @@ import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from .. import run_folder
 from ..assembly import PipelineParts
 from ..checkpointing import SignalStop, load_checkpoint, resolve_checkpoint, save_checkpoint, set_aside_abandoned
 from ..config import DataConfig, HubConfig, ModelConfig, TrainConfig
@@ -53,6 +54,7 @@ from .parts import DataOpening, PreparedRun, RunPart
 from .plan import ModelShape, plan_model
 from .records import (
     ThroughputMeter,
+    close_run_log,
     hyperparameters,
     log_grid,
     record_metrics,
@@ -140,9 +142,15 @@ class Trainer:
     def run(self) -> Path:
         """Train; returns the output folder holding the saved pipeline (or the last checkpoint, if stopped)."""
         self.run_start = time.perf_counter()
+        created = run_folder.first_missing_folder(self.output_dir)
         with contextlib.ExitStack() as cleanup:
-            self.check(cleanup)  # 1. everything that can be checked cheaply, before data or weights are touched
-            self.setup(cleanup)  # 2. accelerate, data, model, EMA, optimizer, LR schedule, step
+            try:
+                self.check(cleanup)  # 1. everything that can be checked cheaply, before data or weights are touched
+                self.setup(cleanup)  # 2. accelerate, data, model, EMA, optimizer, LR schedule, step
+            except SetupError:  # bad input: a folder this run created keeps nothing of it (its log)
+                close_run_log()
+                run_folder.remove_setup_leftovers(self.output_dir, created)
+                raise
             self.resume()  # 3. every state from the checkpoint, and the data position
             self.start()  # 4. the run's settings to training_config.json and the trackers
             self.loop(cleanup)  # 5. epochs of optimizer steps, side work as scheduled, until done or signalled
@@ -198,7 +206,7 @@ class Trainer:
                 self.evaluator.prepare(self.data, self.image_resolution, accelerator.device)
         self.size = self.size_run()
         self.build_model()
-        prepared = PreparedRun(self.base_unet, accelerator, self.output_dir, self.data)
+        prepared = PreparedRun(self.base_unet, accelerator, self.output_dir, self.data, self.size.max_train_steps)
         for part in self.parts:
             part.prepare(prepared)
 
