@@ -18,6 +18,7 @@ from ddpm_hub.cli import main as cli_main
 from ddpm_hub.data import draw_shapes
 from ddpm_hub.evaluation.metrics import psnr
 from ddpm_hub.evaluation.upscaler import consistency, low_res_inputs, upscale_images
+from ddpm_hub.run_folder import RUN_FILES
 from ddpm_hub.train import main as train_main
 
 # An 8 -> 32 upscaler of the tiny preset on the procedural shapes: 0.15 s of CPU per step.
@@ -82,6 +83,8 @@ def test_evaluation_during_training_and_post_hoc_ema_work_for_an_upscaler(tmp_pa
                        "--ema_snapshot_steps", "2", "--output_dir", str(out)]) == 0  # fmt: skip
     row = next(row for row in metrics_log(out) if "eval_psnr" in row)
     assert np.isfinite(row["eval_psnr"]) and 0 <= row["eval_consistency"] and -1 <= row["eval_ssim"] <= 1
+    written = {path.name for path in out.iterdir() if not path.name.startswith("checkpoint-")}
+    assert written <= set(RUN_FILES), written - set(RUN_FILES)  # the upscaler's run writes only a run's names
     # A reconstruction is an upscaler as the run's own pipeline is; the sweep, which scores images generated from
     # noise, is refused before any scoring.
     assert cli_main(["ema", str(out), "--sigma_rel", "0.1", "--output_dir", str(tmp_path / "ema")]) == 0
