@@ -46,8 +46,10 @@ def model_flags(name: str, args) -> list[str]:
 
 def trained(name: str, flags: list[str], args) -> tuple[Path, dict]:
     """The model `name`, trained for its share of the budget unless `--work_dir` already holds it."""
+    from ddpm_hub.files import write_json
+
     folder = Path(args.work_dir) / name
-    record_file = folder / "budget.json"
+    record_file = Path(args.work_dir) / f"{name}.budget.json"  # beside the run: a run folder holds a run's names only
     if record_file.is_file() and (folder / "model_index.json").is_file():
         return folder, json.loads(record_file.read_text())
     run_flags = [*model_flags(name, args), *flags]
@@ -57,7 +59,7 @@ def trained(name: str, flags: list[str], args) -> tuple[Path, dict]:
     seconds = train(run_flags, folder, steps, args)
     record = {"flags": run_flags, "budget_seconds": budget, "calibrated_images_per_second": round(images_per_second, 2),
               "optimizer_steps": steps, "run_wall_seconds": round(seconds, 1)}  # fmt: skip
-    record_file.write_text(json.dumps(record, indent=2))
+    write_json(record_file, record)
     return folder, record
 
 
