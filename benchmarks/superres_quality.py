@@ -114,7 +114,7 @@ def cascade_scores(base: Path, upscaler: Path, direct: Path, args) -> dict:
         reference,
     )
     return {
-        "cascade_fid": cascade_fid, "direct_64px_fid": direct_fid, "noise_level": args.noise_level,
+        "cascade_fid": cascade_fid, "direct_fid": direct_fid, "noise_level": args.noise_level,
         "cascade_sampling_seconds": round(cascade_seconds, 1),
         "direct_sampling_seconds": round(time.perf_counter() - started, 1),
         "reference": stats.source, "reference_images": stats.num_images,
