@@ -27,6 +27,7 @@ _EXPORTS = {
     "plot_schedules": "schedules",
     "schedule_curves": "schedules",
     "Text2Image": "text2img",  # pulls in transformers' CLIP stack
+    "DDPMHubCascade": "superres",
 }
 
 __all__ = sorted(_EXPORTS, key=lambda name: (not name.isupper(), name))

@@ -2,7 +2,7 @@
 
 Training's previews, evaluations and exports, the distiller's students and scores, and the explorer's samplers all
 build their pipeline here, so that none of them forgets a part: a latent model's `vae` and scaling factor, a
-conditional model's class names, a distilled student's own step count.
+conditional model's class names, a distilled student's own step count, an upscaler's low resolution.
 
     parts = PipelineParts(unet, noise_scheduler, label_names=["cat", "dog"])
     pipeline = parts.pipeline("dpmpp_2m")              # the same modules, a scheduler of its own
@@ -32,6 +32,9 @@ class PipelineParts:
         vae (*optional*): a latent model's `AutoencoderKL` or `VQModel`.
         latent_scaling_factor (`float`, *optional*): with a `vae`, the factor its latents are scaled by.
         default_num_inference_steps (`int`, *optional*): the steps `pipe()` takes by default (a student's own).
+        low_resolution (`int`, *optional*): a super-resolution model's input size.
+        low_res_noise_max (`int`, *optional*): with `low_resolution`, the highest augmentation level it was trained at.
+        low_res_upsampling (`str`, *optional*): with `low_resolution`, how its input is upsampled ("bicubic").
     """
 
     unet: UNet2DModel
@@ -40,6 +43,9 @@ class PipelineParts:
     vae: Any = None
     latent_scaling_factor: float | None = None
     default_num_inference_steps: int | None = None
+    low_resolution: int | None = None
+    low_res_noise_max: int | None = None
+    low_res_upsampling: str | None = None
 
     @classmethod
     def of(cls, pipeline: DDPMHubPipeline) -> PipelineParts:
@@ -51,6 +57,9 @@ class PipelineParts:
             vae=getattr(pipeline, "vae", None),
             latent_scaling_factor=pipeline.latent_scaling_factor,
             default_num_inference_steps=pipeline.config.get("default_num_inference_steps"),
+            low_resolution=pipeline.config.get("low_resolution"),
+            low_res_noise_max=pipeline.config.get("low_res_noise_max"),
+            low_res_upsampling=pipeline.config.get("low_res_upsampling"),
         )
 
     def replace(self, **changes: Any) -> PipelineParts:
@@ -66,6 +75,9 @@ class PipelineParts:
             vae=self.vae,
             latent_scaling_factor=self.latent_scaling_factor,
             default_num_inference_steps=self.default_num_inference_steps,
+            low_resolution=self.low_resolution,
+            low_res_noise_max=self.low_res_noise_max,
+            low_res_upsampling=self.low_res_upsampling,
         )
         if sampler is not None:  # `set_sampler` also gives "ddpm" a learned variance the UNet outputs
             pipeline.set_sampler(sampler, **overrides)

@@ -33,7 +33,7 @@ SAMPLERS = (
 # torch.compile modes (`--compile_mode`): `pipeline_steps.COMPILE_MODES`.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # UNet presets (`--model`): the keys of `models.PRESETS`.
-PRESETS = ("ddpm-64", "cats-128", "small", "ldm-churches-8", "tiny")
+PRESETS = ("ddpm-64", "cats-128", "small", "ldm-churches-8", "sr-16-64", "sr-32-128", "tiny")
 # Built-in data sets (`--dataset_name`): the keys of `data.images.BUILTIN_DATASETS`.
 BUILTIN_DATASETS = ("twemoji", "shapes")
 
@@ -59,10 +59,13 @@ EFFICIENTNET_BLOCK_WIDTHS = (40, 80, 112, 192, 320)
 INCEPTION = "inception"
 EXTRACTORS = (EFFICIENTNET, *(f"{EFFICIENTNET}-{c}" for c in EFFICIENTNET_BLOCK_WIDTHS), INCEPTION)
 
-# Metric names for --metrics / --eval_metrics: Fréchet distance, kernel distance, precision/recall, Inception Score,
-# and the negative log-likelihood of the reference images in bits per dimension (no samples, no features).
-METRICS = ("fid", "kid", "pr", "is", "nll")
+# Metric names for --metrics / --eval_metrics: Fréchet distance, kernel distance, precision/recall, Inception Score
+# (scored on samples); the negative log-likelihood of the reference images in bits per dimension (no samples, no
+# features); and, for a super-resolution model only, its fidelity to the originals and to its own input
+# (evaluation/upscaler.py).
 SAMPLE_METRICS = ("fid", "kid", "pr", "is")
+UPSCALER_METRICS = ("psnr", "ssim", "consistency")
+METRICS = (*SAMPLE_METRICS, "nll", *UPSCALER_METRICS)
 
 __all__ = [
     "BETA_SCHEDULES",
@@ -81,6 +84,7 @@ __all__ = [
     "PRESETS",
     "SAMPLERS",
     "SAMPLE_METRICS",
+    "UPSCALER_METRICS",
     "VARIANCE_TYPES",
     "check_extractor_name",
     "check_sample_count",

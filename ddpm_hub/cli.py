@@ -107,7 +107,10 @@ def _push(config: PushConfig) -> int:
 
 
 def _sample(config: SampleConfig) -> int:
-    from .sampling import render_grid
+    if config.upscaler or config.low_res_image is not None:  # through a cascade of super-resolution models
+        from .superres.cascade import render_cascade as render_grid
+    else:
+        from .sampling import render_grid
 
     print(f"Saved {render_grid(config)}")
     return 0

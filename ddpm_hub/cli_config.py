@@ -113,11 +113,35 @@ class SampleConfig:
         default=None,
         metadata={"help": "Also save every image as its own PNG here, named by its seed (and class): cat-seed-3.png."},
     )
+    # --- super-resolution and cascades ---
+    upscaler: list[str] | None = field(
+        default=None,
+        metadata={
+            "action": "append",
+            "nargs": None,
+            "metavar": "SR",
+            "help": "A super-resolution model (Hub id or folder) that upscales MODEL's images; repeat it for a "
+            "cascade, each taking the previous stage's resolution. The grid holds the last stage's images.",
+        },
+    )
+    low_res_image: str | None = field(
+        default=None,
+        metadata={"help": "A super-resolution MODEL: the image to upscale (at its low resolution), num_images times."},
+    )
+    noise_level: int = field(
+        default=0,
+        metadata={
+            "help": "Super-resolution: the conditioning-augmentation level given to every upscaler, 0 (the input as "
+            "it is) to the model's low_res_noise_max."
+        },
+    )
 
     def validate(self) -> None:
         for name in ("num_inference_steps", "num_images"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}.")
+        if self.noise_level < 0:
+            raise ValueError(f"--noise_level must be 0 or more, got {self.noise_level}.")
         _one_of("sampler", self.sampler, SAMPLERS)
         _one_of("compile_mode", self.compile_mode, COMPILE_MODES)
         self.class_labels()
@@ -177,6 +201,14 @@ class EvalTarget:
     save_images: str | None = field(default=None, metadata={"help": "Also save the generated images as PNGs here."})
     output: str = field(default="eval_results.json", metadata={"help": "Where to write the results (JSON)."})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps..."})
+    # --- super-resolution ---
+    noise_level: int = field(
+        default=0,
+        metadata={
+            "help": "A super-resolution MODEL: the conditioning-augmentation level of its inputs (the first "
+            "--num_samples reference images, downsampled), 0 to its low_res_noise_max."
+        },
+    )
 
 
 @dataclass

@@ -160,6 +160,24 @@ class ModelConfig:
     vlb_weight: float = field(
         default=0.001, metadata={"help": "hybrid: the bound's weight lambda (the paper's 0.001)."}
     )
+    # --- super-resolution: train an upscaler (docs/super-resolution.md) ---
+    low_resolution: int | None = field(
+        default=None,
+        metadata={
+            "help": "Train a super-resolution model that upscales images of this size to --resolution (SR3): each "
+            "training image is downsampled to it (antialiased bicubic), upsampled back (bicubic), noised "
+            "(--low_res_noise_max) and given to the UNet beside x_t. Must divide --resolution. The sr-16-64 and "
+            "sr-32-128 presets imply theirs."
+        },
+    )
+    low_res_noise_max: int | None = field(
+        default=None,
+        metadata={
+            "help": "Super-resolution: the highest conditioning-augmentation level drawn for the low-resolution "
+            "input (uniform in 0..this, a timestep of the noise schedule; 0 = clean inputs, as SR3). Higher makes "
+            "an upscaler robust to a base model's artefacts in a cascade (Ho et al. 2021). Default: 100."
+        },
+    )
 
     def validate(self) -> None:
         if self.model_config_name_or_path is None and self.pretrained_model_name_or_path is None:
@@ -182,6 +200,14 @@ class ModelConfig:
         _positive(self, "latent_scaling_factor")
         if (self.vae_subfolder or self.latent_scaling_factor) and self.vae_name_or_path is None:
             raise ValueError("--vae_subfolder and --latent_scaling_factor need --vae_name_or_path.")
+        _positive(self, "low_resolution")
+        _non_negative(self, "low_res_noise_max")
+        low, size = self.low_resolution, self.resolution
+        if low is not None and size is not None and (size % low or low >= size):
+            raise ValueError(
+                f"--low_resolution {low} must divide --resolution {size} and be smaller (e.g. "
+                f"{size // 4} for a 4x upscaler)."
+            )
         # --- learned variances and the variational bound (Improved DDPM) ---
         _one_of("variance_type", self.variance_type, VARIANCE_TYPES)
         _one_of("loss_type", self.loss_type, LOSS_TYPES)
@@ -315,7 +341,8 @@ class EvalConfig:
         default="fid,kid,pr",
         metadata={
             "help": "Comma-separated: fid, kid, pr (precision/recall), is; nll (the reference images' negative "
-            "log-likelihood in bits/dim)."
+            "log-likelihood in bits/dim); for a super-resolution model also psnr, ssim and consistency, each printed "
+            "beside bicubic upscaling's."
         },
     )
     features: str = field(

@@ -15,7 +15,7 @@ from diffusers.training_utils import EMAModel
 from .assembly import PipelineParts
 from .files import NonFiniteWeightsError, all_finite, replace_directory, writing
 from .pipeline import PIPELINE_SOURCE_FILES
-from .sampling import generate_grid
+from .sampling import generate_grid, upscaled_grid
 
 # What a saved pipeline consists of (`vae` for latent models only); model_index.json goes last, so a folder that
 # has it is complete. The Hub push (`hub.PIPELINE_FILES`) sends these too.
@@ -37,19 +37,26 @@ def ema_weights(ema: EMAModel | None, model: torch.nn.Module) -> Iterator[torch.
 
 
 @torch.no_grad()
-def sample_grid(parts: PipelineParts, *, num_images: int, sampler: str, num_inference_steps: int, seed: int):
+def sample_grid(
+    parts: PipelineParts, *, num_images: int, sampler: str, num_inference_steps: int, seed: int, images=None
+):
     """A preview grid from the UNet being trained, with fixed per-image seeds (comparable over training).
 
     A class-conditional UNet gets one row per class (see `generate_grid`). The pipeline's device-side steps (ddpm,
     ddim, dpmpp_2m, euler) keep a preview from syncing with the host at every step; the UNet runs as training left
     it (compiled or not): a second, inference-only compilation would cost more than the few previews of a run save.
-    A latent model's `vae` decodes the grid (on the VAE's own device: it may stay off the accelerator).
+    A latent model's `vae` decodes the grid (on the VAE's own device: it may stay off the accelerator). A
+    super-resolution model upscales `images` (a function returning uint8 training images at its output size), each
+    beside its low-resolution input (`upscaled_grid`).
     """
     unet = parts.unet
     was_training = unet.training
     unet.eval()
     try:
-        return generate_grid(parts.pipeline(sampler), num_images, num_inference_steps, seed)
+        pipeline = parts.pipeline(sampler)
+        if pipeline.is_upscaler:
+            return upscaled_grid(pipeline, images()[:num_images], num_inference_steps, seed)
+        return generate_grid(pipeline, num_images, num_inference_steps, seed)
     finally:
         unet.train(was_training)
 

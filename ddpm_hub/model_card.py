@@ -40,6 +40,7 @@ class CardInfo:
         label_names (`list[str]`, *optional*): a class-conditional model's class names, by id.
         distilled_from (`str`, *optional*): a distilled student's teacher (`ddpm-hub distill`).
         sampling_steps (`int`, *optional*): a distilled student's DDIM steps, its default; the snippets use them.
+        low_resolution (`int`, *optional*): a super-resolution model's input size (it upscales to `resolution`).
     """
 
     repo_id: str | None = None
@@ -55,6 +56,7 @@ class CardInfo:
     label_names: list[str] | None = None
     distilled_from: str | None = None
     sampling_steps: int | None = None
+    low_resolution: int | None = None
 
 
 # Training settings shown in the card's table, in this order, when the run recorded them.
@@ -65,10 +67,12 @@ CARD_HYPERPARAMETERS = (
     "lr_scheduler", "lr_warmup_steps", "mixed_precision_effective", "use_ema", "ema_max_decay",
     "posthoc_ema_sigma_rel", "posthoc_ema_step", "seed",
     "num_classes", "class_column", "class_dropout_prob", "latent_shape", "latent_scaling_factor_effective",
+    "low_resolution", "low_res_noise_max",
 )  # fmt: skip
-# Shown only for class-conditional runs, and for runs with the hybrid loss.
+# Shown only for class-conditional runs, for runs with the hybrid loss, and for super-resolution runs.
 CONDITIONAL_HYPERPARAMETERS = ("num_classes", "class_column", "class_dropout_prob")
 HYBRID_HYPERPARAMETERS = ("vlb_weight",)
+SUPERRES_HYPERPARAMETERS = ("low_resolution", "low_res_noise_max")
 # Not shown for a post-hoc EMA reconstruction (`ddpm-hub ema`), whose weights are not the fixed-decay EMA's.
 FIXED_EMA_HYPERPARAMETERS = ("use_ema", "ema_max_decay")
 
@@ -100,6 +104,7 @@ def card_info_for_run(
             if key in hparams
             and (hparams.get("num_classes") or key not in CONDITIONAL_HYPERPARAMETERS)
             and (hparams.get("loss_type") == "hybrid" or key not in HYBRID_HYPERPARAMETERS)
+            and (hparams.get("low_resolution") or key not in SUPERRES_HYPERPARAMETERS)
             and not (posthoc and key in FIXED_EMA_HYPERPARAMETERS)
         },
         dataset_description=description,
@@ -112,6 +117,7 @@ def card_info_for_run(
         label_names=hparams.get("label_names") or None,
         distilled_from=(metrics or {}).get("distilled_from"),
         sampling_steps=(metrics or {}).get("sampling_steps"),
+        low_resolution=hparams.get("low_resolution") or None,
     )
 
 
@@ -131,12 +137,13 @@ def settings_table(rows: dict[str, Any]) -> str:
 
 def build_model_card(info: CardInfo, user_notes: str | None = None) -> ModelCard:
     """The model card for `info`, with `user_notes` (from a previous card) kept in their section."""
+    task = "image-to-image" if info.low_resolution else "unconditional-image-generation"  # an upscaler takes images
     card_data = ModelCardData(
         library_name="diffusers",
-        pipeline_tag="unconditional-image-generation",
+        pipeline_tag=task,
         license=info.license,
         datasets=[info.dataset_id] if info.dataset_id else None,
-        tags=["pytorch", "diffusers", "unconditional-image-generation", "ddpm", "ddpm-hub"],
+        tags=["pytorch", "diffusers", task, "ddpm", "ddpm-hub", *(["super-resolution"] if info.low_resolution else [])],
     )
     sections = [*_introduction(info), "## Usage", *_usage(info)]
     sections += [
@@ -167,6 +174,8 @@ def _introduction(info: CardInfo) -> list[str]:
         latent_shape = info.hyperparameters.get("latent_shape", "?")
         kind += " latent"
         space = f", denoising the {latent_shape} latents of the autoencoder `{info.vae}`, stored in `vae/`"
+    if info.low_resolution:
+        return _upscaler_introduction(info, resolution)
     sections = [
         f"# {info.repo_id.split('/')[-1] if info.repo_id else 'DDPM model'}",
         f"{kind} image diffusion model (DDPM, {resolution}x{resolution} pixels{space}) trained with "
@@ -204,9 +213,28 @@ def _introduction(info: CardInfo) -> list[str]:
     return sections
 
 
+def _upscaler_introduction(info: CardInfo, resolution) -> list[str]:
+    """The title and what a super-resolution model upscales, from and to, and how its input is made."""
+    low, noise_max = info.low_resolution, info.hyperparameters.get("low_res_noise_max", 0)
+    sections = [
+        f"# {info.repo_id.split('/')[-1] if info.repo_id else 'DDPM upscaler'}",
+        f"A super-resolution diffusion model (SR3-style, Saharia et al. 2021): it upscales {low}x{low} images to "
+        f"{resolution}x{resolution} pixels. Trained with [ddpm-hub](https://github.com/ddpm-hub/ddpm-hub) on "
+        f"{info.dataset_description}, downsampled to {low}x{low} (antialiased bicubic).",
+        "Its UNet sees the noisy image and the low-resolution input, upsampled bicubically, side by side; the input "
+        f"was noised at a random conditioning-augmentation level from 0 to {noise_max} (Ho et al. 2021), the "
+        "`noise_level` it takes at sampling time. Chain it after a base model at its low resolution for a cascade.",
+    ]
+    if info.has_sample_grid:
+        sections.append(f"![Low-resolution inputs and their upscales (EMA weights)]({SAMPLE_GRID})")
+    return sections
+
+
 def _usage(info: CardInfo) -> list[str]:
     """The usage snippets: a student's at its steps, a conditional or latent model's, or a plain DDPM's."""
     repo = info.repo_id or "path/to/this/folder"
+    if info.low_resolution:
+        return _upscaler_usage(repo, info.low_resolution)
     num_classes = info.hyperparameters.get("num_classes") or 0
     if info.sampling_steps:
         return _student_usage(repo, num_classes, bool(info.vae), info.sampling_steps)
@@ -241,6 +269,21 @@ def _student_usage(repo: str, num_classes: int, latent: bool, steps: int) -> lis
         f"images = pipe({labels}).images  # {steps} DDIM steps, its default\n```",
         f'```python\nfrom ddpm_hub import DDPMHubPipeline\n\npipe = DDPMHubPipeline.from_pretrained("{repo}")\n'
         f"images = pipe({labels}).images  # {steps} DDIM steps\n```",
+    ]
+
+
+def _upscaler_usage(repo: str, low: int) -> list[str]:
+    """Usage of a super-resolution model: `upscale` from the code stored in the repo, and a cascade with ddpm-hub."""
+    return [
+        f"Upscale {low}x{low} images. With diffusers alone, from the code in this repo (a stock `DDPMPipeline` would "
+        "not take the low-resolution image):",
+        "```python\nimport PIL.Image\nfrom diffusers import DiffusionPipeline\n\n"
+        f'pipe = DiffusionPipeline.from_pretrained("{repo}", trust_remote_code=True)\n'
+        f'low_res = PIL.Image.open("input.png").convert("RGB")  # {low}x{low}\n'
+        'image = pipe.set_sampler("dpmpp_2m").upscale(low_res, num_inference_steps=25).images[0]\n```',
+        "With ddpm-hub, after a base model that makes images at the low resolution (a cascade), or on one image:",
+        f"```bash\nddpm-hub sample org/base-{low}px --upscaler {repo} --output samples.png\n"
+        f"ddpm-hub sample {repo} --low_res_image input.png --output upscaled.png\n```",
     ]
 
 

@@ -41,6 +41,8 @@ class UNetSpec:
         in_channels (`int`, defaults to 3): image channels (1 for grayscale).
         resolution (`int`, defaults to 64): the image size the preset is meant for.
         learning_rate (`float`, defaults to 1e-4): a peak learning rate known to work for this size of model.
+        low_resolution (`int`, *optional*): for a super-resolution preset, the input size it is sized for (its
+            default `--low_resolution`); the UNet then also takes the upsampled input (2 x `in_channels`).
     """
 
     model_channels: int
@@ -53,6 +55,7 @@ class UNetSpec:
     in_channels: int = 3
     resolution: int = 64
     learning_rate: float = 1e-4
+    low_resolution: int | None = None
 
     @property
     def block_out_channels(self) -> tuple[int, ...]:
@@ -170,6 +173,30 @@ PRESETS: dict[str, UNetSpec] = {
         in_channels=4,
         resolution=32,
         learning_rate=5e-5,  # a conservative rate for a UNet of this size (cats-128 trains at 5e-5 too)
+    ),
+    # Super-resolution (SR3, Saharia et al. 2021; cascades, Ho et al. 2021), sized for one GPU after the upsamplers of
+    # guided-diffusion (Dhariwal & Nichol 2021; openai/guided-diffusion `sr_create_model` and README): their 64->256
+    # model has 192 channels, multipliers 1,1,2,2,4,4 (down to 8x8), 2 residual blocks per level and attention at 32,
+    # 16 and 8 px; their 64 px upsampler multipliers 1,2,3,4. These keep the multipliers and blocks with 128 channels,
+    # and attention at the two coarsest levels (16 and 8 px): the input already fixes the layout, so the upscaler
+    # mostly needs local detail.
+    "sr-16-64": UNetSpec(
+        model_channels=128,
+        channel_mult=(1, 2, 3, 4),
+        num_res_blocks=2,
+        attention_levels=(2, 3),
+        attention_head_dim=64,
+        resolution=64,
+        low_resolution=16,
+    ),
+    "sr-32-128": UNetSpec(
+        model_channels=128,
+        channel_mult=(1, 1, 2, 2, 4),
+        num_res_blocks=2,
+        attention_levels=(3, 4),
+        attention_head_dim=64,
+        resolution=128,
+        low_resolution=32,
     ),
     # For tests and smoke runs: a few thousand parameters per level, milliseconds per step on a CPU.
     "tiny": UNetSpec(

@@ -3,10 +3,11 @@
 
 This file and its siblings, `pipeline_steps.py` (samplers, compile helpers, device steps), `pipeline_editing.py`
 (img2img, inpaint, invert, interpolate), `pipeline_parameterization.py` (epsilon, v and x_0 predictions),
-`pipeline_guidance.py` (classifier guidance) and `pipeline_variance.py` (learned variances), stand alone: torch,
-numpy, PIL and diffusers only, and each other through direct relative imports. `save_pretrained` copies them all
-(`PIPELINE_SOURCE_FILES`) beside the weights, so the full class loads from a folder or a Hub repo without ddpm-hub,
-with `DiffusionPipeline.from_pretrained(repo, custom_pipeline=repo, trust_remote_code=True)`: diffusers fetches the
+`pipeline_guidance.py` (classifier guidance), `pipeline_variance.py` (learned variances) and `pipeline_superres.py`
+(`upscale`, the low-resolution input of a super-resolution model), stand alone: torch, numpy, PIL and diffusers
+only, and each other through direct relative imports. `save_pretrained` copies them all (`PIPELINE_SOURCE_FILES`)
+beside the weights, so the full class loads from a folder or a Hub repo without ddpm-hub, with
+`DiffusionPipeline.from_pretrained(repo, custom_pipeline=repo, trust_remote_code=True)`: diffusers fetches the
 relative imports of `pipeline.py` from the folder and, recursively, from a Hub repo.
 """
 
@@ -35,6 +36,7 @@ from .pipeline_editing import DDPMHubEditingMixin, DDPMHubInversionOutput
 from .pipeline_guidance import DDPMHubGuidanceMixin, class_id
 from .pipeline_parameterization import split_prediction
 from .pipeline_steps import COMPILE_MODES, SAMPLERS, DeviceSteps, SchedulerSteps, compile_denoiser, scheduler_from_name
+from .pipeline_superres import DDPMHubSuperResolutionMixin
 from .pipeline_variance import LEARNED_VARIANCE_TYPES, guide, split_variance
 
 __all__ = [
@@ -50,7 +52,7 @@ __all__ = [
 # imports the others directly, which is what diffusers' custom-pipeline loader follows.
 PIPELINE_SOURCE_FILES = (
     "pipeline.py", "pipeline_steps.py", "pipeline_editing.py", "pipeline_parameterization.py", "pipeline_guidance.py",
-    "pipeline_variance.py",
+    "pipeline_variance.py", "pipeline_superres.py",
 )  # fmt: skip
 
 # "latent" returns the model's own samples: VAE latents (scaled) for a latent model, [-1, 1] pixels otherwise.
@@ -64,9 +66,9 @@ DEFAULT_NUM_INFERENCE_STEPS = 1000
 # and small class-conditional DDPMs give clearly class-typical samples around 2 to 4 (diffusers' DiT uses 4).
 DEFAULT_GUIDANCE_SCALE = 3.0
 
-# `model_index.json` of a class-conditional or latent model: the class in `pipeline.py` beside the weights. Stock
-# diffusers' DDPMPipeline can pass neither class labels nor decode latents, so such a model asks for
-# `trust_remote_code=True` instead of loading as one.
+# `model_index.json` of a class-conditional, latent or super-resolution model: the class in `pipeline.py` beside the
+# weights. Stock diffusers' DDPMPipeline can pass neither class labels, nor decode latents, nor take a low-resolution
+# image, so such a model asks for `trust_remote_code=True` instead of loading as one.
 CONDITIONAL_CLASS_NAME = ["pipeline", "DDPMHubPipeline"]
 
 
@@ -131,7 +133,7 @@ def _latent_scaling_factor(vae, unet: UNet2DModel, override: float | None) -> fl
     return float(factor)
 
 
-class DDPMHubPipeline(DDPMHubEditingMixin, DDPMHubGuidanceMixin, DiffusionPipeline):
+class DDPMHubPipeline(DDPMHubEditingMixin, DDPMHubGuidanceMixin, DDPMHubSuperResolutionMixin, DiffusionPipeline):
     r"""
     Pipeline for image generation from a DDPM-trained `UNet2DModel`, unconditional or class-conditional, in pixels
     or in the latent space of a VAE.
@@ -148,6 +150,10 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DDPMHubGuidanceMixin, DiffusionPipeli
 
     The same model edits images: [`~DDPMHubPipeline.img2img`] (SDEdit), [`~DDPMHubPipeline.inpaint`] (RePaint),
     [`~DDPMHubPipeline.invert`] (DDIM inversion) and [`~DDPMHubPipeline.interpolate`].
+
+    A super-resolution model (SR3, Saharia et al. 2021; a stage of a cascade, Ho et al. 2021) has a `low_resolution`:
+    its UNet takes x_t and the bicubically upsampled, noise-augmented low-resolution image as input channels, and the
+    augmentation level through its class embedding; it samples with [`~DDPMHubPipeline.upscale`], not `__call__`.
 
     A latent model (latent diffusion, Rombach et al. 2022) has a `vae`: the UNet denoises the VAE's latents, which
     are the encoder's output (the posterior mean of an `AutoencoderKL`, the unquantized latents of a `VQModel`)
@@ -177,6 +183,14 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DDPMHubGuidanceMixin, DiffusionPipeli
         default_num_inference_steps (`int`, *optional*):
             The number of steps `__call__` (and `img2img`) take when not told (e.g. a distilled student's 4); saved in
             `model_index.json`. Without it, 1000.
+        low_resolution (`int`, *optional*):
+            A super-resolution model's input size: it upscales `low_resolution` x `low_resolution` images to the UNet's
+            sample size (which it must divide). Its UNet has `in_channels` = 2 x the image channels and
+            `class_embed_type="timestep"`.
+        low_res_noise_max (`int`, *optional*, defaults to 0 with `low_resolution`):
+            The highest conditioning-augmentation level the upscaler was trained with.
+        low_res_upsampling (`str`, *optional*, defaults to `"bicubic"` with `low_resolution`):
+            How the low-resolution image is brought to the output size before the UNet sees it.
     """
 
     model_cpu_offload_seq = "unet->vae"
@@ -195,14 +209,13 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DDPMHubGuidanceMixin, DiffusionPipeli
         vae=None,
         latent_scaling_factor: float | None = None,
         default_num_inference_steps: int | None = None,
+        low_resolution: int | None = None,
+        low_res_noise_max: int | None = None,
+        low_res_upsampling: str | None = None,
     ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, vae=vae)
-        if unet.config.get("class_embed_type") is not None:
-            raise ValueError(
-                f"DDPMHubPipeline supports class ids through `num_class_embeds` only, not class_embed_type "
-                f"{unet.config.class_embed_type!r}."
-            )
+        self._init_super_resolution(unet, low_resolution, low_res_noise_max, low_res_upsampling)
         # Only pipelines that have them carry these keys, so a pixel model keeps the plain DDPMPipeline index.
         if label_names is not None:
             self.register_to_config(label_names=_label_index(label_names, unet))
@@ -230,7 +243,7 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DDPMHubGuidanceMixin, DiffusionPipeli
         """(channels, height, width) of the samples the UNet denoises: the images, or a latent model's latents."""
         size = self.unet.config.sample_size
         height, width = (size, size) if isinstance(size, int) else tuple(size)
-        return self.unet.config.in_channels, height, width
+        return self.unet.config.in_channels - self.low_res_channels, height, width
 
     @property
     def learns_variance(self) -> bool:
@@ -479,6 +492,7 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DDPMHubGuidanceMixin, DiffusionPipeli
             # Each call starts a new CUDA-graph generation (the last output is dead by now), also in a process where
             # something else marks steps by hand, after which torch stops counting calls as generations.
             torch.compiler.cudagraph_mark_step_begin()
+        model_input, class_labels = self._with_low_res_input(model_input, class_labels)
         kwargs = {} if class_labels is None else {"class_labels": class_labels}
         model_output = self.unet(model_input.to(self.unet.dtype), t, **kwargs).sample
         # A CUDA graph overwrites its output at the next call: keep a copy that the scheduler may hold on to.
@@ -779,11 +793,11 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DDPMHubGuidanceMixin, DiffusionPipeli
         """Save like any diffusers pipeline, in a layout that loads with or without ddpm-hub installed.
 
         For an unconditional pixel model `model_index.json` names the stock `DDPMPipeline`, so
-        `DiffusionPipeline.from_pretrained` works anywhere with no `trust_remote_code`. A class-conditional or latent
-        model names this class in `pipeline.py` instead (`DDPMPipeline` could pass neither class labels nor decode
-        latents), so stock diffusers asks for `trust_remote_code=True` and then loads this class. The source files
-        (`PIPELINE_SOURCE_FILES`) are stored beside the weights; `DDPMHubPipeline.from_pretrained` returns this class
-        directly, without remote code.
+        `DiffusionPipeline.from_pretrained` works anywhere with no `trust_remote_code`. A class-conditional, latent or
+        super-resolution model names this class in `pipeline.py` instead (`DDPMPipeline` could pass neither class
+        labels, nor decode latents, nor take a low-resolution image), so stock diffusers asks for
+        `trust_remote_code=True` and then loads this class. The source files (`PIPELINE_SOURCE_FILES`) are stored
+        beside the weights; `DDPMHubPipeline.from_pretrained` returns this class directly, without remote code.
         """
         push_to_hub = kwargs.pop("push_to_hub", False)
         if not safe_serialization:
@@ -802,7 +816,8 @@ class DDPMHubPipeline(DDPMHubEditingMixin, DDPMHubGuidanceMixin, DiffusionPipeli
             index = json.load(handle)
         if self.vae is None:
             index.pop("vae", None)  # a pixel model's index stays the one stock DDPMPipeline reads
-        index["_class_name"] = CONDITIONAL_CLASS_NAME if self.num_classes or self.vae is not None else "DDPMPipeline"
+        own_class = self.num_classes or self.vae is not None or self.is_upscaler
+        index["_class_name"] = CONDITIONAL_CLASS_NAME if own_class else "DDPMPipeline"
         with open(index_path, "w", encoding="utf-8") as handle:
             json.dump(index, handle, indent=2, sort_keys=True)
             handle.write("\n")

@@ -94,8 +94,9 @@ class DDPMHubInversionOutput(BaseOutput):
 class DDPMHubEditingMixin:
     """img2img (SDEdit), inpaint (RePaint), invert (DDIM inversion) and interpolate for `DDPMHubPipeline`."""
 
-    def _prepare_images(self, image, name: str = "image") -> torch.Tensor:
-        """Images (PIL, array or tensor in [0, 1], or a list) as a float32 batch in [-1, 1] at the image size."""
+    def _prepare_images(self, image, name: str = "image", size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Images (PIL, array or tensor in [0, 1], or a list) as a float32 batch in [-1, 1] at the image size (or at
+        `size`, (height, width))."""
         items = image if isinstance(image, (list, tuple)) else [image]
         if (
             not items
@@ -108,6 +109,7 @@ class DDPMHubEditingMixin:
                 f"of them; got {type(image).__name__}{shape}."
             )
         channels, height, width = self.image_shape
+        height, width = size or (height, width)
         try:
             images = self.image_processor.preprocess(image, height=height, width=width).float()
         except (ValueError, TypeError) as error:

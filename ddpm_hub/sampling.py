@@ -136,6 +136,26 @@ def generate_grid(
     return sample_batch(pipeline, num_images, num_inference_steps, seed, class_labels, guidance_scale).grid()
 
 
+@torch.no_grad()
+def upscaled_grid(pipeline: DDPMHubPipeline, originals, num_inference_steps: int, seed: int):
+    """A super-resolution model's grid: original images (uint8 (N, C, H, W) at its output size) downsampled to its
+    low resolution as training does (`pipeline_superres.downsample`) and upscaled, image i from seed + i; each cell is
+    the low-resolution input (enlarged, its pixels kept) beside its upscale."""
+    from .pipeline_superres import downsample
+
+    originals = torch.as_tensor(originals)
+    size = originals.shape[-1]
+    low_res = downsample(originals.float() / 127.5 - 1, pipeline.low_resolution)
+    generators = [torch.Generator().manual_seed(seed + i) for i in range(len(originals))]
+    upscaled = pipeline.upscale(
+        (low_res + 1) / 2, generator=generators, num_inference_steps=num_inference_steps, output_type="pt"
+    ).images
+    enlarged = torch.nn.functional.interpolate(low_res, size=(size, size), mode="nearest").to(upscaled)
+    pairs = torch.cat([(enlarged + 1) / 2, upscaled], dim=-1)  # input | upscale, side by side
+    images = pipeline.image_processor.postprocess(pairs * 2 - 1, output_type="pil")
+    return make_image_grid(images, *grid_shape(len(images)))
+
+
 def render_grid(config: SampleConfig) -> Path:
     """Load the pipeline `config.model` names, sample a grid (or an edit) as `config` says, and save it.
 

@@ -5,7 +5,8 @@
         --resolution 64 --train_batch_size 64 --mixed_precision bf16 --num_epochs 100
 
 This is the one place that decides: it resolves `--train_shards` once, builds the run's parts from the flags
-(latent diffusion for `--vae_name_or_path` or latent shards, post-hoc EMA for `--post_hoc_ema`) and hands them to
+(latent diffusion for `--vae_name_or_path` or latent shards, learned variances for `--variance_type` and
+`--loss_type`, super-resolution for `--low_resolution`, post-hoc EMA for `--post_hoc_ema`) and hands them to
 the `Trainer` (`ddpm_hub.training`), which never imports a part itself.
 """
 
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from .arguments import one_line, parse_config
+from .choices import UPSCALER_METRICS, parse_metrics
 from .config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
 
 
@@ -26,13 +28,58 @@ def run_parts(model: ModelConfig, run: TrainConfig, shards) -> list:
     from .posthoc_ema.part import PostHocEMAPart
 
     parts = []
-    if model.vae_name_or_path is not None or latent_shards_manifest(shards) is not None:
+    latent = model.vae_name_or_path is not None or latent_shards_manifest(shards) is not None
+    if latent:
         parts.append(LatentSpace(shards=shards))
     if uses_improved_ddpm(model, run):  # after the latent space: it checks a latent run's flags
         parts.append(ImprovedDDPM())
+    superres = _super_resolution(model, run, latent=latent)
+    if superres is not None:
+        parts.append(superres)
     if run.post_hoc_ema:
         parts.append(PostHocEMAPart(run.ema_sigma_rels, run.ema_snapshot_steps))
     return parts
+
+
+def _super_resolution(model: ModelConfig, run: TrainConfig, *, latent: bool):
+    """The super-resolution part for `--low_resolution` (or an sr preset), or None; the flags that need one, or
+    cannot go with one, are refused here."""
+    from .errors import SetupError
+    from .superres.part import SuperResolution
+
+    low_resolution = model.low_resolution or _preset_low_resolution(model)
+    metrics = parse_metrics(run.eval_metrics)
+    if low_resolution is None:
+        if model.low_res_noise_max is not None:
+            raise SetupError("--low_res_noise_max applies to a super-resolution run: give --low_resolution too.")
+        upscaler_metrics = [name for name in metrics if name in UPSCALER_METRICS]
+        if upscaler_metrics:
+            raise SetupError(
+                f"--eval_metrics {','.join(upscaler_metrics)} score a super-resolution run (--low_resolution)."
+            )
+        return None
+    if latent:
+        raise SetupError("Latent super-resolution is not supported: --low_resolution trains an upscaler in pixels.")
+    if model.variance_type == "learned_range" or model.loss_type != "simple":
+        raise SetupError(
+            "A super-resolution run trains with a fixed variance and the simple loss: --low_resolution does not go "
+            "with --variance_type learned_range or --loss_type hybrid/vlb."
+        )
+    if "nll" in metrics:
+        raise SetupError(
+            "--eval_metrics nll scores a model that generates from noise; an upscaler's likelihood is conditional "
+            "on its input (use psnr, ssim, consistency, fid)."
+        )
+    return SuperResolution(low_resolution, model.low_res_noise_max)
+
+
+def _preset_low_resolution(model: ModelConfig) -> int | None:
+    """The low resolution a super-resolution preset is sized for (sr-16-64: 16), when the run uses that preset."""
+    from .models import PRESETS
+
+    if model.model_config_name_or_path is not None or model.pretrained_model_name_or_path is not None:
+        return None
+    return PRESETS[model.model].low_resolution
 
 
 def train(model_config: ModelConfig, data: DataConfig, run: TrainConfig, hub: HubConfig) -> Path:

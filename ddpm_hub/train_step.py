@@ -101,6 +101,10 @@ class TrainStep:
             guidance); `None` keeps every label.
         objective (`BoundObjective`, *optional*): Improved DDPM's hybrid or vlb loss (`ddpm_hub.likelihood`) in place
             of the MSE; it draws the timesteps (importance-sampled for vlb) and learns from each batch's bound.
+        conditioning (`Callable`, *optional*): `(clean_images, alphas_cumprod) -> (condition, class_labels)`: input
+            channels for the UNet after x_t and the class labels that go with them, made from the clean batch with
+            the step's second random draws (a super-resolution run's low-resolution input and its augmentation
+            level); `None` for none.
     """
 
     def __init__(
@@ -117,13 +121,14 @@ class TrainStep:
         to_model_input: Callable[[torch.Tensor, bool], torch.Tensor] | None = None,
         drop_labels: Callable[[torch.Tensor], torch.Tensor] | None = None,
         objective: BoundObjective | None = None,
+        conditioning: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ):
         self.unet, self.noise_scheduler, self.accelerator = unet, noise_scheduler, accelerator
         self.objective = objective
         if objective is not None:
             objective.bind(noise_scheduler, accelerator.device)
         self.to_model_input = to_model_input or augment
-        self.drop_labels = drop_labels
+        self.drop_labels, self.conditioning = drop_labels, conditioning
         self.snr_gamma, self.random_flip, self.channels_last = snr_gamma, random_flip, channels_last
         self.num_train_timesteps = noise_scheduler.config.num_train_timesteps
         self.cuda_graphs = False
@@ -142,16 +147,21 @@ class TrainStep:
         timesteps: torch.Tensor,
         class_labels: torch.Tensor | None = None,
         importance_weights: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The part that is compiled: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (eq. 4), UNet, loss.
 
+        A `condition` (a low-resolution image) goes to the UNet after x_t on the channel axis; the loss is x_t's.
         Returns the loss and, with an `objective`, each image's bound term L_t (detached; else `None`).
         """
         noisy_images = self.noise_scheduler.add_noise(clean_images, noise, timesteps)
+        model_input = noisy_images
+        if condition is not None:
+            model_input = torch.cat([noisy_images, condition.to(noisy_images)], dim=1)
         if class_labels is None:
-            model_output = self.unet(noisy_images, timesteps).sample
+            model_output = self.unet(model_input, timesteps).sample
         else:
-            model_output = self.unet(noisy_images, timesteps, class_labels=class_labels).sample
+            model_output = self.unet(model_input, timesteps, class_labels=class_labels).sample
         bound_terms = None
         if self.objective is None:
             loss = diffusion_loss(model_output, clean_images, noise, timesteps, self.noise_scheduler, self.snr_gamma)
@@ -171,8 +181,12 @@ class TrainStep:
 
     def __call__(self, batch: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """Forward and backward for a stored batch; returns the detached loss (a device scalar, never read here)."""
-        # Drawn eagerly and in this order (flip, eps, t): compiled and eager runs use the same random streams.
+        # Drawn eagerly and in this order (flip, the conditioning's, eps, t): compiled and eager runs use the same
+        # random streams.
         clean_images = self.to_model_input(batch, self.random_flip)
+        condition = None
+        if self.conditioning is not None:  # e.g. the low-resolution input and its level (class labels)
+            condition, class_labels = self.conditioning(clean_images, self.noise_scheduler.alphas_cumprod)
         if self.channels_last:
             clean_images = clean_images.contiguous(memory_format=torch.channels_last)
         noise = torch.randn_like(clean_images)
@@ -185,7 +199,7 @@ class TrainStep:
             class_labels = self.drop_labels(class_labels)  # classifier-free guidance: some labels become the null class
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are no longer needed
-        loss, bound_terms = self.loss(clean_images, noise, timesteps, class_labels, importance_weights)
+        loss, bound_terms = self.loss(clean_images, noise, timesteps, class_labels, importance_weights, condition)
         self.accelerator.backward(loss)
         if bound_terms is not None:
             self.objective.record(timesteps, bound_terms, self.accelerator)
@@ -196,7 +210,7 @@ def make_train_step(
     unet: torch.nn.Module, noise_scheduler: DDPMScheduler, accelerator: Accelerator, data, config
 ) -> TrainStep:
     """The default `StepFactory` of the Trainer: a `TrainStep` as the flags say, its input from
-    `data.to_model_input`."""
+    `data.to_model_input`, and what the run's parts add (`config.step_options`: `objective`, `conditioning`)."""
     dropping = None
     if data.num_classes and config.model.class_dropout_prob:
         dropping = functools.partial(
@@ -214,6 +228,7 @@ def make_train_step(
         to_model_input=data.to_model_input,
         drop_labels=dropping,
         objective=config.step_options.get("objective"),
+        conditioning=config.step_options.get("conditioning"),
     )
 
 

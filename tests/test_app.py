@@ -99,7 +99,7 @@ def client(app) -> Client:
 def test_every_panel_has_an_api_name(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     for name in ("load_model", "model_steps", "forward_process", "schedules", "step_by_step", "scrub",
-                 "compare_samplers", "text_to_image", "upscale_image", "training_monitor"):  # fmt: skip
+                 "compare_samplers", "upscale", "text_to_image", "upscale_image", "training_monitor"):  # fmt: skip
         assert f"/{name}" in endpoints
 
 
@@ -199,15 +199,15 @@ def test_step_sliders_start_at_the_models_own_count(app, saved_pipeline_dir, tin
 
     def sliders(demo) -> list[int]:
         blocks = {block.elem_id: block for block in demo.blocks.values()}
-        return [blocks["steps"].value, blocks["compare-steps"].value]
+        return [blocks["steps"].value, blocks["compare-steps"].value, blocks["upscale-steps"].value]
 
-    assert sliders(build_app(str(student))) == [3, 3] and sliders(app[0]) == [20, 20]
+    assert sliders(build_app(str(student))) == [3, 3, 3] and sliders(app[0]) == [20, 20, 20]
     # Loading a model sets this visitor's sliders to its count; the panels, given no count, sample at it too.
     visitor = Client(app[1].src, verbose=False)
     visitor.predict(str(student), api_name="/load_model")
-    assert list(visitor.predict(api_name="/model_steps")) == [3, 3]
+    assert list(visitor.predict(api_name="/model_steps")) == [3, 3, 3]
     visitor.predict(str(saved_pipeline_dir), api_name="/load_model")
-    assert list(visitor.predict(api_name="/model_steps")) == [20, 20]
+    assert list(visitor.predict(api_name="/model_steps")) == [20, 20, 20]
     student_pipe = DDPMHubPipeline.from_pretrained(student)
     assert len(panels.sample_trajectory(student_pipe).timesteps) == 3
     assert len(panels.sample_trajectory(tiny, num_inference_steps=2).timesteps) == 2
@@ -247,6 +247,8 @@ def test_errors_are_messages_and_the_app_keeps_working(client, tmp_path, saved_p
     with pytest.raises(AppError, match="Cannot load 'no-such-org/no-such-model' from the Hub"):
         client.predict("no-such-org/no-such-model", "a cat", "", "model default", 2, 7.5, 0, 0, 0,
                        api_name="/text_to_image")  # fmt: skip
+    with pytest.raises(AppError, match="This model generates from noise; load a super-resolution model"):
+        client.predict(panels.BUILTIN_IMAGES[0], None, "ddim", 2, 0, 0, api_name="/upscale")
     # The previous model is still loaded and samples.
     assert client.predict("euler", 2, 0.0, 0, api_name="/step_by_step")[0]["maximum"] == 2
 

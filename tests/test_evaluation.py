@@ -226,7 +226,8 @@ def test_eval_bad_input_is_one_line(saved_pipeline_dir, tmp_path, capsys, monkey
     "args, message",
     [
         (["--eval_steps", "2", "--eval_features", "vgg"], "--eval_features 'vgg' is not one of"),
-        (["--eval_steps", "2", "--eval_metrics", "fid,ssim"], "--eval_metrics 'ssim' is not one of"),
+        (["--eval_steps", "2", "--eval_metrics", "fid,lpips"], "--eval_metrics 'lpips' is not one of"),
+        (["--eval_steps", "2", "--eval_metrics", "fid,ssim"], "--eval_metrics ssim score a super-resolution run"),
         (["--eval_steps", "2", "--eval_num_samples", "100"], "--eval_num_samples 100 is too few for FID"),
         (["--eval_epochs", "0"], "--eval_epochs must be positive"),
     ],

@@ -22,8 +22,8 @@ TINY = [
 ]  # fmt: skip
 PIPELINE_FILES = [
     ".gitattributes", "README.md", "metrics.json", "model_index.json", "pipeline.py", "pipeline_editing.py",
-    "pipeline_guidance.py", "pipeline_parameterization.py", "pipeline_steps.py", "pipeline_variance.py",
-    "sample_grid.png",
+    "pipeline_guidance.py", "pipeline_parameterization.py", "pipeline_steps.py", "pipeline_superres.py",
+    "pipeline_variance.py", "sample_grid.png",
     "scheduler/scheduler_config.json", "training_config.json", "unet/config.json",
     "unet/diffusion_pytorch_model.safetensors",
 ]  # fmt: skip

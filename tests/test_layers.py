@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "pipeline_parameterization",
             "pipeline_guidance",
             "pipeline_variance",
+            "pipeline_superres",
         ),
     ),  # fmt: skip
     ("data", ("data", "labels")),
@@ -48,13 +49,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),  # fmt: skip
     ("evaluation", ("evaluation",)),
     ("training", ("training", "train_step", "checkpointing", "run_folder", "defaults")),
-    ("parts", ("latents", "improved_ddpm", "posthoc_ema")),
+    ("parts", ("latents", "improved_ddpm", "superres", "posthoc_ema")),
     ("commands", ("train", "prepare", "distill", "classifier_training", "cli", "app", "text2img")),
 ]
 LEVEL = {name: level for level, (_, names) in enumerate(LAYERS) for name in names}
 SHIPPED = {
     "pipeline", "pipeline_steps", "pipeline_editing", "pipeline_parameterization", "pipeline_guidance",
-    "pipeline_variance",
+    "pipeline_variance", "pipeline_superres",
 }  # fmt: skip
 
 

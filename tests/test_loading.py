@@ -24,6 +24,7 @@ def test_saved_layout(saved_pipeline_dir):
         "pipeline_guidance.py",
         "pipeline_parameterization.py",
         "pipeline_steps.py",
+        "pipeline_superres.py",
         "pipeline_variance.py",
         "scheduler/scheduler_config.json",
         "unet/config.json",

@@ -70,8 +70,10 @@ def describe_pipeline(pipeline: DDPMHubPipeline, source: str) -> str:
     channels, height, width = pipeline.sample_shape
     parameters = sum(p.numel() for p in pipeline.unet.parameters()) / 1e6
     zero_snr = ", zero terminal SNR" if config.get("rescale_betas_zero_snr") else ""
+    low = pipeline.low_resolution
+    upscales = f" (upscales {low}x{low} images: use the Upscaling panel)" if low else ""
     return (
-        f"Loaded {source}: {width}x{height}x{channels}, {parameters:.2f}M parameters, "
+        f"Loaded {source}: {width}x{height}x{channels}{upscales}, {parameters:.2f}M parameters, "
         f"{config.beta_schedule} schedule over {config.num_train_timesteps} steps{zero_snr}, "
         f"predicts {config.prediction_type}{' and its variances' if pipeline.learns_variance else ''}."
     )

@@ -2,8 +2,9 @@
 
 Every number and image comes from the package's public API: `make_noise_scheduler` / `schedule_curves` for the
 schedules, the training scheduler's `add_noise` or `DDPMHubPipeline.q_sample` for the forward process,
-`DDPMHubPipeline.__call__(return_trajectory=True)` for sampling, `Text2Image` for prompts. The functions here only
-arrange those results into pictures, so that the tests can call them directly or through the running app.
+`DDPMHubPipeline.__call__(return_trajectory=True)` for sampling, `DDPMHubPipeline.upscale` for super-resolution,
+`Text2Image` for prompts. The functions here only arrange those results into pictures, so that the tests can call
+them directly or through the running app.
 """
 
 from __future__ import annotations
@@ -378,7 +379,75 @@ def compare_samplers(
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# 5. Text to image
+# 5. Upscaling
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Upscaled:
+    """One image through a super-resolution model, beside its input, bicubic upscaling and (if known) the original."""
+
+    strip: PIL.Image.Image  # low-res | bicubic | upscaled (| original), enlarged and labelled
+    upscaled: PIL.Image.Image
+    seconds: float
+
+
+def upscaling_strip(images: list[PIL.Image.Image], labels: list[str], size: int = 128) -> PIL.Image.Image:
+    """Images side by side, each enlarged to `size` (nearest neighbour: a low-resolution input shows its pixels) with
+    its label under it."""
+    nearest = PIL.Image.Resampling.NEAREST
+    tiles = [_label(image.resize((size, size), nearest), label) for image, label in zip(images, labels)]
+    return make_image_grid(tiles, 1, len(tiles))
+
+
+def upscale_image(
+    pipeline: DDPMHubPipeline,
+    image: PIL.Image.Image,
+    sampler: str = "ddim",
+    num_inference_steps: int | None = None,
+    noise_level: int = 0,
+    seed: int = 0,
+    progress: Progress = _no_progress,
+) -> Upscaled:
+    """Upscale `image` with a super-resolution `pipeline` (`DDPMHubPipeline.upscale`).
+
+    An image of exactly the model's low resolution is upscaled as it is; any other is centre-cropped to the model's
+    output size, kept as the original, and downsampled as training downsampled its images (`pipeline_superres`).
+    """
+    from ..pipeline_superres import downsample, upsample
+
+    if not pipeline.is_upscaler:
+        raise ValueError("This model generates from noise; load a super-resolution model (one with a low resolution).")
+    num_inference_steps = default_steps(pipeline, EXPLORER_STEPS, requested=num_inference_steps)
+    channels, size, _ = pipeline.image_shape
+    low = pipeline.low_resolution
+    processor = VaeImageProcessor(vae_scale_factor=1, do_convert_grayscale=channels == 1)
+    original = None
+    if image.size == (low, low):
+        low_res = processor.preprocess(to_model_mode(image, channels)).float()
+    else:
+        original = resize_and_crop(to_model_mode(image, channels), size, center_crop=True, rng=np.random.default_rng(0))
+        low_res = downsample(processor.preprocess(original).float(), low)
+
+    def report(pipe, step, timestep, tensors):
+        progress((step + 1) / num_inference_steps, f"step {step + 1}/{num_inference_steps}")
+        return tensors
+
+    start = time.perf_counter()
+    upscaled = with_sampler(pipeline, sampler).upscale(
+        (low_res + 1) / 2, noise_level=int(noise_level), generator=torch.Generator().manual_seed(seed),
+        num_inference_steps=num_inference_steps, callback_on_step_end=report,
+    ).images[0]  # fmt: skip
+    seconds = time.perf_counter() - start
+    low_image, bicubic = (processor.postprocess(x, output_type="pil")[0] for x in (low_res, upsample(low_res, size)))
+    images, labels = [low_image, bicubic, upscaled], [f"input {low}x{low}", "bicubic", f"upscaled {size}x{size}"]
+    if original is not None:
+        images, labels = [*images, original], [*labels, "original"]
+    return Upscaled(upscaling_strip(images, labels), upscaled, seconds)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 6. Text to image
 # ------------------------------------------------------------------------------------------------------------------
 
 MODEL_SCHEDULER = "model default"

@@ -33,6 +33,7 @@ TITLES = {
     "schedules": "Schedules",
     "steps": "Step by step",
     "compare": "Samplers compared",
+    "upscale": "Upscaling",
     "text2image": "Text to image",
     "monitor": "Training monitor",
 }
@@ -284,9 +285,10 @@ def build_app(
             _schedules_tab(page)
             steps = _steps_tab(page)
             compare_steps = _compare_tab(page)
+            upscale_steps = _upscale_tab(page)
             _text2image_tab(page, text2image_model or DEFAULT_MODEL, outputs_dir)
             _monitor_tab(page, run_dir)
-        _wire_loading(page, model_box, load_button, schedule, [steps, compare_steps])
+        _wire_loading(page, model_box, load_button, schedule, [steps, compare_steps, upscale_steps])
     demo.explorer = explorer  # for tests and embedding: the shared state behind the page
     return demo
 
@@ -303,7 +305,7 @@ def _wire_loading(page: _Page, model_box, load_button, schedule, step_sliders) -
     def model_steps(current: Session | None):
         """The step sliders at the session's model's own count (a distilled student's), else 20."""
         count = default_steps(explorer.pipeline_of(current), EXPLORER_STEPS)
-        return count, count
+        return (count,) * len(step_sliders)
 
     inputs, outputs = [model_box, page.session], [page.model_status, schedule, page.session]
     loaded = load_button.click(load, inputs, outputs, api_name="load_model", **page.model_work)
@@ -495,8 +497,52 @@ def _compare_tab(page: _Page) -> gr.Slider:
     return compare_steps
 
 
+def _upscale_tab(page: _Page) -> gr.Slider:
+    """5. Upscaling: a super-resolution model's upscale of an image, beside its input and bicubic upscaling. Returns
+    its step slider."""
+    explorer, limits = page.explorer, page.limits
+    with gr.Tab(TITLES["upscale"], id="upscale"):
+        gr.Markdown(f"## {TITLES['upscale']}\nA super-resolution model (SR3) refines the bicubically upsampled input "
+                    "from noise. An image at the model's low resolution is upscaled as it is; any other is cropped "
+                    "to the output size and downsampled first, so the original shows what was lost.")  # fmt: skip
+        with gr.Row():
+            with gr.Column(scale=1):
+                builtin = gr.Dropdown(list(panels.BUILTIN_IMAGES), value=panels.BUILTIN_IMAGES[0],
+                                      label="Built-in image")  # fmt: skip
+                upload = gr.File(label="Or upload an image", file_types=["image"], type="filepath", height=100)
+                sampler = gr.Dropdown(list(SAMPLERS), value="ddim", label="Sampler")
+                steps = gr.Slider(1, 200, value=page.served_steps, step=1, label="Steps", elem_id="upscale-steps")
+                noise_level = gr.Number(0, precision=0, label="Noise level (conditioning augmentation)")
+                seed = gr.Number(0, precision=0, label="Seed")
+                upscale_button = gr.Button("Upscale", variant="primary")
+            with gr.Column(scale=2):
+                strip = gr.Image(label="input | bicubic | upscaled | original", type="pil", format="png")
+                upscale_info = gr.Markdown()
+
+    @page.shown
+    def upscale(builtin_name, upload_path, sampler_name, num_steps, level, seed_value, current,
+                request: gr.Request, progress=gr.Progress()):  # fmt: skip
+        if upload_path:
+            image = panels.open_upload(
+                upload_path, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_image_pixels
+            )
+        else:
+            image = panels.builtin_image(builtin_name)
+        result = panels.upscale_image(
+            explorer.require_model(current), image, sampler_name, limits.check_steps(num_steps), int(level or 0),
+            int(seed_value or 0), progress=page.progress(progress, request),
+        )  # fmt: skip
+        return result.strip, f"{sampler_name}: {int(num_steps)} steps in {result.seconds:.2f} s."
+
+    upscale_button.click(
+        upscale, [builtin, upload, sampler, steps, noise_level, seed, page.session], [strip, upscale_info],
+        api_name="upscale", **page.model_work,
+    )  # fmt: skip
+    return steps
+
+
 def _text2image_tab(page: _Page, model: str, outputs_dir: str | Path) -> None:
-    """5. Text to image: Stable Diffusion through `ddpm_hub.Text2Image`, loaded at the first Generate."""
+    """6. Text to image: Stable Diffusion through `ddpm_hub.Text2Image`, loaded at the first Generate."""
     explorer, limits = page.explorer, page.limits
     with gr.Tab(TITLES["text2image"], id="text2image"):
         gr.Markdown(f"## {TITLES['text2image']}\nStable Diffusion through `ddpm_hub.Text2Image`; the model "
@@ -602,7 +648,7 @@ def _upscale_controls(page: _Page, image, metadata, clip_on, clip_model) -> None
 
 
 def _monitor_tab(page: _Page, run_dir: str | None) -> None:
-    """6. Training monitor: a training output folder's metrics, previews and settings, re-read while it runs."""
+    """7. Training monitor: a training output folder's metrics, previews and settings, re-read while it runs."""
     with gr.Tab(TITLES["monitor"], id="monitor"):
         gr.Markdown(f"## {TITLES['monitor']}\nLoss (and FID/KID once logged), preview grids and settings "
                     "of a training output folder, re-read while the run goes on.")  # fmt: skip

@@ -86,6 +86,8 @@ def check_teacher_folder(folder: Path, flag: str) -> dict:
     for name in ("unet", "scheduler"):
         if name not in components or not (folder / name).is_dir():
             raise ValueError(f"{flag} {str(folder)!r} is not a ddpm-hub pipeline: it has no {name}/.")
+    if components.get("low_resolution") is not None:
+        raise ValueError(f"{flag} {str(folder)!r} is a super-resolution model: distilling upscalers is not supported.")
     if is_latent_pipeline(components) and not (folder / "vae" / "config.json").is_file():
         raise ValueError(f"{flag} {str(folder)!r} is a latent pipeline without its vae/ folder.")
     return components

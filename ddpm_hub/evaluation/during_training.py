@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from ..choices import SAMPLE_METRICS
+from ..choices import SAMPLE_METRICS, UPSCALER_METRICS
 from ..files import write_json
 from . import check_sample_count, parse_metrics
 from .evaluate import generate_images, score, warn_if_few_samples
@@ -63,7 +64,7 @@ class Evaluator:
         self.best: dict[str, Any] | None = None  # {"fid": ..., "step": ..., plus the settings}
         self.last: dict[str, Any] | None = None
         self.last_step: int | None = None
-        self.reference = self.extractor = None
+        self.reference = self.extractor = self.source = None
         self.sample_metrics = tuple(m for m in self.metrics if m in SAMPLE_METRICS)
         self.nll_images = None  # the reference pixels whose bits/dim "nll" measures
         if self.enabled:
@@ -92,6 +93,7 @@ class Evaluator:
 
         if "nll" in self.metrics:  # the first --eval_num_samples training images, the same at every evaluation
             self.nll_images = torch.as_tensor(source.reference_images(self.run.eval_num_samples)[:])
+        self.source = source  # a super-resolution run upscales its first images
         if not self.sample_metrics:
             return
         warn_if_few_samples(self.run.eval_num_samples, self.metrics)
@@ -115,13 +117,15 @@ class Evaluator:
     @torch.no_grad()
     def evaluate(self, parts, global_step: int) -> Evaluation:
         """Sample the pipeline of `parts` (the caller swaps in the EMA weights) and score it; the best score is kept
-        if FID improved. A latent model's `vae` (in `parts`) decodes the samples, so that pixels are scored. Returns
-        the scores and whether FID improved (the caller then exports best/ and calls `save_best`)."""
+        if FID improved. A latent model's `vae` (in `parts`) decodes the samples, so that pixels are scored; a
+        super-resolution model upscales the training data's first `--eval_num_samples` images, downsampled, and is
+        also scored against them (PSNR, SSIM, consistency: `evaluation/upscaler.py`). Returns the scores and whether
+        FID improved (the caller then exports best/ and calls `save_best`)."""
         unet = parts.unet
         was_training = unet.training
         unet.eval()
         try:
-            values = self._sample_scores(parts, global_step) if self.sample_metrics else {}
+            values = self._sample_scores(parts, global_step)
             if "nll" in self.metrics:
                 values.update(self._likelihood(parts))
         finally:
@@ -134,13 +138,21 @@ class Evaluator:
         return Evaluation(values, improved)
 
     def _sample_scores(self, parts, global_step: int) -> dict[str, float]:
+        """The scores of the images the model makes: sampled from noise, or an upscaler's upscales."""
         pipeline = parts.pipeline(self.run.eval_sampler)
-        images = generate_images(
-            pipeline, self.run.eval_num_samples, batch_size=self.run.eval_batch_size, seed=self.run.seed,
-            num_inference_steps=self.run.eval_num_inference_steps, progress=f"Evaluating step {global_step}",
-        )  # fmt: skip
+        fidelity = {}
+        if pipeline.is_upscaler:
+            images, fidelity = self._upscale(pipeline)
+        elif self.sample_metrics:
+            images = generate_images(
+                pipeline, self.run.eval_num_samples, batch_size=self.run.eval_batch_size, seed=self.run.seed,
+                num_inference_steps=self.run.eval_num_inference_steps, progress=f"Evaluating step {global_step}",
+            )  # fmt: skip
+        if not self.sample_metrics:
+            return fidelity
         with torch.autocast(self.extractor.device.type, enabled=False):  # features in full precision
-            return score(self.extractor.extract(images), self.reference, self.metrics, seed=self.run.seed)
+            features = self.extractor.extract(images)
+        return {**fidelity, **score(features, self.reference, self.sample_metrics, seed=self.run.seed)}
 
     def _likelihood(self, parts) -> dict[str, float]:
         """The bits per dimension of the reference images under the training scheduler's process (in float32)."""
@@ -152,6 +164,19 @@ class Evaluator:
                 batch_size=self.run.eval_batch_size, seed=self.run.seed, progress=False,
             )  # fmt: skip
         return {"nll_bits_per_dim": result.bits_per_dim}
+
+    def _upscale(self, pipeline) -> tuple[np.ndarray, dict[str, float]]:
+        """A super-resolution model's upscales of the first training images, downsampled, and their fidelity."""
+        from .upscaler import fidelity, low_res_inputs, upscale_images
+
+        run = self.run
+        originals = np.asarray(self.source.reference_images(run.eval_num_samples)[: run.eval_num_samples])
+        low_res = low_res_inputs(originals, pipeline.low_resolution)
+        images = upscale_images(
+            pipeline, low_res, list(range(len(originals))), batch_size=run.eval_batch_size, seed=run.seed,
+            num_inference_steps=run.eval_num_inference_steps,
+        )  # fmt: skip
+        return images, fidelity(images, originals, low_res, self.metrics)
 
     def save_best(self, folder: Path | None = None) -> None:
         """Beside the pipeline just exported to `folder` (`<output_dir>/best`): the best score and how it was
@@ -189,7 +214,17 @@ class Evaluator:
         values = {
             f"final_{k}": round(v, 6)
             for k, v in self.last.items()
-            if k in ("fid", "kid_mean", "kid_std", "precision", "recall", "inception_score_mean", "nll_bits_per_dim")
+            if k
+            in (
+                "fid",
+                "kid_mean",
+                "kid_std",
+                "precision",
+                "recall",
+                "inception_score_mean",
+                "nll_bits_per_dim",
+                *UPSCALER_METRICS,
+            )  # fmt: skip
         }
         values["final_eval_step"] = self.last["step"]
         if self.best is not None:

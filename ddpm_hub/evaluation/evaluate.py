@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..choices import SAMPLE_METRICS, SAMPLE_STEPS
+from ..choices import SAMPLE_METRICS, SAMPLE_STEPS, UPSCALER_METRICS
 from ..config import EvalConfig
 from ..data import image_extensions, is_image_file
 from ..data.shards import is_shard_reference
 from . import check_sample_count
-from .features import Features, get_extractor
+from .features import Features, get_extractor, to_uint8
 from .metrics import frechet_distance, gaussian_statistics, inception_score, kid, precision_recall
 from .reference import ReferenceStatistics, is_image_folder, reference_source, reference_statistics
 
@@ -29,11 +29,6 @@ logger = logging.getLogger(__name__)
 
 # Below this many images FID is visibly biased upwards (Chong & Forsyth 2020); papers use 50,000.
 RELIABLE_FID_SAMPLES = 10_000
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Pipeline output in [0, 1] (N, C, H, W) -> uint8, rounded as when saving a PNG."""
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
 @torch.no_grad()
@@ -53,15 +48,21 @@ def generate_images(
     indices and the main process receives all of them, in order (the others get an empty array). With `progress`,
     a progress bar of that description counts the images (on the main process).
     """
-    indices = list(range(num_samples))
+    work = lambda share: _sample(pipeline, share, batch_size, seed, num_inference_steps, progress, state)  # noqa: E731
+    return in_shares(list(range(num_samples)), work, state)
+
+
+def in_shares(indices: list[int], work, state=None) -> np.ndarray:
+    """`work(indices)` (an array, one row per index), split across the processes of an accelerate `state`: each
+    process does its contiguous share and the main process receives every row, in order (the others get none)."""
     if state is not None and state.num_processes > 1:
         from accelerate.utils import gather_object
 
         with state.split_between_processes(indices) as share:
-            mine = _sample(pipeline, list(share), batch_size, seed, num_inference_steps, progress, state)
+            mine = work(list(share))
         parts = gather_object([mine])
         return np.concatenate(parts) if state.is_main_process else mine[:0]
-    return _sample(pipeline, indices, batch_size, seed, num_inference_steps, progress)
+    return work(indices)
 
 
 def _sample(pipeline, indices, batch_size, seed, num_inference_steps, progress=None, state=None) -> np.ndarray:
@@ -146,12 +147,15 @@ def evaluate_model(
     cache_dir: str | None = None,
     device: str = "auto",
     save_images: str | None = None,
+    noise_level: int = 0,
 ) -> dict[str, Any] | None:
     """Sample (or read) images of `model` and score them against `reference`; see `ddpm-hub eval --help`.
 
     The scoring arguments are the fields of `ddpm_hub.config.EvalConfig` (`**dataclasses.asdict(eval_config)`);
     `num_inference_steps=None` samples at the pipeline's own count (a distilled student's), else 50. With "nll" in
-    `metrics`, the reference images' bits per dimension under the model are measured too (`score_likelihood`).
+    `metrics`, the reference images' bits per dimension under the model are measured too (`score_likelihood`). A
+    super-resolution model upscales the first `num_samples` reference images, downsampled, at `noise_level`, and is
+    scored beside bicubic upscaling (`evaluation/upscaler.py`).
     Returns the result record on the main process and `None` on the others.
     """
     # 1. Arguments, checked before anything is loaded.
@@ -164,6 +168,12 @@ def evaluate_model(
     images_folder = _check_sources(model, reference)
     if "nll" in metrics and images_folder:
         raise ValueError(f"--metrics nll needs a model; MODEL {model!r} is a folder of images.")
+    upscaler_metrics = [name for name in metrics if name in UPSCALER_METRICS]
+    if images_folder and upscaler_metrics:
+        raise ValueError(
+            f"--metrics {','.join(upscaler_metrics)} score a super-resolution model against the originals of its "
+            "inputs; MODEL is a folder of images."
+        )
     if not images_folder:
         check_sample_count(num_samples, features, sample_metrics)
     # The reference is found and fingerprinted before any model is loaded or any image sampled.
@@ -178,9 +188,25 @@ def evaluate_model(
     from ..devices import resolve_device
 
     run_device = state.device if state.num_processes > 1 else resolve_device(device)
+    pipeline = None if images_folder else _load_pipeline(model, revision, run_device)
+    if pipeline is not None and pipeline.is_upscaler:
+        if "nll" in metrics:
+            raise ValueError(
+                "--metrics nll scores a model that generates from noise; a super-resolution model's likelihood is "
+                "conditional on its low-resolution input (use psnr, ssim, consistency, fid)."
+            )
+        return _evaluate_upscaler(
+            _sampling_pipeline(pipeline, sampler), model, identity, reference_images, metrics, state, run_device,
+            num_samples=num_samples, sampler=sampler, num_inference_steps=num_inference_steps, features=features,
+            batch_size=batch_size, seed=seed, cache_dir=cache_dir, save_images=save_images, noise_level=noise_level,
+        )  # fmt: skip
+    if upscaler_metrics:
+        raise ValueError(
+            f"--metrics {','.join(upscaler_metrics)} score a super-resolution model (one with a low_resolution); "
+            f"{model!r} generates from noise."
+        )
     # Fails here, before sampling, if it cannot load.
     extractor = get_extractor(features, run_device, batch_size) if sample_metrics else None
-    pipeline = None if images_folder else _load_pipeline(model, revision, run_device)
     if "nll" in metrics:
         check_likelihood_inputs(pipeline, resolution)
 
@@ -282,6 +308,7 @@ def _read_images(folder: Path, resolution: int | None) -> tuple[np.ndarray, int,
 
 
 def _load_pipeline(model, revision, device):
+    """The pipeline `model` on `device`, with its training scheduler (nll needs it) and no progress bars."""
     from ..pipeline import DDPMHubPipeline
     from ..safe_loading import check_local_model, weights_kwargs
 
@@ -291,13 +318,19 @@ def _load_pipeline(model, revision, device):
     return pipeline
 
 
+def _sampling_pipeline(pipeline, sampler: str):
+    """A pipeline that shares `pipeline`'s parts and samples with `sampler`."""
+    from ..assembly import PipelineParts
+
+    return PipelineParts.of(pipeline).pipeline(sampler)
+
+
 def _sample_images(pipeline, sampler, num_samples, batch_size, seed, num_inference_steps, state):
     """`(images, channels, resolution, steps)` sampled from `pipeline` with `sampler` (this process's share of the
     seeds); `num_inference_steps=None` takes the pipeline's own count (a distilled student's), else 50."""
-    from ..assembly import PipelineParts
     from ..sampling import default_steps
 
-    sampling = PipelineParts.of(pipeline).pipeline(sampler)  # `pipeline` keeps the training scheduler (for nll)
+    sampling = _sampling_pipeline(pipeline, sampler)  # `pipeline` keeps the training scheduler (for nll)
     channels, resolution, _ = sampling.image_shape  # a latent model's images, not its latents
     steps = default_steps(sampling, requested=num_inference_steps)
     images = generate_images(
@@ -305,6 +338,53 @@ def _sample_images(pipeline, sampler, num_samples, batch_size, seed, num_inferen
         progress=f"Sampling {num_samples} images ({sampler}, {steps} steps)",
     )  # fmt: skip
     return images, channels, resolution, steps
+
+
+def _evaluate_upscaler(pipeline, model, identity, reference_images, metrics, state, device, *, num_samples,
+                       sampler, num_inference_steps, features, batch_size, seed, cache_dir, save_images,
+                       noise_level):  # fmt: skip
+    """`evaluate_model` for a super-resolution model: its first `num_samples` reference images are downsampled,
+    upscaled (each process its share) and scored with bicubic upscaling beside them (`evaluation/upscaler.py`)."""
+    from ..sampling import default_steps
+    from .upscaler import bicubic_images, fidelity, low_res_inputs, upscale_images
+
+    channels, resolution, _ = pipeline.image_shape
+    steps = default_steps(pipeline, requested=num_inference_steps)
+    pipeline.prepare_noise_levels(noise_level, 1)  # a level it was not trained with fails before anything is read
+    feature_metrics = tuple(name for name in metrics if name not in UPSCALER_METRICS)
+    extractor = get_extractor(features, device, batch_size) if feature_metrics else None
+    pixels = reference_images(resolution, channels)  # every reference image: the statistics need them all
+    originals = np.asarray(pixels[:num_samples])
+    if feature_metrics:
+        check_sample_count(len(originals), features, metrics, flag="the number of reference images upscaled")
+    low_res = low_res_inputs(originals, pipeline.low_resolution)
+    upscale = lambda share: upscale_images(  # noqa: E731
+        pipeline, low_res, share, batch_size=batch_size, seed=seed, num_inference_steps=steps, noise_level=noise_level
+    )  # fmt: skip
+    images = in_shares(list(range(len(originals))), upscale, state)
+    if not state.is_main_process:
+        return None
+    if save_images:
+        _save_images(images, save_images)
+    warn_if_few_samples(len(images), metrics)
+    baseline = bicubic_images(low_res, resolution)
+    pixel_metrics = [name for name in metrics if name in UPSCALER_METRICS]
+    values = fidelity(images, originals, low_res, pixel_metrics)
+    values["bicubic"] = fidelity(baseline, originals, low_res, pixel_metrics)
+    stats = None
+    if feature_metrics:
+        stats = reference_statistics(
+            extractor, identity, resolution=resolution, channels=channels, cache_dir=cache_dir, images=pixels
+        )
+        values.update(score(extractor.extract(images), stats, feature_metrics, seed=seed))
+        values["bicubic"].update(score(extractor.extract(baseline), stats, feature_metrics, seed=seed))
+    return dict(
+        model=str(model), upscaler=f"{pipeline.low_resolution}px to {resolution}px", noise_level=noise_level,
+        extractor=extractor.name if extractor else None, num_images=len(images), resolution=resolution,
+        sampler=sampler, num_inference_steps=steps, seed=seed,
+        reference=identity.description, reference_images=stats.num_images if stats else len(pixels),
+        metrics=list(metrics), **values,
+    )  # fmt: skip
 
 
 def _check_sources(model: str, reference: str) -> bool:
@@ -353,28 +433,24 @@ def _save_images(images: np.ndarray, folder: str) -> None:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """The result as a small aligned table: one metric a line, then the settings that produced it."""
+    """The result as a small aligned table: one metric a line, then the settings that produced it. An upscaler's
+    metrics have two columns, the model's and bicubic upscaling's (the baseline)."""
     names = {
+        "psnr": "PSNR (dB)", "ssim": "SSIM", "consistency": "consistency (MSE)",
         "fid": "FID", "kid_mean": "KID (mean)", "kid_std": "KID (std)", "precision": "precision", "recall": "recall",
         "inception_score_mean": "IS (mean)", "inception_score_std": "IS (std)",
     }  # fmt: skip
-    rows = [
-        (label, f"{result[key]:.4f}" if "kid" not in key else f"{result[key]:.6f}")
+    baseline = result.get("bicubic")
+    columns = [result] if baseline is None else [result, baseline]
+    rows = [("", "model", "bicubic")] if baseline is not None else []
+    rows += [
+        (label, *(f"{column[key]:.6f}" if key.startswith(("kid", "consistency")) else f"{column[key]:.4f}"
+                  for column in columns))
         for key, label in names.items()
         if key in result
-    ]
-    if "extractor" in result:
-        rows += [
-            ("extractor", result["extractor"]),
-            ("images", str(result["num_images"])),
-            ("resolution", f"{result['resolution']}px"),
-            (
-                "sampler",
-                f"{result['sampler']}"
-                + (f", {result['num_inference_steps']} steps" if result.get("num_inference_steps") else ""),
-            ),
-            ("reference", f"{result['reference']} ({result['reference_images']} images)"),
-        ]
+    ]  # fmt: skip
+    if "num_images" in result:  # scored images (not only the likelihood)
+        rows += _settings_rows(result)
     if "nll_bits_per_dim" in result:
         rows += [
             ("NLL (bits/dim)", f"{result['nll_bits_per_dim']:.4f} ± {result['nll_bits_per_dim_sem']:.4f}"),
@@ -384,5 +460,23 @@ def format_table(result: dict[str, Any]) -> str:
                 f"{result['nll_variance']} variance, prior term {result['nll_prior_bits']:.2g}",
             ),
         ]
-    width = max(len(label) for label, _ in rows)
-    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+    # Every cell but a row's last is padded to its column's width, so long settings do not widen the metric columns.
+    widths = [max((len(row[i]) for row in rows if i < len(row) - 1), default=0) for i in range(3)]
+    return "\n".join("  ".join([*(cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])), row[-1]]) for row in rows)
+
+
+def _settings_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """The table's rows that say how the scored images were made and scored."""
+    settings = [
+        ("upscaler", f"{result.get('upscaler')}, noise level {result.get('noise_level')}"),
+        ("extractor", result.get("extractor")),
+        ("images", str(result["num_images"])),
+        ("resolution", f"{result['resolution']}px"),
+        (
+            "sampler",
+            f"{result['sampler']}"
+            + (f", {result['num_inference_steps']} steps" if result.get("num_inference_steps") else ""),
+        ),
+        ("reference", f"{result['reference']} ({result['reference_images']} images)"),
+    ]
+    return [(label, value) for label, value in settings if result.get(label) or label not in ("upscaler", "extractor")]

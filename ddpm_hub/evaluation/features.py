@@ -43,6 +43,11 @@ INCEPTION_URL = f"https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrai
 INCEPTION_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
 
 
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Pipeline output in [0, 1] (N, C, H, W) -> uint8, rounded as when saving a PNG: what the extractors take."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
 @dataclass
 class Features:
     """Features (N, D) and, where the network classifies, class probabilities (N, K); both float64."""

@@ -1,14 +1,17 @@
-"""Sample-quality metrics computed from image features, in float64: FID, KID, precision/recall, Inception Score.
+"""Sample-quality metrics computed from image features, in float64: FID, KID, precision/recall, Inception Score; and
+the fidelity of an upscaler's images to the originals, from their pixels: PSNR, SSIM.
 
-Every function takes feature matrices of shape (N, D) (one row per image, from `features.py`) and implements one
-paper's equation, quoted in its docstring. Numbers are only comparable when the features came from the same
-extractor, image count, resolution and sampler; `evaluate.py` records all four beside every result.
+Every feature metric takes feature matrices of shape (N, D) (one row per image, from `features.py`), every pixel
+metric two image batches of shape (N, C, H, W); each implements one paper's equation, quoted in its docstring.
+Numbers are only comparable when the features came from the same extractor, image count, resolution and sampler;
+`evaluate.py` records all four beside every result.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
+import scipy.ndimage
 import scipy.spatial
 
 # Rows of a distance matrix computed at once: memory stays ~100 MB however many images are compared.
@@ -156,3 +159,45 @@ def inception_score(probabilities, *, num_splits: int = 10) -> tuple[float, floa
         kl = (part * (np.log(np.clip(part, 1e-12, None)) - np.log(np.clip(marginal, 1e-12, None)))).sum(axis=1)
         scores.append(np.exp(kl.mean()))
     return float(np.mean(scores)), float(np.std(scores))
+
+
+def _image_pairs(images, originals) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(images, dtype=np.float64), np.asarray(originals, dtype=np.float64)
+    if a.ndim != 4 or a.shape != b.shape or len(a) == 0:
+        raise ValueError(f"Expected two non-empty image batches (N, C, H, W) of one shape, got {a.shape}, {b.shape}.")
+    return a, b
+
+
+def psnr(images, originals, data_range: float = 255.0) -> np.ndarray:
+    """Peak signal-to-noise ratio of each image against its original, in dB: 10 log10(range² / MSE).
+
+    Per image (N,), as SR3 reports its mean (Saharia et al. 2021, Table 2); identical images give +inf.
+    """
+    a, b = _image_pairs(images, originals)
+    mse = ((a - b) ** 2).reshape(len(a), -1).mean(axis=1)
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(data_range**2 / mse)
+
+
+def ssim(images, originals, data_range: float = 255.0) -> np.ndarray:
+    """Structural similarity of each image to its original (Wang et al. 2004, eq. 13), per image (N,).
+
+        SSIM(x, y) = (2 mu_x mu_y + C1)(2 sigma_xy + C2) / ((mu_x² + mu_y² + C1)(sigma_x² + sigma_y² + C2))
+
+    with local statistics under an 11x11 Gaussian window of sigma 1.5 and C1 = (0.01 L)², C2 = (0.03 L)² (the
+    paper's settings); the map is averaged over each channel and over the pixels whose window lies inside the image,
+    as scikit-image's `structural_similarity(gaussian_weights=True)` does.
+    """
+    a, b = _image_pairs(images, originals)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+
+    def local_mean(x: np.ndarray) -> np.ndarray:  # over height and width only; 3.5 sigma reaches 5 pixels: 11x11
+        return scipy.ndimage.gaussian_filter(x, sigma=(0, 0, 1.5, 1.5), truncate=3.5, mode="reflect")
+
+    mu_a, mu_b = local_mean(a), local_mean(b)
+    var_a, var_b = local_mean(a * a) - mu_a**2, local_mean(b * b) - mu_b**2
+    covariance = local_mean(a * b) - mu_a * mu_b
+    similarity = ((2 * mu_a * mu_b + c1) * (2 * covariance + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    pad = 5 if min(a.shape[2:]) > 10 else 0  # the window's half width; tiny images keep every pixel
+    inside = similarity[:, :, pad : a.shape[2] - pad, pad : a.shape[3] - pad]
+    return inside.reshape(len(a), -1).mean(axis=1)

@@ -140,6 +140,12 @@ class Job:
         plans = [reconstructor.plan(sigma_rel) for sigma_rel in ema.sigma_rels()]
         device = resolve_device(ema.device)
         pipeline = load_template(run_dir, reconstructor.unet_config, device)
+        if ema.sweep is not None and pipeline.low_resolution is not None:
+            # The sweep scores images generated from noise, which an upscaler does not make.
+            raise ValueError(
+                f"RUN {ema.run!r} is a super-resolution model: --sweep scores images generated from noise; write one "
+                "reconstruction with --sigma_rel and score it with `ddpm-hub eval OUT --metrics psnr,ssim,consistency`."
+            )
         return cls(ema, scoring, reconstructor, plans, pipeline, device, read_json(run_dir / CONFIG_FILE))
 
     def load(self, plan) -> None:

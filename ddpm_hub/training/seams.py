@@ -104,7 +104,8 @@ class Step(Protocol):
     - A non-finite loss becomes NaN gradients (multiply the loss by `where(isfinite(loss), 1, nan)`, as
       `TrainStep.compute_loss` does), so the gradient norm alone decides to skip the step on every process.
     - Its random draws come in a fixed order from the global generators, which checkpoints save and restore: with
-      `TrainStep` that is `data.to_model_input` (flip), then eps, then t, then the label drop. Changing the order
+      `TrainStep` that is `data.to_model_input` (flip), then a part's conditioning (a super-resolution run's level
+      and augmentation noise), then eps, then t, then the label drop. Changing the order
       breaks bit-identical resume and compiled-vs-eager equality.
     - Whatever it compiles, the parameters of `model` keep their plain names (checkpoints load with or without it).
     """
@@ -132,7 +133,8 @@ class StepFactory(Protocol):
     """Builds the run's `Step` once the model is prepared: `factory(model, noise_scheduler, accelerator, data, config)`.
 
     Called after `accelerator.prepare` and before resume (a step may register more state with the accelerator then,
-    e.g. a frozen teacher needs none). The default is `ddpm_hub.train_step.make_train_step`.
+    e.g. a frozen teacher needs none). The default is `ddpm_hub.train_step.make_train_step`. The run's parts'
+    `step_options()` are in `config.step_options` (a factory reads those it knows).
     """
 
     def __call__(

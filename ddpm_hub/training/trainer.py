@@ -135,6 +135,7 @@ class Trainer:
         self.shards, self.parts = shards, tuple(parts)
         self.output_dir = Path(run.output_dir)
         self.state = TrainState()
+        self._preview_images = None  # what a super-resolution model's previews upscale, read at the first preview
 
     # ---- the story of a run ---------------------------------------------------------------------------------
 
@@ -625,7 +626,15 @@ class Trainer:
                 sampler=run.preview_sampler,
                 num_inference_steps=run.ddpm_num_inference_steps,
                 seed=run.seed,
+                images=self.preview_images,
             )
+
+    def preview_images(self):
+        """The training images a super-resolution model's previews upscale: the data's first `--eval_batch_size`
+        pixel images, read once (a stream's by a reader of their own, so that the training position is untouched)."""
+        if self._preview_images is None:
+            self._preview_images = self.data.reference_images(self.run_config.eval_batch_size)[:]
+        return self._preview_images
 
     def export(self, folder: Path) -> None:
         """Save the pipeline (EMA weights, the class names of a labelled set) into `folder`; the one export path."""
