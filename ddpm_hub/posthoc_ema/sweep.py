@@ -3,6 +3,7 @@ with the offline extractor and the flags of `ddpm-hub eval`; the curve is printe
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,7 @@ def plot_curve(path: Path, curve: list[dict[str, Any]], best: float, title: str,
         ax.axhline(baseline["fid"], linestyle="--", color="gray", label=baseline["label"])
     ax.set_xlabel("sigma_rel (EMA length relative to training time)")
     ax.set_ylabel("FID")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 80, break_on_hyphens=False), fontsize=9)  # a long title would run off the figure
     ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_file(path) as tmp:
