@@ -46,10 +46,13 @@ class SuperResolution(RunPart):
 
     def check(self, configs):
         """Refuse what an upscaler cannot be, in one line each, before anything heavy."""
+        from ..defaults import resolve_model_defaults
+
         model, data = configs.model, configs.data
         if data.class_conditional or data.class_column:
             raise ValueError("Class-conditional super-resolution is not supported: leave out --class_conditional.")
-        steps = model.ddpm_num_steps or 1000
+        # The run's T before the Trainer fills the defaults: a new model's, or a fine-tuned pipeline's own.
+        steps = resolve_model_defaults(model, data.cache_dir).ddpm_num_steps
         if self.noise_max > steps:
             raise ValueError(f"--low_res_noise_max {self.noise_max} exceeds the {steps} timesteps of the schedule.")
         if model.resolution is not None:
