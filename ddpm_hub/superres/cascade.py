@@ -193,9 +193,8 @@ def render_cascade(config: SampleConfig) -> Path:
 
     image, class_labels = _checked_options(config)
     names = [config.model, *(config.upscaler or [])]
-    stages = _load_stages(config, names, image)
-    cascade = DDPMHubCascade(stages)
-    steps = [default_steps(stage, SAMPLE_STEPS, requested=config.num_inference_steps) for stage in stages]
+    cascade = _load_cascade(config, names, image)
+    steps = [default_steps(stage, SAMPLE_STEPS, requested=config.num_inference_steps) for stage in cascade.stages]
     if image is None:
         cascade.base.prepare_class_labels(class_labels, len(class_labels or [0]), config.guidance_scale)
         grid = generate_grid(
@@ -235,16 +234,16 @@ def _checked_options(config: SampleConfig):
     return open_user_image(config.low_res_image, "--low_res_image"), None
 
 
-def _load_stages(config: SampleConfig, names: list[str], image) -> list[DDPMHubPipeline]:
-    """Every stage of `names`, checked against `image` and `--noise_level`, then on the device with the sampler."""
+def _load_cascade(config: SampleConfig, names: list[str], image) -> DDPMHubCascade:
+    """The cascade of `names`, checked against `image` and `--noise_level`, then on the device with the sampler."""
     for name in names:
         check_local_model(name)
     stages = [
         DDPMHubPipeline.from_pretrained(name, revision=config.revision if i == 0 else None, **weights_kwargs())
         for i, name in enumerate(names)
     ]
-    check_chain(stages)
-    base = stages[0]
+    cascade = DDPMHubCascade(stages)  # stages that do not chain are refused here
+    base = cascade.base
     if image is not None:
         if not base.is_upscaler:
             raise ValueError(f"--low_res_image needs a super-resolution MODEL; {config.model!r} generates from noise.")
@@ -265,7 +264,7 @@ def _load_stages(config: SampleConfig, names: list[str], image) -> list[DDPMHubP
         stage.to(device).set_sampler(config.sampler).set_progress_bar_config(disable=True)
         if config.compile:
             stage.compile(config.compile_mode, backend=config.compile_backend)
-    return stages
+    return cascade
 
 
 class _AtSteps:
