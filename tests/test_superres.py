@@ -289,6 +289,11 @@ def test_sample_cli_upscales_a_given_image_and_refuses_bad_input_in_one_line(sav
         ([str(base), "--upscaler", str(saved_upscaler), "--noise_level", "500"], "--noise_level 500 is above"),
         ([str(saved_upscaler), "--low_res_image", str(tmp_path / "low.png"), "--strength", "1"], "cannot be combined"),
         ([str(base), "--upscaler", str(saved_upscaler), "--classifier", str(base)], "cannot be combined with --class"),
+        # An option that cannot apply is refused before any model loads (this one does not exist).
+        (
+            [str(tmp_path / "absent"), "--low_res_image", str(tmp_path / "low.png"), "--class_label", "3"],
+            "--class_label and --guidance_scale apply to a base model",
+        ),
     ]
     for args, message in bad:
         with pytest.raises(SystemExit) as exit_info:

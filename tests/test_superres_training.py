@@ -123,6 +123,24 @@ def test_bad_super_resolution_flags_fail_in_one_line(tmp_path, capsys, args, mes
     assert not (tmp_path / "out" / "model_index.json").exists()
 
 
+def test_the_augmentation_level_is_checked_against_a_fine_tuned_pipelines_own_timesteps(tmp_path, capsys):
+    from test_superres import make_upscaler
+
+    from ddpm_hub import make_noise_scheduler
+
+    pretrained = make_upscaler(noise_max=50)
+    DDPMHubPipeline(
+        unet=pretrained.unet, scheduler=make_noise_scheduler(num_train_timesteps=100), low_resolution=8,
+        low_res_noise_max=50,
+    ).save_pretrained(tmp_path / "sr-100")  # fmt: skip
+    args = ["--pretrained_model_name_or_path", str(tmp_path / "sr-100"), "--low_resolution", "8", "--max_train_steps",
+            "1", "--output_dir", str(tmp_path / "out"), "--dataset_name", "shapes", "--logger", "none"]  # fmt: skip
+    assert train_main([*args, "--low_res_noise_max", "150"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--low_res_noise_max 150 exceeds the 100 timesteps" in error, error
+    assert not (tmp_path / "out" / "model_index.json").exists()
+
+
 def test_distilling_an_upscaler_is_refused_in_one_line(tmp_path, capsys):
     from test_superres import make_upscaler
 

@@ -67,6 +67,7 @@ class Evaluator:
         self.reference = self.extractor = self.source = None
         self.sample_metrics = tuple(m for m in self.metrics if m in SAMPLE_METRICS)
         self.nll_images = None  # the reference pixels whose bits/dim "nll" measures
+        self._upscaler_inputs = None  # (originals, low-resolution inputs) of a super-resolution run, read once
         if self.enabled:
             check_sample_count(run.eval_num_samples, run.eval_features, self.metrics, "--eval_num_samples")
 
@@ -170,8 +171,10 @@ class Evaluator:
         from .upscaler import fidelity, low_res_inputs, upscale_images
 
         run = self.run
-        originals = np.asarray(self.source.reference_images(run.eval_num_samples)[: run.eval_num_samples])
-        low_res = low_res_inputs(originals, pipeline.low_resolution)
+        if self._upscaler_inputs is None:  # the same images at every evaluation: read (a stream: decoded) once
+            originals = np.asarray(self.source.reference_images(run.eval_num_samples)[: run.eval_num_samples])
+            self._upscaler_inputs = originals, low_res_inputs(originals, pipeline.low_resolution)
+        originals, low_res = self._upscaler_inputs
         images = upscale_images(
             pipeline, low_res, list(range(len(originals))), batch_size=run.eval_batch_size, seed=run.seed,
             num_inference_steps=run.eval_num_inference_steps,

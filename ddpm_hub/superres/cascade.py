@@ -187,8 +187,35 @@ class DDPMHubCascade:
 def render_cascade(config: SampleConfig) -> Path:
     """`ddpm-hub sample`'s grid through a cascade: MODEL and every `--upscaler`, or a super-resolution MODEL (and
     upscalers) applied to `--low_res_image`, `num_images` times (image i from seed + i). The grid holds the last
-    stage's images; every option, image and stage is checked before anything is sampled."""
-    from ..sampling import default_steps, generate_grid, grid_shape, open_user_image
+    stage's images; every option, image and stage is checked before anything is sampled (the options before any
+    model loads)."""
+    from ..sampling import default_steps, generate_grid, grid_shape
+
+    image, class_labels = _checked_options(config)
+    names = [config.model, *(config.upscaler or [])]
+    cascade = _load_cascade(config, names, image)
+    steps = [default_steps(stage, SAMPLE_STEPS, requested=config.num_inference_steps) for stage in cascade.stages]
+    if image is None:
+        cascade.base.prepare_class_labels(class_labels, len(class_labels or [0]), config.guidance_scale)
+        grid = generate_grid(
+            _AtSteps(cascade, steps, config.noise_level), config.num_images, steps[0], config.seed,
+            class_labels=class_labels, guidance_scale=config.guidance_scale,
+        )  # fmt: skip
+    else:
+        rows, columns = grid_shape(config.num_images)
+        generators = [torch.Generator().manual_seed(config.seed + i) for i in range(config.num_images)]
+        images = cascade(
+            image=[image] * config.num_images, noise_level=config.noise_level, generator=generators,
+            num_inference_steps=steps,
+        ).images  # fmt: skip
+        grid = make_image_grid(images, rows, columns)
+    return save_image(grid, config.output)
+
+
+def _checked_options(config: SampleConfig):
+    """`(low-resolution image or None, class labels or None)`: the options of a cascade, checked (one line each)
+    before any model loads."""
+    from ..sampling import open_user_image
 
     check_output_file(config.output)
     edits = {"--init_image": config.init_image, "--mask_image": config.mask_image, "--strength": config.strength,
@@ -199,15 +226,23 @@ def render_cascade(config: SampleConfig) -> Path:
         raise ValueError(f"--upscaler and --low_res_image cannot be combined with {', '.join(editing)}.")
     if config.compile:
         check_compile_options(config.compile_mode, config.compile_backend)
-    image = open_user_image(config.low_res_image, "--low_res_image") if config.low_res_image is not None else None
-    names = [config.model, *(config.upscaler or [])]
+    class_labels = config.class_labels()
+    if config.low_res_image is None:
+        return None, class_labels
+    if class_labels or config.guidance_scale is not None:
+        raise ValueError("--class_label and --guidance_scale apply to a base model, not to --low_res_image.")
+    return open_user_image(config.low_res_image, "--low_res_image"), None
+
+
+def _load_cascade(config: SampleConfig, names: list[str], image) -> DDPMHubCascade:
+    """The cascade of `names`, checked against `image` and `--noise_level`, then on the device with the sampler."""
     for name in names:
         check_local_model(name)
     stages = [
         DDPMHubPipeline.from_pretrained(name, revision=config.revision if i == 0 else None, **weights_kwargs())
         for i, name in enumerate(names)
     ]
-    cascade = DDPMHubCascade(stages)
+    cascade = DDPMHubCascade(stages)  # stages that do not chain are refused here
     base = cascade.base
     if image is not None:
         if not base.is_upscaler:
@@ -229,25 +264,7 @@ def render_cascade(config: SampleConfig) -> Path:
         stage.to(device).set_sampler(config.sampler).set_progress_bar_config(disable=True)
         if config.compile:
             stage.compile(config.compile_mode, backend=config.compile_backend)
-    class_labels = config.class_labels()
-    steps = [default_steps(stage, SAMPLE_STEPS, requested=config.num_inference_steps) for stage in stages]
-    if image is None:
-        base.prepare_class_labels(class_labels, len(class_labels or [0]), config.guidance_scale)
-        grid = generate_grid(
-            _AtSteps(cascade, steps, config.noise_level), config.num_images, steps[0], config.seed,
-            class_labels=class_labels, guidance_scale=config.guidance_scale,
-        )  # fmt: skip
-    else:
-        if class_labels or config.guidance_scale is not None:
-            raise ValueError("--class_label and --guidance_scale apply to a base model, not to --low_res_image.")
-        rows, columns = grid_shape(config.num_images)
-        generators = [torch.Generator().manual_seed(config.seed + i) for i in range(config.num_images)]
-        images = cascade(
-            image=[image] * config.num_images, noise_level=config.noise_level, generator=generators,
-            num_inference_steps=steps,
-        ).images  # fmt: skip
-        grid = make_image_grid(images, rows, columns)
-    return save_image(grid, config.output)
+    return cascade
 
 
 class _AtSteps:

@@ -6,8 +6,9 @@ augmentation (cascaded diffusion, Ho et al. 2021).
 
 `SuperResolution` plugs into the `Trainer` at its hooks (`ddpm_hub.training.parts`): it gives the UNet the
 low-resolution input channels and the noise-level embedding (`shape_model`), hands the training step the function
-that makes the input from each clean batch (`step_options`: downsampled, upsampled, noised to a random level, with
-the pipeline's own resampling, `pipeline_superres`), and makes every pipeline of the run an upscaler
+that makes the input from each clean batch (`step_options()["conditioning"]`, which the Trainer puts in
+`RunConfigs.step_options` for the step factory, `train_step.make_train_step`: downsampled, upsampled, noised to a
+random level, with the pipeline's own resampling, `pipeline_superres`), and makes every pipeline of the run an upscaler
 (`pipeline_parts`), whose previews and evaluations upscale the data's first images. Any data source works: the input
 is made from the clean batch inside the step.
 """
@@ -45,10 +46,13 @@ class SuperResolution(RunPart):
 
     def check(self, configs):
         """Refuse what an upscaler cannot be, in one line each, before anything heavy."""
+        from ..defaults import resolve_model_defaults
+
         model, data = configs.model, configs.data
         if data.class_conditional or data.class_column:
             raise ValueError("Class-conditional super-resolution is not supported: leave out --class_conditional.")
-        steps = model.ddpm_num_steps or 1000
+        # The run's T before the Trainer fills the defaults: a new model's, or a fine-tuned pipeline's own.
+        steps = resolve_model_defaults(model, data.cache_dir).ddpm_num_steps
         if self.noise_max > steps:
             raise ValueError(f"--low_res_noise_max {self.noise_max} exceeds the {steps} timesteps of the schedule.")
         if model.resolution is not None:
@@ -75,6 +79,7 @@ class SuperResolution(RunPart):
         return sample_size
 
     def step_options(self) -> dict[str, Any]:
+        """What `make_train_step` reads from `RunConfigs.step_options`: the conditioning of each batch."""
         return {"conditioning": self.conditioning}
 
     def conditioning(self, clean_images: torch.Tensor, alphas_cumprod: torch.Tensor):

@@ -21,8 +21,10 @@ the table of hooks and when each is called); the entry point builds it from the 
   adds its low-resolution input channels and its noise-level embedding there, learned variances double the
   output and set the scheduler's `variance_type`;
 - what the data is goes through `open_data` (the latent space encodes or streams latents);
-- what the step does beyond plain DDPM goes through `step_options` (super-resolution's low-resolution input, drawn
-  after the data source's `to_model_input` so that resume stays bit-identical);
+- what the step does beyond plain DDPM goes through `step_options`, the one way it reaches the step factory (merged
+  into `RunConfigs.step_options`; `make_train_step` reads `objective`, learned variances' bound, and `conditioning`,
+  super-resolution's low-resolution input, drawn after the data source's `to_model_input` so that resume stays
+  bit-identical);
 - state that must survive a resume goes through `save`/`load` (files in the checkpoint: post-hoc EMA's averages) or
   `state_dict`/`load_state_dict` (`training_state.json`: a timestep sampler); work after each optimizer step
   through `after_optimizer_step` (post-hoc EMA's snapshots);

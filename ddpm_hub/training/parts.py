@@ -12,7 +12,7 @@ implements only what it changes:
 | `image_resolution(sample_size)` | sizing data, references, previews | latents: sample size x the VAE's factor |
 | `open_data(opening)` | setup, instead of the default source | latents: the cached latents, latent shards |
 | `prepare(context)` | once the model, optimizer and data are prepared | post-hoc EMA: its averages |
-| `step_options()` | when the step is built | super-resolution: the low-resolution input |
+| `step_options()` | building the step: `RunConfigs.step_options` | learned variances: `objective`; SR: `conditioning` |
 | `after_optimizer_step(step, finite)` | after every optimizer step | post-hoc EMA: update, snapshot |
 | `save(folder)`, `load(folder, state)` | inside every checkpoint, on resume | post-hoc EMA: its averages |
 | `state_dict()`, `load_state_dict()` | `training_state.json` | learned variances: the timestep sampler |
