@@ -165,6 +165,17 @@ def test_unlabelled_images_and_a_missing_model_are_refused(model_and_data, tmp_p
     assert "--pretrained_model_name_or_path" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
+def test_a_super_resolution_model_is_refused_in_one_line(model_and_data, tmp_path, capsys):
+    """An upscaler samples from given images, not from noise: no classifier of its x_t is trained."""
+    from test_superres import make_upscaler
+
+    make_upscaler().save_pretrained(tmp_path / "sr")
+    assert exit_code(*quick(tmp_path / "sr", model_and_data[1], tmp_path / "out", "--max_train_steps", 1)) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "is a super-resolution model, which upscales given images" in error, error
+    assert not (tmp_path / "out").exists()
+
+
 def exit_code(*args) -> int:
     """The command's exit status, whether it returns it or a flag check exits (argparse's exit 2)."""
     try:

@@ -48,6 +48,11 @@ def diffusion_model_config(config: ClassifierConfig, cache_dir: str | None) -> t
     except (OSError, ValueError) as error:
         message = f"--pretrained_model_name_or_path {source!r} is not a loadable pipeline: {one_line(error)}"
         raise ValueError(message) from error
+    if index.get("low_resolution") is not None:
+        raise ValueError(
+            f"--pretrained_model_name_or_path {source!r} is a super-resolution model, which upscales given images; "
+            "classifier guidance steers a model that generates from noise: train the classifier for the base model."
+        )
     model = ModelConfig(pretrained_model_name_or_path=source)
     vae = index.get("vae")
     if isinstance(vae, (list, tuple)) and any(vae):  # diffusers writes [null, null] for an absent optional one
