@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from ddpm_hub import DDPMHubPipeline
 from ddpm_hub.classifier import load_classifier
+from ddpm_hub.pipeline_guidance import schedule_fingerprint
 
 COLOURS = {"red": (220, 40, 40), "blue": (40, 40, 220)}
 
@@ -92,6 +93,22 @@ def test_a_latent_model_s_classifier_reads_its_vae_latents(tmp_path):
     assert (classifier.config.latent, classifier.config.in_channels, classifier.config.sample_size) == (True, 4, 16)
     settings = json.loads((out / "training_config.json").read_text())
     assert settings["sample_shape"] == "4x16x16" and settings["vae"].endswith("latent/vae")
+
+
+def test_a_learned_variance_model_s_classifier_trains_and_previews_with_its_variance(tmp_path):
+    """The run trains no diffusion loss, so a model with learned variances needs no --loss_type; its DDPM previews
+    step with the learned variance."""
+    from test_learned_variance import pipelines
+
+    learned = pipelines()[0]
+    learned.save_pretrained(tmp_path / "learned")
+    data = colour_folder(tmp_path / "colours", count=8)
+    out = tmp_path / "out"
+    args = quick(tmp_path / "learned", data, out, "--max_train_steps", 1, "--validation_images", 4,
+                 "--preview_sampler", "ddpm")  # fmt: skip
+    assert train_classifier(*args) == 0
+    assert load_classifier(str(out)).config.noise_schedule == schedule_fingerprint(learned.scheduler.config)
+    assert PIL.Image.open(out / "sample_grid.png").size == (32, 32)  # rows blue and red, two seeds each
 
 
 def test_a_pushed_classifier_guides_ddpm_hub_sample_by_repo_id(hub_server, model_and_data, tmp_path):
