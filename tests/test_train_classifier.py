@@ -149,6 +149,7 @@ def test_a_pushed_classifier_guides_ddpm_hub_sample_by_repo_id(hub_server, model
         (["--validation_images", "48"], "--validation_images 48 leaves no training image of the 48"),
         (["--accuracy_bins", "1"], "--accuracy_bins must lie in [2, 1000]"),
         (["--post_hoc_ema"], "--post_hoc_ema keeps snapshots for `ddpm-hub ema`"),
+        (["--classifier_scale", "inf"], "--classifier_scale must be a finite number >= 0, got inf"),
     ],
 )
 def test_bad_classifier_runs_are_refused_in_one_line(model_and_data, tmp_path, capsys, extra, message):
