@@ -21,6 +21,7 @@ from .files import save_image
 from .input_checks import check_finite_model, check_mask_marks_something, check_output_file, check_output_folder
 from .labels import preview_class_ids
 from .pipeline import DDPMHubPipeline
+from .pipeline_guidance import class_id, classifier_label_names
 from .pipeline_steps import check_compile_options
 from .safe_loading import check_local_model, weights_kwargs
 
@@ -97,7 +98,7 @@ def sample_batch(
     """
     label_names = pipeline.label_names
     if classifier is not None and not pipeline.num_classes:
-        label_names = classifier.config.get("label_names") if hasattr(classifier, "config") else None
+        label_names = classifier_label_names(classifier)
     if class_labels is None and (pipeline.num_classes or label_names):
         class_labels = preview_class_ids(pipeline.num_classes or len(label_names))
     if not class_labels:
@@ -218,7 +219,6 @@ def _load_classifier(name: str | None, class_labels: list[str] | None):
     if name is None:
         return None
     from .classifier import load_classifier
-    from .pipeline_guidance import class_id
 
     classifier = load_classifier(name)
     for label in class_labels or []:

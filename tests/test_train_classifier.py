@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from ddpm_hub import DDPMHubPipeline
 from ddpm_hub.classifier import load_classifier
+from ddpm_hub.pipeline_guidance import schedule_fingerprint
 
 COLOURS = {"red": (220, 40, 40), "blue": (40, 40, 220)}
 
@@ -94,6 +95,22 @@ def test_a_latent_model_s_classifier_reads_its_vae_latents(tmp_path):
     assert settings["sample_shape"] == "4x16x16" and settings["vae"].endswith("latent/vae")
 
 
+def test_a_learned_variance_model_s_classifier_trains_and_previews_with_its_variance(tmp_path):
+    """The run trains no diffusion loss, so a model with learned variances needs no --loss_type; its DDPM previews
+    step with the learned variance."""
+    from test_learned_variance import pipelines
+
+    learned = pipelines()[0]
+    learned.save_pretrained(tmp_path / "learned")
+    data = colour_folder(tmp_path / "colours", count=8)
+    out = tmp_path / "out"
+    args = quick(tmp_path / "learned", data, out, "--max_train_steps", 1, "--validation_images", 4,
+                 "--preview_sampler", "ddpm")  # fmt: skip
+    assert train_classifier(*args) == 0
+    assert load_classifier(str(out)).config.noise_schedule == schedule_fingerprint(learned.scheduler.config)
+    assert PIL.Image.open(out / "sample_grid.png").size == (32, 32)  # rows blue and red, two seeds each
+
+
 def test_a_pushed_classifier_guides_ddpm_hub_sample_by_repo_id(hub_server, model_and_data, tmp_path):
     """train-classifier --push_to_hub uploads the classifier's folder (card regenerated for the repo); `ddpm-hub
     sample --classifier REPO` loads it by id: each row is a class, each image its own PNG (--output_dir)."""
@@ -132,6 +149,7 @@ def test_a_pushed_classifier_guides_ddpm_hub_sample_by_repo_id(hub_server, model
         (["--validation_images", "48"], "--validation_images 48 leaves no training image of the 48"),
         (["--accuracy_bins", "1"], "--accuracy_bins must lie in [2, 1000]"),
         (["--post_hoc_ema"], "--post_hoc_ema keeps snapshots for `ddpm-hub ema`"),
+        (["--classifier_scale", "inf"], "--classifier_scale must be a finite number >= 0, got inf"),
     ],
 )
 def test_bad_classifier_runs_are_refused_in_one_line(model_and_data, tmp_path, capsys, extra, message):
@@ -163,6 +181,17 @@ def test_unlabelled_images_and_a_missing_model_are_refused(model_and_data, tmp_p
     assert "put each class's images in its own sub-folder" in capsys.readouterr().err.strip().splitlines()[-1]
     assert exit_code(*quick(tmp_path / "nothing", data, tmp_path / "out", "--max_train_steps", 1)) == 2
     assert "--pretrained_model_name_or_path" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_super_resolution_model_is_refused_in_one_line(model_and_data, tmp_path, capsys):
+    """An upscaler samples from given images, not from noise: no classifier of its x_t is trained."""
+    from test_superres import make_upscaler
+
+    make_upscaler().save_pretrained(tmp_path / "sr")
+    assert exit_code(*quick(tmp_path / "sr", model_and_data[1], tmp_path / "out", "--max_train_steps", 1)) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "is a super-resolution model, which upscales given images" in error, error
+    assert not (tmp_path / "out").exists()
 
 
 def exit_code(*args) -> int:

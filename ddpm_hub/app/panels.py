@@ -317,9 +317,6 @@ def sample_trajectory(
         progress((step + 1) / num_inference_steps, f"{sampler}: step {step + 1}/{num_inference_steps}")
         return tensors
 
-    guidance = {"classifier": classifier, "classifier_scale": classifier_scale} if classifier is not None else {}
-    if classifier_scale is not None and classifier is None:
-        raise ValueError("A classifier scale needs a classifier: give its folder or Hub id.")
     start = time.perf_counter()
     output = sampling(
         class_labels=class_label or None,
@@ -328,7 +325,8 @@ def sample_trajectory(
         eta=eta,
         return_trajectory=True,
         callback_on_step_end=report,
-        **guidance,
+        classifier=classifier,
+        classifier_scale=classifier_scale,
     )
     seconds = time.perf_counter() - start
     return Trajectory(

@@ -4,6 +4,7 @@ logging, push) mean here what they mean in `train_unconditional.py`."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ..config import DataConfig, HubConfig, TrainConfig
@@ -65,8 +66,8 @@ class ClassifierConfig:
             raise ValueError(f"--accuracy_bins must lie in [2, 1000], got {self.accuracy_bins}.")
         if not 0 <= self.classifier_dropout < 1:
             raise ValueError(f"--classifier_dropout must lie in [0, 1), got {self.classifier_dropout}.")
-        if not self.classifier_scale >= 0:
-            raise ValueError(f"--classifier_scale must be a number >= 0, got {self.classifier_scale}.")
+        if not 0 <= self.classifier_scale < math.inf:  # the previews' guidance refuses it otherwise, mid-run
+            raise ValueError(f"--classifier_scale must be a finite number >= 0, got {self.classifier_scale}.")
 
 
 CONFIG_TYPES = (ClassifierConfig, DataConfig, TrainConfig, HubConfig)

@@ -231,7 +231,7 @@ class ClassifierTrainer(Trainer):
         clean = augment(pixels.to(self.accelerator.device), False)
         if self.frozen_parts().vae is None:
             return clean, labels
-        with self.sampling():
+        with super().sampling():  # the VAE on the accelerator; the frozen UNet stays where it is
             return self.pipeline_parts().pipeline().encode_images(clean), labels
 
     def final_metrics(self) -> dict[str, Any]:
