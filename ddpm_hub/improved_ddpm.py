@@ -64,7 +64,7 @@ class ImprovedDDPM(RunPart):
             decoder = "continuous" if latent else "discretized"
             variance = bound_variance(model.variance_type)
             self.objective = BoundObjective(model.loss_type, variance, model.vlb_weight, decoder)
-        return dataclasses.replace(configs, model=dataclasses.replace(configs.model, variance_type=model.variance_type))
+        return dataclasses.replace(configs, model=model)  # resolved: a pretrained model's scheduler is read once
 
     def shape_model(self, shape: ModelShape) -> ModelShape:
         if self.variance_type not in VARIANCE_TYPES:
