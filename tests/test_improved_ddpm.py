@@ -156,3 +156,24 @@ def test_compiled_bound_losses_follow_the_eager_loss_trajectory(tmp_path, loss_t
     assert len(runs["eager"]) == 2 and runs["compiled"] == pytest.approx(runs["eager"], rel=1e-5)
     first, second = (load_file(str(tmp_path / n / "checkpoint-3/model.safetensors")) for n in ("eager", "compiled"))
     assert max((first[k] - second[k]).abs().max().item() for k in first) < 1e-5
+
+
+def test_train_classifier_reads_a_learned_variance_model_and_its_classifier_guides_it(tmp_path):
+    """`ddpm-hub train-classifier` trains nothing of the diffusion model: a learned variance needs no --loss_type."""
+    from test_likelihood import make_learned_pipeline
+    from test_train_classifier import colour_folder, quick, train_classifier
+
+    from ddpm_hub.classifier import load_classifier
+
+    model, out = tmp_path / "model", tmp_path / "classifier"
+    make_learned_pipeline().save_pretrained(model)
+    data = colour_folder(tmp_path / "colours", count=8)
+    assert train_classifier(*quick(model, data, out, "--max_train_steps", 2, "--validation_images", 4)) == 0
+    pipe = DDPMHubPipeline.from_pretrained(model).set_sampler("ddpm")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.learns_variance
+    guided = pipe(
+        class_labels="red", classifier=load_classifier(str(out)), classifier_scale=2.0, num_inference_steps=2,
+        output_type="pt", generator=torch.Generator().manual_seed(0),
+    ).images  # fmt: skip
+    assert guided.shape == (1, 3, 16, 16) and torch.isfinite(guided).all()
