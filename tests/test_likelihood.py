@@ -211,6 +211,12 @@ def test_nll_of_a_pipeline_is_per_image_whatever_the_batch():
     assert full.num_steps == T and full.variance_type == "fixed_small"
     with pytest.raises(ValueError, match="uint8 images of the model's shape"):
         negative_log_likelihood(pipe, images[:, :, :8, :8], progress=False)
+    # diffusers' "learned" variance is the variance itself, not eq. 15's interpolation: not read as learned_range.
+    pipe.set_sampler("ddpm", variance_type="learned")
+    with pytest.raises(ValueError, match="scheduler says variance_type 'learned'"):
+        negative_log_likelihood(pipe, images, num_steps=5, progress=False)
+    fixed = negative_log_likelihood(pipe, images[:1], num_steps=5, progress=False, variance_type="fixed_small")
+    assert math.isfinite(fixed.bits_per_dim)
 
 
 def save_images(folder, count: int, size: int = 16):
