@@ -35,16 +35,26 @@ def uses_improved_ddpm(model, run) -> bool:
 
 
 class ImprovedDDPM(RunPart):
-    """The part that trains learned variances and the bound; see the module docstring."""
+    """The part that trains learned variances and the bound; see the module docstring.
+
+    Args:
+        trains_denoiser (`bool`, defaults to `True`): `False` for a run that trains something else beside a saved
+            diffusion model (a classifier of its x_t): the part then only shapes the plan of that model's UNet and
+            scheduler, with no objective and no check of `--loss_type`, which such a run does not have.
+    """
 
     name = "improved_ddpm"
 
-    def __init__(self):
+    def __init__(self, *, trains_denoiser: bool = True):
+        self.trains_denoiser = trains_denoiser
         self.variance_type = "fixed_small"
         self.objective: BoundObjective | None = None
 
     def check(self, configs):
         model, run = resolve_model_defaults(configs.model, configs.data.cache_dir), configs.run
+        self.variance_type = model.variance_type
+        if not self.trains_denoiser:
+            return dataclasses.replace(configs, model=model)
         origin = "--variance_type" if configs.model.variance_type else "the pretrained model's variance_type"
         check_objective(model.variance_type, model.loss_type, origin)
         latent = model.vae_name_or_path is not None
@@ -58,13 +68,12 @@ class ImprovedDDPM(RunPart):
                 "--eval_metrics nll is the likelihood of 8-bit pixels; a latent model's VAE gives no exact likelihood "
                 "of the images: leave nll out of --eval_metrics."
             )
-        self.variance_type = model.variance_type
         if model.loss_type != "simple":
             # L_0 of 8-bit pixels; latents are continuous, their decoder term a density.
             decoder = "continuous" if latent else "discretized"
             variance = bound_variance(model.variance_type)
             self.objective = BoundObjective(model.loss_type, variance, model.vlb_weight, decoder)
-        return dataclasses.replace(configs, model=dataclasses.replace(configs.model, variance_type=model.variance_type))
+        return dataclasses.replace(configs, model=model)  # resolved: a pretrained model's scheduler is read once
 
     def shape_model(self, shape: ModelShape) -> ModelShape:
         if self.variance_type not in VARIANCE_TYPES:

@@ -20,8 +20,9 @@ from .choices import UPSCALER_METRICS, parse_metrics
 from .config import CONFIG_TYPES, DataConfig, HubConfig, ModelConfig, TrainConfig
 
 
-def run_parts(model: ModelConfig, run: TrainConfig, shards) -> list:
-    """The parts of a run with these flags (`ddpm_hub.training.parts`), in the order the Trainer consults them."""
+def run_parts(model: ModelConfig, run: TrainConfig, shards, *, trains_denoiser: bool = True) -> list:
+    """The parts of a run with these flags (`ddpm_hub.training.parts`), in the order the Trainer consults them;
+    `trains_denoiser=False` for a run that only reads the diffusion model (`ddpm-hub train-classifier`)."""
     from .improved_ddpm import ImprovedDDPM, uses_improved_ddpm
     from .latents.shards import latent_shards_manifest
     from .latents.space import LatentSpace
@@ -32,7 +33,7 @@ def run_parts(model: ModelConfig, run: TrainConfig, shards) -> list:
     if latent:
         parts.append(LatentSpace(shards=shards))
     if uses_improved_ddpm(model, run):  # after the latent space: it checks a latent run's flags
-        parts.append(ImprovedDDPM())
+        parts.append(ImprovedDDPM(trains_denoiser=trains_denoiser))
     superres = _super_resolution(model, run, latent=latent)
     if superres is not None:
         parts.append(superres)

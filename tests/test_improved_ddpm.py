@@ -156,3 +156,59 @@ def test_compiled_bound_losses_follow_the_eager_loss_trajectory(tmp_path, loss_t
     assert len(runs["eager"]) == 2 and runs["compiled"] == pytest.approx(runs["eager"], rel=1e-5)
     first, second = (load_file(str(tmp_path / n / "checkpoint-3/model.safetensors")) for n in ("eager", "compiled"))
     assert max((first[k] - second[k]).abs().max().item() for k in first) < 1e-5
+
+
+def test_train_classifier_reads_a_learned_variance_model_and_its_classifier_guides_it(tmp_path):
+    """`ddpm-hub train-classifier` trains nothing of the diffusion model: a learned variance needs no --loss_type."""
+    from test_likelihood import make_learned_pipeline
+    from test_train_classifier import colour_folder, quick, train_classifier
+
+    from ddpm_hub.classifier import load_classifier
+
+    model, out = tmp_path / "model", tmp_path / "classifier"
+    make_learned_pipeline().save_pretrained(model)
+    data = colour_folder(tmp_path / "colours", count=8)
+    assert train_classifier(*quick(model, data, out, "--max_train_steps", 2, "--validation_images", 4)) == 0
+    pipe = DDPMHubPipeline.from_pretrained(model).set_sampler("ddpm")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.learns_variance
+    guided = pipe(
+        class_labels="red", classifier=load_classifier(str(out)), classifier_scale=2.0, num_inference_steps=2,
+        output_type="pt", generator=torch.Generator().manual_seed(0),
+    ).images  # fmt: skip
+    assert guided.shape == (1, 3, 16, 16) and torch.isfinite(guided).all()
+
+
+def test_a_class_conditional_hybrid_run_on_prepared_shards_learns_variances_and_samples_with_guidance(tmp_path):
+    from ddpm_hub.data import draw_shapes
+    from ddpm_hub.prepare import main as prepare_main
+    from ddpm_hub.train import main as train_main
+
+    for i, image in enumerate(draw_shapes(16, size=16, seed=3)):  # two classes, as sub-folders
+        folder = tmp_path / "images" / ("even" if i % 2 == 0 else "odd")
+        folder.mkdir(parents=True, exist_ok=True)
+        image.save(folder / f"{i:03d}.png")
+    shards = tmp_path / "shards"
+    assert prepare_main([str(tmp_path / "images"), str(shards), "--resolution", "16", "--shard_size", "8"]) == 0
+    args = ["--train_shards", str(shards / "train-{000000..000001}.tar"), "--class_conditional", "--model", "tiny",
+            "--loss_type", "hybrid", "--ddpm_num_steps", "10", "--train_batch_size", "8", "--max_train_steps", "2",
+            "--ddpm_num_inference_steps", "2", "--eval_batch_size", "4", "--logger", "none",
+            "--save_images_epochs", "100", "--output_dir", str(tmp_path / "run")]  # fmt: skip
+    assert train_main(args) == 0
+
+    pipe = DDPMHubPipeline.from_pretrained(tmp_path / "run").set_sampler("ddpm")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.num_classes == 2 and pipe.label_names == ["even", "odd"]
+    assert pipe.learns_variance and pipe.scheduler.config.variance_type == "learned_range"
+
+    def sample(guidance_scale: float) -> torch.Tensor:
+        return pipe(
+            class_labels=["even", "odd"], guidance_scale=guidance_scale, num_inference_steps=3, output_type="pt",
+            generator=[torch.Generator().manual_seed(i) for i in range(2)],
+        ).images  # fmt: skip
+
+    guided = sample(3.0)
+    assert guided.shape == (2, 3, 16, 16) and torch.isfinite(guided).all()
+    assert (guided - sample(1.0)).abs().max() > 1e-4  # the guidance moves the samples
+    pipe.set_sampler("ddpm", variance_type="fixed_small")
+    assert (guided - sample(3.0)).abs().max() > 1e-4  # the ancestral steps used the learned variance

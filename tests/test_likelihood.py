@@ -12,9 +12,9 @@ import pytest
 import torch
 from conftest import TINY_UNET
 from diffusers import UNet2DModel
+from test_evaluation import run_cli, save_shapes
 
 from ddpm_hub import DDPMHubPipeline, make_noise_scheduler
-from ddpm_hub.cli import main as cli_main
 from ddpm_hub.data import draw_shapes
 from ddpm_hub.likelihood import (
     BoundObjective,
@@ -211,28 +211,18 @@ def test_nll_of_a_pipeline_is_per_image_whatever_the_batch():
     assert full.num_steps == T and full.variance_type == "fixed_small"
     with pytest.raises(ValueError, match="uint8 images of the model's shape"):
         negative_log_likelihood(pipe, images[:, :, :8, :8], progress=False)
-
-
-def save_images(folder, count: int, size: int = 16):
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, image in enumerate(draw_shapes(count, size=size, seed=0)):
-        image.save(folder / f"{i:03d}.png")
-    return folder
-
-
-def run_cli(argv, capsys):
-    try:
-        status = cli_main(argv)
-    except SystemExit as exit:
-        status = exit.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+    # diffusers' "learned" variance is the variance itself, not eq. 15's interpolation: not read as learned_range.
+    pipe.set_sampler("ddpm", variance_type="learned")
+    with pytest.raises(ValueError, match="scheduler says variance_type 'learned'"):
+        negative_log_likelihood(pipe, images, num_steps=5, progress=False)
+    fixed = negative_log_likelihood(pipe, images[:1], num_steps=5, progress=False, variance_type="fixed_small")
+    assert math.isfinite(fixed.bits_per_dim)
 
 
 def test_eval_cli_reports_bits_per_dim(tmp_path, capsys):
     model = tmp_path / "model"
     make_learned_pipeline(num_train_timesteps=T).save_pretrained(model)
-    reference = save_images(tmp_path / "reference", 5)
+    reference = save_shapes(tmp_path / "reference", 5)
     status, out, err = run_cli(
         ["eval", str(model), "--reference", str(reference), "--metrics", "kid,nll", "--nll_steps", "4",
          "--num_samples", "3", "--num_inference_steps", "2", "--features", "efficientnet-lite0-40",
@@ -257,7 +247,7 @@ def test_eval_cli_reports_bits_per_dim(tmp_path, capsys):
 def test_eval_nll_bad_input_is_one_line(tmp_path, capsys, args, message):
     model = tmp_path / "model"
     make_learned_pipeline(num_train_timesteps=T).save_pretrained(model)
-    reference = save_images(tmp_path / "reference", 3)
+    reference = save_shapes(tmp_path / "reference", 3)
     if args == ["MODEL=images"]:
         model, args = reference, []
     base = ["eval", str(model), "--reference", str(reference), "--metrics", "nll", "--num_samples", "2",

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         shards = resolve_train_shards(data.train_shards)
         trainer = ClassifierTrainer(
             classifier, model, data, run, hub, diffusion_label_names=label_names, shards=shards,
-            parts=run_parts(model, run, shards),
+            parts=run_parts(model, run, shards, trains_denoiser=False),
         )  # fmt: skip
         trainer.run()
     except (SetupError, PushError, DivergedError, NonFiniteWeightsError, WriteError) as error:

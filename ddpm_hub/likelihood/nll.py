@@ -58,8 +58,15 @@ class NegativeLogLikelihood:
 def bound_variance_type(pipeline, variance_type: str | None = None) -> str:
     """The reverse-step variance of `pipeline` for the bound: its learned one, else its scheduler's fixed one.
 
-    `variance_type` overrides it (e.g. a learned-variance model's mean with `fixed_small`, to compare).
+    `variance_type` overrides it (e.g. a learned-variance model's mean with `fixed_small`, to compare). A variance
+    learned as diffusers' `"learned"` (the variance itself, not eq. 15's interpolation) is refused in one line.
     """
+    scheduler_variance = pipeline.scheduler.config.get("variance_type")
+    if pipeline.learns_variance and scheduler_variance == "learned" and variance_type in (None, "learned_range"):
+        raise ValueError(
+            "The bound reads learned variances as learned_range (Nichol & Dhariwal 2021, eq. 15); this model's "
+            "scheduler says variance_type 'learned' (the variance itself): score its mean with a fixed variance_type."
+        )
     if variance_type is not None:
         if variance_type not in VARIANCE_TYPES:
             raise ValueError(f"Unknown variance type {variance_type!r}; choose one of: {', '.join(VARIANCE_TYPES)}.")
@@ -68,7 +75,7 @@ def bound_variance_type(pipeline, variance_type: str | None = None) -> str:
         return variance_type
     if pipeline.learns_variance:
         return "learned_range"
-    return bound_variance(pipeline.scheduler.config.get("variance_type"))
+    return bound_variance(scheduler_variance)
 
 
 def _denoiser(pipeline, batch_size: int):

@@ -80,15 +80,10 @@ class BoundObjective:
     ):
         if loss_type not in LOSS_TYPES[1:]:
             raise ValueError(f"BoundObjective trains hybrid or vlb, not {loss_type!r}.")
-        self.loss_type, self.variance_type, self.vlb_weight, self.decoder = (
-            loss_type,
-            variance_type,
-            vlb_weight,
-            decoder,
-        )
+        self.loss_type, self.variance_type = loss_type, variance_type
+        self.vlb_weight, self.decoder = vlb_weight, decoder
         self.process: DiffusionProcess | None = None
         self.sampler: LossSecondMomentSampler | None = None
-        self._pending_state: dict[str, Any] | None = None
 
     def bind(self, noise_scheduler, device: torch.device) -> None:
         """The training schedule's tables on `device`, and the timestep sampler of `vlb`."""
@@ -96,8 +91,6 @@ class BoundObjective:
         self.prediction_type = noise_scheduler.config.prediction_type
         if self.loss_type == "vlb":
             self.sampler = LossSecondMomentSampler(len(self.process), device=device)
-            if self._pending_state:
-                self.sampler.load_state_dict(self._pending_state)
 
     @property
     def num_timesteps(self) -> int:
@@ -144,11 +137,6 @@ class BoundObjective:
         return {"timestep_sampler": self.sampler.state_dict()} if self.sampler is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the sampler (kept until `bind` when it comes first)."""
-        sampler_state = state.get("timestep_sampler")
-        if sampler_state is None:
-            return
-        if self.sampler is None:
-            self._pending_state = sampler_state
-        else:
-            self.sampler.load_state_dict(sampler_state)
+        """Restore the vlb sampler, once `bind` has built it (the Trainer resumes after building the step)."""
+        if self.sampler is not None and "timestep_sampler" in state:
+            self.sampler.load_state_dict(state["timestep_sampler"])
