@@ -38,7 +38,6 @@ def check_run_flags(run: TrainConfig) -> None:
 def diffusion_model_config(config: ClassifierConfig, cache_dir: str | None) -> tuple[ModelConfig, list[str] | None]:
     """What the run reads of the diffusion model: its UNet config and schedule (the plan of a fine-tuning run, whose
     weights are loaded only for previews), its `vae/` and scaling factor if latent, and its classes if any."""
-    from ..defaults import resolve_model_defaults
     from ..pipeline import DDPMHubPipeline, labels_in_id_order
     from ..safe_loading import check_local_model
 
@@ -55,10 +54,6 @@ def diffusion_model_config(config: ClassifierConfig, cache_dir: str | None) -> t
             "classifier guidance steers a model that generates from noise: train the classifier for the base model."
         )
     model = ModelConfig(pretrained_model_name_or_path=source)
-    if resolve_model_defaults(model, cache_dir).variance_type == "learned_range":
-        # The run trains no diffusion objective; this only names the loss a learned variance goes with, so that the
-        # model is read (its variance channels, its DDPM previews) as a fine-tuning run reads it.
-        model = dataclasses.replace(model, loss_type="hybrid")
     vae = index.get("vae")
     if isinstance(vae, (list, tuple)) and any(vae):  # diffusers writes [null, null] for an absent optional one
         factor = index.get("latent_scaling_factor")
