@@ -267,8 +267,10 @@ def prepare(config: PrepareConfig) -> dict:
     if intact:
         logger.info("Resuming: %d shards of %s were written already.", len(intact), out)
     progress_path = out / PROGRESS_NAME
-    for stale in out.glob(".train-*.tar.*.tmp"):  # left by a killed writer; never a shard
-        stale.unlink()
+    # Left by a killed writer (atomic_file's names for this command's own files): never a shard or a record.
+    for pattern in (".train-*.tar.*.tmp", f".{PROGRESS_NAME}.*.tmp", f".{MANIFEST_NAME}.*.tmp"):
+        for stale in out.glob(pattern):
+            stale.unlink()
     num_shards = -(-len(dataset) // config.shard_size)
     width = max(6, len(str(num_shards - 1)))
     done: list[dict] = []
