@@ -166,9 +166,7 @@ def set_aside_abandoned(output_dir: str | Path, resumed_step: int) -> Path | Non
     later = [path for path in list_checkpoints(output_dir) if int(path.name.split("-")[1]) > resumed_step]
     if not later:
         return None
-    folder = new_abandoned_folder(output_dir)
-    for path in later:
-        os.replace(path, folder / path.name)
+    folder = move_to_abandoned_folder(later, output_dir)
     logger.warning(
         "Resuming from step %d while %s exist: those belong to an abandoned branch of this run and were moved to "
         "%s (delete it once you no longer need it).",
@@ -179,12 +177,15 @@ def set_aside_abandoned(output_dir: str | Path, resumed_step: int) -> Path | Non
     return folder
 
 
-def new_abandoned_folder(parent: Path) -> Path:
-    """A new, empty `abandoned-<time>/` folder in `parent`, for what an abandoned branch of a run wrote there."""
+def move_to_abandoned_folder(paths: list[Path], parent: Path) -> Path:
+    """Move `paths` (what an abandoned branch of a run wrote in `parent`) into a new `abandoned-<time>/` folder there,
+    never deleting them; returns that folder."""
     folder = parent / time.strftime("abandoned-%Y%m%d-%H%M%S")
     while folder.exists():
         folder = folder.with_name(folder.name + "x")
     folder.mkdir()
+    for path in paths:
+        os.replace(path, folder / path.name)
     return folder
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..checkpointing import new_abandoned_folder
+from ..checkpointing import move_to_abandoned_folder
 from ..files import NonFiniteWeightsError, all_finite, atomic_file, writing
 from ..run_folder import SNAPSHOT_DIR
 
@@ -138,9 +138,7 @@ def set_aside_later(run_dir: str | os.PathLike, step: int) -> Path | None:
     later = sorted(p for p in folder.iterdir() if _SNAPSHOT_NAME.match(p.name) and p.is_file() and _step_of(p) > step)
     if not later:
         return None
-    aside = new_abandoned_folder(folder)
-    for path in later:
-        os.replace(path, aside / path.name)
+    aside = move_to_abandoned_folder(later, folder)
     logger.warning(
         "The run continues from step %d while post-hoc EMA snapshots of later steps (%s) exist: they belong to an "
         "abandoned branch of this run and were moved to %s (delete it once you no longer need it).",
